@@ -1,0 +1,3 @@
+"""efajob: exact, job-scoped EFA network accounting for Slurm clusters on AWS."""
+
+__version__ = "0.1.0"

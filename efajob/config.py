@@ -1,0 +1,260 @@
+"""Configuration: a TOML file, every top-level key overridable by `EFAJOB_<KEY>`.
+
+Where the file comes from: the `path` argument, else `$EFAJOB_CONFIG`, else
+`/etc/efajob/config.toml` when it exists, else built-in defaults. Unknown keys are an error
+that names the key (a typo must not silently fall back to a default). Path values may contain
+`{node}`: the Slurm node name in hooks (`SLURMD_NODENAME`), the daemon's `--node` /
+`$EFAJOB_NODE` elsewhere, defaulting to the short host name. That lets several simulated nodes
+share one host in tests and the demo.
+
+On the hook import path: standard library only (plus `tomli` below Python 3.11).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/etc/efajob/config.toml"
+_CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_NODE_RE = _CLUSTER_RE
+
+
+def _load_toml(path: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised by CI's oldest-Python run
+        import tomli as tomllib
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+
+
+@dataclass(frozen=True)
+class CloudWatchConfig:
+    enabled: bool = False
+    region: Optional[str] = None
+    namespace: str = "EFAJob"
+    log_group: Optional[str] = None  # default: /efajob/<cluster>
+    endpoint_url: Optional[str] = None
+    period: int = 60  # seconds aggregated into one StatisticValues datum
+    per_device: bool = False  # per-device metrics: cost grows with devices (docs/cloudwatch.md)
+    job_metrics: bool = False  # JobId-dimension metrics while jobs run: explicit opt-in
+    instance_id: Optional[str] = None  # default: IMDSv2, else the host name
+    instance_type: Optional[str] = None
+    spool_max_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    enabled: bool = False
+    bind: str = "127.0.0.1"
+    port: int = 9814
+
+
+# Finding thresholds are data, never code: report.py applies them with pure functions.
+DEFAULT_THRESHOLDS: Dict[str, float] = {
+    "efa_unused_bytes_per_node": 1e8,  # < 100 MB per node over EFA in a multi-node job
+    "ena_fallback_bytes_per_node": 1e9,  # ... while ENA moved > 1 GB per node
+    "straggler_ratio": 0.5,  # node below 50% of the job's median node bytes
+    "device_idle_ratio": 0.1,  # device below 10% of its node's median device bytes
+    "rx_drops": 1,  # any rx drop is worth a warning
+    "rx_drops_critical_ratio": 1e-3,  # drops / rx_pkts above this is critical
+    "retrans_ratio_warning": 1e-4,  # retrans_pkts / tx_pkts
+    "retrans_ratio_critical": 1e-2,
+    "impaired_events": 1,
+    "unresponsive_events": 1,
+    "ena_allowance_events": 1,
+    "short_job_seconds": 30,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    cluster: str = "default"
+    node: str = ""
+    sysfs_root: str = "/sys"
+    run_dir: str = "/run/efajob"
+    state_dir: str = "/var/lib/efajob"
+    store: str = "/var/lib/efajob/jobstore"
+    interval: float = 1.0
+    status_interval: float = 15.0
+    rediscover_interval: float = 30.0
+    retention_hours: float = 24.0
+    rollup_days: float = 30.0
+    instance_type: Optional[str] = None
+    log_file: Optional[str] = None
+    log_level: str = "info"
+    private_records: bool = False
+    cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    source: Optional[str] = None  # the file it came from, for messages
+
+    @property
+    def db_path(self) -> str:
+        return os.path.join(self.state_dir, "efajob.db")
+
+    @property
+    def outbox_dir(self) -> str:
+        return os.path.join(self.state_dir, "outbox")
+
+
+_PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file")
+_SECTIONS = {"cloudwatch": CloudWatchConfig, "prometheus": PrometheusConfig}
+_TOP_KEYS = {f.name: f for f in fields(Config) if f.name not in ("source",)}
+
+
+def _type_name(f) -> str:
+    return str(f.type).replace("Optional[", "").rstrip("]")
+
+
+def _coerce(name: str, f, value: Any, from_env: bool) -> Any:
+    """Turn a TOML or environment value into the field's type, or raise ConfigError naming it."""
+    kind = _type_name(f)
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if from_env and str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if from_env and str(value).lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value) if from_env else _exact(value, int)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            v = float(value)
+            if v != v or v in (float("inf"), float("-inf")):
+                raise ValueError
+            return v
+        if kind == "str":
+            if value is None and "Optional" in str(f.type):
+                return None
+            if not isinstance(value, str):
+                raise ValueError
+            return value
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {name!r}: expected {kind}, got {value!r}") from None
+    raise ConfigError(f"config key {name!r}: unsupported type {kind}")  # pragma: no cover
+
+
+def _exact(value: Any, typ: type) -> Any:
+    if not isinstance(value, typ):
+        raise ValueError
+    return value
+
+
+def _section(name: str, cls: type, raw: Any) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section [{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown config key {name}.{key}")
+        kwargs[key] = _coerce(f"{name}.{key}", known[key], value, from_env=False)
+    return cls(**kwargs)
+
+
+def _thresholds(raw: Any) -> Dict[str, float]:
+    if not isinstance(raw, dict):
+        raise ConfigError("config section [thresholds] must be a table")
+    out = dict(DEFAULT_THRESHOLDS)
+    for key, value in raw.items():
+        if key not in DEFAULT_THRESHOLDS:
+            raise ConfigError(f"unknown config key thresholds.{key}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key thresholds.{key}: expected a number, got {value!r}")
+        out[key] = float(value)
+    return out
+
+
+def default_node_name() -> str:
+    return socket.gethostname().split(".")[0] or "localhost"
+
+
+def validate_name(kind: str, value: str) -> str:
+    """Cluster and node names become path components: allow a conservative alphabet only."""
+    if not _CLUSTER_RE.match(value or ""):
+        raise ConfigError(
+            f"{kind} name {value!r} is not allowed: use letters, digits, '_', '.', '-' "
+            "(at most 64, not starting with '.' or '-')"
+        )
+    return value
+
+
+def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optional[str] = None,
+                 source: Optional[str] = None) -> Config:
+    """Pure: a parsed TOML document + environment -> Config. Raises ConfigError."""
+    top: Dict[str, Any] = {}
+    sections: Dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS:
+            sections[key] = _section(key, _SECTIONS[key], value)
+        elif key == "thresholds":
+            top["thresholds"] = _thresholds(value)
+        elif key in _TOP_KEYS and key not in ("cloudwatch", "prometheus", "thresholds", "node"):
+            top[key] = _coerce(key, _TOP_KEYS[key], value, from_env=False)
+        else:
+            raise ConfigError(f"unknown config key {key!r}" + (f" in {source}" if source else ""))
+    for key, f in _TOP_KEYS.items():
+        if key in ("cloudwatch", "prometheus", "thresholds", "node"):
+            continue
+        env_key = "EFAJOB_" + key.upper()
+        if env_key in env:
+            top[key] = _coerce(env_key, f, env[env_key], from_env=True)
+    node_name = node or env.get("EFAJOB_NODE") or default_node_name()
+    validate_name("node", node_name)
+    cfg = Config(**top, **sections, node=node_name, source=source)
+    validate_name("cluster", cfg.cluster)
+    if cfg.interval <= 0:
+        raise ConfigError(f"config key 'interval' must be > 0, got {cfg.interval}")
+    return expand_node(cfg, node_name)
+
+
+def expand_node(cfg: Config, node: str) -> Config:
+    """Substitute `{node}` in every path value."""
+    changes = {}
+    for key in _PATH_KEYS:
+        value = getattr(cfg, key)
+        if value and "{node}" in value:
+            changes[key] = value.replace("{node}", node)
+    return replace(cfg, node=node, **changes) if changes else replace(cfg, node=node)
+
+
+def config_path(path: Optional[str], env: Mapping[str, str]) -> Tuple[Optional[str], bool]:
+    """(path, required): an explicit or $EFAJOB_CONFIG path must exist; the default may not."""
+    if path:
+        return path, True
+    if env.get("EFAJOB_CONFIG"):
+        return env["EFAJOB_CONFIG"], True
+    return DEFAULT_PATH, False
+
+
+def load_config(path: Optional[str] = None, *, env: Optional[Mapping[str, str]] = None,
+                node: Optional[str] = None) -> Config:
+    """Read the config file (if any) and the environment. Raises ConfigError."""
+    env = os.environ if env is None else env
+    cfg_path, required = config_path(path, env)
+    data: dict = {}
+    source = None
+    if cfg_path and (required or os.path.exists(cfg_path)):
+        data = _load_toml(cfg_path)
+        source = cfg_path
+    return build_config(data, env=env, node=node, source=source)

@@ -1,0 +1,448 @@
+"""EFA device discovery and the fast counter sampler.
+
+Facts this follows (shared/notes/efa-sysfs.md):
+- traffic counters are rdma hw_counters: `<dev>/ports/<n>/hw_counters/<name>`; device-level
+  admin counters are `<dev>/hw_counters/<name>` (kernel >= 5.15; before that both directories
+  hold one common list). EFA has no `ports/<n>/counters/` (IB PMA) directory: never read it.
+- names are read open-endedly and kept verbatim: the kernel keeps adding counters.
+- `lifespan` is the counter cache lifetime in ms, not a counter.
+- a missing, unreadable or garbage file is *absent*, never zero.
+- EFA devices are told from other RDMA devices (mlx5 on some p6) by PCI vendor 0x1d0f, or by
+  the `efa` driver when the vendor file is unreadable.
+
+Speed: the sampler keeps one descriptor per counter file open and `pread`s them at offset 0
+(sysfs regenerates an attribute on every read at offset 0), so a sample costs one syscall per
+counter. Opening and closing each file costs about 25x more (docs/performance.md).
+
+This module is on the hook import path: standard library only.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
+
+from .errors import SysfsError
+from .instances import EFA_VENDOR
+
+# Counter files hold at most 20 digits and a newline; 64 bytes also takes in the longest
+# garbage we need to recognise ("N/A (no PMA)") without a second read.
+_READ_SIZE = 64
+_MAX_U64 = (1 << 64) - 1
+NOT_COUNTERS = frozenset(("lifespan",))
+# Errors after which a descriptor must be reopened: the file was replaced or its device went
+# away (kernfs answers ENODEV on an open file whose node was removed).
+_REOPEN_ERRNOS = frozenset((errno.ENOENT, errno.ESTALE, errno.ENODEV))
+_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec")
+
+
+def parse_counter(raw: bytes) -> Optional[int]:
+    """One counter file's bytes -> value, or None when it is not an unsigned 64-bit decimal."""
+    text = raw.strip()
+    # bytes.isdigit() is ASCII-only, so this rejects "-1", "+5", "1_000", "N/A (no PMA)", "".
+    if not text.isdigit() or len(text) > 20:
+        return None
+    value = int(text)
+    return value if value <= _MAX_U64 else None
+
+
+def parse_rate_gbps(text: Optional[str]) -> Optional[float]:
+    """`ports/<n>/rate` ("100 Gb/sec (4X EDR)") -> 100.0; None when absent or unparsable."""
+    if not text:
+        return None
+    m = _RATE_RE.match(text)
+    return float(m.group(1)) if m else None
+
+
+def _read_text(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read(4096).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+
+
+def _listdir(path: str) -> List[str]:
+    try:
+        return sorted(os.listdir(path))
+    except OSError:
+        return []
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What discovery learns about one EFA device (static between rediscoveries)."""
+
+    name: str
+    path: str
+    vendor: Optional[str]
+    device_id: Optional[str]
+    driver: Optional[str]
+    ports: Tuple[int, ...]
+    rate: Optional[str]
+    state: Optional[str]
+    port_counter_names: Tuple[str, ...]
+    device_counter_names: Tuple[str, ...]
+
+    @property
+    def port(self) -> int:
+        return self.ports[0] if self.ports else 1
+
+    @property
+    def rate_gbps(self) -> Optional[float]:
+        return parse_rate_gbps(self.rate)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "vendor": self.vendor,
+            "device_id": self.device_id,
+            "driver": self.driver,
+            "ports": list(self.ports),
+            "rate": self.rate,
+            "rate_gbps": self.rate_gbps,
+            "state": self.state,
+            "port_counters": list(self.port_counter_names),
+            "device_counters": list(self.device_counter_names),
+        }
+
+
+def _is_efa(devpath: str) -> Tuple[bool, Optional[str], Optional[str], Optional[str]]:
+    vendor = _read_text(os.path.join(devpath, "device", "vendor"))
+    device_id = _read_text(os.path.join(devpath, "device", "device"))
+    driver = None
+    try:
+        driver = os.path.basename(os.readlink(os.path.join(devpath, "device", "driver")))
+    except OSError:
+        pass
+    if vendor is not None:
+        return vendor.lower() == EFA_VENDOR, vendor, device_id, driver
+    return driver == "efa", vendor, device_id, driver
+
+
+def discover_devices(root: str = "/sys") -> List[DeviceInfo]:
+    """Every EFA device under `<root>/class/infiniband`, sorted by name. Other RDMA devices
+    (mlx5 and friends) are skipped. A missing `class/infiniband` means no devices, not an error."""
+    ib = os.path.join(root, "class", "infiniband")
+    found = []
+    for name in _listdir(ib):
+        devpath = os.path.join(ib, name)
+        efa, vendor, device_id, driver = _is_efa(devpath)
+        if not efa:
+            continue
+        ports = tuple(sorted(int(p) for p in _listdir(os.path.join(devpath, "ports")) if p.isdigit()))
+        first = ports[0] if ports else 1
+        portdir = os.path.join(devpath, "ports", str(first))
+        port_names = tuple(
+            n for n in _listdir(os.path.join(portdir, "hw_counters")) if n not in NOT_COUNTERS
+        )
+        dev_names = tuple(
+            n for n in _listdir(os.path.join(devpath, "hw_counters")) if n not in NOT_COUNTERS
+        )
+        found.append(
+            DeviceInfo(
+                name=name,
+                path=devpath,
+                vendor=vendor,
+                device_id=device_id,
+                driver=driver,
+                ports=ports,
+                rate=_read_text(os.path.join(portdir, "rate")),
+                state=_read_text(os.path.join(portdir, "state")),
+                port_counter_names=port_names,
+                device_counter_names=dev_names,
+            )
+        )
+    return found
+
+
+def discover_netdevs(root: str = "/sys") -> List[str]:
+    """Network interfaces worth sampling beside EFA: physical ones (with a `device` link), which on
+    EC2 are ENA. Virtual interfaces (lo, docker0, veth) have no `device` and carry no fabric data."""
+    net = os.path.join(root, "class", "net")
+    return [n for n in _listdir(net) if os.path.exists(os.path.join(net, n, "device"))]
+
+
+@dataclass(frozen=True)
+class DeviceReading:
+    """One device's counters at one instant. Absent counters are missing keys."""
+
+    name: str
+    port: int
+    port_counters: Dict[str, int]
+    device_counters: Dict[str, int]
+    other_ports: Dict[int, Dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {
+            "name": self.name,
+            "port": self.port,
+            "port_counters": dict(self.port_counters),
+            "device_counters": dict(self.device_counters),
+        }
+        if self.other_ports:
+            d["other_ports"] = {str(p): dict(c) for p, c in self.other_ports.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DeviceReading":
+        return cls(
+            name=str(d["name"]),
+            port=int(d.get("port", 1)),
+            port_counters={str(k): int(v) for k, v in d.get("port_counters", {}).items()},
+            device_counters={str(k): int(v) for k, v in d.get("device_counters", {}).items()},
+            other_ports={
+                int(p): {str(k): int(v) for k, v in c.items()}
+                for p, c in d.get("other_ports", {}).items()
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """All EFA devices (and ENA netdevs) at one instant: `mono` is CLOCK_MONOTONIC (comparable
+    between processes of one boot), `wall` is the epoch time. Treat as read-only."""
+
+    mono: float
+    wall: float
+    devices: Dict[str, DeviceReading]
+    net: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "mono": self.mono,
+            "wall": self.wall,
+            "devices": [self.devices[n].to_dict() for n in sorted(self.devices)],
+            "net": {i: dict(c) for i, c in sorted(self.net.items())},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Snapshot":
+        devs = [DeviceReading.from_dict(x) for x in d.get("devices", [])]
+        return cls(
+            mono=float(d["mono"]),
+            wall=float(d["wall"]),
+            devices={x.name: x for x in devs},
+            net={str(i): {str(k): int(v) for k, v in c.items()} for i, c in d.get("net", {}).items()},
+        )
+
+
+# Slot kinds in the flat descriptor table.
+_PORT, _DEV, _NET = 0, 1, 2
+
+
+class Sampler:
+    """Keeps every counter file open and reads them all with one `pread` each per sample.
+
+    Never raises on bad files: a counter that cannot be read or parsed is absent from the sample.
+    A device whose files all vanish is left out of the sample and triggers a rediscovery.
+    Devices are rediscovered every `rediscover_interval` seconds (devices can appear late after
+    boot, p5en being known for it) and whenever one vanishes.
+    """
+
+    def __init__(
+        self,
+        root: str = "/sys",
+        *,
+        rediscover_interval: float = 30.0,
+        include_net: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        if not os.path.isdir(root):
+            raise SysfsError(f"sysfs root {root!r} is not a directory")
+        self.root = root
+        self.rediscover_interval = rediscover_interval
+        self.include_net = include_net
+        self._clock = clock
+        self._wall = wall_clock
+        self._fds: List[int] = []
+        self._paths: List[str] = []
+        # Per slot: (kind, owner index, port number, counter name).
+        self._slots: List[Tuple[int, int, int, str]] = []
+        self._devices: Tuple[DeviceInfo, ...] = ()
+        self._netdevs: Tuple[str, ...] = ()
+        self._discovered_at: Optional[float] = None
+        self.rediscover()
+
+    # -- discovery -------------------------------------------------------------------------
+    @property
+    def devices(self) -> Tuple[DeviceInfo, ...]:
+        return self._devices
+
+    @property
+    def netdevs(self) -> Tuple[str, ...]:
+        return self._netdevs
+
+    def rediscover(self) -> None:
+        """Re-list devices and counter files; keep descriptors of files that are still there."""
+        devices = tuple(discover_devices(self.root))
+        netdevs = tuple(discover_netdevs(self.root)) if self.include_net else ()
+        wanted: List[Tuple[str, Tuple[int, int, int, str]]] = []
+        for i, dev in enumerate(devices):
+            for port in dev.ports or (1,):
+                pdir = os.path.join(dev.path, "ports", str(port), "hw_counters")
+                names = dev.port_counter_names if port == dev.port else tuple(
+                    n for n in _listdir(pdir) if n not in NOT_COUNTERS
+                )
+                for n in names:
+                    wanted.append((os.path.join(pdir, n), (_PORT, i, port, n)))
+            for n in dev.device_counter_names:
+                wanted.append((os.path.join(dev.path, "hw_counters", n), (_DEV, i, 0, n)))
+        for i, ifname in enumerate(netdevs):
+            sdir = os.path.join(self.root, "class", "net", ifname, "statistics")
+            for n in _listdir(sdir):
+                wanted.append((os.path.join(sdir, n), (_NET, i, 0, n)))
+
+        old = dict(zip(self._paths, self._fds))
+        fds, paths, slots = [], [], []
+        for path, slot in wanted:
+            fd = old.pop(path, None)
+            if fd is None:
+                fd = self._open(path)
+                if fd is None:
+                    continue
+            fds.append(fd)
+            paths.append(path)
+            slots.append(slot)
+        for fd in old.values():
+            self._close_fd(fd)
+        self._fds, self._paths, self._slots = fds, paths, slots
+        self._devices, self._netdevs = devices, netdevs
+        self._discovered_at = self._clock()
+
+    @staticmethod
+    def _open(path: str) -> Optional[int]:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    @staticmethod
+    def _close_fd(fd: int) -> None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    # -- sampling --------------------------------------------------------------------------
+    def _read_all(self) -> List[Optional[bytes]]:
+        pread = os.pread
+        try:
+            # The fast path: one list comprehension of preads, nothing else.
+            return [pread(fd, _READ_SIZE, 0) for fd in self._fds]
+        except OSError:
+            pass
+        out: List[Optional[bytes]] = []
+        for k, fd in enumerate(self._fds):
+            try:
+                out.append(pread(fd, _READ_SIZE, 0))
+            except OSError as e:
+                out.append(self._retry(k, e))
+        return out
+
+    def _retry(self, k: int, err: OSError) -> Optional[bytes]:
+        # EIO/EINVAL/EPERM: the counter is unreadable now; keep the descriptor, report absent.
+        if err.errno not in _REOPEN_ERRNOS:
+            return None
+        self._close_fd(self._fds[k])
+        fd = self._open(self._paths[k])
+        if fd is None:
+            # Gone for good (device vanished): keep a dead slot until the next rediscovery.
+            self._fds[k] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            self._discovered_at = None
+            return None
+        self._fds[k] = fd
+        try:
+            return os.pread(fd, _READ_SIZE, 0)
+        except OSError:
+            return None
+
+    def sample(self) -> Snapshot:
+        now = self._clock()
+        if self._discovered_at is None or now - self._discovered_at >= self.rediscover_interval:
+            self.rediscover()
+        wall = self._wall()
+        mono = self._clock()
+        raws = self._read_all()
+
+        ndev = len(self._devices)
+        ports: List[Dict[int, Dict[str, int]]] = [{} for _ in range(ndev)]
+        devc: List[Dict[str, int]] = [{} for _ in range(ndev)]
+        seen = [False] * ndev
+        net: Dict[str, Dict[str, int]] = {}
+        for (kind, owner, port, name), raw in zip(self._slots, raws):
+            if not raw:
+                continue
+            if kind == _NET:
+                target = net.setdefault(self._netdevs[owner], {})
+            else:
+                seen[owner] = True
+                if kind == _PORT:
+                    target = ports[owner].get(port)
+                    if target is None:
+                        target = ports[owner][port] = {}
+                else:
+                    target = devc[owner]
+            # Inlined parse_counter: this loop runs ~1,100 times per p5 sample.
+            text = raw.strip()
+            if text.isdigit() and len(text) <= 20:
+                value = int(text)
+                if value <= _MAX_U64:
+                    target[name] = value
+
+        devices: Dict[str, DeviceReading] = {}
+        for i, dev in enumerate(self._devices):
+            if not seen[i]:
+                # Every file read empty or failed: the device is gone (or going). Leave it out
+                # and look again next sample.
+                if not os.path.isdir(dev.path):
+                    self._discovered_at = None
+                    continue
+            p = ports[i]
+            devices[dev.name] = DeviceReading(
+                name=dev.name,
+                port=dev.port,
+                port_counters=p.get(dev.port, {}),
+                device_counters=devc[i],
+                other_ports={n: c for n, c in p.items() if n != dev.port},
+            )
+        return Snapshot(mono=mono, wall=wall, devices=devices, net=net)
+
+    def close(self) -> None:
+        for fd in self._fds:
+            self._close_fd(fd)
+        self._fds, self._paths, self._slots = [], [], []
+
+    def __enter__(self) -> "Sampler":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self):  # pragma: no cover - best effort if a caller forgot close()
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def read_snapshot(root: str = "/sys", *, include_net: bool = True,
+                  clock: Callable[[], float] = time.monotonic,
+                  wall_clock: Callable[[], float] = time.time) -> Snapshot:
+    """One-shot reading (what the hooks do): discover, read every counter once, close."""
+    with Sampler(root, include_net=include_net, clock=clock, wall_clock=wall_clock,
+                 rediscover_interval=float("inf")) as s:
+        return s.sample()
+
+
+def counter_names(snapshots: Iterable[Snapshot]) -> List[str]:
+    """Every port counter name seen in any snapshot, sorted (for table headers)."""
+    names = set()
+    for s in snapshots:
+        for d in s.devices.values():
+            names.update(d.port_counters)
+    return sorted(names)

@@ -1,0 +1,36 @@
+"""Shared test helpers.
+
+`require(name, ok, why)`: a test that needs a component this machine may lack (Slurm,
+Prometheus, moto, Chromium) is skipped locally but FAILS in CI (`CI=true`), where `.ci/run`
+installs every component: a green CI must never hide a missing install step.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(name: str, ok: bool, why: str = "") -> None:
+    if ok:
+        return
+    msg = f"{name} is not available{': ' + why if why else ''}"
+    if IN_CI:
+        pytest.fail(f"{msg} (required in CI: .ci/run must install it)")
+    pytest.skip(msg)
+
+
+def require_binary(binary: str) -> str:
+    path = shutil.which(binary) or next(
+        (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.path.exists(p)), None)
+    require(binary, path is not None, "not on PATH")
+    return path  # type: ignore[return-value]
+
+
+@pytest.fixture(autouse=True)
+def _utc(monkeypatch):
+    # Reports print times: keep them independent of the machine's zone.
+    monkeypatch.setenv("TZ", "UTC")

@@ -38,6 +38,7 @@ _ROLLUP_BATCH = 200
 _ROLLUP_ROWS = 5000  # raw rows rolled up per tick at most (catching up after a restart)
 _BLOB_RAW, _BLOB_ZLIB = b"\x00", b"\x01"
 _BIG_ENDIAN = sys.byteorder == "big"
+_MAX_I64 = (1 << 63) - 1
 
 
 @dataclass(frozen=True)
@@ -337,10 +338,15 @@ class LocalStore:
 
     def _insert(self, row: SampleRow) -> None:
         d = row.deltas
-        extra = tuple(sorted(n for n in d if n not in COMMON))
+        # SQLite integers are signed 64-bit: a (theoretical) delta above that goes into the
+        # unsigned packed blob instead of its column, which then stays NULL.
+        big = [n for n in COMMON if d.get(n, 0) > _MAX_I64]
+        if big:
+            d = {k: v for k, v in d.items() if k not in big}
+        extra = tuple(sorted(n for n in row.deltas if n not in COMMON or n in big))
         tx = tuple(sorted(row.device_tx_bytes))
         rx = tuple(sorted(row.device_rx_bytes))
-        values = [d[n] for n in extra]
+        values = [row.deltas[n] for n in extra]
         values.extend(row.device_tx_bytes[n] for n in tx)
         values.extend(row.device_rx_bytes[n] for n in rx)
         for j in row.jobs:

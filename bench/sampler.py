@@ -1,0 +1,97 @@
+"""Sampler cost on a simulated p5.48xlarge (32 EFA devices, ~1,150 counter files).
+
+Prints, from one run: the median time of one full sample, microseconds per counter, and the
+ratio to a bare loop of `os.pread` over the same descriptors (the syscall floor), plus the
+naive open/read/close-per-file cost for comparison. Target (issue 2): sample <= 1.5x bare.
+
+    python bench/sampler.py [--rounds 30] [--per-round 50] [--kernel 6.17] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from efajob.simulate import build_node  # noqa: E402
+from efajob.sysfs import Sampler  # noqa: E402
+
+
+def _time_per_call(fn, n: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--instance-type", default="p5.48xlarge")
+    ap.add_argument("--kernel", default="6.17")
+    ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds (medians over these)")
+    ap.add_argument("--per-round", type=int, default=50, help="calls per round")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="efajob-bench-") as tmp:
+        build_node(tmp, args.instance_type, args.kernel)
+        with Sampler(tmp, include_net=False, rediscover_interval=float("inf")) as s:
+            fds = list(s._fds)
+            paths = list(s._paths)
+            pread = os.pread
+
+            def bare():
+                for fd in fds:
+                    pread(fd, 64, 0)
+
+            def naive():
+                for p in paths:
+                    with open(p, "rb") as f:
+                        int(f.read())
+
+            sample = s.sample
+            for fn in (bare, sample, naive):  # warm caches
+                fn()
+            t_bare, t_sample, t_naive = [], [], []
+            for _ in range(args.rounds):
+                # Interleaved so drift in machine load hits all three alike.
+                t_bare.append(_time_per_call(bare, args.per_round))
+                t_sample.append(_time_per_call(sample, args.per_round))
+                t_naive.append(_time_per_call(naive, max(1, args.per_round // 5)))
+            snap = s.sample()
+
+    med = statistics.median
+    n = len(fds)
+    res = {
+        "instance_type": args.instance_type,
+        "kernel": args.kernel,
+        "devices": len(snap.devices),
+        "counter_files": n,
+        "sample_us": med(t_sample) * 1e6,
+        "us_per_counter": med(t_sample) * 1e6 / n,
+        "bare_pread_us": med(t_bare) * 1e6,
+        "ratio_to_bare": med(t_sample) / med(t_bare),
+        "naive_open_read_close_us": med(t_naive) * 1e6,
+        "naive_ratio_to_bare": med(t_naive) / med(t_bare),
+        "python": sys.version.split()[0],
+    }
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['instance_type']} kernel {res['kernel']}: {res['devices']} devices, "
+              f"{n} counter files (python {res['python']})")
+        print(f"  full sample (median)      {res['sample_us']:9.1f} us  ({res['us_per_counter']:.3f} us/counter)")
+        print(f"  bare os.pread loop        {res['bare_pread_us']:9.1f} us")
+        print(f"  naive open/read/close     {res['naive_open_read_close_us']:9.1f} us")
+        print(f"  ratio sample / bare       {res['ratio_to_bare']:9.2f}x  (target <= 1.5x)")
+        print(f"  ratio naive / bare        {res['naive_ratio_to_bare']:9.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

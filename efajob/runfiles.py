@@ -299,3 +299,82 @@ def read_boot_id(proc_root: str = "/proc") -> str:
             return f.read(64).decode("ascii", "replace").strip() or "unknown"
     except OSError:
         return "unknown"
+
+
+# -- recently finished jobs (overlap without a daemon) -----------------------------------------
+HISTORY_FILE = "finished.json"
+LOCK_FILE = "hooks.lock"
+HISTORY_MAX = 64  # jobs; enough for any realistic overlap on one node
+
+
+class LockTimeout(OSError):
+    pass
+
+
+class hooks_lock:
+    """flock(2) on `<run_dir>/hooks.lock`, waiting at most `timeout` seconds (hooks of
+    different jobs run at once; none may wait long). Raises LockTimeout."""
+
+    def __init__(self, run_dir: str, timeout: float = 1.0):
+        self.path = os.path.join(run_dir, LOCK_FILE)
+        self.timeout = timeout
+        self._fd: Optional[int] = None
+
+    def __enter__(self) -> "hooks_lock":
+        import fcntl
+        import time
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockTimeout(f"{self.path} is held by another hook") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.02)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
+def read_finished(run_dir: str) -> List[dict]:
+    """The history of jobs that ended on this node: [{key, boot_id, start_mono, end_mono}].
+    Bad or missing file: empty (it only feeds the `shared` flag)."""
+    try:
+        d = read_json(os.path.join(run_dir, HISTORY_FILE), max_bytes=1 << 20)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(d, dict) or not isinstance(d.get("jobs"), list):
+        return []
+    out = []
+    for e in d["jobs"]:
+        if (isinstance(e, dict) and is_key(e.get("key")) and isinstance(e.get("boot_id"), str)
+                and all(isinstance(e.get(k), (int, float)) and not isinstance(e.get(k), bool)
+                        for k in ("start_mono", "end_mono"))):
+            out.append(e)
+    return out
+
+
+def add_finished(run_dir: str, key: str, boot_id: str, start_mono: float, end_mono: float,
+                 keep: int = HISTORY_MAX) -> None:
+    """Append to the history (call under hooks_lock). Entries of other boots are dropped."""
+    jobs = [e for e in read_finished(run_dir) if e["boot_id"] == boot_id and e["key"] != key]
+    jobs.append({"key": key, "boot_id": boot_id, "start_mono": start_mono, "end_mono": end_mono})
+    jobs = jobs[-keep:]
+    atomic_write(os.path.join(run_dir, HISTORY_FILE),
+                 dumps({"schema": "efajob/finished-jobs", "version": RUNFILE_VERSION, "jobs": jobs}))
+
+
+def overlapping(entries: List[dict], boot_id: str, mono0: float, mono1: float) -> List[str]:
+    """Keys of history entries of this boot whose [start, end] overlaps [mono0, mono1]."""
+    return [e["key"] for e in entries
+            if e["boot_id"] == boot_id and e["start_mono"] < mono1 and e["end_mono"] > mono0]

@@ -180,6 +180,11 @@ def _register() -> None:
     from .cli_simulate import simulate
 
     main.add_command(simulate)
+    from .cli_node import daemon, install, status
+
+    main.add_command(daemon)
+    main.add_command(status)
+    main.add_command(install)
 
 
 _register()

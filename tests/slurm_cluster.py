@@ -1,0 +1,720 @@
+"""A real Slurm cluster on one host: munged, slurmctld and N slurmd (`-N n1..nN`), the efajob
+hooks installed by `efajob install hooks`, one simulated EFA tree, run dir, state dir and
+`efajob daemon` per node, one shared job store. Used by tests/test_slurm_e2e.py (a session
+fixture) and by `slurm/testcluster/up|down` (docs/testcluster.md).
+
+Everything lives under one root directory:
+
+    etc/slurm.conf, etc/cgroup.conf (Slurm >= 23.02), etc/efajob.toml
+    munge/  private munged (own key and socket: no clash with a system munged)
+    scripts/prolog.d/*, scripts/epilog.d/*     written by `efajob install hooks`
+    sys/n1..nN       simulated sysfs trees          nodes/nX/run, nodes/nX/state
+    store/           the job store                  log/, spool/nX, state/, out/ (job output)
+    testcluster.json the PIDs to stop, the ports, the Slurm version
+
+Every process is started in its own session with `EFAJOB_TESTCLUSTER=<root>` in its
+environment. slurmstepd and the job's processes inherit it (slurmd forks slurmstepd; sbatch
+exports the submitter's environment), so `stop()` finds and kills, by PID, whatever a failed
+test left running, and nothing else. Facts used: shared/notes/slurm.md.
+
+Standard library only: `up` may run under any python3.
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+MARKER_ENV = "EFAJOB_TESTCLUSTER"
+CLUSTER_NAME = "efatest"
+STATE_FILE = "testcluster.json"
+TERMINAL_STATES = frozenset({
+    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
+    "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
+})
+POLL = 0.1  # squeue/sinfo poll period (sbatch --wait polls every 2-10 s: far too slow here)
+
+
+class HarnessError(Exception):
+    """The test cluster could not be built, started or queried."""
+
+
+# -- pure helpers ----------------------------------------------------------------------------
+def parse_slurm_version(text: str) -> Tuple[int, int]:
+    """`slurm-wlm 22.05.8` (Debian 12) or `slurm 24.11.5` (Debian 13) -> (22, 5)."""
+    m = re.search(r"(\d+)\.(\d+)(?:\.\d+)?", text)
+    if not m:
+        raise HarnessError(f"cannot parse a Slurm version from {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_sbatch_id(out: str) -> str:
+    """`sbatch --parsable` prints `<id>` or `<id>;<cluster>`."""
+    first = out.strip().split(";")[0]
+    if not first.isdigit():
+        raise HarnessError(f"sbatch printed no job id: {out!r}")
+    return first
+
+
+def node_names(n: int) -> List[str]:
+    return [f"n{i}" for i in range(1, n + 1)]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Paths under the cluster root; the efajob config templates per-node ones on `{node}`."""
+
+    root: str
+
+    def p(self, *parts: str) -> str:
+        return os.path.join(self.root, *parts)
+
+    @property
+    def slurm_conf(self) -> str:
+        return self.p("etc", "slurm.conf")
+
+    @property
+    def efajob_conf(self) -> str:
+        return self.p("etc", "efajob.toml")
+
+    @property
+    def scripts(self) -> str:
+        return self.p("scripts")
+
+    @property
+    def store(self) -> str:
+        return self.p("store")
+
+    @property
+    def munge_socket(self) -> str:
+        return self.p("munge", "munge.socket")
+
+    def sysfs(self, node: str) -> str:
+        return self.p("sys", node)
+
+    def run_dir(self, node: str) -> str:
+        return self.p("nodes", node, "run")
+
+    def state_dir(self, node: str) -> str:
+        return self.p("nodes", node, "state")
+
+    def record_path(self, job_id: str, host: str, restart: int = 0) -> str:
+        name = host + (f".{restart}" if restart else "") + ".json"
+        return self.p("store", CLUSTER_NAME, "jobs", job_id, name)
+
+
+def render_slurm_conf(lay: Layout, *, hostname: str, ctld_port: int, node_ports: Dict[str, int],
+                      alloc: bool, hooks: bool) -> str:
+    """slurm.conf for one host, no systemd, no cgroups, nothing outside the root."""
+    lines = [
+        f"ClusterName={CLUSTER_NAME}",
+        f"SlurmctldHost={hostname}(127.0.0.1)",
+        f"SlurmctldPort={ctld_port}",
+        "SlurmUser=root",
+        "SlurmdUser=root",
+        "AuthType=auth/munge",
+        "CredType=cred/munge",
+        f"AuthInfo=socket={lay.munge_socket}",
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "AccountingStorageType=accounting_storage/none",
+        "MpiDefault=none",
+        "MailProg=/bin/true",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core",
+        # Trust the node lines below, not the hardware: four 2-CPU nodes on a 2-core host.
+        "SlurmdParameters=config_overrides",
+        # The scheduler otherwise waits up to 3 s before starting a batch job.
+        "SchedulerParameters=batch_sched_delay=0",
+        # A node that failed to register or was drained by a test comes back by itself.
+        "ReturnToService=2",
+        "KillWait=2",
+        "InactiveLimit=0",
+        "MinJobAge=600",
+        f"StateSaveLocation={lay.p('state')}",
+        f"SlurmdSpoolDir={lay.p('spool', '%n')}",
+        f"SlurmctldPidFile={lay.p('run', 'slurmctld.pid')}",
+        f"SlurmdPidFile={lay.p('run', 'slurmd.%n.pid')}",
+        f"SlurmctldLogFile={lay.p('log', 'slurmctld.log')}",
+        f"SlurmdLogFile={lay.p('log', 'slurmd.%n.log')}",
+        "SlurmctldDebug=info",
+        "SlurmdDebug=info",
+    ]
+    if hooks:
+        # Globs are expanded at each run (22.05+): the layout ParallelCluster uses.
+        lines += [f"Prolog={lay.p('scripts', 'prolog.d', '*')}",
+                  f"Epilog={lay.p('scripts', 'epilog.d', '*')}"]
+    if alloc:
+        lines.append("PrologFlags=Alloc")
+    for node, port in node_ports.items():
+        lines.append(f"NodeName={node} NodeHostname={hostname} NodeAddr=127.0.0.1 Port={port} "
+                     "CPUs=2 RealMemory=1000 State=UNKNOWN")
+    nodes = ",".join(node_ports)
+    # batch: whole nodes, as on GPU clusters, so a job's counters are its own. shared: jobs
+    # overlap on a node (the `shared` flag of records).
+    lines += [f"PartitionName=batch Nodes={nodes} Default=YES MaxTime=INFINITE State=UP "
+              "OverSubscribe=EXCLUSIVE",
+              f"PartitionName=shared Nodes={nodes} MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"]
+    return "\n".join(lines) + "\n"
+
+
+def render_efajob_conf(lay: Layout, *, interval: float) -> str:
+    """One config for every node: paths templated on `{node}` (SLURMD_NODENAME in the hooks,
+    `--node` for the daemon); one shared store."""
+    return (
+        f'cluster = "{CLUSTER_NAME}"\n'
+        f'sysfs_root = "{lay.p("sys", "{node}")}"\n'
+        f'run_dir = "{lay.p("nodes", "{node}", "run")}"\n'
+        f'state_dir = "{lay.p("nodes", "{node}", "state")}"\n'
+        f'store = "{lay.store}"\n'
+        f'log_file = "{lay.p("log", "efajob.{node}.log")}"\n'
+        'instance_type = "p5.48xlarge"\n'
+        f"interval = {interval}\n"
+        f"status_interval = {max(interval, 0.5)}\n"
+    )
+
+
+# -- machine helpers -------------------------------------------------------------------------
+def sbin(name: str) -> Optional[str]:
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
+
+
+def missing_binaries() -> List[str]:
+    return [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged") if not sbin(b)]
+
+
+def install_slurm(timeout: float = 900) -> None:
+    """apt-get the packages that are not installed (no recommends: 4 packages, not 42)."""
+    if not shutil.which("apt-get"):
+        raise HarnessError("Slurm is not installed and there is no apt-get to install it")
+    missing = []
+    for pkg in PACKAGES:
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True,
+                           text=True, timeout=30)
+        if "install ok installed" not in r.stdout:
+            missing.append(pkg)
+    if not missing:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing]):
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise HarnessError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-2000:]}")
+
+
+def slurm_version() -> Tuple[int, int]:
+    # `slurmd -V` needs no config (`sinfo -V` does).
+    r = subprocess.run([sbin("slurmd") or "slurmd", "-V"], capture_output=True, text=True,
+                       timeout=30)
+    return parse_slurm_version(r.stdout + r.stderr)
+
+
+def free_ports(n: int) -> List[int]:
+    """n distinct free TCP ports, so a system Slurm on 6817/6818 (or another test cluster)
+    cannot collide. Bound on all addresses, as slurmctld and slurmd bind."""
+    socks, ports = [], []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("", 0))
+            socks.append(s)
+            ports.append(s.getsockname()[1])
+    finally:
+        for s in socks:
+            s.close()
+    return ports
+
+
+def _environ_has(pid: int, needle: bytes) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return needle in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def marked_pids(root: str) -> List[int]:
+    """Every process started by this cluster or one of its jobs (see the module docstring)."""
+    needle = f"{MARKER_ENV}={root}".encode()
+    me = os.getpid()
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != me and _environ_has(int(d), needle):
+            out.append(int(d))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is dead for our purpose
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def kill_pids(pids: Iterable[int], *, grace: float = 3.0,
+              sleep: Callable[[float], None] = time.sleep) -> None:
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL what is left."""
+    pids = [p for p in pids if p > 1]
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        sleep(0.05)
+    for p in pids:
+        if _alive(p):
+            try:
+                os.kill(p, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+# -- the cluster -----------------------------------------------------------------------------
+class SlurmCluster:
+    """Build with `SlurmCluster(root, nodes=..., alloc=...)`, then `start()`; `stop()` always."""
+
+    def __init__(self, root: str, *, nodes: int = 4, alloc: bool = True, hooks: bool = True,
+                 daemons: bool = True, interval: float = 0.2, efajob: Optional[str] = None,
+                 install: bool = True):
+        if not 1 <= nodes <= 16:
+            raise HarnessError(f"nodes must be 1..16, got {nodes}")
+        self.root = os.path.abspath(root)
+        self.lay = Layout(self.root)
+        self.nodes = node_names(nodes)
+        self.alloc = alloc
+        self.hooks = hooks
+        self.daemons = daemons
+        self.interval = interval
+        self.efajob = efajob or find_efajob()
+        self.install = install
+        self.hostname = socket.gethostname().split(".")[0]
+        self.version: Optional[Tuple[int, int]] = None
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self.pids: Dict[str, int] = {}
+        self._stopped = True
+
+    # -- environment ---------------------------------------------------------------------
+    @property
+    def env(self) -> Dict[str, str]:
+        """The environment of every Slurm command and daemon we start (and so of every job)."""
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_", "SQUEUE_"))}
+        env["SLURM_CONF"] = self.lay.slurm_conf
+        env[MARKER_ENV] = self.root
+        env["PATH"] = env.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+        return env
+
+    def run(self, *cmd: str, timeout: float = 30, check: bool = True,
+            env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+        try:
+            r = subprocess.run(list(cmd), env=env or self.env, capture_output=True, text=True,
+                               timeout=timeout, cwd=self.root)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"{' '.join(cmd)} timed out after {timeout} s") from None
+        if check and r.returncode != 0:
+            raise HarnessError(f"{' '.join(cmd)} exited {r.returncode}: "
+                               f"{(r.stderr or r.stdout).strip()[-2000:]}")
+        return r
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self, timeout: float = 60) -> "SlurmCluster":
+        t0 = time.monotonic()
+        if missing_binaries() and self.install:
+            install_slurm()
+        missing = missing_binaries()
+        if missing:
+            raise HarnessError(f"not installed: {', '.join(missing)}")
+        self.version = slurm_version()
+        self._stopped = False
+        atexit.register(self.stop)
+        try:
+            self._prepare()
+            self._start_munged()
+            self._spawn("slurmctld", [sbin("slurmctld"), "-D", "-i", "-f", self.lay.slurm_conf])
+            for n in self.nodes:
+                self._spawn(f"slurmd.{n}", [sbin("slurmd"), "-D", "-f", self.lay.slurm_conf, "-N", n])
+            if self.daemons:
+                for n in self.nodes:
+                    self.start_daemon(n)
+            self.wait_nodes(("idle",), timeout=max(1.0, timeout - (time.monotonic() - t0)))
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - t0
+        return self
+
+    def _prepare(self) -> None:
+        lay = self.lay
+        if os.path.exists(lay.p(STATE_FILE)):
+            raise HarnessError(f"{self.root} already holds a test cluster: run `down` first")
+        for d in ("etc", "log", "run", "state", "out", "store", "munge"):
+            os.makedirs(lay.p(d), exist_ok=True)
+        for n in self.nodes:
+            for d in (lay.p("spool", n), lay.run_dir(n), lay.state_dir(n)):
+                os.makedirs(d, exist_ok=True)
+        ports = free_ports(1 + len(self.nodes))
+        self.ctld_port, node_ports = ports[0], dict(zip(self.nodes, ports[1:]))
+        with open(lay.efajob_conf, "w") as f:
+            f.write(render_efajob_conf(lay, interval=self.interval))
+        if not os.path.exists(lay.sysfs(self.nodes[0])):
+            self._efajob("simulate", "init", "--instance-type", "p5.48xlarge", "--kernel", "6.17",
+                         "--root", lay.p("sys"), "--nodes", str(len(self.nodes)))
+        if self.hooks:
+            self._efajob("install", "hooks", "--slurm-scripts-dir", lay.scripts,
+                         "--config", lay.efajob_conf)
+            for kind in ("prolog.d", "epilog.d"):
+                if not os.listdir(lay.p("scripts", kind)):
+                    raise HarnessError(f"`efajob install hooks` wrote nothing in scripts/{kind}")
+        with open(lay.slurm_conf, "w") as f:
+            f.write(render_slurm_conf(lay, hostname=self.hostname, ctld_port=self.ctld_port,
+                                      node_ports=node_ports, alloc=self.alloc, hooks=self.hooks))
+        if self.version >= (23, 2):
+            # Slurm >= 23.02 may initialise a cgroup plugin even with proctrack/linuxproc and
+            # task/none; `disabled` (23.02+) is not a valid value in 22.05, so only here.
+            with open(lay.p("etc", "cgroup.conf"), "w") as f:
+                f.write("CgroupPlugin=disabled\n")
+        self._save()
+
+    def _efajob(self, *args: str, timeout: float = 60) -> str:
+        r = self.run(self.efajob, *args, timeout=timeout, check=False)
+        if r.returncode != 0:
+            raise HarnessError(f"efajob {' '.join(args)} exited {r.returncode}: "
+                               f"{(r.stderr or r.stdout).strip()[-2000:]}")
+        return r.stdout
+
+    def _start_munged(self) -> None:
+        # Our own key and socket: a system munged (or its absence) does not matter.
+        key = self.lay.p("munge", "munge.key")
+        if not os.path.exists(key):
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+            with os.fdopen(fd, "wb") as f:
+                f.write(os.urandom(1024))
+        m = self.lay.p("munge")
+        self._spawn("munged", [sbin("munged"), "-F", f"--socket={self.lay.munge_socket}",
+                               f"--key-file={key}", f"--log-file={m}/munged.log",
+                               f"--pid-file={m}/munged.pid", f"--seed-file={m}/munged.seed"])
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.lay.munge_socket):
+            if self.procs["munged"].poll() is not None or time.monotonic() > deadline:
+                raise HarnessError("munged did not start: " + self._tail("munge/munged.log"))
+            time.sleep(0.02)
+
+    def _spawn(self, name: str, cmd: Sequence[Optional[str]]) -> subprocess.Popen:
+        with open(self.lay.p("log", f"{name}.out"), "ab") as out:
+            p = subprocess.Popen([c for c in cmd if c], env=self.env, stdout=out,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 cwd=self.root, start_new_session=True)
+        self.procs[name] = p
+        self.pids[name] = p.pid
+        self._save()
+        return p
+
+    def _save(self) -> None:
+        state = {"root": self.root, "nodes": self.nodes, "alloc": self.alloc,
+                 "version": list(self.version or ()), "hostname": self.hostname,
+                 "ctld_port": getattr(self, "ctld_port", None), "pids": self.pids,
+                 "efajob": self.efajob, "slurm_conf": self.lay.slurm_conf}
+        tmp = self.lay.p("." + STATE_FILE)
+        with open(tmp, "w") as f:
+            json.dump(state, f, indent=1)
+        os.replace(tmp, self.lay.p(STATE_FILE))
+
+    def _tail(self, rel: str, n: int = 2000) -> str:
+        try:
+            with open(self.lay.p(rel), "rb") as f:
+                f.seek(0, 2)
+                f.seek(max(0, f.tell() - n))
+                return f.read().decode(errors="replace")
+        except OSError as e:
+            return f"({rel}: {e.strerror})"
+
+    # -- daemons ---------------------------------------------------------------------------
+    def start_daemon(self, node: str) -> subprocess.Popen:
+        return self._spawn(f"daemon.{node}", [self.efajob, "daemon", "--config",
+                                              self.lay.efajob_conf, "--node", node])
+
+    def daemon_alive(self, node: str) -> bool:
+        p = self.procs.get(f"daemon.{node}")
+        return p is not None and p.poll() is None
+
+    def kill_daemon(self, node: str, sig: int = signal.SIGKILL) -> None:
+        p = self.procs[f"daemon.{node}"]
+        p.send_signal(sig)
+        p.wait(timeout=10)
+
+    def ensure_daemons(self) -> None:
+        if self.daemons:
+            for n in self.nodes:
+                if not self.daemon_alive(n):
+                    self.start_daemon(n)
+
+    # -- Slurm queries -----------------------------------------------------------------------
+    def sbatch(self, *args: str, wrap: Optional[str] = None) -> str:
+        cmd = ["sbatch", "--parsable", "-o", self.lay.p("out", "%j.out")] + list(args)
+        if wrap is not None:
+            cmd += ["--wrap", wrap]
+        return parse_sbatch_id(self.run(*cmd).stdout)
+
+    def job_state(self, job_id: str) -> str:
+        """The state of a job (or, for an array, its tasks' states joined by ',')."""
+        r = self.run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T", check=False)
+        return ",".join(sorted(set(r.stdout.split()))) if r.returncode == 0 else ""
+
+    def wait_state(self, job_id: str, want: Callable[[str], bool], timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        state = ""
+        while time.monotonic() < deadline:
+            state = self.job_state(job_id)
+            if state and want(state):
+                return state
+            time.sleep(POLL)
+        raise HarnessError(f"job {job_id}: still {state or 'unknown'} after {timeout} s\n"
+                           + self.diagnostics(job_id))
+
+    def wait_running(self, job_id: str, timeout: float = 30) -> str:
+        return self.wait_state(job_id, lambda s: s == "RUNNING", timeout)
+
+    def wait_done(self, job_id: str, timeout: float = 60) -> str:
+        return self.wait_state(
+            job_id, lambda s: all(x in TERMINAL_STATES for x in s.split(",")), timeout)
+
+    def node_states(self) -> Dict[str, str]:
+        r = self.run("sinfo", "-h", "-N", "-o", "%N %T", check=False)
+        out = {}
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out[parts[0]] = parts[1]
+        return out
+
+    def node_state(self, node: str) -> str:
+        return self.run("sinfo", "-h", "-n", node, "-o", "%T").stdout.strip()
+
+    def node_reason(self, node: str) -> str:
+        out = self.run("scontrol", "-o", "show", "node", node).stdout
+        m = re.search(r"\bReason=(.*?)(?: \w+=|$)", out)
+        return m.group(1) if m else ""
+
+    def wait_nodes(self, states: Sequence[str] = ("idle",), nodes: Optional[Sequence[str]] = None,
+                   timeout: float = 30) -> Dict[str, str]:
+        nodes = list(nodes or self.nodes)
+        deadline = time.monotonic() + timeout
+        cur: Dict[str, str] = {}
+        while time.monotonic() < deadline:
+            self._check_alive()
+            cur = self.node_states()
+            if all(cur.get(n) in states for n in nodes):
+                return cur
+            time.sleep(POLL)
+        raise HarnessError(f"nodes not {'/'.join(states)} after {timeout} s: {cur}\n"
+                           + self.diagnostics())
+
+    def _check_alive(self) -> None:
+        for name in ["munged", "slurmctld"] + [f"slurmd.{n}" for n in self.nodes]:
+            p = self.procs.get(name)
+            if p is not None and p.poll() is not None:
+                log = "log/slurmctld.log" if name == "slurmctld" else f"log/{name}.out"
+                if name.startswith("slurmd."):
+                    log = f"log/slurmd.{name.split('.', 1)[1]}.log"
+                raise HarnessError(f"{name} exited with {p.returncode}: {self._tail(log)}"
+                                   f"{self._tail('log/' + name + '.out', 600)}")
+
+    def resume(self, node: str) -> None:
+        self.run("scontrol", "update", f"nodename={node}", "state=resume", check=False)
+
+    def diagnostics(self, job_id: Optional[str] = None) -> str:
+        parts = [self.run("sinfo", "-N", "-l", check=False).stdout]
+        if job_id:
+            parts.append(self.run("scontrol", "-o", "show", "job", job_id, check=False).stdout)
+            parts.append(self._tail(f"out/{job_id}.out", 1500))
+        parts.append(self._tail("log/slurmctld.log", 1500))
+        return "\n".join(parts)
+
+    # -- job store -------------------------------------------------------------------------
+    def record(self, job_id: str, host: str, restart: int = 0) -> Optional[dict]:
+        try:
+            with open(self.lay.record_path(job_id, host, restart)) as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return None
+
+    def wait_records(self, job_id: str, hosts: Sequence[str], restart: int = 0,
+                     timeout: float = 20) -> Dict[str, dict]:
+        deadline = time.monotonic() + timeout
+        got: Dict[str, dict] = {}
+        while True:
+            got = {h: r for h in hosts for r in [self.record(job_id, h, restart)] if r is not None}
+            if len(got) == len(hosts) or time.monotonic() > deadline:
+                break
+            time.sleep(POLL)
+        if len(got) != len(hosts):
+            raise HarnessError(f"job {job_id}: records of {sorted(set(hosts) - set(got))} "
+                               f"missing after {timeout} s; store has "
+                               f"{self.store_listing(job_id)}\n{self.hook_logs()}")
+        return got
+
+    def store_listing(self, job_id: str) -> List[str]:
+        d = os.path.dirname(self.lay.record_path(job_id, "x"))
+        return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+    def hook_logs(self, n: int = 1500) -> str:
+        return "\n".join(f"== efajob.{node}.log\n{self._tail(f'log/efajob.{node}.log', n)}"
+                         for node in self.nodes)
+
+    def report(self, job_id: str, *extra: str, timeout: float = 60) -> dict:
+        out = self._efajob("report", job_id, "--format", "json", "--store", self.lay.store,
+                           "--cluster", CLUSTER_NAME, *extra, timeout=timeout)
+        return json.loads(out)
+
+    # -- between tests and at the end ------------------------------------------------------
+    def cancel_all(self, timeout: float = 20) -> None:
+        r = self.run("squeue", "-h", "-o", "%A", check=False)
+        ids = sorted(set(r.stdout.split()))
+        if not ids:
+            return
+        self.run("scancel", *ids, check=False)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.run("squeue", "-h", "-o", "%A", check=False).stdout.strip():
+                return
+            time.sleep(POLL)
+
+    def stop(self) -> None:
+        """Stop everything this cluster started, by PID; safe to call twice."""
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            if self.procs.get("slurmctld") and self.procs["slurmctld"].poll() is None:
+                self.cancel_all(timeout=5)
+        except Exception:  # stopping must go on whatever the queue says
+            pass
+        # Daemons first (they flush on SIGTERM), then Slurm, munged last (slurmd talks to it).
+        order = sorted(self.procs, key=lambda k: (k == "munged", k.startswith("slurm"), k))
+        for name in order:
+            p = self.procs[name]
+            if p.poll() is None:
+                kill_pids([p.pid])
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_pids(marked_pids(self.root))  # slurmstepd and job processes left behind
+        try:
+            os.unlink(self.lay.p(STATE_FILE))
+        except OSError:
+            pass
+        try:
+            atexit.unregister(self.stop)
+        except Exception:
+            pass
+
+
+def find_efajob() -> str:
+    """The efajob of this interpreter's environment (the venv), else the one on PATH. Hooks and
+    job steps get no PATH: everything they run must be an absolute path."""
+    env = os.environ.get("EFAJOB_BIN")
+    if env:
+        return env
+    here = os.path.join(os.path.dirname(sys.executable), "efajob")
+    if os.access(here, os.X_OK):
+        return here
+    found = shutil.which("efajob")
+    if not found:
+        raise HarnessError("no efajob executable: `pip install -e .` into the venv, or set EFAJOB_BIN")
+    return found
+
+
+def stop_root(root: str) -> List[int]:
+    """`down`: stop a cluster started by another process (`up`), from its state file and the
+    environment marker. Returns the PIDs signalled."""
+    root = os.path.abspath(root)
+    path = os.path.join(root, STATE_FILE)
+    pids: List[int] = []
+    if os.path.exists(path):
+        with open(path) as f:
+            state = json.load(f)
+        named = state.get("pids", {})
+        conf = state.get("slurm_conf")
+        if conf and "slurmctld" in named:
+            env = dict(os.environ, SLURM_CONF=conf)
+            r = subprocess.run(["squeue", "-h", "-o", "%A"], env=env, capture_output=True,
+                               text=True, timeout=10)
+            ids = sorted(set(r.stdout.split()))
+            if ids:
+                subprocess.run(["scancel", *ids], env=env, capture_output=True, timeout=10)
+        order = sorted(named, key=lambda k: (k == "munged", k.startswith("slurm"), k))
+        # Only PIDs that still carry this root's marker: never a recycled PID.
+        ours = set(marked_pids(root))
+        pids = [named[k] for k in order if named[k] in ours]
+        for p in pids:
+            kill_pids([p])
+        os.unlink(path)
+    rest = marked_pids(root)
+    kill_pids(rest)
+    return pids + rest
+
+
+# -- command line (slurm/testcluster/up, down) -----------------------------------------------
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    ap = argparse.ArgumentParser(prog="testcluster", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start a cluster in DIR and leave it running")
+    up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--alloc", action="store_true", help="PrologFlags=Alloc")
+    up.add_argument("--no-daemons", action="store_true", help="do not start `efajob daemon`s")
+    up.add_argument("--interval", type=float, default=1.0, help="daemon sampling interval (s)")
+    up.add_argument("dir")
+    down = sub.add_parser("down", help="stop the cluster in DIR (by PID)")
+    down.add_argument("dir")
+    a = ap.parse_args(argv)
+    if a.cmd == "down":
+        pids = stop_root(a.dir)
+        print(f"stopped {len(pids)} processes" if pids else "nothing was running")
+        return 0
+    os.makedirs(a.dir, exist_ok=True)
+    c = SlurmCluster(a.dir, nodes=a.nodes, alloc=a.alloc, daemons=not a.no_daemons,
+                     interval=a.interval)
+    try:
+        c.start()
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    atexit.unregister(c.stop)  # `up` leaves the cluster running: `down` stops it
+    c._stopped = True
+    v = ".".join(str(x) for x in c.version or ())
+    print(f"Slurm {v} cluster {CLUSTER_NAME!r} up in {c.started_in:.1f} s: nodes "
+          f"{','.join(c.nodes)} on 127.0.0.1 (slurmctld port {c.ctld_port})"
+          f"{', PrologFlags=Alloc' if c.alloc else ''}")
+    print(f"export SLURM_CONF={c.lay.slurm_conf}")
+    print(f"efajob config: {c.lay.efajob_conf}; job store: {c.lay.store}; "
+          f"simulated sysfs: {c.lay.p('sys')}/nX")
+    print(f"stop it with: slurm/testcluster/down {c.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

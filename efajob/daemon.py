@@ -135,7 +135,8 @@ class Daemon:
                  sinks: Optional[Sequence[Sink]] = None,
                  load_config: Optional[Callable[[], Config]] = None,
                  notifier: Optional[Notifier] = None, worker: bool = True, lock: bool = True,
-                 wait: Optional[Callable[[float], None]] = None, manage_logging: bool = False):
+                 wait: Optional[Callable[[float], None]] = None, manage_logging: bool = False,
+                 store_timeout: float = 2.0):
         self.cfg = cfg
         self._clock, self._wall = clock, wall_clock
         self._boot_id = current_boot_id(proc_root)
@@ -144,6 +145,7 @@ class Daemon:
         self.notifier = notifier or Notifier()
         self._use_worker, self._use_lock = worker, lock
         self._manage_logging = manage_logging
+        self._store_timeout = store_timeout
         self._wait = wait or self._event_wait
         self._event = threading.Event()
         self._stop = self._reload = False
@@ -201,7 +203,8 @@ class Daemon:
     def _open_store(self, fatal: bool = False) -> None:
         cfg = self.cfg
         try:
-            store = LocalStore.open(cfg.db_path, retention_hours=cfg.retention_hours,
+            store = LocalStore.open(cfg.db_path, timeout=self._store_timeout,
+                                    retention_hours=cfg.retention_hours,
                                     rollup_days=cfg.rollup_days)
             if fatal:
                 store.check()
@@ -253,6 +256,7 @@ class Daemon:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+            log.info("stopped after %d ticks", self.ticks)
         self.notifier.close()
 
     # -- the loop --------------------------------------------------------------------------

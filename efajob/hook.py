@@ -78,15 +78,13 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
     raw = env.get("SLURM_JOB_ID")
     if not raw:
         raise UsageError("SLURM_JOB_ID is not set (is this run by slurmd as Prolog/Epilog?)")
-    validate_job_id(raw)
-    job_id = raw
+    # Records are filed under SLURM_JOB_ID, the unique numeric id every Slurm gives the hooks.
+    # Slurm 22.05's slurmd sets no array or het variables in Prolog/Epilog (measured: an array
+    # task 7_8 runs its hooks as SLURM_JOB_ID=10 and nothing else), so the user-facing form
+    # (7_8, 8+1) is recorded only when present; the report maps it through Slurm.
+    job_id = validate_job_id(raw)
     array_job, array_task = _digits(env, "SLURM_ARRAY_JOB_ID"), _digits(env, "SLURM_ARRAY_TASK_ID")
     het_job, het_off = _digits(env, "SLURM_HET_JOB_ID"), _digits(env, "SLURM_HET_JOB_OFFSET")
-    # Records are filed under the id users see in squeue and type into `efajob report`.
-    if array_job and array_task:
-        job_id = validate_job_id(f"{array_job}_{array_task}")
-    elif het_job and het_off:
-        job_id = validate_job_id(f"{het_job}+{het_off}")
     nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")  # 23.02+ / 22.05
     start_time = _int(env, "SLURM_JOB_START_TIME")  # 23.02+
     return JobIdentity(
@@ -100,7 +98,6 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
         account=_name(env, "SLURM_JOB_ACCOUNT"),
         nodelist=nodelist if nodelist and _NODELIST_RE.fullmatch(nodelist) else None,
         num_nodes=_int(env, "SLURM_JOB_NUM_NODES"),
-        slurm_job_id=raw if raw != job_id else None,
         array_job_id=array_job if array_task else None,
         array_task_id=array_task if array_job else None,
         het_job_id=het_job if het_off else None,
@@ -168,18 +165,10 @@ def run_prolog(cfg, env: Mapping[str, str]) -> str:
 
 def run_epilog(cfg, env: Mapping[str, str]) -> str:
     """Build the record, put it in the outbox, forget the job. Returns the outbox path."""
-    from .jobid import job_key
-    from .runfiles import read_boot_id, start_path
+    from .runfiles import read_boot_id
 
     ident = identity_from_env(env, cfg, epilog=True)
-    # An array/het id in the epilog but not in the prolog (or the reverse) must not lose the
-    # start: fall back to the key of the plain SLURM_JOB_ID.
     key = ident.key
-    raw = env["SLURM_JOB_ID"]
-    alt = job_key(raw, ident.restart)
-    if alt != key and not os.path.exists(start_path(cfg.run_dir, key)) \
-            and os.path.exists(start_path(cfg.run_dir, alt)):
-        key = alt
     path = finish_job(cfg, ident=ident, key=key, source="epilog", boot_id=read_boot_id(),
                       now_wall=time.time())
     return path

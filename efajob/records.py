@@ -40,7 +40,7 @@ class JobIdentity:
     """Who the job is, as the hooks learn it from Slurm's environment (or the active file)."""
 
     cluster: str
-    job_id: str  # as users see it: 123, 123_4 (array task), 123+1 (het component)
+    job_id: str  # SLURM_JOB_ID: the unique numeric id (array/het forms below when known)
     restart: int
     host: str  # SLURMD_NODENAME
     user: Optional[str] = None
@@ -49,7 +49,6 @@ class JobIdentity:
     account: Optional[str] = None
     nodelist: Optional[str] = None
     num_nodes: Optional[int] = None
-    slurm_job_id: Optional[str] = None  # SLURM_JOB_ID: the unique numeric id
     array_job_id: Optional[str] = None
     array_task_id: Optional[str] = None
     het_job_id: Optional[str] = None
@@ -303,7 +302,6 @@ def build_record(
         "restart": ident.restart,
         "key": key,
         "host": ident.host,
-        "slurm_job_id": ident.slurm_job_id,
         "array_job_id": ident.array_job_id,
         "array_task_id": ident.array_task_id,
         "het_job_id": ident.het_job_id,

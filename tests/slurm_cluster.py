@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -76,6 +77,9 @@ class Layout:
     """Paths under the cluster root; the efajob config templates per-node ones on `{node}`."""
 
     root: str
+    # munged wants every directory above its socket searchable by all (pytest's tmp dirs are
+    # 0700): the socket lives in its own directory under /tmp, also short enough for sun_path.
+    munge_dir: str = ""
 
     def p(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
@@ -98,7 +102,7 @@ class Layout:
 
     @property
     def munge_socket(self) -> str:
-        return self.p("munge", "munge.socket")
+        return os.path.join(self.munge_dir or self.p("munge"), "munge.socket")
 
     def sysfs(self, node: str) -> str:
         return self.p("sys", node)
@@ -302,7 +306,8 @@ class SlurmCluster:
         if not 1 <= nodes <= 16:
             raise HarnessError(f"nodes must be 1..16, got {nodes}")
         self.root = os.path.abspath(root)
-        self.lay = Layout(self.root)
+        self.lay = Layout(self.root, tempfile.mkdtemp(prefix="efajob-munge-"))
+        os.chmod(self.lay.munge_dir, 0o755)
         self.nodes = node_names(nodes)
         self.alloc = alloc
         self.hooks = hooks
@@ -383,8 +388,7 @@ class SlurmCluster:
             self._efajob("simulate", "init", "--instance-type", "p5.48xlarge", "--kernel", "6.17",
                          "--root", lay.p("sys"), "--nodes", str(len(self.nodes)))
         if self.hooks:
-            self._efajob("install", "hooks", "--slurm-scripts-dir", lay.scripts,
-                         "--config", lay.efajob_conf)
+            self.install_hooks()
             for kind in ("prolog.d", "epilog.d"):
                 if not os.listdir(lay.p("scripts", kind)):
                     raise HarnessError(f"`efajob install hooks` wrote nothing in scripts/{kind}")
@@ -397,6 +401,11 @@ class SlurmCluster:
             with open(lay.p("etc", "cgroup.conf"), "w") as f:
                 f.write("CgroupPlugin=disabled\n")
         self._save()
+
+    def install_hooks(self) -> None:
+        """The wrappers slurmd runs (absolute interpreter path: hooks get no PATH)."""
+        self._efajob("install", "hooks", "--slurm-scripts-dir", self.lay.scripts,
+                     "--config", self.lay.efajob_conf)
 
     def _efajob(self, *args: str, timeout: float = 60) -> str:
         r = self.run(self.efajob, *args, timeout=timeout, check=False)
@@ -436,7 +445,8 @@ class SlurmCluster:
         state = {"root": self.root, "nodes": self.nodes, "alloc": self.alloc,
                  "version": list(self.version or ()), "hostname": self.hostname,
                  "ctld_port": getattr(self, "ctld_port", None), "pids": self.pids,
-                 "efajob": self.efajob, "slurm_conf": self.lay.slurm_conf}
+                 "efajob": self.efajob, "slurm_conf": self.lay.slurm_conf,
+                 "munge_dir": self.lay.munge_dir}
         tmp = self.lay.p("." + STATE_FILE)
         with open(tmp, "w") as f:
             json.dump(state, f, indent=1)
@@ -623,6 +633,7 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 pass
         kill_pids(marked_pids(self.root))  # slurmstepd and job processes left behind
+        shutil.rmtree(self.lay.munge_dir, ignore_errors=True)
         try:
             os.unlink(self.lay.p(STATE_FILE))
         except OSError:
@@ -673,6 +684,9 @@ def stop_root(root: str) -> List[int]:
         for p in pids:
             kill_pids([p])
         os.unlink(path)
+        md = state.get("munge_dir") or ""
+        if os.path.basename(md).startswith("efajob-munge-"):
+            shutil.rmtree(md, ignore_errors=True)
     rest = marked_pids(root)
     kill_pids(rest)
     return pids + rest

@@ -555,3 +555,18 @@ def test_repo_unit_template_matches_the_renderer():
                        node=None)
     with open(os.path.join(REPO, "slurm", "systemd", "efajob-node.service")) as f:
         assert f.read() == want
+
+
+def test_systemd_analyze_accepts_the_unit(tmp_path):
+    import efajob.cli  # noqa: F401
+    from conftest import require_binary
+    from efajob.cli_node import render_unit
+
+    analyze = require_binary("systemd-analyze")
+    unit = tmp_path / "efajob-node.service"
+    unit.write_text(render_unit(build_config({}, env={}, node="n1"), python=sys.executable,
+                                config_file=None, node="n1"))
+    res = subprocess.run([analyze, "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    # Warnings about the host (no running systemd in a container) are not about our unit.
+    problems = [x for x in (res.stdout + res.stderr).splitlines() if "efajob-node.service" in x]
+    assert res.returncode == 0 and not problems, res.stdout + res.stderr

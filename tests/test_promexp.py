@@ -1,0 +1,169 @@
+"""Prometheus exposition: names, labels, values against the tick, caps, promtool, the server."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import urllib.request
+from dataclasses import replace
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import require_binary
+from efajob import promexp
+from efajob.config import build_config
+from efajob.daemon import Daemon
+from efajob.errors import SinkError
+from efajob.promexp import PrometheusSink
+from efajob.runfiles import ActiveJob, write_active
+from efajob.simulate import build_node
+from efajob.sysfs import read_snapshot
+
+
+class Clock:
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self):
+        return self.t
+
+
+def cfg_for(tmp_path, **prom):
+    return build_config({
+        "cluster": "c1", "sysfs_root": str(tmp_path / "sys"), "run_dir": str(tmp_path / "run"),
+        "state_dir": str(tmp_path / "state"), "store": str(tmp_path / "store"),
+        "instance_type": "p5.48xlarge", "prometheus": {"enabled": True, **prom},
+    }, env={}, node="n1")
+
+
+def job(key, user):
+    return ActiveJob(key=key, job_id=key.split(".")[0], restart=0, user=user, uid=1, partition=None,
+                     account=None, cluster="c1", node="n1", nodelist=None, num_nodes=1,
+                     start_wall=1.0, start_mono=1.0, boot_id="b")
+
+
+@pytest.fixture
+def ticked(tmp_path):
+    """(sink, tick, clock) after two ticks with traffic between them and two active jobs."""
+    node = build_node(str(tmp_path / "sys"), "p5.48xlarge", device_limit=4)
+    cfg = cfg_for(tmp_path)
+    snap = read_snapshot(cfg.sysfs_root)
+    write_active(cfg.run_dir, job("42", "alice"), snap)
+    write_active(cfg.run_dir, job("43", None), snap)
+    mono = Clock(100.0)
+    d = Daemon(cfg, clock=mono, sinks=[], worker=False, lock=False)
+    d.start()
+    try:
+        d.tick()
+        node.traffic(400, 200, 1.0)
+        mono.t += 1.0
+        tick = d.tick()
+    finally:
+        d.close()
+    mono.t += 0.25
+    sink = PrometheusSink(cfg, clock=mono, serve=False)
+    sink.on_tick(tick)
+    return sink, tick, mono
+
+
+def families(sink):
+    return {f.name: f for f in text_string_to_metric_families(sink.exposition().decode())}
+
+
+def value(fams, family, sample_name, **labels):
+    for s in fams[family].samples:
+        if s.name == sample_name and all(s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    raise KeyError((family, sample_name, labels))
+
+
+def test_counters_carry_kernel_names_and_values(ticked):
+    sink, tick, _ = ticked
+    fams = families(sink)
+    for dev, reading in tick.snapshot.devices.items():
+        for name, v in reading.port_counters.items():
+            assert fams[f"efajob_{name}"].type == "counter"
+            assert value(fams, f"efajob_{name}", f"efajob_{name}_total", device=dev, port="1") == v
+        for name, v in reading.device_counters.items():
+            assert value(fams, f"efajob_device_{name}", f"efajob_device_{name}_total",
+                         device=dev) == v
+    for ifname, stats in tick.snapshot.net.items():
+        assert value(fams, "efajob_net_rx_bytes", "efajob_net_rx_bytes_total",
+                     interface=ifname) == stats["rx_bytes"]
+
+
+def test_rates_health_jobs_and_info(ticked):
+    sink, tick, _ = ticked
+    fams = families(sink)
+    for name, r in tick.rates.items():
+        g = f"efajob_node_{name}_per_second"
+        assert fams[g].type == "gauge" and value(fams, g, g) == pytest.approx(r, rel=1e-12)
+    assert value(fams, "efajob_node_tx_bytes_per_second", "efajob_node_tx_bytes_per_second") \
+        == pytest.approx(400e9 / 8, rel=1e-9)
+    assert value(fams, "efajob_daemon_last_sample_age_seconds",
+                 "efajob_daemon_last_sample_age_seconds") == pytest.approx(0.25)
+    assert value(fams, "efajob_daemon_ticks", "efajob_daemon_ticks_total") == 2
+    for kind in promexp.ERROR_KINDS:
+        assert value(fams, "efajob_daemon_errors", "efajob_daemon_errors_total", kind=kind) == 0
+    jobs = {(s.labels["job_id"], s.labels["user"]): s.value for s in fams["efajob_job_active"].samples}
+    assert jobs == {("42", "alice"): 1, ("43", ""): 1}
+    assert value(fams, "efajob_node_info", "efajob_node_info", node="n1", cluster="c1",
+                 instance_type="p5.48xlarge") == 1
+    assert value(fams, "efajob_device_link_gbps", "efajob_device_link_gbps",
+                 device="rdmap79s0") == 100.0
+    assert value(fams, "efajob_device_up", "efajob_device_up", device="rdmap79s0") == 1
+    assert "process_resident_memory_bytes" in sink.exposition().decode()
+
+
+def test_cardinality_caps_are_counted(ticked, monkeypatch):
+    sink, tick, _ = ticked
+    monkeypatch.setattr(promexp, "MAX_DEVICES", 2)
+    monkeypatch.setattr(promexp, "MAX_JOBS", 1)
+    fams = families(sink)
+    devices = {s.labels["device"] for s in fams["efajob_tx_bytes"].samples}
+    assert len(devices) == 2
+    assert len(fams["efajob_job_active"].samples) == 1
+    assert value(fams, "efajob_exporter_dropped_series", "efajob_exporter_dropped_series",
+                 what="devices") == 2
+    assert value(fams, "efajob_exporter_dropped_series", "efajob_exporter_dropped_series",
+                 what="jobs") == 1
+
+
+def test_unsafe_counter_names_are_skipped_not_exported(ticked):
+    sink, tick, _ = ticked
+    dev = sorted(tick.snapshot.devices)[0]
+    r = tick.snapshot.devices[dev]
+    weird = dict(r.port_counters, **{"bad-name": 1, "node_info": 2})
+    snap = replace(tick.snapshot, devices=dict(tick.snapshot.devices, **{dev: r._replace(port_counters=weird)}))
+    sink.on_tick(replace(tick, snapshot=snap))
+    text = sink.exposition().decode()
+    assert "bad-name" not in text and 'efajob_node_info_total' not in text
+    fams = families(sink)
+    assert value(fams, "efajob_exporter_dropped_series", "efajob_exporter_dropped_series",
+                 what="port_counters") == 2
+
+
+def test_promtool_accepts_the_exposition(ticked, tmp_path):
+    promtool = require_binary("promtool")
+    sink, _, _ = ticked
+    for text in (sink.exposition(), PrometheusSink(cfg_for(tmp_path), serve=False).exposition()):
+        res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                             timeout=30)
+        assert res.returncode == 0, res.stdout.decode() + res.stderr.decode()
+
+
+def test_server_serves_and_closes(ticked, tmp_path):
+    _, tick, _ = ticked
+    sink = PrometheusSink(cfg_for(tmp_path, bind="127.0.0.1", port=0))
+    try:
+        sink.on_tick(tick)
+        host, port = sink.address
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+            assert r.status == 200 and b"efajob_tx_bytes_total{" in r.read()
+        with pytest.raises(SinkError, match=f"127.0.0.1:{port}"):
+            PrometheusSink(cfg_for(tmp_path, bind="127.0.0.1", port=port))
+    finally:
+        sink.close()
+    with socket.socket() as s:  # the port is free again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))

@@ -185,6 +185,9 @@ def _register() -> None:
     main.add_command(daemon)
     main.add_command(status)
     main.add_command(install)
+    from .cli_hooks import install_hooks
+
+    install.add_command(install_hooks)
 
 
 _register()

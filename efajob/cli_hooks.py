@@ -1,0 +1,106 @@
+"""`efajob install hooks`: Slurm Prolog/Epilog wrappers for this installation (docs/hooks.md).
+
+Why wrappers: slurmd runs hooks with no PATH and no HOME (shared/notes/slurm.md), so
+`#!/usr/bin/env python3` would find the system Python, not this installation. A wrapper names
+this interpreter by absolute path and, when given, the config file (slurmd passes no
+EFAJOB_CONFIG either).
+
+Why these names: with `Prolog=/dir/prolog.d/*` Slurm runs the scripts in REVERSE lexical order.
+The prolog's snapshot should be taken as late as possible (after site checks such as
+ParallelCluster's `90_pcluster_health_check_manager`), so it must run last: the lexically
+smallest name, `00_efajob`. The epilog's snapshot should be taken as early as possible (before
+cleanup scripts spend time), so it must run first: the lexically largest name, `99_efajob`.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from typing import List, Optional, Tuple
+
+import click
+
+from .cli import config_option, handle_errors
+from .errors import UsageError
+
+PROLOG_NAME = "00_efajob"  # runs LAST of prolog.d/* (reverse lexical order)
+EPILOG_NAME = "99_efajob"  # runs FIRST of epilog.d/*
+SCRIPT_MODE = 0o755
+
+
+def render_wrapper(kind: str, python: str, config_file: Optional[str]) -> str:
+    """The wrapper script (pure). It exits 0 even when the interpreter is gone or crashes:
+    a failing Prolog/Epilog drains the node, and efajob must never do that."""
+    if kind not in ("prolog", "epilog"):
+        raise UsageError(f"hook kind {kind!r} is not prolog or epilog")
+    lines = [
+        "#!/bin/sh",
+        f"# efajob {kind} hook, written by `efajob install hooks` (docs/hooks.md).",
+        "# Slurm gives hooks no PATH: every path here is absolute. Always exits 0: a failing",
+        "# hook would drain the node.",
+    ]
+    if config_file:
+        lines += [f"EFAJOB_CONFIG={shlex.quote(config_file)}", "export EFAJOB_CONFIG"]
+    lines += [
+        f"PY={shlex.quote(python)}",
+        'if [ -x "$PY" ]; then',
+        # -I: ignore PYTHON* variables and the user site (root runs this for every job).
+        f'    "$PY" -I -m efajob.hook {kind}',
+        "else",
+        f'    echo "efajob-hook: $PY is missing: no efajob {kind} for job $SLURM_JOB_ID" >&2',
+        "fi",
+        "exit 0",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) -> List[Tuple[str, str]]:
+    """Write `<dir>/prolog.d/00_efajob` and `<dir>/epilog.d/99_efajob` atomically, mode 0755.
+    Returns [(kind, path)]. Raises UsageError / OSError."""
+    from .runfiles import atomic_write, ensure_dir
+
+    if not os.path.isabs(python):
+        raise UsageError(f"--python must be an absolute path (hooks get no PATH), got {python!r}")
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise UsageError(f"--python {python} is not an executable file")
+    if config_file is not None:
+        config_file = os.path.abspath(config_file)
+        if not os.path.isfile(config_file):
+            raise UsageError(f"--config {config_file} does not exist")
+    out = []
+    for kind, name in (("prolog", PROLOG_NAME), ("epilog", EPILOG_NAME)):
+        d = os.path.join(os.path.abspath(scripts_dir), f"{kind}.d")
+        ensure_dir(d, 0o755)
+        path = os.path.join(d, name)
+        atomic_write(path, render_wrapper(kind, python, config_file).encode(), mode=SCRIPT_MODE)
+        out.append((kind, path))
+    return out
+
+
+@click.command("hooks")
+@click.option("--slurm-scripts-dir", required=True, type=click.Path(file_okay=False),
+              help="Directory holding prolog.d/ and epilog.d/ (ParallelCluster: "
+                   "/opt/slurm/etc/scripts).")
+@config_option
+@click.option("--python", "python", default=None, type=click.Path(dir_okay=False),
+              help="Interpreter the hooks run (default: this one, "
+                   f"{sys.executable}).")
+@handle_errors
+def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str]) -> None:
+    """Write the Slurm Prolog/Epilog wrappers: prolog.d/00_efajob and epilog.d/99_efajob.
+
+    slurm.conf then needs `Prolog=DIR/prolog.d/*`, `Epilog=DIR/epilog.d/*` and
+    `PrologFlags=Alloc` (without it the Prolog runs only where a job step starts; see
+    docs/hooks.md).
+    """
+    from .errors import EfajobError
+
+    try:
+        written = install_wrappers(slurm_scripts_dir, python or sys.executable, config_path)
+    except OSError as e:
+        raise EfajobError(f"cannot write the hooks under {slurm_scripts_dir}: {e.strerror}") from None
+    for kind, path in written:
+        click.echo(f"wrote {path}")
+    d = os.path.abspath(slurm_scripts_dir)
+    click.echo(f"slurm.conf: Prolog={d}/prolog.d/*  Epilog={d}/epilog.d/*  PrologFlags=Alloc")

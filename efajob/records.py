@@ -263,8 +263,10 @@ def build_record(
         why.append("no_prolog" if measured else "no_prolog_no_daemon")
     elif start is None:
         why.append("no_start_snapshot")
-    if end is None:
-        why.append("no_epilog" if not epilog_seen else "no_end_snapshot")
+    if not epilog_seen:
+        why.append("no_epilog")  # reconciled: the end is when we noticed, not when it ended
+    elif end is None:
+        why.append("no_end_snapshot")
 
     elapsed = None
     if t0_mono is not None and t1_mono is not None:

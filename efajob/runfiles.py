@@ -203,7 +203,15 @@ def write_active(run_dir: str, job: ActiveJob, start: Snapshot) -> None:
     for sub in (START_DIR, ACTIVE_DIR):
         ensure_dir(os.path.join(run_dir, sub))
     atomic_write(start_path(run_dir, job.key), dumps(start.to_dict()))
-    atomic_write(active_path(run_dir, job.key), dumps(job.to_dict()))
+    try:
+        atomic_write(active_path(run_dir, job.key), dumps(job.to_dict()))
+    except BaseException:
+        # All or nothing: a start file without its active file would be a stray.
+        try:
+            os.unlink(start_path(run_dir, job.key))
+        except OSError:
+            pass
+        raise
 
 
 def read_active(run_dir: str, key: str) -> Optional[ActiveJob]:

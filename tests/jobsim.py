@@ -1,0 +1,123 @@
+"""Job-node records built from simulator scenarios, through the real code path: simulated sysfs
+trees (efajob.simulate), snapshots read by efajob.sysfs, records assembled by
+efajob.records.build_record. Only the daemon's rows are synthesised (evenly spread over the
+job), with fixed clocks so that outputs are byte-for-byte stable (golden files).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+from efajob import simulate as sim
+from efajob.localstore import SampleRow
+from efajob.outbox import store_path
+from efajob.records import JobIdentity, build_record
+from efajob.runfiles import atomic_write, dumps
+from efajob.sysfs import read_snapshot
+
+T0 = 1714557600.0  # 2024-05-01 10:00:00 UTC
+MONO0 = 5000.0
+
+
+@dataclass
+class NodeSpec:
+    tx_gbps: float = 400.0
+    rx_gbps: float = 400.0
+    fault: Optional[str] = None
+    devices: Optional[Sequence] = None
+    ena_tx_gbps: float = 0.0
+    ena_rx_gbps: float = 0.0
+    shared: Sequence[str] = ()
+    prolog: bool = True  # False: no start snapshot (counted from the daemon's rows)
+    rows: bool = True  # daemon samples present
+    exit_code: Optional[str] = "0:0"
+    pattern: str = "steady"
+    extra: Dict[str, object] = field(default_factory=dict)  # record fields to override
+
+
+def _rows(inj: sim.Injected, seconds: int, jobs: Sequence[str]) -> List[SampleRow]:
+    """`seconds` one-second rows carrying the injected totals (the first row at MONO0 + 1)."""
+    rows = []
+    for i in range(seconds):
+        def share(v: int) -> int:
+            return v * (i + 1) // seconds - v * i // seconds
+
+        rows.append(SampleRow(
+            boot_id="b", mono=MONO0 + i + 1, wall=T0 + i + 1, seconds=1.0,
+            deltas={k: share(v) for k, v in inj.totals.items()},
+            device_tx_bytes={d: share(c.get("tx_bytes", 0)) for d, c in inj.devices.items()},
+            device_rx_bytes={d: share(c.get("rx_bytes", 0)) for d, c in inj.devices.items()},
+            jobs=tuple(jobs), resets=()))
+    return rows
+
+
+class NodePool:
+    """Simulated node trees reused across records: building a tree creates hundreds of files
+    (slow on some disks), while a snapshot-traffic-snapshot cycle on an existing tree gives the
+    same record. Destructive faults (vanish, garbage) get a fresh tree."""
+
+    def __init__(self, root: str):
+        self.root = root
+        self.nodes: Dict[tuple, sim.SimNode] = {}
+        self.built = 0
+
+    def node(self, instance_type: str, kernel: str, device_limit: Optional[int],
+             fresh: bool = False) -> sim.SimNode:
+        key = (instance_type, kernel, device_limit)
+        if fresh or key not in self.nodes:
+            self.built += 1
+            node = sim.build_node(os.path.join(self.root, f"sim{self.built}"), instance_type,
+                                  kernel, name=f"sim{self.built}", device_limit=device_limit)
+            if fresh:
+                return node
+            self.nodes[key] = node
+        return self.nodes[key]
+
+
+def job_records(pool: NodePool, specs: Dict[str, NodeSpec], *, job_id: str = "100",
+                cluster: str = "test", seconds: int = 60, instance_type: str = "p5.48xlarge",
+                kernel: str = "6.17", device_limit: Optional[int] = 8, user: str = "alice",
+                restart: int = 0, start: float = T0, **ident_kw) -> List[dict]:
+    """One record per node of `specs`, as the epilog would build it."""
+    out = []
+    hosts = sorted(specs)
+    nodelist = ",".join(hosts)
+    for host, spec in specs.items():
+        node = pool.node(instance_type, kernel, device_limit,
+                         fresh=spec.fault in ("vanish", "garbage"))
+        before = read_snapshot(node.root, clock=lambda: MONO0, wall_clock=lambda: start)
+        inj = node.traffic(spec.tx_gbps, spec.rx_gbps, seconds, fault=spec.fault,
+                           devices=spec.devices, ena_tx_gbps=spec.ena_tx_gbps,
+                           ena_rx_gbps=spec.ena_rx_gbps, pattern=spec.pattern)
+        after = read_snapshot(node.root, clock=lambda: MONO0 + seconds,
+                              wall_clock=lambda: start + seconds)
+        ident = JobIdentity(cluster=cluster, job_id=job_id, restart=restart, host=host, user=user,
+                            uid=1000, partition="gpu", account="ml", nodelist=nodelist,
+                            num_nodes=len(hosts), exit_code=spec.exit_code,
+                            derived_exit_code="0:0",
+                            start_wall=None if spec.prolog else start,
+                            start_mono=None if spec.prolog else MONO0, **ident_kw)
+        key = ident.key
+        rec = build_record(ident, before if spec.prolog else None, after,
+                           _rows(inj, seconds, [key]) if spec.rows else (),
+                           shared=spec.shared, instance_type=instance_type,
+                           prolog_seen=spec.prolog, efajob_version="0.1.0")
+        rec.update(spec.extra)
+        out.append(rec)
+    return out
+
+
+def write_store(store: str, records: Sequence[dict]) -> List[str]:
+    """Put records where the daemon would deliver them."""
+    paths = []
+    for rec in records:
+        p = store_path(store, rec)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        atomic_write(p, dumps(rec))
+        paths.append(p)
+    return paths
+
+
+def healthy(n: int = 4, **kw) -> Dict[str, NodeSpec]:
+    return {f"n{i}": NodeSpec(**kw) for i in range(1, n + 1)}

@@ -188,6 +188,10 @@ def _register() -> None:
     from .cli_hooks import install_hooks
 
     install.add_command(install_hooks)
+    from .cli_report import jobs, report
+
+    main.add_command(report)
+    main.add_command(jobs)
 
 
 _register()

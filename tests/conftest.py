@@ -34,3 +34,15 @@ def require_binary(binary: str) -> str:
 def _utc(monkeypatch):
     # Reports print times: keep them independent of the machine's zone.
     monkeypatch.setenv("TZ", "UTC")
+
+
+def pytest_addoption(parser):
+    # Golden report outputs (tests/golden/): `pytest --update-golden` rewrites them from the
+    # current code; review the diff before committing.
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/golden/ files instead of comparing against them")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return bool(request.config.getoption("--update-golden"))

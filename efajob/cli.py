@@ -192,6 +192,9 @@ def _register() -> None:
 
     main.add_command(report)
     main.add_command(jobs)
+    from .cli_cloudwatch import cloudwatch
+
+    main.add_command(cloudwatch)
 
 
 _register()

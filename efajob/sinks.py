@@ -110,8 +110,16 @@ def _build_prometheus(cfg: "Config", clock: Callable[[], float]) -> Sink:
     return PrometheusSink(cfg, clock=clock)
 
 
+def _build_cloudwatch(cfg: "Config", clock: Callable[[], float]) -> Sink:
+    from .cloudwatch import CloudWatchSink
+
+    # Not the daemon's clock: the sink's timers pace network retries in real time.
+    return CloudWatchSink(cfg)
+
+
 SINKS: Dict[str, SinkSpec] = {
     "prometheus": SinkSpec(enabled=lambda cfg: cfg.prometheus.enabled, build=_build_prometheus),
+    "cloudwatch": SinkSpec(enabled=lambda cfg: cfg.cloudwatch.enabled, build=_build_cloudwatch),
 }
 
 

@@ -302,7 +302,7 @@ _REASONS = {
 def incomplete(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
     if report.running:
-        live = sum(1 for n in report.nodes if n.status == "running")
+        live = sum(1 for n in report.nodes if n.status == "running" and n.live_age_s is not None)
         out.append(Finding(
             "incomplete", "info",
             f"The job is still running ({live} node(s) live, {len(report.data_nodes)} record(s) so "

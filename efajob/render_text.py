@@ -179,8 +179,14 @@ def _overall(r: "JobReport") -> List[str]:
     o, t = r.overall, r.overall.totals
     n = o.nodes_with_data
     out = [f"Overall EFA traffic (sum over {n} node{'s' if n != 1 else ''} with records)"]
+    live = [x for x in r.nodes if x.status == "running" and x.live_age_s is not None]
+    if live:
+        tx = sum(x.live_tx_gbps or 0 for x in live)
+        rx = sum(x.live_rx_gbps or 0 for x in live)
+        out.append(f"  Live now      {fmt_gbps(tx)} Gbps out / {fmt_gbps(rx)} Gbps in, summed over "
+                   f"{len(live)} running node{'s' if len(live) != 1 else ''} (node status files)")
     if n == 0:
-        return out + ["  no node record yet" + (": see the live rates below" if r.running else "")]
+        return out + ["  no node record yet (records arrive when each node's part of the job ends)"]
     out.append(f"  Sent          {fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets")
     out.append(f"  Received      {fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets")
     out.append(f"  Per node      avg {fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} Gbps in"
@@ -205,11 +211,14 @@ _MARKS = {"straggler_node": "straggler", "device_idle": "idle device", "rx_drops
 
 def _node_row(n: "NodeReport") -> List[str]:
     if n.status == "running":
-        live = (f"live {fmt_gbps(n.live_tx_gbps)} out / {fmt_gbps(n.live_rx_gbps)} in Gbps"
-                + (f", {fmt_duration(n.live_age_s)} ago" if n.live_age_s is not None else ""))
-        return [str(n.rank), n.host, " ", "running", "", "", "", "", "", "", live]
+        if n.live_age_s is None and n.live_tx_gbps is None and n.live_rx_gbps is None:
+            live = "no node status"
+        else:
+            live = (f"live {fmt_gbps(n.live_tx_gbps)} out / {fmt_gbps(n.live_rx_gbps)} in Gbps"
+                    + (f", {fmt_duration(n.live_age_s)} ago" if n.live_age_s is not None else ""))
+        return [str(n.rank), n.host, " ", "running", "", "", "", "", "", "", "", live]
     if n.status == "missing":
-        return [str(n.rank), n.host, "!", "no record", "", "", "", "", "", "", ""]
+        return [str(n.rank), n.host, "!", "no record", "", "", "", "", "", "", "", ""]
     notes = [_MARKS.get(c, c) for c in n.marks]
     if n.shared:
         notes.append("shared")
@@ -317,7 +326,8 @@ def render_text(r: "JobReport", *, verbose: bool = False, color: bool = False,
     paint = _Paint(color)
     rule = "-" * WIDTH
     counts = {s: sum(1 for f in r.findings if f.severity == s) for s in ("critical", "warning", "info")}
-    summary = ", ".join(f"{v} {k}" for k, v in counts.items() if v) or "no findings"
+    summary = ", ".join(f"{v} {k}{'s' if k == 'warning' and v > 1 else ''}"
+                        for k, v in counts.items() if v) or "no findings"
     parts = [_header(r, tz, paint), [rule], _overall(r), [rule], _nodes(r, verbose), [rule],
              _health(r), [rule], _findings(r, paint), ["=" * WIDTH],
              [paint(f"Verdict: {r.verdict}", r.verdict) + f"  ({summary})"]]

@@ -361,7 +361,8 @@ def meta_from_records(job_id: str, cluster: str, restart: int,
     m.start = min(starts) if starts else None
     m.end = None if running or not ends else max(ends)
     codes = [c for c in (_str(r.get("exit_code")) for r in records) if c]
-    m.exit_code = next((c for c in codes if c != "0:0"), codes[0] if codes else None)
+    if not running:
+        m.exit_code = next((c for c in codes if c != "0:0"), codes[0] if codes else None)
     m.state = derive_state(records, running)
     for r in records:
         a, t = _str(r.get("array_job_id")), _str(r.get("array_task_id"))
@@ -441,7 +442,7 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
             nodes[host] = NodeReport(host=host, status="running" if running else "missing")
     if meta.start is None:
         meta.start = _first(n.start for n in nodes.values() if n.status == "running")
-    if meta.num_nodes is None:
+    if meta.num_nodes is None or meta.num_nodes < len(nodes):
         meta.num_nodes = len(nodes) or None
     # Folded for display (records carry what Slurm gave the hooks, possibly unfolded).
     meta.nodelist = fold(meta.hosts or sorted(nodes, key=_host_key)) if (meta.hosts or nodes) else None

@@ -55,7 +55,8 @@ def _rows(inj: sim.Injected, seconds: int, jobs: Sequence[str]) -> List[SampleRo
 class NodePool:
     """Simulated node trees reused across records: building a tree creates hundreds of files
     (slow on some disks), while a snapshot-traffic-snapshot cycle on an existing tree gives the
-    same record. Destructive faults (vanish, garbage) get a fresh tree."""
+    same record. Faults that leave the tree changed or depend on its values (vanish, garbage, reset) get a
+    fresh tree, so records do not depend on which test ran before."""
 
     def __init__(self, root: str):
         self.root = root
@@ -85,7 +86,7 @@ def job_records(pool: NodePool, specs: Dict[str, NodeSpec], *, job_id: str = "10
     nodelist = ",".join(hosts)
     for host, spec in specs.items():
         node = pool.node(instance_type, kernel, device_limit,
-                         fresh=spec.fault in ("vanish", "garbage"))
+                         fresh=spec.fault in ("vanish", "garbage", "reset"))
         before = read_snapshot(node.root, clock=lambda: MONO0, wall_clock=lambda: start)
         inj = node.traffic(spec.tx_gbps, spec.rx_gbps, seconds, fault=spec.fault,
                            devices=spec.devices, ena_tx_gbps=spec.ena_tx_gbps,
@@ -121,3 +122,27 @@ def write_store(store: str, records: Sequence[dict]) -> List[str]:
 
 def healthy(n: int = 4, **kw) -> Dict[str, NodeSpec]:
     return {f"n{i}": NodeSpec(**kw) for i in range(1, n + 1)}
+
+
+GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
+
+
+def check_golden(name: str, text: str, update: bool) -> None:
+    """Compare `text` with tests/golden/<name> byte for byte (`pytest --update-golden` rewrites)."""
+    path = os.path.join(GOLDEN, name)
+    if update:
+        os.makedirs(GOLDEN, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return
+    if not os.path.exists(path):
+        raise AssertionError(f"golden file {path} is missing: run pytest --update-golden")
+    with open(path, encoding="utf-8") as f:
+        want = f.read()
+    if text != want:
+        import difflib
+
+        diff = "".join(difflib.unified_diff(want.splitlines(True), text.splitlines(True),
+                                            "golden/" + name, "current", n=2))
+        raise AssertionError(f"output differs from golden/{name} (pytest --update-golden "
+                             f"rewrites it):\n{diff[:6000]}")

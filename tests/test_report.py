@@ -1,0 +1,363 @@
+"""The report model, its text/JSON/CSV renderers (golden files) and `efajob report`/`efajob jobs`
+through click's CliRunner. Records come from simulator scenarios (tests/jobsim.py)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from datetime import timezone
+
+import pytest
+from click.testing import CliRunner
+
+from efajob.cli import main  # first: efajob.cli registers the cli_* modules
+from efajob.cli_report import check_slurm, job_summary, list_jobs
+from efajob.config import DEFAULT_THRESHOLDS, Config
+from efajob.jobstore import JobFiles, NodeStatus, LiveJob
+from efajob.render_csv import COLUMNS, render_csv
+from efajob.render_text import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, gauge, render_text
+from efajob.report import SCHEMA_VERSION, build_report, render_json, report_to_dict
+from efajob.slurm import JobInfo
+
+from jobsim import T0, NodePool, NodeSpec, check_golden, healthy, job_records, write_store
+
+NOW = T0 + 3600  # fixed "now" of every report here
+SECONDS = 60
+GBPS_BYTES = 400e9 / 8 * SECONDS  # bytes of 400 Gbps for 60 s
+
+
+@pytest.fixture(autouse=True)
+def _tz(_utc):
+    time.tzset()  # conftest sets TZ=UTC; the C library reads it on tzset()
+    yield
+    time.tzset()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return NodePool(str(tmp_path_factory.mktemp("sim")))
+
+
+def mixed_specs():
+    specs = healthy(4)
+    specs["n2"] = NodeSpec(fault="retrans", shared=["4242"])
+    specs["n3"] = NodeSpec(tx_gbps=100, rx_gbps=100, fault="dead-device")
+    specs["n4"] = NodeSpec(fault="drops")
+    return specs
+
+
+@pytest.fixture(scope="module")
+def mixed(pool):
+    return job_records(pool, mixed_specs(), job_id="1234", cluster="prod")
+
+
+def report_of(records, **kw):
+    kw.setdefault("job_id", records[0]["job_id"] if records else "1")
+    kw.setdefault("cluster", records[0]["cluster"] if records else "test")
+    return build_report(records, now=NOW, **kw)
+
+
+# -- golden outputs ------------------------------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["text", "text-v", "json", "csv"])
+def test_golden_mixed(mixed, fmt, update_golden):
+    r = report_of(mixed)
+    if fmt == "json":
+        out, name = render_json(r), "mixed.json"
+    elif fmt == "csv":
+        out, name = render_csv(r), "mixed.csv"
+    else:
+        out = render_text(r, verbose=fmt == "text-v", tz=timezone.utc)
+        name = "mixed-v.txt" if fmt == "text-v" else "mixed.txt"
+    check_golden(name, out, update_golden)
+
+
+def test_golden_ena_fallback(pool, update_golden):
+    recs = job_records(pool, healthy(2, tx_gbps=0.001, rx_gbps=0.001, ena_tx_gbps=8, ena_rx_gbps=8),
+                       job_id="77", user="bob")
+    check_golden("ena-fallback.txt", render_text(report_of(recs), tz=timezone.utc), update_golden)
+
+
+def test_golden_p4d_old_kernel(pool, update_golden):
+    # Kernel 5.10 on p4d: no rdma_write_*, no SRD counters: the report says n/a, never 0.
+    recs = job_records(pool, healthy(2, tx_gbps=150, rx_gbps=150), job_id="88",
+                       instance_type="p4d.24xlarge", kernel="5.10", device_limit=None)
+    r = report_of(recs)
+    text = render_text(r, tz=timezone.utc)
+    check_golden("p4d-5.10.txt", text, update_golden)
+    assert "retrans_pkts" not in r.overall.totals
+    assert report_to_dict(r)["nodes"][0]["retrans_pkts"] is None
+    assert "SRD retransmitted packets     n/a" in text
+
+
+def test_golden_running(pool, update_golden):
+    recs = job_records(pool, {"n1": NodeSpec()}, job_id="500", seconds=SECONDS)
+    recs[0].update(nodelist="n[1-4]", num_nodes=4)  # an early epilog (a failed node, say)
+    live = {h: NodeStatus(host=h, wall=NOW - 5, tx_gbps=380.5, rx_gbps=379.0,
+                          jobs=(LiveJob(key="500", job_id="500", restart=0, user="alice", start=T0),))
+            for h in ("n2", "n3")}
+    r = report_of(recs, live=live)
+    assert r.running and r.meta.state == "RUNNING" and r.meta.end is None
+    assert [n.status for n in r.nodes] == ["complete", "running", "running", "running"]
+    assert r.meta.elapsed_s == NOW - T0
+    assert not [f for f in r.findings if f.code in ("efa_unused", "short_job")]
+    check_golden("running.txt", render_text(r, tz=timezone.utc), update_golden)
+
+
+# -- the model -----------------------------------------------------------------------------------
+def test_totals_are_sums_over_nodes(mixed):
+    r = report_of(mixed)
+    # n1, n2, n4 moved 400 Gbps for 60 s each way; n3 100 Gbps.
+    assert r.overall.totals["tx_bytes"] == int(3 * GBPS_BYTES + GBPS_BYTES / 4)
+    assert r.overall.totals["tx_bytes"] == sum(n.tx_bytes for n in r.nodes)
+    assert r.overall.avg_tx_gbps == pytest.approx((3 * 400 + 100) / 4)
+    assert r.overall.peak_tx_gbps == pytest.approx(400)
+    assert r.overall.link_gbps == 3200
+    assert r.overall.util_avg == pytest.approx(325 / 3200)
+    # p5 moves bulk data as RDMA write, 2 % as send/recv (the simulator's model).
+    assert r.overall.rdma_write_share == pytest.approx(0.98, abs=1e-3)
+    assert r.overall.send_share == pytest.approx(0.02, abs=1e-3)
+    assert r.overall.rdma_read_share == 0
+
+
+def test_ranking_and_marks(mixed):
+    r = report_of(mixed)
+    assert [n.host for n in r.nodes][-1] == "n3"
+    n3 = r.nodes[-1]
+    assert n3.rank == 4 and "straggler_node" in n3.marks and "device_idle" in n3.marks
+    assert r.verdict == "Failure"
+
+
+def test_json_schema(mixed):
+    d = json.loads(render_json(report_of(mixed)))
+    assert d["schema_version"] == SCHEMA_VERSION
+    for key in ("job_id", "cluster", "state", "start", "end", "nodes", "totals", "findings", "verdict"):
+        assert key in d
+    node = d["nodes"][0]
+    for key in ("host", "devices", "tx_bytes", "rx_bytes", "avg_tx_gbps", "peak_tx_gbps",
+                "avg_rx_gbps", "peak_rx_gbps", "rx_drops", "retrans_pkts", "shared", "complete"):
+        assert key in node
+    assert set(node["devices"][0]) >= {"name", "counters"}
+    for f in d["findings"]:
+        assert f["severity"] in ("info", "warning", "critical") and f["message"]
+        assert set(f) <= {"code", "severity", "host", "device", "message", "advice"}
+
+
+def test_csv_rows(mixed):
+    rows = list(csv.DictReader(io.StringIO(render_csv(report_of(mixed)))))
+    assert tuple(rows[0]) == COLUMNS
+    assert sum(1 for r in rows if r["level"] == "node") == 4
+    assert sum(1 for r in rows if r["level"] == "device") == 4 * 8
+    dead = [r for r in rows if r["host"] == "n3" and r["level"] == "device" and r["tx_bytes"] == "0"]
+    assert len(dead) == 1 and "device_idle" in dead[0]["findings"]
+
+
+def test_absent_counters_print_na(pool):
+    recs = job_records(pool, healthy(2), job_id="9")
+    for rec in recs:  # a writer that could not read rx_drops at all
+        rec["totals"].pop("rx_drops")
+        for d in rec["devices"]:
+            d["counters"].pop("rx_drops")
+    r = report_of(recs)
+    assert r.nodes[0].rx_drops is None and "rx_drops" not in r.overall.totals
+    text = render_text(r, tz=timezone.utc)
+    assert "  rx drops                      n/a" in text
+    assert json.loads(render_json(r))["nodes"][0]["rx_drops"] is None
+    assert next(csv.DictReader(io.StringIO(render_csv(r))))["rx_drops"] == ""
+
+
+def test_slurm_header_and_hostile_strings(mixed):
+    info = JobInfo(job_id="1234", name="<script>alert(1)</script>", user="carol", account="ml",
+                   partition="p5", state="COMPLETED", exit_code="0:0", num_nodes=4,
+                   nodes=["n1", "n2", "n3", "n4"], nodelist="n[1-4]", start=T0 - 5, end=T0 + 70,
+                   cluster="prod", time_limit=60, restarts=0, slurm_job_id="1234")
+    r = report_of(mixed, job_info=info)
+    assert r.meta.source == "slurm" and r.meta.name == "<script>alert(1)</script>"
+    assert r.meta.elapsed_s == 75 and r.meta.time_limit == "60"
+    text = render_text(r, tz=timezone.utc)
+    assert "Metadata  : Slurm" in text and "Name      : <script>alert(1)</script>" in text
+
+
+def test_check_slurm_refuses_other_jobs():
+    files = JobFiles(store="/s", cluster="prod", job_id="5", restart=1, paths=(), restarts=(0, 1))
+    other = JobInfo(job_id="5", cluster="dev", nodes=["n1"])
+    assert check_slurm(other, files, ["n1"])[0] is None
+    reused = JobInfo(job_id="5", cluster="prod", nodes=["x1"])
+    assert check_slurm(reused, files, ["n1"])[0] is None
+    older = JobInfo(job_id="5", cluster="prod", nodes=["n1"], restarts=2)
+    info, times, note = check_slurm(older, files, ["n1"])
+    assert info is older and times is False and "restart 2" in note
+    same = JobInfo(job_id="5", cluster="prod", nodes=["n1"], restarts=1)
+    assert check_slurm(same, files, ["n1"]) == (same, True, None)
+
+
+def test_missing_node_and_restart_note(pool):
+    recs = job_records(pool, healthy(3), job_id="60", restart=2)
+    for rec in recs:
+        rec["nodelist"] = "n[1-4]"
+        rec["num_nodes"] = 4
+    r = report_of(recs, restart=2, restarts=(0, 2), restart_defaulted=True)
+    assert [n.status for n in r.nodes][-1] == "missing" and r.nodes[-1].host == "n4"
+    assert any(f.code == "incomplete" and "No record from 1 of 4" in f.message for f in r.findings)
+    assert "showing restart 2, the latest" in r.notes[0]
+    assert r.meta.nodelist == "n[1-4]"
+
+
+@pytest.mark.parametrize("fn,value,want", [
+    (fmt_bytes, None, "n/a"), (fmt_bytes, 0, "0 B"), (fmt_bytes, 999, "999 B"),
+    (fmt_bytes, 1000, "1.00 kB"), (fmt_bytes, 3e12, "3.00 TB"), (fmt_bytes, 123.4e9, "123 GB"),
+    (fmt_count, None, "n/a"), (fmt_count, 12345, "12,345"), (fmt_count, 3.41e6, "3.41 M"),
+    (fmt_gbps, None, "n/a"), (fmt_gbps, 0, "0.0"), (fmt_gbps, 0.001, "<0.1"), (fmt_gbps, 1234.56, "1,234.6"),
+    (fmt_pct, None, "n/a"), (fmt_pct, 0.1234, "12.3%"),
+    (fmt_duration, None, "n/a"), (fmt_duration, 12, "12 s"), (fmt_duration, 61, "1m 01s"),
+    (fmt_duration, 7260, "2h 01m"), (fmt_duration, 90000, "1d 01h"),
+])
+def test_formats(fn, value, want):
+    assert fn(value) == want
+
+
+def test_gauge():
+    assert gauge(None, 4) == "[    ]"
+    assert gauge(0.5, 4) == "[##..]"
+    assert gauge(1.7, 4) == "[####]"  # bursts above the quoted rate fill the bar, no more
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+@pytest.fixture
+def store(tmp_path, mixed, pool):
+    s = str(tmp_path / "store")
+    write_store(s, mixed)
+    write_store(s, job_records(pool, healthy(2, tx_gbps=0.001, rx_gbps=0.001, ena_tx_gbps=8,
+                                             ena_rx_gbps=8), job_id="77", cluster="prod", user="bob"))
+    return s
+
+
+def run(*args, env=None):
+    env = dict(env or {})
+    env.setdefault("EFAJOB_CONFIG", "")
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def test_cli_report_formats(store, tmp_path):
+    r = run("report", "1234", "--store", store, "--no-slurm")
+    assert r.exit_code == 0, r.output
+    assert "EFA job report: job 1234, cluster prod" in r.output and "Verdict: Failure" in r.output
+    assert "\x1b[" not in r.output  # not a tty: no colour
+    r = run("report", "1234", "--store", store, "--no-slurm", "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.output)["verdict"] == "Failure"
+    r = run("report", "1234", "--store", store, "--no-slurm", "--format", "csv")
+    assert r.exit_code == 0 and r.output.startswith("job_id,cluster,restart,level")
+    out = tmp_path / "r.html"
+    r = run("report", "1234", "--store", store, "--no-slurm", "--format", "html", "-o", str(out))
+    assert r.exit_code == 0 and out.read_text().startswith("<!DOCTYPE html>")
+    r = run("report", "1234", "--store", store, "--no-slurm", "-v")
+    assert r.exit_code == 0 and "rdmap79s0" in r.output
+
+
+def test_cli_golden_text(store, update_golden):
+    r = run("report", "77", "--store", store, "--no-slurm", "--no-color")
+    assert r.exit_code == 0, r.output
+    check_golden("cli-77.txt", r.output, update_golden)
+
+
+def test_cli_slurm_unreachable_is_said(store):
+    # No scontrol on PATH: the report still works and says where its header came from.
+    r = run("report", "77", "--store", store, env={"PATH": "/nonexistent"})
+    assert r.exit_code == 0, r.output
+    assert "Metadata  : job records" in r.output
+
+
+def test_cli_exit_codes(store, tmp_path):
+    r = run("report", "999", "--store", store, "--no-slurm")
+    assert r.exit_code == 5 and "job 999 has no records" in r.output
+    r = run("report", "../../etc", "--store", store, "--no-slurm")
+    assert r.exit_code == 2 and "not valid" in r.output
+    r = run("report", "1234", "--store", str(tmp_path / "nope"), "--no-slurm")
+    assert r.exit_code == 4 and "does not exist" in r.output
+    # The same job id in a second cluster: ambiguous until --cluster picks one.
+    os.makedirs(os.path.join(store, "dev", "jobs", "1234"))
+    with open(os.path.join(store, "dev", "jobs", "1234", "n1.json"), "w") as f:
+        f.write("{}")
+    r = run("report", "1234", "--store", store, "--no-slurm")
+    assert r.exit_code == 6 and "dev, prod" in r.output and "--cluster" in r.output
+    r = run("report", "1234", "--store", store, "--no-slurm", "--cluster", "prod")
+    assert r.exit_code == 0
+    r = run("report", "1234", "--store", store, "--no-slurm", "--restart", "3", "--cluster", "prod")
+    assert r.exit_code == 5 and "no restart 3" in r.output
+
+
+def test_cli_corrupt_record_is_skipped(store):
+    path = os.path.join(store, "prod", "jobs", "1234", "n2.json")
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])  # half-written
+    r = CliRunner().invoke(main, ["report", "1234", "--store", store, "--no-slurm", "--format", "json"],
+                           env={"EFAJOB_CONFIG": ""})
+    assert r.exit_code == 0
+    assert f"warning: skipped {path}: not valid JSON" in r.stderr
+    d = json.loads(r.stdout)
+    assert [n["host"] for n in d["nodes"] if n["status"] == "missing"] == ["n2"]
+    assert any(f["code"] == "incomplete" and path in f["message"] for f in d["findings"])
+
+
+def test_cli_restarts(pool, tmp_path):
+    s = str(tmp_path / "store")
+    write_store(s, job_records(pool, healthy(2), job_id="31"))
+    write_store(s, job_records(pool, healthy(2, tx_gbps=10, rx_gbps=10), job_id="31", restart=1))
+    r = run("report", "31", "--store", s, "--no-slurm", "--format", "json")
+    d = json.loads(r.output)
+    assert d["restart"] == 1 and d["restarts"] == [0, 1] and "the latest" in d["notes"][0]
+    r = run("report", "31", "--store", s, "--no-slurm", "--format", "json", "--restart", "0")
+    d = json.loads(r.output)
+    assert d["restart"] == 0 and d["notes"] == [] and d["totals"]["tx_bytes"] == 2 * GBPS_BYTES
+
+
+def test_cli_array_task_found_by_record_ids(pool, tmp_path):
+    # Hooks file records under SLURM_JOB_ID (here 41); the records carry the array ids 40_3.
+    s = str(tmp_path / "store")
+    write_store(s, job_records(pool, healthy(2), job_id="41", array_job_id="40", array_task_id="3"))
+    r = run("report", "40_3", "--store", s, "--no-slurm", "--format", "json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["job_id"] == "41" and d["alias"] == "40_3"
+    r = run("report", "41", "--store", s, "--no-slurm")
+    assert "Job       : 41 (array task 40_3)" in r.output
+
+
+def test_cli_jobs(store):
+    r = run("jobs", "--store", store, "--format", "json")
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)["jobs"]
+    assert {(j["job_id"], j["verdict"]) for j in rows} == {("1234", "Failure"), ("77", "Failure")}
+    r = run("jobs", "--store", store, "--user", "bob", "--format", "json")
+    assert [j["job_id"] for j in json.loads(r.output)["jobs"]] == ["77"]
+    r = run("jobs", "--store", store, "--state", "failed", "--format", "json")
+    assert json.loads(r.output)["jobs"] == []
+    r = run("jobs", "--store", store, "--limit", "1")
+    assert r.exit_code == 0 and len(r.output.splitlines()) == 2 and r.output.startswith("CLUSTER")
+    r = run("jobs", "--store", store, "--since", "yesterday")
+    assert r.exit_code == 2 and "--since" in r.output
+
+
+def test_list_jobs_includes_running(tmp_path):
+    s = str(tmp_path / "store")
+    os.makedirs(os.path.join(s, "c1", "nodes"))
+    doc = {"schema": "efajob/node-status", "version": 1, "cluster": "c1", "node": "n1",
+           "time": NOW - 3, "tx_gbps": 12.5, "rx_gbps": 12.0,
+           "jobs": [{"key": "900", "job_id": "900", "user": "dora", "partition": "gpu", "start": NOW - 100}]}
+    with open(os.path.join(s, "c1", "nodes", "n1.json"), "w") as f:
+        json.dump(doc, f)
+    cfg = Config(store=s)
+    rows = list_jobs(cfg, now=NOW)
+    assert len(rows) == 1 and rows[0]["state"] == "RUNNING" and rows[0]["user"] == "dora"
+    assert rows[0]["elapsed_s"] == 100
+    assert list_jobs(cfg, now=NOW + 3600) == []  # the status file went stale: not running
+
+
+def test_thresholds_come_from_config(mixed):
+    th = dict(DEFAULT_THRESHOLDS, straggler_ratio=0.1)
+    r = report_of(mixed, thresholds=th)
+    assert not [f for f in r.findings if f.code == "straggler_node"]
+    assert job_summary(r)["verdict"] == "Failure"  # the dead device remains

@@ -228,15 +228,17 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     mono1 = end.mono if end is not None else float("inf")
     rows: list = []
     shared = set()
-    if mono0 is not None:
-        rows, seen, _why = read_window(cfg, row_boot, mono0, mono1)
-        shared |= seen
-        hist = read_finished(cfg.run_dir)
-        shared.update(overlapping(hist, row_boot, mono0, mono1))
+    # Order matters with concurrent epilogs: a finishing job enters the history before it
+    # leaves the active files, so reading the active files first and the history second
+    # cannot miss it.
     if not rebooted:
         # Jobs still active here overlap this one (they started before our end).
         shared.update(j.key for j in ActiveJobsReader(cfg.run_dir).read()
                       if j.boot_id == boot_id and (end is None or j.start_mono < end.mono))
+    if mono0 is not None:
+        shared.update(overlapping(read_finished(cfg.run_dir), row_boot, mono0, mono1))
+        rows, seen, _why = read_window(cfg, row_boot, mono0, mono1)
+        shared |= seen
     shared.discard(key)
     shared.discard(ident.key)
 
@@ -246,22 +248,24 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
         prolog_seen=prolog_seen, epilog_seen=source == "epilog",
         end_wall=now_wall if end is None and not rows else None, reasons=reasons)
     path = write_outbox(cfg, record)
-    remove_active(cfg.run_dir, key)
     if mono0 is not None and end is not None and not rebooted:
         try:
             with hooks_lock(cfg.run_dir, LOCK_TIMEOUT):
                 add_finished(cfg.run_dir, key, boot_id, mono0, end.mono)
         except (LockTimeout, OSError) as e:
             log.warning("job %s: history not updated (overlap detection only): %s", key, e)
+    remove_active(cfg.run_dir, key)
     return path
 
 
 # -- delivery without a daemon -----------------------------------------------------------------
-def deliver_detached(cfg, wait: float = DELIVERY_WAIT) -> Optional[bool]:
+def deliver_detached(cfg, wait: float = DELIVERY_WAIT, first: Optional[str] = None) -> Optional[bool]:
     """Deliver the outbox in a child process in its own session, with stdio on /dev/null (slurmd
     reads our stdout until EOF and kills our process group on timeout: the child must hold
-    neither). Wait at most `wait` seconds: True delivered in time, False still running (a
-    hung NFS server; the child carries on alone), None when no child could be started."""
+    neither). The child delivers `first` (this epilog's outbox file) before the rest and says
+    so through a pipe; the parent waits at most `wait` seconds for that, never for the rest.
+    True: `first` (or everything, without `first`) delivered in time; False: not yet (a hung
+    NFS server, a backoff: the child or the daemon carries on); None: no child started."""
     import select
 
     try:
@@ -279,7 +283,10 @@ def deliver_detached(cfg, wait: float = DELIVERY_WAIT) -> Optional[bool]:
                 os.dup2(null, fd)
             from .outbox import deliver_pending
 
-            res = deliver_pending(cfg)
+            def tell(ok: bool) -> None:
+                os.write(w, b"1" if ok else b"0")
+
+            res = deliver_pending(cfg, first=first, on_first=tell)
             code = 0 if not res.pending else 1
         except BaseException:
             pass
@@ -288,15 +295,24 @@ def deliver_detached(cfg, wait: float = DELIVERY_WAIT) -> Optional[bool]:
     os.close(w)
     try:
         ready, _, _ = select.select([r], [], [], wait)
+        said = os.read(r, 1) if ready else b""
     finally:
         os.close(r)
     if not ready:
         return False
-    try:
+    if said == b"1":
+        # Ours has landed; the child may still deliver older records. Reap it if it is done,
+        # else init will (it is in its own session and holds none of slurmd's pipes).
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        return True
+    try:  # EOF without a word: the child has exited
         _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         return None
-    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    return first is None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
 
 
 # -- logging and main --------------------------------------------------------------------------
@@ -365,13 +381,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if what == "prolog":
             run_prolog(cfg, os.environ)
         else:
-            run_epilog(cfg, os.environ)
+            path = run_epilog(cfg, os.environ)
             from .outbox import daemon_alive
 
             if not daemon_alive(cfg):
-                if deliver_detached(cfg) is False:
-                    log.warning("%s job %s: job store %s slow: delivery continues in the "
-                                "background; the record stays in the outbox until it lands",
+                if deliver_detached(cfg, first=os.path.basename(path)) is False:
+                    log.warning("%s job %s: record not in the job store %s yet (slow or "
+                                "backing off); it stays in the outbox until it lands",
                                 what, job, cfg.store)
     except Exception as e:  # noqa: BLE001 - the whole point: never fail the job or the node
         if isinstance(e, OSError) and e.strerror:

@@ -147,11 +147,15 @@ def _quarantine(cfg, name: str, why: str) -> None:
 
 
 def deliver_pending(cfg, *, now: Callable[[], float] = time.time, max_files: Optional[int] = None,
-                    on_record: Optional[Callable[[dict], None]] = None) -> DeliveryResult:
+                    on_record: Optional[Callable[[dict], None]] = None,
+                    first: Optional[str] = None,
+                    on_first: Optional[Callable[[bool], None]] = None) -> DeliveryResult:
     """Forward outbox records to the job store. Never raises on I/O errors: a failing store
     starts an exponential backoff (2 s doubling to 5 min) persisted in the outbox, so a
     restarted daemon does not hammer a dead NFS server. `on_record` sees each delivered record
-    (sinks); its exceptions are logged, they do not stop delivery."""
+    (sinks); its exceptions are logged, they do not stop delivery. `first` (an outbox name) is
+    tried before the others and `on_first(delivered)` called once it is settled: the epilog
+    waits for its own record only."""
     res = DeliveryResult()
     names = pending(cfg)
     state = _read_state(cfg)
@@ -167,6 +171,11 @@ def deliver_pending(cfg, *, now: Callable[[], float] = time.time, max_files: Opt
         res.skipped, res.pending, res.next_try = True, len(names), float(next_try)
         res.last_error = state.get("last_error")
         return res
+    if first is not None and first in names:
+        names.remove(first)
+        names.insert(0, first)
+    else:
+        first = None
     for i, name in enumerate(names):
         if max_files is not None and i >= max_files:
             break
@@ -202,6 +211,8 @@ def deliver_pending(cfg, *, now: Callable[[], float] = time.time, max_files: Opt
             pass
         res.delivered.append(dest)
         res.records.append(record)
+        if name == first and on_first is not None:
+            on_first(True)
         if on_record is not None:
             try:
                 on_record(record)

@@ -1,0 +1,189 @@
+"""Reading the job store: locating jobs (clusters, restarts, array/het ids, running jobs), reading
+records (corrupt ones skipped with a reason), node status files, listing and --since."""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from efajob.errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
+from efajob.jobstore import (find_job, list_clusters, list_job_dirs, load_job, parse_node_status,
+                             parse_record_name, parse_since, read_node_statuses, read_records)
+
+NOW = 1714560000.0
+
+
+def rec(job_id="5", host="n1", restart=0, cluster="c1", **kw):
+    d = {"schema": "efajob/job-node-record", "version": 1, "cluster": cluster, "job_id": job_id,
+         "restart": restart, "key": job_id if not restart else f"{job_id}.{restart}", "host": host,
+         "devices": [], "totals": {}}
+    d.update(kw)
+    return d
+
+
+def put(store, r, name=None):
+    d = os.path.join(store, r["cluster"], "jobs", r["job_id"])
+    os.makedirs(d, exist_ok=True)
+    name = name or r["host"] + (f".{r['restart']}" if r["restart"] else "") + ".json"
+    with open(os.path.join(d, name), "w") as f:
+        json.dump(r, f)
+    return os.path.join(d, name)
+
+
+def status(store, cluster, node, jobs, t=NOW - 10, **kw):
+    d = os.path.join(store, cluster, "nodes")
+    os.makedirs(d, exist_ok=True)
+    doc = {"schema": "efajob/node-status", "version": 1, "cluster": cluster, "node": node,
+           "time": t, "tx_gbps": 10.0, "rx_gbps": 9.0, "jobs": jobs}
+    doc.update(kw)
+    with open(os.path.join(d, node + ".json"), "w") as f:
+        json.dump(doc, f)
+
+
+@pytest.mark.parametrize("name,want", [
+    ("n1.json", ("n1", 0)), ("n1.2.json", ("n1", 2)), ("ip-10-0-0-1.json", ("ip-10-0-0-1", 0)),
+    (".n1.json.123.abcd.tmp", None), (".n1.json", None), ("n1.txt", None), ("n1.0.json", ("n1.0", 0)),
+    ("bad name.json", None),
+])
+def test_parse_record_name(name, want):
+    assert parse_record_name(name) == want
+
+
+def test_find_plain_and_restarts(tmp_path):
+    s = str(tmp_path)
+    p1, p2 = put(s, rec(host="n1")), put(s, rec(host="n2"))
+    put(s, rec(host="n1", restart=1))
+    put(s, rec(host="n1"), name=".n1.json.99.abcd.tmp")  # a writer's temp file: never read
+    f = find_job(s, "5", now=NOW)
+    assert (f.cluster, f.restart, f.restarts, f.restart_defaulted) == ("c1", 1, (0, 1), True)
+    assert len(f.paths) == 1
+    f = find_job(s, "5", restart=0, now=NOW)
+    assert f.paths == (p1, p2) and not f.restart_defaulted
+    with pytest.raises(JobNotFoundError, match="no restart 4"):
+        find_job(s, "5", restart=4, now=NOW)
+
+
+def test_find_ambiguous_clusters(tmp_path):
+    s = str(tmp_path)
+    put(s, rec(cluster="c1"))
+    put(s, rec(cluster="c2"))
+    with pytest.raises(AmbiguousJobError, match="c1, c2") as e:
+        find_job(s, "5", now=NOW)
+    assert e.value.exit_code == 6
+    assert find_job(s, "5", cluster="c2", now=NOW).cluster == "c2"
+
+
+def test_not_found_and_bad_input(tmp_path):
+    s = str(tmp_path)
+    put(s, rec())
+    with pytest.raises(JobNotFoundError, match="job 6 has no records") as e:
+        find_job(s, "6", now=NOW)
+    assert e.value.exit_code == 5
+    with pytest.raises(UsageError):
+        find_job(s, "../etc", now=NOW)
+    with pytest.raises(UsageError):
+        find_job(s, "5", cluster="../x", now=NOW)
+    with pytest.raises(StoreError, match="does not exist"):
+        find_job(str(tmp_path / "nope"), "5", now=NOW)
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(StoreError, match="not a directory"):
+        list_clusters(str(f))
+
+
+def test_array_and_het_ids(tmp_path):
+    s = str(tmp_path)
+    # Records are filed under SLURM_JOB_ID; they carry the array and het ids.
+    put(s, rec(job_id="41", array_job_id="40", array_task_id="3"))
+    put(s, rec(job_id="42", array_job_id="40", array_task_id="4"))
+    put(s, rec(job_id="51", het_job_id="50", het_job_offset="1"))
+    assert find_job(s, "40_3", now=NOW).job_id == "41"
+    assert find_job(s, "50+1", now=NOW).job_id == "51"
+    with pytest.raises(JobNotFoundError):
+        find_job(s, "40_9", now=NOW)
+    # Directories named by the array form (another writer): the base id lists its parts.
+    put(s, rec(job_id="70_1"))
+    put(s, rec(job_id="70_2"))
+    with pytest.raises(AmbiguousJobError, match="array job; report one of its parts: 70_1, 70_2"):
+        find_job(s, "70", now=NOW)
+
+
+def test_running_job_from_node_status(tmp_path):
+    s = str(tmp_path)
+    os.makedirs(os.path.join(s, "c1", "jobs"))
+    status(s, "c1", "n1", [{"key": "9", "job_id": "9", "user": "u", "start": NOW - 60}])
+    status(s, "c1", "n2", ["9"])  # a bare key works too
+    status(s, "c1", "n3", [{"key": "9", "job_id": "9"}], t=NOW - 3600)  # stale
+    f = find_job(s, "9", now=NOW)
+    assert f.paths == () and sorted(f.live) == ["n1", "n2"]
+    assert f.live["n1"].jobs[0].start == NOW - 60 and f.live["n1"].tx_gbps == 10.0
+    with pytest.raises(JobNotFoundError):
+        find_job(s, "9", now=NOW + 3600)
+
+
+def test_read_records_skips_bad_files(tmp_path):
+    s = str(tmp_path)
+    good = put(s, rec(host="n1"))
+    half = put(s, rec(host="n2"))
+    with open(half, "r+") as f:
+        f.truncate(20)
+    wrong = put(s, rec(host="n3", schema="other"))
+    newer = put(s, rec(host="n4", version=2))
+    moved = put(s, rec(host="n5"), name="n6.json")
+    other = put(s, rec(host="n7", job_id="8"), name="n7.json")
+    loaded = read_records([good, half, wrong, newer, moved], job_id="5", restart=0)
+    assert [r["host"] for r in loaded.records] == ["n1"]
+    why = dict(loaded.skipped)
+    assert "not valid JSON" in why[half] and "half-written" in why[half]
+    assert why[wrong] == "not a job-node record"
+    assert "version 2 is not supported" in why[newer]
+    assert "not the 'n6' of its file name" in why[moved]
+    assert "holds job '8', not 5" in dict(read_records([other], job_id="5").skipped)[other]
+    assert "vanished" in dict(read_records([str(tmp_path / "x.json")]).skipped)[str(tmp_path / "x.json")]
+
+
+def test_load_job(tmp_path):
+    s = str(tmp_path)
+    put(s, rec(host="n1"))
+    loaded = load_job(find_job(s, "5", now=NOW))
+    assert len(loaded.records) == 1 and not loaded.skipped
+
+
+def test_node_status_parsing(tmp_path):
+    assert parse_node_status({"node": "../x"}) is None
+    assert parse_node_status([]) is None
+    st = parse_node_status({"node": "n1", "time": NOW, "tx_gbps": True,
+                            "jobs": ["5.1", {"job_id": "6", "restart": 2}, {"key": "../x"}, 7]})
+    assert st.tx_gbps is None and [(j.job_id, j.restart) for j in st.jobs] == [("5", 1), ("6", 2)]
+    s = str(tmp_path)
+    status(s, "c1", "n1", [])
+    with open(os.path.join(s, "c1", "nodes", "n2.json"), "w") as f:
+        f.write("{half")
+    assert list(read_node_statuses(s, "c1")) == ["n1"]
+
+
+def test_list_job_dirs_newest_first_and_since(tmp_path):
+    s = str(tmp_path)
+    for i, jid in enumerate(("3", "1", "2")):
+        put(s, rec(job_id=jid))
+        os.utime(os.path.join(s, "c1", "jobs", jid), (NOW - 100 + i, NOW - 100 + i))
+    os.makedirs(os.path.join(s, "c1", "jobs", "not-a-job"))
+    assert [d.job_id for d in list_job_dirs(s)] == ["2", "1", "3"]
+    assert [d.job_id for d in list_job_dirs(s, since=NOW - 99)] == ["2", "1"]
+
+
+@pytest.mark.parametrize("text,want", [
+    ("90m", NOW - 5400), ("6h", NOW - 6 * 3600), ("2d", NOW - 2 * 86400), ("1w", NOW - 7 * 86400),
+    ("1714000000", 1714000000.0),
+    ("2024-05-01T10:00:00+00:00", datetime(2024, 5, 1, 10, tzinfo=timezone.utc).timestamp()),
+    ("2024-05-01T10:00Z", datetime(2024, 5, 1, 10, tzinfo=timezone.utc).timestamp()),
+])
+def test_parse_since(text, want):
+    assert parse_since(text, NOW) == want
+
+
+def test_parse_since_rejects_garbage():
+    with pytest.raises(UsageError, match="--since"):
+        parse_since("last tuesday", NOW)

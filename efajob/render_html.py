@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .report import JobReport, NodeReport
 
 MAX_POINTS = 120
+DEVICE_ROWS_NODES = 64
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2430;max-width:1200px}
@@ -56,13 +57,27 @@ def _downsample(t: Sequence, ys: Sequence, n: int = MAX_POINTS) -> Tuple[List[fl
 
 
 def _polyline(t: Sequence[float], ys: Sequence[Optional[float]], sx: float, sy: float, h: float,
-              cls: str) -> str:
+              cls: str, color: str, width: float) -> str:
     pts = " ".join(f"{x * sx:.1f},{h - y * sy:.1f}" for x, y in zip(t, ys)
                    if isinstance(x, (int, float)) and isinstance(y, (int, float)))
-    return f'<polyline class="{cls}" fill="none" stroke-width="1.5" points="{pts}"/>' if pts else ""
+    return (f'<polyline class="{cls}" fill="none" stroke="{color}" stroke-width="{width}" '
+            f'points="{pts}"/>' if pts else "")
 
 
-def chart(n: "NodeReport", width: int = 260, height: int = 90) -> str:
+def series_top(nodes: Sequence["NodeReport"]) -> float:
+    """One y scale for every node's chart (so a straggler looks lower): the highest point of any
+    series plus headroom, or the link rate when nothing was sampled."""
+    top = 0.0
+    for n in nodes:
+        for key in ("tx_gbps", "rx_gbps"):
+            vals = (n.series or {}).get(key) or []
+            top = max([top] + [v for v in vals if isinstance(v, (int, float))])
+    if top <= 0:
+        top = max([n.link_gbps or 0.0 for n in nodes] + [1.0])
+    return top * 1.15
+
+
+def chart(n: "NodeReport", top: Optional[float] = None, width: int = 260, height: int = 90) -> str:
     """Inline SVG of one node's tx/rx Gbps over time (empty frame when there is no series)."""
     s = n.series or {}
     t, tx, rx = s.get("t") or [], s.get("tx_gbps") or [], s.get("rx_gbps") or []
@@ -77,16 +92,18 @@ def chart(n: "NodeReport", width: int = 260, height: int = 90) -> str:
                                "no daemon samples</text></svg>")
     tt, ttx = _downsample(t[:len(tx)], tx)
     _, trx = _downsample(t[:len(rx)], rx)
-    values = [v for v in ttx + trx if isinstance(v, (int, float))]
-    top = max([n.link_gbps or 0.0] + values) or 1.0
+    if top is None:
+        top = series_top([n])
     tmax = max(v for v in tt if isinstance(v, (int, float))) or 1.0
     sx, sy = width / tmax, (height - 4) / top
     axis = (f'<text x="2" y="{height + 12}" font-size="10" fill="#6b7585">0</text>'
             f'<text x="{width - 2}" y="{height + 12}" font-size="10" fill="#6b7585" '
             f'text-anchor="end">{esc(fmt_duration(tmax))}</text>'
             f'<text x="4" y="11" font-size="10" fill="#6b7585">{esc(f"{top:,.0f}")} Gbps</text>')
-    return (head + frame + _polyline(tt, ttx, sx, sy, height, "tx").replace('class="tx"', 'class="tx" stroke="#1565c0"')
-            + _polyline(tt, trx, sx, sy, height, "rx").replace('class="rx"', 'class="rx" stroke="#d84315"')
+    # Sent drawn wide under received: equal rates (the usual all-reduce) still show both.
+    return (head + frame
+            + _polyline(tt, ttx, sx, sy, height, "tx", "#1565c0", 3.0)
+            + _polyline(tt, trx, sx, sy, height, "rx", "#d84315", 1.2)
             + axis + "</svg>")
 
 
@@ -142,6 +159,9 @@ def _nodes(r: "JobReport") -> str:
             "<th class=n>Peak Gbps</th><th class=n>Util</th><th class=n>Drops</th>"
             "<th class=n>Retrans</th><th>Findings</th></tr>")
     body = []
+    # Every device of every node up to DEVICE_ROWS_NODES nodes; beyond, only flagged nodes'
+    # devices (a 1,024 x 32 table helps nobody; the JSON and CSV have them all).
+    show_devices = len(r.nodes) <= DEVICE_ROWS_NODES
     for n in r.nodes:
         peak = max([v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None], default=None)
         cells = [str(n.rank), esc(n.host), esc(n.status), fmt_bytes(n.tx_bytes), fmt_bytes(n.rx_bytes),
@@ -154,6 +174,8 @@ def _nodes(r: "JobReport") -> str:
         tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i not in (1, 2) else c}</td>"
                       for i, c in enumerate(cells))
         body.append(f"<tr{cls}>{tds}<td>{esc(', '.join(n.marks))}</td></tr>")
+        if not show_devices and not n.marks:
+            continue
         for d in sorted(n.devices, key=lambda d: natural_key(d.name)):
             dpk = max([v for v in (d.peak_tx_gbps, d.peak_rx_gbps) if v is not None], default=None)
             dc = ["", esc(d.name), "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
@@ -163,7 +185,9 @@ def _nodes(r: "JobReport") -> str:
             tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i != 1 else c}</td>"
                           for i, c in enumerate(dc))
             body.append(f'<tr class="dev">{tds}<td>{"reset" if d.resets else ""}</td></tr>')
-    return f"<table>{head}{''.join(body)}</table>"
+    note = "" if show_devices else (f"<p>Device rows shown for flagged nodes only ({len(r.nodes)} "
+                                    "nodes); --format csv or json lists every device.</p>")
+    return f"{note}<table>{head}{''.join(body)}</table>"
 
 
 def _findings(r: "JobReport") -> str:
@@ -196,8 +220,9 @@ def _health(r: "JobReport") -> str:
 def render_html(r: "JobReport", *, tz: Optional[tzinfo] = None) -> str:
     m = r.meta
     title = f"EFA job report: job {m.job_id}, cluster {m.cluster}"
+    top = series_top(r.data_nodes)
     charts = "".join(
-        f'<div class="chart"><p>{esc(n.host)} ({esc(n.status)})</p>{chart(n)}</div>'
+        f'<div class="chart"><p>{esc(n.rank)}. {esc(n.host)} ({esc(n.status)})</p>{chart(n, top)}</div>'
         for n in r.nodes if n.has_data)
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
@@ -207,8 +232,7 @@ def render_html(r: "JobReport", *, tz: Optional[tzinfo] = None) -> str:
         f'<h1>{esc(title)} <span class="verdict {esc(r.verdict)}" id="verdict">{esc(r.verdict)}</span></h1>\n'
         f"{_header(r, tz)}\n<h2>Overall</h2>\n{_overall(r)}\n"
         f'<h2>Throughput over time</h2>\n<p class="legend"><span class="tx">&#9632; sent</span> '
-        f'<span class="rx">&#9632; received</span> (Gbps per node; the top line is the link rate or '
-        f'the peak)</p>\n<div class="charts">{charts or "<p>No node record yet.</p>"}</div>\n'
+        f'<span class="rx">&#9632; received</span> (Gbps per node, one scale for all nodes)</p>\n<div class="charts">{charts or "<p>No node record yet.</p>"}</div>\n'
         f"<h2>Per node (ranked by traffic)</h2>\n{_nodes(r)}\n"
         f"<h2>Health</h2>\n{_health(r)}\n<h2>Findings</h2>\n{_findings(r)}\n"
         f'<p>Verdict: <span class="verdict {esc(r.verdict)}">{esc(r.verdict)}</span></p>\n'

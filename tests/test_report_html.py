@@ -1,0 +1,89 @@
+"""The HTML report: self-contained, charts per node, hostile strings escaped. Checked as text and
+in headless Chromium (the DOM the browser builds: charts present, no script element, hostile
+names shown as text)."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from efajob.render_html import MAX_POINTS, _downsample, render_html
+from efajob.report import build_report
+from efajob.slurm import JobInfo
+
+from conftest import require
+from jobsim import T0, NodePool, NodeSpec, healthy, job_records
+
+HOSTILE_NAME = "<script>document.title='pwned-name'</script>"
+HOSTILE_USER = "\"><img src=x onerror=\"document.title='pwned-user'\">"
+HOSTILE_DEVICE = "<svg onload=alert(1)>"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    pool = NodePool(str(tmp_path_factory.mktemp("sim")))
+    specs = healthy(3)
+    specs["n3"] = NodeSpec(tx_gbps=50, rx_gbps=50, fault="dead-device")
+    records = job_records(pool, specs, job_id="66", user=HOSTILE_USER)
+    records[0]["devices"][0]["name"] = HOSTILE_DEVICE  # a record file anyone could have edited
+    info = JobInfo(job_id="66", name=HOSTILE_NAME, user=HOSTILE_USER, state="COMPLETED",
+                   exit_code="0:0", nodes=["n1", "n2", "n3"], start=T0, end=T0 + 60)
+    return build_report(records, job_id="66", cluster="test", job_info=info, now=T0 + 100)
+
+
+def test_self_contained_and_escaped(report):
+    page = render_html(report)
+    assert page.startswith("<!DOCTYPE html>")
+    assert "<script" not in page.lower()
+    # No resource of any kind: no tag carries src= or href= (escaped text may say "src=").
+    assert re.search(r"<[^>]*\b(src|href)=", page) is None
+    assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert "&lt;script&gt;document.title=&#x27;pwned-name&#x27;&lt;/script&gt;" in page
+    assert re.search(r"<[^>]*\bonerror=", page) is None
+    assert "&quot;&gt;&lt;img src=x onerror=&quot;" in page
+    assert "&lt;svg onload=alert(1)&gt;" in page
+    assert page.count('<svg class="series"') == 3 and page.count("<polyline") == 6
+
+
+def test_downsample_keeps_shape():
+    t = list(range(1, 1001))
+    ys = [float(i % 10) for i in t]
+    tt, yy = _downsample(t, ys)
+    assert len(tt) <= MAX_POINTS and tt[-1] == 1000
+    assert sum(yy) / len(yy) == pytest.approx(4.5, abs=0.2)
+    assert _downsample([1, 2], [None, 3.0]) == ([1, 2], [None, 3.0])
+
+
+def chromium() -> str:
+    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"):
+        if os.path.exists(p):
+            return p
+    require("chromium", False, "no chromium binary")
+    return ""  # pragma: no cover
+
+
+@pytest.mark.integration
+@pytest.mark.chromium
+def test_in_headless_chromium(report, tmp_path):
+    exe = chromium()
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report), encoding="utf-8")
+    argv = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()]
+    p = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+    assert p.returncode == 0, p.stderr[-2000:]
+    dom = p.stdout
+    # The browser parsed what we meant: three charts, each with a sent and a received line.
+    assert dom.count('<svg class="series"') == 3
+    assert len(re.findall(r'<polyline class="tx"[^>]* points="[0-9]', dom)) == 3
+    assert len(re.findall(r'<polyline class="rx"[^>]* points="[0-9]', dom)) == 3
+    assert 'id="verdict">Failure<' in dom
+    # Hostile strings are text, not markup: no script element, no injected attribute, and the
+    # title is ours (a script that ran would have changed it).
+    assert "<script" not in dom.lower()
+    assert "<img" not in dom and "onload=" not in dom.replace("onload=alert(1)&gt;", "")
+    assert "<title>EFA job report: job 66, cluster test</title>" in dom
+    assert "&lt;script&gt;document.title='pwned-name'&lt;/script&gt;" in dom

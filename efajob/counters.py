@@ -107,7 +107,11 @@ def sum_counter(devices: Iterable[DeviceDelta], name: str) -> Optional[int]:
 
 
 def sum_port_counters(delta: SnapshotDelta) -> Dict[str, int]:
-    """Node totals of every port counter any device reported."""
+    """Node totals of every port counter any device reported.
+
+    Port counters only: on kernels < 5.15 the device-level directory repeats the same names and
+    values (tx_bytes included), so adding device counters would count traffic twice.
+    """
     out: Dict[str, int] = {}
     for d in delta.devices.values():
         for k, v in d.port_counters.items():

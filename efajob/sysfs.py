@@ -233,6 +233,14 @@ class Snapshot:
         )
 
 
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        a, b = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
 class _Values(list):
     """Parsed counter values in slot order; `absent` tells whether any slot is None."""
 
@@ -318,6 +326,7 @@ class Sampler:
         self._devices: Tuple[DeviceInfo, ...] = ()
         self._netdevs: Tuple[str, ...] = ()
         self._discovered_at: Optional[float] = None
+        self._dead: set = set()  # slot indexes parked on /dev/null until the next rediscovery
         self.rediscover()
 
     # -- discovery -------------------------------------------------------------------------
@@ -350,9 +359,20 @@ class Sampler:
                 wanted.append((os.path.join(sdir, n), (_NET, i, 0, n)))
 
         old = dict(zip(self._paths, self._fds))
+        for k in self._dead:
+            # Slots parked on /dev/null after their file vanished: never reuse those.
+            if k < len(self._fds):
+                old.pop(self._paths[k], None)
+                self._close_fd(self._fds[k])
+        self._dead = set()
         fds, paths, slots = [], [], []
         for path, slot in wanted:
             fd = old.pop(path, None)
+            if fd is not None and not _same_file(fd, path):
+                # The path names a new file now (a device removed and re-added: on sysfs its
+                # old descriptor would answer ENODEV; on a plain tree it would read stale data).
+                self._close_fd(fd)
+                fd = None
             if fd is None:
                 fd = self._open(path)
                 if fd is None:
@@ -406,6 +426,7 @@ class Sampler:
         if fd is None:
             # Gone for good (device vanished): keep a dead slot until the next rediscovery.
             self._fds[k] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            self._dead.add(k)
             self._discovered_at = None
             return None
         self._fds[k] = fd
@@ -447,10 +468,12 @@ class Sampler:
 
         devices: Dict[str, DeviceReading] = {}
         for i, dev in enumerate(self._devices):
-            if not seen[i] and not os.path.isdir(dev.path):
-                # Every file read empty or failed and the directory is gone: the device
-                # vanished. Leave it out and look again next sample.
-                self._discovered_at = None
+            if not seen[i]:
+                # Every file read empty or failed: the device is gone or going (a vanishing
+                # device's files empty out before its directory goes). Leave it out; when the
+                # directory is gone, look again next sample.
+                if not os.path.isdir(dev.path):
+                    self._discovered_at = None
                 continue
             p = ports[i]
             first = dev.port

@@ -188,3 +188,32 @@ def test_snapshot_json_round_trip(tmp_path):
     snap = read_snapshot(root)
     again = sysfs.Snapshot.from_dict(snap.to_dict())
     assert again == snap
+
+
+def test_device_removed_and_readded_is_read_afresh(tmp_path):
+    root = str(tmp_path)
+    make_device(root, "rdmap79s0", PORT, DEV)
+    d2 = make_device(root, "rdmap80s0", PORT, DEV)
+    with Sampler(root, include_net=False, rediscover_interval=3600) as s:
+        s.sample()
+        for dirpath, _, files in os.walk(d2):
+            for f in files:
+                os.truncate(os.path.join(dirpath, f), 0)
+        shutil.rmtree(d2)
+        assert set(s.sample().devices) == {"rdmap79s0"}
+        # A driver reload brings it back under the same name, with new files (new inodes).
+        make_device(root, "rdmap80s0", dict(PORT, tx_bytes="7\n"), DEV)
+        s.rediscover()
+        snap = s.sample()
+        assert snap.devices["rdmap80s0"].port_counters["tx_bytes"] == 7
+
+
+def test_device_with_no_readable_counter_is_left_out(tmp_path):
+    root = str(tmp_path)
+    make_device(root, "rdmap79s0", PORT, DEV)
+    d2 = make_device(root, "rdmap80s0", PORT, DEV)
+    with Sampler(root, include_net=False) as s:
+        for dirpath, _, files in os.walk(d2):
+            for f in files:
+                os.truncate(os.path.join(dirpath, f), 0)
+        assert set(s.sample().devices) == {"rdmap79s0"}

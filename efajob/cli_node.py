@@ -16,9 +16,11 @@ from .config import Config
 UNIT_NAME = "efajob-node.service"
 DEFAULT_UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
 # Resource ceilings for the unit: the daemon's targets are 0.5 % CPU and 64 MB RSS
-# (docs/performance.md); the limits leave headroom for scrapes, reloads and catch-up work.
+# (docs/performance.md). The limits leave room for start-up (imports, the store's quick_check
+# run at 10 % take a few seconds), scrapes and catching up after a store outage, while a
+# runaway daemon still cannot take more than a tenth of one core from the job.
 CPU_QUOTA = "10%"
-MEMORY_MAX = "256M"
+MEMORY_MAX = "128M"
 
 node_option = click.option("--node", help="This node's name (default: $EFAJOB_NODE, else the "
                            "short host name); fills `{node}` in config paths.")

@@ -1,0 +1,283 @@
+"""The node daemon's cost on a simulated p5.48xlarge at 1 Hz, and its local store's size and speed.
+
+Runs three daemons side by side as real processes (`python -m efajob.cli_node daemon`), each on
+its own simulated p5 (32 EFA devices, 1,088 counter files) while this script injects traffic
+into every tree each second (NCCL-like allreduce at a rate that changes every second):
+
+  base        no sinks
+  prometheus  Prometheus endpoint on, scraped every 15 s by this script (as a server would)
+  +boto3      Prometheus on and the CloudWatch sink loaded (when the registry has one and
+              `--cloudwatch-endpoint` is given), otherwise boto3 imported and a CloudWatch
+              client built in the daemon process, standing in for the sink's memory
+
+and prints, per daemon: CPU % of one core (utime + stime over the measured window, after a
+warm-up), RSS at the end and its peak. Targets (issue 3): CPU <= 0.5 %, RSS <= 64 MB with the
+endpoint on and the CloudWatch sink loaded.
+
+Then the store: the rows the daemons stored are replayed into a fresh store for a whole day
+(86,400 rows at 1 Hz, wall clock advancing, so minute rollups run) to print the store growth
+per day, the insert cost per tick, and the time to fetch a 24 h (and a 1 h) window.
+
+    python bench/daemon.py [--seconds 60] [--warmup 5] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from efajob.localstore import LocalStore, SampleRow  # noqa: E402
+from efajob.simulate import build_node  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+BOTO3_STANDIN = (
+    "import sys, boto3; boto3.client('cloudwatch', region_name='us-east-1'); "
+    "boto3.client('logs', region_name='us-east-1'); "
+    "from efajob.cli import main; sys.argv[0] = 'efajob'; main()"
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def rss_mb(pid: int) -> tuple:
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
+    return out.get("VmRSS", 0.0), out.get("VmHWM", 0.0)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Run:
+    def __init__(self, name: str, root: str, *, prometheus: bool, boto3: bool,
+                 cloudwatch_endpoint: str = ""):
+        self.name, self.root = name, root
+        self.node = build_node(os.path.join(root, "sys"), "p5.48xlarge")
+        self.port = free_port() if prometheus else None
+        cfg = [f'cluster = "bench"', f'sysfs_root = "{root}/sys"', f'run_dir = "{root}/run"',
+               f'state_dir = "{root}/state"', f'store = "{root}/store"', "interval = 1.0",
+               'instance_type = "p5.48xlarge"', 'log_level = "warning"']
+        if prometheus:
+            cfg += ["[prometheus]", "enabled = true", 'bind = "127.0.0.1"', f"port = {self.port}"]
+        self.sink_note = ""
+        if boto3:
+            from efajob.sinks import SINKS
+
+            if "cloudwatch" in SINKS and cloudwatch_endpoint:
+                cfg += ["[cloudwatch]", "enabled = true", 'region = "us-east-1"',
+                        f'endpoint_url = "{cloudwatch_endpoint}"']
+                self.sink_note = "CloudWatch sink"
+                boto3 = False
+            else:
+                self.sink_note = "boto3 stand-in"
+        with open(os.path.join(root, "config.toml"), "w") as f:
+            f.write("\n".join(cfg) + "\n")
+        argv = ["daemon", "--config", os.path.join(root, "config.toml"), "--node", "bench"]
+        cmd = ([sys.executable, "-c", BOTO3_STANDIN] if boto3 else
+               [sys.executable, "-m", "efajob.cli_node"]) + argv
+        self.stderr = open(os.path.join(root, "stderr"), "w")
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=self.stderr, stdout=subprocess.DEVNULL,
+                                     env=dict(os.environ, PYTHONPATH=REPO))
+        self.cpu0 = self.t0 = 0.0
+        self.durations = {"sample": [], "tick": []}
+
+    def mark(self) -> None:
+        self.cpu0, self.t0 = cpu_seconds(self.proc.pid), time.monotonic()
+
+    def result(self) -> dict:
+        cpu = cpu_seconds(self.proc.pid) - self.cpu0
+        wall = time.monotonic() - self.t0
+        rss, hwm = rss_mb(self.proc.pid)
+        med = {k: statistics.median(v) * 1000 if v else None for k, v in self.durations.items()}
+        return {"name": self.name, "cpu_percent": 100.0 * cpu / wall, "rss_mb": rss,
+                "peak_rss_mb": hwm, "seconds": wall, "note": self.sink_note,
+                "sample_ms": med["sample"], "tick_ms": med["tick"]}
+
+    def scrape(self) -> None:
+        if self.port:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError as e:
+                print(f"scrape of {self.name} failed: {e}", file=sys.stderr)
+                return
+            for line in text.splitlines():
+                for k in self.durations:
+                    if line.startswith(f"efajob_daemon_{k}_duration_seconds "):
+                        self.durations[k].append(float(line.split()[1]))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait(timeout=10)
+        self.stderr.close()
+        return rc
+
+
+def drive_traffic(runs, stop: threading.Event) -> None:
+    """Every second, one second of traffic at a new random rate on every tree."""
+    rnd = random.Random(3)
+    next_at = time.monotonic()
+    while not stop.is_set():
+        gbps = rnd.uniform(100, 3000)
+        for r in runs:
+            r.node.traffic(gbps, gbps, 1.0, pattern="allreduce", seed=rnd.randrange(1 << 30))
+        next_at += 1.0
+        stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def store_figures(db_paths, tmp: str) -> dict:
+    """Replay real daemon rows into a fresh store for one day at 1 Hz; size and fetch times."""
+    rows = []
+    for p in db_paths:
+        with LocalStore.open(p, readonly=True) as st:
+            rows.extend(st.last_samples(10_000))
+    if not rows:
+        raise SystemExit("the daemons stored no rows")
+    path = os.path.join(tmp, "day.db")
+    st = LocalStore.open(path)
+    wall0, n = 1_800_000_000.0, 86_400
+    t0 = time.perf_counter()
+    for i in range(n):
+        r = rows[i % len(rows)]
+        st.add_sample(SampleRow("boot", 1000.0 + i, wall0 + i, 1.0, r.deltas, r.device_tx_bytes,
+                                r.device_rx_bytes, ("1234",) if i % 3600 < 1800 else (), r.resets))
+    insert_us = (time.perf_counter() - t0) / n * 1e6
+    counts = st.counts()
+    st.close()
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    used = (db.execute("PRAGMA page_count").fetchone()[0] - db.execute("PRAGMA freelist_count").fetchone()[0]) \
+        * db.execute("PRAGMA page_size").fetchone()[0]
+    db.close()
+    ro = LocalStore.open(path, readonly=True)
+    times = {}
+    for label, span in (("24h", n), ("1h", 3600)):
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            got = ro.samples_between("boot", 1000.0 + n - span - 0.5, 1000.0 + n)
+            best = min(best, time.perf_counter() - t0)
+        assert len(got) == span, (label, len(got))
+        times[label] = best
+    t0 = time.perf_counter()
+    jobs = ro.jobs_between("boot", 0, 1e12)
+    jobs_s = time.perf_counter() - t0
+    ro.close()
+    assert jobs == {"1234"}
+    return {"rows": counts["samples"], "rollups": counts["rollup_1m"], "mb_per_day": used / 1e6,
+            "bytes_per_row": used / n, "insert_us_per_tick": insert_us,
+            "fetch_24h_s": times["24h"], "fetch_1h_s": times["1h"], "jobs_between_24h_s": jobs_s,
+            "distinct_source_rows": len(rows)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60.0, help="measured seconds (>= 60 for the figures)")
+    ap.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring (imports, first ticks)")
+    ap.add_argument("--scrape-interval", type=float, default=5.0,
+                    help="seconds between scrapes of the endpoint (Prometheus' default is 60, "
+                         "15 is common; 5 is on the costly side)")
+    ap.add_argument("--cloudwatch-endpoint", default="", help="use the real CloudWatch sink against this endpoint")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="efajob-bench-daemon-")
+    runs = []
+    stop = threading.Event()
+    try:
+        for name, prom, boto in (("base", False, False), ("prometheus", True, False),
+                                 ("prometheus+boto3", True, True)):
+            root = os.path.join(tmp, name.replace("+", "_"))
+            os.makedirs(root)
+            runs.append(Run(name, root, prometheus=prom, boto3=boto,
+                            cloudwatch_endpoint=args.cloudwatch_endpoint))
+        driver = threading.Thread(target=drive_traffic, args=(runs, stop), daemon=True)
+        driver.start()
+        time.sleep(args.warmup)
+        for r in runs:
+            if r.proc.poll() is not None:
+                raise SystemExit(f"daemon {r.name} exited: {open(r.stderr.name).read()}")
+            r.mark()
+        end = time.monotonic() + args.seconds
+        next_scrape = time.monotonic()
+        while time.monotonic() < end:
+            if time.monotonic() >= next_scrape:
+                for r in runs:
+                    r.scrape()
+                next_scrape += args.scrape_interval
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        results = [r.result() for r in runs]
+        stop.set()
+        driver.join(timeout=10)
+        rcs = [r.stop() for r in runs]
+        store = store_figures([os.path.join(r.root, "state", "efajob.db") for r in runs], tmp)
+    finally:
+        stop.set()
+        for r in runs:
+            if r.proc.poll() is None:
+                r.proc.kill()
+                r.proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    out = {"python": sys.version.split()[0], "seconds": args.seconds, "daemons": results,
+           "exit_codes": rcs, "store": store}
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"daemon on a simulated p5.48xlarge (32 devices), 1 Hz, {args.seconds:g} s measured, "
+          f"python {out['python']}")
+    for r in results:
+        note = f"  ({r['note']})" if r["note"] else ""
+        if r["tick_ms"] is not None:
+            note += f"  [median tick {r['tick_ms']:.1f} ms, of which sample {r['sample_ms']:.1f} ms]"
+        print(f"  {r['name']:<18} CPU {r['cpu_percent']:5.2f} % of one core   RSS {r['rss_mb']:5.1f} MB"
+              f" (peak {r['peak_rss_mb']:5.1f} MB){note}")
+    worst_cpu = max(r["cpu_percent"] for r in results)
+    worst_rss = max(r["rss_mb"] for r in results)
+    print(f"  targets: CPU <= 0.5 % ({'met' if worst_cpu <= 0.5 else 'MISSED'}), "
+          f"RSS <= 64 MB ({'met' if worst_rss <= 64 else 'MISSED'})")
+    print(f"  SIGTERM exit codes: {rcs}")
+    s = store
+    print(f"local store, one day at 1 Hz ({s['rows']:,} rows replayed from {s['distinct_source_rows']} "
+          f"real ones, {s['rollups']:,} minute rollups):")
+    print(f"  growth per day        {s['mb_per_day']:7.1f} MB  ({s['bytes_per_row']:.0f} bytes/row)")
+    print(f"  insert per tick       {s['insert_us_per_tick']:7.0f} us  (one transaction, rollups and retention included)")
+    print(f"  fetch 24 h window     {s['fetch_24h_s'] * 1000:7.0f} ms  (86,400 rows -> SampleRow)")
+    print(f"  fetch 1 h window      {s['fetch_1h_s'] * 1000:7.1f} ms")
+    print(f"  jobs_between 24 h     {s['jobs_between_24h_s'] * 1000:7.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

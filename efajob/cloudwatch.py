@@ -201,9 +201,7 @@ class CloudWatchSink:
         """Queue the open period and send everything queued within `timeout` seconds; failures
         go to the spool at once (no backoff while flushing)."""
         deadline = self._clock() + timeout
-        with self._agg_lock:
-            datums = self._agg.close()
-        self._enqueue_datums(datums)
+        self.close_period()
         self._interrupt.set()
         try:
             if self._thread is None:
@@ -215,6 +213,12 @@ class CloudWatchSink:
                     self._cv.wait(min(0.05, max(0.0, deadline - self._clock())))
         finally:
             self._interrupt.clear()
+
+    def close_period(self) -> None:
+        """Queue the open period's datums now (flush; tests)."""
+        with self._agg_lock:
+            datums = self._agg.close()
+        self._enqueue_datums(datums)
 
     def close(self) -> None:
         with self._cv:

@@ -135,9 +135,9 @@ MIGRATIONS = {0: _migrate_0_to_1}
 
 
 def _recovery_hint(path: str) -> str:
-    return (f"stop the daemon, move the file aside (mv {path} {path}.corrupt) and start it again: "
-            "a new store is created; the node baseline is lost, job records are not "
-            "(docs/daemon.md)")
+    return (f"stop the daemon, move the file aside (mv {path} {path}.corrupt; rm -f {path}-wal "
+            f"{path}-shm) and start it again: a new store is created; the node baseline is lost, "
+            "job records are not (docs/daemon.md)")
 
 
 def _classify(path: str, e: sqlite3.Error, doing: str) -> StoreError:

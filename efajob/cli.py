@@ -188,10 +188,11 @@ def _register() -> None:
     from .cli_hooks import install_hooks
 
     install.add_command(install_hooks)
-    from .cli_report import jobs, report
+    from .cli_report import demo, jobs, report
 
     main.add_command(report)
     main.add_command(jobs)
+    main.add_command(demo)
     from .cli_cloudwatch import cloudwatch
 
     main.add_command(cloudwatch)

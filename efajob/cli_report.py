@@ -255,3 +255,42 @@ def jobs(user: Optional[str], since: Optional[str], state: Optional[str], limit:
         click.echo(json.dumps({"store": cfg.store, "jobs": rows}, indent=2))
     else:
         click.echo(render_jobs(rows, color=_use_color(no_color, None)), nl=False)
+
+
+# -- efajob demo ------------------------------------------------------------------------------
+@click.command()
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Build everything in DIR (missing or empty) and keep it: the store, the "
+              "simulated nodes, the config and the logs.")
+@click.option("--nodes", type=click.IntRange(min=2, max=16), default=4, show_default=True,
+              help="Simulated p5.48xlarge nodes.")
+@click.option("--seconds", type=click.FloatRange(min=1.0, max=60.0), default=3.0, show_default=True,
+              help="Seconds of simulated traffic per job.")
+@click.option("-v", "--verbose", is_flag=True, help="Per-device rows in the reports.")
+@click.option("--no-color", is_flag=True, help="No ANSI colours.")
+@handle_errors
+def demo(keep: Optional[str], nodes: int, seconds: float, verbose: bool, no_color: bool) -> None:
+    """See efajob work in ~20 s: no root, no Slurm, no AWS.
+
+    Builds a simulated cluster of p5.48xlarge nodes in a temporary directory, starts a real
+    `efajob daemon` per node, runs three jobs through the real Slurm hooks (a healthy
+    all-reduce; a straggler node with a dead EFA device; a job whose traffic went over ENA
+    instead of EFA) and prints their reports. Stops every process it started, also on Ctrl-C.
+    """
+    from .demo import run_demo
+    from .render_text import render_text
+
+    color = _use_color(no_color, None)
+    res = run_demo(keep=keep, nodes=nodes, seconds=seconds, say=lambda s: click.echo(s, err=True))
+    for r in res.reports:
+        click.echo("")
+        click.echo(render_text(r, verbose=verbose, color=color), nl=False)
+    click.echo("")
+    for r in res.reports:
+        click.echo(f"job {r.meta.job_id}: {r.verdict:<8} "
+                   + (", ".join(sorted({f.code for f in r.findings if f.severity != 'info'})) or "no findings"))
+    if res.kept:
+        click.echo(f"\nKept in {res.root}. Try:\n"
+                   f"  efajob jobs --store {res.store}\n"
+                   f"  efajob report 102 --store {res.store} --no-slurm -v\n"
+                   f"  efajob report 102 --store {res.store} --no-slurm --format html -o report.html")

@@ -251,7 +251,8 @@ def run_demo(*, keep: Optional[str] = None, nodes: int = 4, seconds: float = 3.0
         for n in names:
             env = dict(base, EFAJOB_NODE=n)
             procs.start([sys.executable, "-c", "from efajob.cli import main; main()", "daemon",
-                         "--node", n], env, os.path.join(logdir, f"daemon-{n}.out"))
+                         "--config", config, "--node", n], env,
+                        os.path.join(logdir, f"daemon-{n}.out"))
         cfgs = {n: load_config(config, env=base, node=n) for n in names}
         from .outbox import daemon_alive
 

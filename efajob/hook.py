@@ -73,7 +73,7 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
     count is missing or malformed (they become paths); other bad values become None."""
     from .errors import UsageError
     from .jobid import parse_restart, validate_job_id
-    from .records import JobIdentity, format_exit_code
+    from .jobid import JobIdentity, format_exit_code
 
     raw = env.get("SLURM_JOB_ID")
     if not raw:
@@ -110,7 +110,7 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
 
 
 def identity_from_active(job) -> "object":
-    from .records import JobIdentity
+    from .jobid import JobIdentity
 
     return JobIdentity(
         cluster=job.cluster, job_id=job.job_id, restart=job.restart, host=job.node, user=job.user,
@@ -128,20 +128,20 @@ def read_counters(root: str):
         return snap, {d.name: d.rate_gbps for d in s.devices}
 
 
-def read_window(cfg, boot_id: str, mono0: float, mono1: float) -> Tuple[list, set, Optional[str]]:
-    """(daemon rows, job keys the daemon saw, why not) for the window. A missing, locked or
-    broken local store means "no daemon samples", never a failure."""
+def read_window(cfg, boot_id: str, mono0: float, mono1: float) -> Tuple[list, Optional[str]]:
+    """(daemon rows, why there are none) for the window. A missing, locked or broken local
+    store means "no daemon samples", never a failure."""
     from .errors import StoreError
     from .localstore import LocalStore
 
     try:
         store = LocalStore.open(cfg.db_path, readonly=True, timeout=STORE_TIMEOUT)
     except StoreError as e:
-        return [], set(), str(e)
+        return [], str(e)
     try:
-        return store.samples_between(boot_id, mono0, mono1), store.jobs_between(boot_id, mono0, mono1), None
+        return store.samples_between(boot_id, mono0, mono1), None
     except StoreError as e:
-        return [], set(), str(e)
+        return [], str(e)
     finally:
         store.close()
 
@@ -179,15 +179,13 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     """The one way a job becomes a record (the epilog, and reconcile() for lost epilogs):
     gather, build, write to the outbox, forget the run-dir files, note it in the history.
     Returns the outbox path. Raises on what must be logged (outbox unwritable...)."""
-    import logging
-
     from .errors import EfajobError, RecordError
     from .outbox import write_outbox
     from .records import build_record
-    from .runfiles import (ActiveJobsReader, LockTimeout, add_finished, hooks_lock, overlapping,
-                           read_active, read_finished, read_start, remove_active)
+    from .runfiles import (ActiveJobsReader, LazyLogger, LockTimeout, add_finished, hooks_lock,
+                           overlapping, read_active, read_finished, read_start, remove_active)
 
-    log = logging.getLogger("efajob.hook")
+    log = LazyLogger("efajob.hook")
     reasons: List[str] = []
     if ident is None:
         ident = identity_from_active(job)
@@ -237,8 +235,9 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
                       if j.boot_id == boot_id and (end is None or j.start_mono < end.mono))
     if mono0 is not None:
         shared.update(overlapping(read_finished(cfg.run_dir), row_boot, mono0, mono1))
-        rows, seen, _why = read_window(cfg, row_boot, mono0, mono1)
-        shared |= seen
+        rows, _why = read_window(cfg, row_boot, mono0, mono1)
+        for r in rows:  # the daemon's view of who ran here meanwhile
+            shared.update(r.jobs)
     shared.discard(key)
     shared.discard(ident.key)
 
@@ -316,9 +315,9 @@ def deliver_detached(cfg, wait: float = DELIVERY_WAIT, first: Optional[str] = No
 
 
 # -- logging and main --------------------------------------------------------------------------
-def _setup_logging():
+def _setup_logging() -> None:
     """stderr always; syslog (/dev/log) when there is one. Hooks have no journal of their own:
-    slurmd keeps only the exit status."""
+    slurmd keeps only the exit status. Called on the first message only (LazyLogger)."""
     import logging
 
     log = logging.getLogger("efajob")
@@ -330,16 +329,15 @@ def _setup_logging():
     err.setLevel(logging.WARNING)
     log.addHandler(err)
     if os.path.exists("/dev/log"):
-        log.addHandler(_LazySyslog(fmt))
-    return log
+        log.addHandler(_lazy_syslog_class()(fmt))
 
 
 def _lazy_syslog_class():
     import logging
 
     class LazySyslog(logging.Handler):
-        """Connects to /dev/log on the first message: most hook runs log nothing, and
-        importing logging.handlers + socket would cost every run a few ms."""
+        """Connects to /dev/log on the first message it is given (importing logging.handlers
+        and socket costs a few ms)."""
 
         def __init__(self, fmt):
             super().__init__(logging.WARNING)
@@ -360,14 +358,13 @@ def _lazy_syslog_class():
     return LazySyslog
 
 
-def _LazySyslog(fmt):
-    return _lazy_syslog_class()(fmt)
-
-
 def main(argv: Optional[List[str]] = None) -> int:
     """Always returns 0 (`sys.exit(main())`): a failing hook would drain the node."""
     argv = sys.argv[1:] if argv is None else argv
-    log = _setup_logging()
+    from .runfiles import LazyLogger
+
+    LazyLogger.on_first_use = _setup_logging
+    log = LazyLogger("efajob.hook")
     what = argv[0] if argv else ""
     job = os.environ.get("SLURM_JOB_ID", "?")
     job = job if len(job) <= 32 and job.isprintable() else repr(job[:32])

@@ -13,6 +13,7 @@ On the hook import path: standard library only.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .errors import UsageError
@@ -65,3 +66,49 @@ def parse_key(key: str) -> Tuple[str, int]:
 
 def is_key(value: object) -> bool:
     return isinstance(value, str) and KEY_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """Who the job is, as the hooks learn it from Slurm's environment (or the active file)."""
+
+    cluster: str
+    job_id: str  # SLURM_JOB_ID: the unique numeric id (array/het forms below when known)
+    restart: int
+    host: str  # SLURMD_NODENAME
+    user: Optional[str] = None
+    uid: Optional[int] = None
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    nodelist: Optional[str] = None
+    num_nodes: Optional[int] = None
+    array_job_id: Optional[str] = None
+    array_task_id: Optional[str] = None
+    het_job_id: Optional[str] = None
+    het_job_offset: Optional[str] = None
+    exit_code: Optional[str] = None  # "exit:signal" as sacct prints it
+    derived_exit_code: Optional[str] = None
+    # When there is no start snapshot: the start from the active file (mono + wall) or from
+    # SLURM_JOB_START_TIME (wall only, Slurm 23.02+).
+    start_wall: Optional[float] = None
+    start_mono: Optional[float] = None
+
+    @property
+    def key(self) -> str:
+        return job_key(self.job_id, self.restart)
+
+
+def format_exit_code(raw: Optional[str], code2: Optional[str] = None) -> Optional[str]:
+    """Slurm's exit code as sacct shows it ("1:0", "0:9"). `code2` is SLURM_JOB_EXIT_CODE2
+    (already "exit:signal"); `raw` is a wait(2) status (SLURM_JOB_EXIT_CODE, _DERIVED_EC)."""
+    if code2:
+        parts = code2.strip().split(":")
+        if len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) < 6 for p in parts):
+            return f"{int(parts[0])}:{int(parts[1])}"
+    if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()) or len(raw.strip()) > 10:
+        return None
+    status = int(raw)
+    # WIFEXITED / WEXITSTATUS / WTERMSIG, as slurmctld computes EXIT_CODE2.
+    if status & 0x7F == 0:
+        return f"{(status >> 8) & 0xFF}:0"
+    return f"0:{status & 0x7F}"

@@ -22,16 +22,15 @@ On the hook import path (the epilog writes its record here): standard library on
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Sequence
 
 from .records import check_record
-from .runfiles import atomic_write, dumps, ensure_dir, read_json
+from .runfiles import LazyLogger, atomic_write, dumps, ensure_dir, read_json
 
-log = logging.getLogger("efajob.outbox")
+log = LazyLogger("efajob.outbox")
 
 OUTBOX_MODE = 0o700  # records may be private: only root looks in here
 STORE_DIR_MODE = 0o755

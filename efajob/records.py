@@ -19,13 +19,12 @@ On the hook import path: standard library only.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from . import __version__
 from .counters import diff_snapshots
 from .instances import lookup
-from .jobid import job_key
+from .jobid import JobIdentity, format_exit_code  # noqa: F401  (part of this module's API)
 from .sysfs import Snapshot
 
 RECORD_SCHEMA = "efajob/job-node-record"
@@ -33,52 +32,6 @@ RECORD_VERSION = 1
 MAX_SERIES_POINTS = 500
 SOURCES = ("epilog", "reconcile")
 _GBPS = 8 / 1e9  # bytes/s -> Gb/s (decimal, as link rates are quoted)
-
-
-@dataclass(frozen=True)
-class JobIdentity:
-    """Who the job is, as the hooks learn it from Slurm's environment (or the active file)."""
-
-    cluster: str
-    job_id: str  # SLURM_JOB_ID: the unique numeric id (array/het forms below when known)
-    restart: int
-    host: str  # SLURMD_NODENAME
-    user: Optional[str] = None
-    uid: Optional[int] = None
-    partition: Optional[str] = None
-    account: Optional[str] = None
-    nodelist: Optional[str] = None
-    num_nodes: Optional[int] = None
-    array_job_id: Optional[str] = None
-    array_task_id: Optional[str] = None
-    het_job_id: Optional[str] = None
-    het_job_offset: Optional[str] = None
-    exit_code: Optional[str] = None  # "exit:signal" as sacct prints it
-    derived_exit_code: Optional[str] = None
-    # When there is no start snapshot: the start from the active file (mono + wall) or from
-    # SLURM_JOB_START_TIME (wall only, Slurm 23.02+).
-    start_wall: Optional[float] = None
-    start_mono: Optional[float] = None
-
-    @property
-    def key(self) -> str:
-        return job_key(self.job_id, self.restart)
-
-
-def format_exit_code(raw: Optional[str], code2: Optional[str] = None) -> Optional[str]:
-    """Slurm's exit code as sacct shows it ("1:0", "0:9"). `code2` is SLURM_JOB_EXIT_CODE2
-    (already "exit:signal"); `raw` is a wait(2) status (SLURM_JOB_EXIT_CODE, _DERIVED_EC)."""
-    if code2:
-        parts = code2.strip().split(":")
-        if len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) < 6 for p in parts):
-            return f"{int(parts[0])}:{int(parts[1])}"
-    if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()) or len(raw.strip()) > 10:
-        return None
-    status = int(raw)
-    # WIFEXITED / WEXITSTATUS / WTERMSIG, as slurmctld computes EXIT_CODE2.
-    if status & 0x7F == 0:
-        return f"{(status >> 8) & 0xFF}:0"
-    return f"0:{status & 0x7F}"
 
 
 # -- link rates --------------------------------------------------------------------------------
@@ -104,13 +57,12 @@ def _gbps(nbytes: Optional[int], seconds: float) -> Optional[float]:
     return nbytes / seconds * _GBPS
 
 
-def _max(values: Iterable[Optional[float]]) -> Optional[float]:
-    vals = [v for v in values if v is not None]
-    return max(vals) if vals else None
-
-
 def _round(v: Optional[float], nd: int = 6) -> Optional[float]:
     return None if v is None else round(v, nd)
+
+
+def _column(rows: Sequence, name: str) -> List[Optional[int]]:
+    return [r.deltas.get(name) for r in rows]
 
 
 def build_series(rows: Sequence, start_mono: float, max_points: int = MAX_SERIES_POINTS) -> dict:
@@ -124,37 +76,69 @@ def build_series(rows: Sequence, start_mono: float, max_points: int = MAX_SERIES
     if n == 0:
         return {"interval_s": None, "t": [], "tx_gbps": [], "rx_gbps": []}
     k = max(1, math.ceil(n / max_points))
-    secs = sorted(r.seconds for r in rows if r.seconds > 0)
-    base = secs[len(secs) // 2] if secs else 0.0
-    t: List[float] = []
-    tx: List[Optional[float]] = []
-    rx: List[Optional[float]] = []
-    for i in range(0, n, k):
-        group = rows[i:i + k]
-        t.append(round(group[-1].mono - start_mono, 3))
-        for name, out in (("tx_bytes", tx), ("rx_bytes", rx)):
+    secs = [r.seconds for r in rows]
+    pos = sorted(x for x in secs if x > 0)
+    base = pos[len(pos) // 2] if pos else 0.0
+    t = [round(rows[min(i + k, n) - 1].mono - start_mono, 3) for i in range(0, n, k)]
+    out = {}
+    for name in ("tx_bytes", "rx_bytes"):
+        col = _column(rows, name)
+        points: List[Optional[float]] = []
+        for i in range(0, n, k):
             num, den = 0, 0.0
-            for r in group:
-                v = r.deltas.get(name)
-                if v is not None and r.seconds > 0:
+            for v, sec in zip(col[i:i + k], secs[i:i + k]):
+                if v is not None and sec > 0:
                     num += v
-                    den += r.seconds
-            out.append(_round(num / den * _GBPS) if den > 0 else None)
-    return {"interval_s": round(base * k, 3), "t": t, "tx_gbps": tx, "rx_gbps": rx}
+                    den += sec
+            points.append(_round(num / den * _GBPS) if den > 0 else None)
+        out[name] = points
+    return {"interval_s": round(base * k, 3), "t": t, "tx_gbps": out["tx_bytes"],
+            "rx_gbps": out["rx_bytes"]}
+
+
+def _peak_per_key(maps: Sequence[Mapping[str, int]], inv: Sequence[float]) -> Dict[str, float]:
+    """max over rows of maps[i][key] * inv[i], per key, in Gb/s.
+
+    An hour of 1 s rows on a 32-device node is 230,000 values and the epilog has tens of
+    milliseconds: when every row has the same keys (nearly always) the work is done by
+    itemgetter/zip/map at C speed; otherwise row by row."""
+    from operator import itemgetter, mul
+
+    pairs = [(m, f) for m, f in zip(maps, inv) if m and f > 0]
+    if not pairs:
+        return {}
+    keys = tuple(pairs[0][0])
+    n = len(keys)
+    ms = [m for m, _ in pairs]
+    if all(len(m) == n for m in ms):
+        try:
+            get = itemgetter(*keys)
+            table = list(map(get, ms)) if n > 1 else [(v,) for v in map(get, ms)]
+        except KeyError:
+            table = None
+        if table is not None:
+            factors = [f for _, f in pairs]
+            return {k: max(map(mul, col, factors)) * _GBPS for k, col in zip(keys, zip(*table))}
+    out: Dict[str, float] = {}
+    for m, f in pairs:
+        for k, v in m.items():
+            g = v * f * _GBPS
+            if g > out.get(k, -1.0):
+                out[k] = g
+    return out
 
 
 def _row_peaks(rows: Sequence) -> Tuple[Optional[float], Optional[float],
-                                         Dict[str, Optional[float]], Dict[str, Optional[float]]]:
-    node_tx = _max(_gbps(r.deltas.get("tx_bytes"), r.seconds) for r in rows)
-    node_rx = _max(_gbps(r.deltas.get("rx_bytes"), r.seconds) for r in rows)
-    dev_tx: Dict[str, Optional[float]] = {}
-    dev_rx: Dict[str, Optional[float]] = {}
-    for r in rows:
-        for src, dst in ((r.device_tx_bytes, dev_tx), (r.device_rx_bytes, dev_rx)):
-            for name, v in src.items():
-                g = _gbps(v, r.seconds)
-                if g is not None and (dst.get(name) is None or g > dst[name]):  # type: ignore[operator]
-                    dst[name] = g
+                                         Dict[str, float], Dict[str, float]]:
+    """(node tx peak, node rx peak, per-device tx peaks, per-device rx peaks) in Gb/s."""
+    inv = [1.0 / r.seconds if r.seconds > 0 else 0.0 for r in rows]
+    node = []
+    for name in ("tx_bytes", "rx_bytes"):
+        vals = [v * f for v, f in zip(_column(rows, name), inv) if v is not None and f > 0]
+        node.append(max(vals) * _GBPS if vals else None)
+    node_tx, node_rx = node
+    dev_tx = _peak_per_key([r.device_tx_bytes for r in rows], inv)
+    dev_rx = _peak_per_key([r.device_rx_bytes for r in rows], inv)
     return node_tx, node_rx, dev_tx, dev_rx
 
 
@@ -275,7 +259,7 @@ def build_record(
         elapsed = max(0.0, t1_wall - t0_wall)
 
     total_link, per_link = link_rates(instance_type, devices, device_rates)
-    _, _, dev_peak_tx, dev_peak_rx = _row_peaks(measured)
+    peak_tx, peak_rx, dev_peak_tx, dev_peak_rx = _row_peaks(measured)
     dev_list = []
     for name in sorted(devices):
         d = devices[name]
@@ -287,7 +271,6 @@ def build_record(
 
     avg_tx = _gbps(totals.get("tx_bytes"), elapsed or 0.0)
     avg_rx = _gbps(totals.get("rx_bytes"), elapsed or 0.0)
-    peak_tx, peak_rx, _, _ = _row_peaks(measured)
     peak_source = "daemon"
     if peak_tx is None and peak_rx is None:
         # No daemon: the best peak we know is the average over the whole job.

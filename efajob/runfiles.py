@@ -20,16 +20,36 @@ On the hook import path: standard library only.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from .errors import RecordError
 from .jobid import is_key, job_key  # noqa: F401  (job_key is part of this module's API)
 from .sysfs import Snapshot
 
-log = logging.getLogger("efajob.runfiles")
+
+
+class LazyLogger:
+    """A logging.Logger stand-in that imports `logging` on first use. The hooks log nothing
+    on the happy path, and importing logging costs a few ms of every job's start
+    (bench/hooks.py). `on_first_use` (set by the hook) configures handlers first."""
+
+    on_first_use = None  # type: Optional[Callable[[], None]]
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        import logging
+
+        setup, LazyLogger.on_first_use = LazyLogger.on_first_use, None
+        if setup is not None:
+            setup()
+        return getattr(logging.getLogger(self._name), attr)
+
+
+log = LazyLogger("efajob.runfiles")
 
 RUNFILE_VERSION = 1
 ACTIVE_SCHEMA = "efajob/active-job"

@@ -108,6 +108,16 @@ def test_daemon_rows_add_peaks_and_series_not_totals():
     assert r["link_gbps"] is None  # no instance type, no sysfs rates
 
 
+def test_device_peaks_when_devices_come_and_go():
+    rows = [row(101.0, 0, dev={"d0": (10 ** 9, 0), "d1": (2 * 10 ** 9, 0)}),
+            row(102.0, 0, dev={"d0": (3 * 10 ** 9, 0), "d2": (10 ** 9, 0)}),
+            row(103.0, 0, dev={"d0": (10 ** 9, 0), "d1": (10 ** 9, 0)}, seconds=0.5),
+            row(104.0, 0, dev={}, seconds=0.0)]
+    r = build_record(ID, START, END, rows)
+    peaks = {d["name"]: d["peak_tx_gbps"] for d in r["devices"]}
+    assert peaks == {"d0": 24.0, "d1": 16.0}  # d2 is not a device of the snapshots
+
+
 def test_series_is_bounded_and_keeps_the_volume():
     rows = [row(float(i), (i % 7) * GB, 0) for i in range(1, 3601)]
     s = build_series(rows, 0.0)

@@ -1,0 +1,144 @@
+"""Hook wall time against interpreter start, measured in one run (docs/performance.md, "Hooks").
+
+    .venv/bin/python bench/hooks.py [--runs 40]
+
+On a simulated p5.48xlarge (32 EFA devices, ~1,100 counter files):
+- prolog: median wall of `python -I -m efajob.hook prolog` (what the installed wrapper runs)
+  against `python -I -c pass`, same interpreter, runs interleaved so both see the same load.
+  Target <= 3x.
+- epilog: a 1-hour job window with 3,600 daemon rows (1 s samples) in the local store, the
+  daemon "running" (its lock held, so the epilog leaves delivery to it). Target <= 4x.
+  Also shown: the epilog with no daemon (it then delivers its record itself, fsync included).
+
+Each hook runs as slurmd runs it: a fresh process, no PATH, no HOME.
+"""
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from efajob.config import load_config  # noqa: E402
+from efajob.localstore import LocalStore, SampleRow  # noqa: E402
+from efajob.runfiles import ActiveJob, read_boot_id, write_active  # noqa: E402
+from efajob.simulate import build_node  # noqa: E402
+from efajob.sysfs import read_snapshot  # noqa: E402
+
+PY = sys.executable
+WINDOW = 3600
+
+
+def timed(argv, env) -> float:
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0 or p.stderr:
+        raise SystemExit(f"{argv[-1]} failed: {p.stderr.decode()}")
+    return dt
+
+
+def fill_store(cfg, node, rows: int) -> None:
+    """`rows` daemon samples at 1 s ending now, shaped like a busy p5 (32 devices)."""
+    snap = read_snapshot(cfg.sysfs_root)
+    names = sorted(snap.devices)
+    counters = sorted(next(iter(snap.devices.values())).port_counters)
+    boot, now_m, now_w = read_boot_id(), time.monotonic(), time.time()
+    store = LocalStore.open(cfg.db_path)
+    for i in range(rows):
+        age = rows - i
+        per = 10 ** 9 + i * 1000
+        store.add_sample(SampleRow(
+            boot, now_m - age, now_w - age, 1.0,
+            {c: per * len(names) // (1 + k) for k, c in enumerate(counters)},
+            {d: per for d in names}, {d: per // 2 for d in names}, ("1",), ()))
+    store.close()
+
+
+def active_job(cfg, job_id: str, start) -> None:
+    job = ActiveJob(key=job_id, job_id=job_id, restart=0, user="alice", uid=1000, partition="gpu",
+                    account=None, cluster=cfg.cluster, node=cfg.node, nodelist="p5-[1-16]",
+                    num_nodes=16, start_wall=start.wall, start_mono=start.mono, boot_id=read_boot_id())
+    write_active(cfg.run_dir, job, start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=40)
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="efajob-bench-hooks-") as tmp:
+        conf = os.path.join(tmp, "efajob.toml")
+        with open(conf, "w") as f:
+            f.write(f'cluster = "bench"\nsysfs_root = "{tmp}/sys"\nrun_dir = "{tmp}/run"\n'
+                    f'state_dir = "{tmp}/state"\nstore = "{tmp}/store"\n'
+                    'instance_type = "p5.48xlarge"\n')
+        node = build_node(os.path.join(tmp, "sys"), "p5.48xlarge")
+        cfg = load_config(conf, env={}, node="p5-1")
+        env = {"EFAJOB_CONFIG": conf, "SLURMD_NODENAME": "p5-1", "SLURM_JOB_USER": "alice",
+               "SLURM_JOB_UID": "1000", "SLURM_JOB_PARTITION": "gpu", "SLURM_CLUSTER_NAME": "bench",
+               "SLURM_JOB_NODELIST": "p5-[1-16]", "SLURM_JOB_NUM_NODES": "16",
+               "SLURM_JOB_RESTART_COUNT": "0"}
+        hook = [PY, "-I", "-m", "efajob.hook"]
+        base = [PY, "-I", "-c", "pass"]
+        for _ in range(3):  # warm the page cache and .pyc files
+            timed(base, {})
+            timed(hook + ["prolog"], dict(env, SLURM_JOB_ID="1"))
+
+        # -- prolog ------------------------------------------------------------------------
+        t_base, t_prolog = [], []
+        for i in range(args.runs):
+            t_base.append(timed(base, {}))
+            t_prolog.append(timed(hook + ["prolog"], dict(env, SLURM_JOB_ID=str(100 + i))))
+
+        # -- epilog, 1-hour window, 3,600 daemon rows ------------------------------------------
+        t0 = time.perf_counter()
+        fill_store(cfg, node, WINDOW)
+        fill_s = time.perf_counter() - t0
+        node.traffic(400, 400, 60)
+        start = read_snapshot(cfg.sysfs_root)
+        start = replace(start, mono=start.mono - WINDOW, wall=start.wall - WINDOW)
+        os.makedirs(cfg.state_dir, exist_ok=True)
+        lock = os.open(os.path.join(cfg.state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT)
+        fcntl.flock(lock, fcntl.LOCK_EX)  # "the daemon runs": delivery is its job
+        t_base2, t_epilog = [], []
+        for i in range(args.runs):
+            job_id = str(1000 + i)
+            active_job(cfg, job_id, start)
+            t_base2.append(timed(base, {}))
+            t_epilog.append(timed(hook + ["epilog"], dict(env, SLURM_JOB_ID=job_id,
+                                                          SLURM_JOB_EXIT_CODE="0")))
+        os.close(lock)
+        t_self = []
+        for i in range(max(5, args.runs // 4)):
+            job_id = str(5000 + i)
+            active_job(cfg, job_id, start)
+            t_self.append(timed(hook + ["epilog"], dict(env, SLURM_JOB_ID=job_id,
+                                                        SLURM_JOB_EXIT_CODE="0")))
+        import json
+
+        rec_dir = os.path.join(cfg.store, "bench", "jobs", "5000")
+        rec = json.load(open(os.path.join(rec_dir, os.listdir(rec_dir)[0])))
+
+    ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
+    b1, p, b2, e, s = ms(t_base), ms(t_prolog), ms(t_base2), ms(t_epilog), ms(t_self)
+    print(f"simulated p5.48xlarge, 32 devices; {args.runs} runs each, medians, interleaved")
+    print(f"python -I -c pass          {b1:7.1f} ms")
+    print(f"prolog                     {p:7.1f} ms   {p / b1:4.2f}x   (target <= 3x)")
+    print(f"python -I -c pass          {b2:7.1f} ms   (during the epilog runs)")
+    print(f"epilog, 1 h, 3,600 rows    {e:7.1f} ms   {e / b2:4.2f}x   (target <= 4x)")
+    print(f"epilog, no daemon          {s:7.1f} ms   {s / b2:4.2f}x   (delivers its own record)")
+    print(f"record: {rec['daemon_samples']} daemon samples, {len(rec['series']['t'])} series "
+          f"points, peak source {rec['rates']['peak_source']}; store filled in {fill_s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -417,10 +417,12 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
     records' nodelist expanded)."""
     from .findings import evaluate, verdict
 
-    live = dict(live or {})
     nodes: Dict[str, NodeReport] = {}
     for rec in records:
         nodes[rec["host"]] = node_from_record(rec)
+    # A node with a record has run its epilog: a status file written just before that may
+    # still list the job, but the node is done with it.
+    live = {h: s for h, s in (live or {}).items() if h not in nodes}
     slurm_running = job_info is not None and slurm_times and \
         str(getattr(job_info, "state", "") or "").upper() in ("RUNNING", "COMPLETING", "SUSPENDED")
     for host, st in live.items():

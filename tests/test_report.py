@@ -103,6 +103,13 @@ def test_golden_running(pool, update_golden):
     assert r.meta.elapsed_s == NOW - T0
     assert not [f for f in r.findings if f.code in ("efa_unused", "short_job")]
     check_golden("running.txt", render_text(r, tz=timezone.utc), update_golden)
+    # A status file written just before n1's epilog still lists the job there: n1 is done.
+    live["n1"] = live["n2"]
+    assert report_of(recs, live=live).nodes[0].status == "complete"
+    # Once every node has its record the job is over, whatever stale status files say.
+    done = job_records(pool, {"n1": NodeSpec(), "n2": NodeSpec()}, job_id="501")
+    r = report_of(done, live={"n1": live["n2"], "n2": live["n2"]})
+    assert not r.running and r.meta.state == "COMPLETED"
 
 
 # -- the model -----------------------------------------------------------------------------------

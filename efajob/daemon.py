@@ -191,9 +191,8 @@ class Daemon:
                  ", ".join(s.name for s in self.sinks) or "none")
 
     def _open_sampler(self) -> None:
-        from .sysfs import Sampler
-
         from .runfiles import ActiveJobsReader
+        from .sysfs import Sampler
 
         self.sampler = Sampler(self.cfg.sysfs_root, rediscover_interval=self.cfg.rediscover_interval,
                                clock=self._clock, wall_clock=self._wall)

@@ -426,3 +426,70 @@ def test_deliver_detached_gives_up_waiting_but_delivery_continues(site, monkeypa
     assert list(store_records(root)) == ["5/n1.json"] and load_outbox(cfg) == []
     monkeypatch.setattr(outbox, "deliver_pending", real)
     assert deliver_detached(cfg, wait=5) is True  # nothing left: a quick, clean exit
+
+
+# -- efajob install hooks -----------------------------------------------------------------------
+def test_install_hooks_and_run_them_like_slurmd(site, tmp_path):
+    from click.testing import CliRunner
+
+    from efajob.cli import main
+
+    root, conf = site
+    node = build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
+    scripts = tmp_path / "scripts"
+    res = CliRunner().invoke(main, ["install", "hooks", "--slurm-scripts-dir", str(scripts),
+                                    "--config", conf])
+    assert res.exit_code == 0, res.output
+    prolog, epilog = scripts / "prolog.d" / "00_efajob", scripts / "epilog.d" / "99_efajob"
+    for path in (prolog, epilog):
+        assert stat_mode(path) == 0o755 and path.read_text().startswith("#!/bin/sh\n")
+        assert f"PY={PY}\n" in path.read_text() and f"EFAJOB_CONFIG={conf}\n" in path.read_text()
+    assert "Prolog=" in res.output and "PrologFlags=Alloc" in res.output
+    # Slurm's reverse lexical order: our prolog sorts first (runs last), our epilog last (first).
+    assert "00_efajob" < "90_pcluster_health_check_manager" < "99_efajob"
+    # Run them as slurmd does: no PATH, no HOME, no EFAJOB_CONFIG.
+    env = {k: v for k, v in slurm_env(conf).items() if k != "EFAJOB_CONFIG"}
+    p = subprocess.run([str(prolog)], env=env, capture_output=True, text=True, timeout=20)
+    assert (p.returncode, p.stderr) == (0, "")
+    inj = node.traffic(20, 10, 5)
+    p = subprocess.run([str(epilog)], env=dict(env, SLURM_SCRIPT_CONTEXT="epilog_slurmd"),
+                       capture_output=True, text=True, timeout=20)
+    assert (p.returncode, p.stderr) == (0, "")
+    assert store_records(root)["42/n1.json"]["totals"]["tx_bytes"] == inj.totals["tx_bytes"]
+    # Installing again replaces the wrappers in place.
+    assert CliRunner().invoke(main, ["install", "hooks", "--slurm-scripts-dir", str(scripts)]).exit_code == 0
+    assert "EFAJOB_CONFIG" not in prolog.read_text()
+
+
+def stat_mode(path):
+    import stat
+
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_wrapper_exits_0_when_the_interpreter_is_gone(tmp_path):
+    from efajob.cli_hooks import render_wrapper
+
+    script = tmp_path / "00_efajob"
+    script.write_text(render_wrapper("prolog", "/nonexistent/venv/bin/python3", "/etc/x y.toml"))
+    script.chmod(0o755)
+    p = subprocess.run([str(script)], env={"SLURM_JOB_ID": "7"}, capture_output=True, text=True,
+                       timeout=10)
+    assert p.returncode == 0
+    assert p.stderr == "efajob-hook: /nonexistent/venv/bin/python3 is missing: no efajob prolog for job 7\n"
+    assert "EFAJOB_CONFIG='/etc/x y.toml'" in script.read_text()  # quoted for sh
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--python", "python3"], "absolute path"),
+    (["--python", "/nonexistent/python"], "not an executable"),
+    (["--config", "/nonexistent/efajob.toml"], "does not exist"),
+])
+def test_install_hooks_refuses(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from efajob.cli import main
+
+    res = CliRunner().invoke(main, ["install", "hooks", "--slurm-scripts-dir", str(tmp_path / "s")] + args)
+    assert res.exit_code == 2 and message in res.output
+    assert not (tmp_path / "s" / "prolog.d" / "00_efajob").exists()

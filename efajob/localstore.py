@@ -6,8 +6,9 @@ Layout (schema version 1, `PRAGMA user_version`):
   per-device tx/rx bytes go into one packed blob of unsigned 64-bit integers whose names are
   stored once in `layouts` (the set of counters and devices changes rarely). That keeps a row
   on a busy p5 (32 devices, ~25 counters) at a few hundred bytes instead of ~2 KB of JSON.
-- `rollup_1m`: one row per wall-clock minute (sum of deltas; avg, min, max of node rates),
-  kept `rollup_days` (30 days). Rolled up from raw rows when a tick crosses a minute.
+- `rollup_1m`: one row per wall-clock minute (sum of deltas, packed like the samples; min and
+  max of the common node rates as packed doubles; avg = sum / seconds), kept `rollup_days`
+  (30 days). Rolled up from raw rows when a tick crosses a minute.
 - an index on (boot, mono): the epilog's "samples of this node between t0 and t1" is a range
   scan, cheap even for a 24 h job.
 
@@ -39,6 +40,7 @@ _ROLLUP_ROWS = 5000  # raw rows rolled up per tick at most (catching up after a 
 _BLOB_RAW, _BLOB_ZLIB = b"\x00", b"\x01"
 _BIG_ENDIAN = sys.byteorder == "big"
 _MAX_I64 = (1 << 63) - 1
+_MAX_U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,9 @@ def _migrate_0_to_1(db: sqlite3.Connection) -> None:
             minute INTEGER PRIMARY KEY,
             samples INTEGER NOT NULL,
             seconds REAL NOT NULL,
-            sums TEXT NOT NULL,
-            rate_min TEXT NOT NULL,
-            rate_max TEXT NOT NULL
+            layout INTEGER NOT NULL,
+            sums BLOB NOT NULL,
+            rates BLOB NOT NULL
         );
         """
     )
@@ -391,27 +393,43 @@ class LocalStore:
         return len(rows) == _ROLLUP_ROWS
 
     def _merge_minute(self, minute: int, samples: List[SampleRow]) -> None:
-        old = self._db.execute(
-            "SELECT samples, seconds, sums, rate_min, rate_max FROM rollup_1m WHERE minute = ?",
-            (minute,)).fetchone()
-        n, secs = (old[0], old[1]) if old else (0, 0.0)
-        sums: Dict[str, int] = json.loads(old[2]) if old else {}
-        lo: Dict[str, float] = json.loads(old[3]) if old else {}
-        hi: Dict[str, float] = json.loads(old[4]) if old else {}
+        old = self._db.execute("SELECT minute, samples, seconds, layout, sums, rates FROM "
+                               "rollup_1m WHERE minute = ?", (minute,)).fetchone()
+        r = self._rollup(old) if old else Rollup(minute, 0, 0.0, {}, {}, {})
+        n, secs, sums, lo, hi = r.samples, r.seconds, r.sums, r.rate_min, r.rate_max
         for s in samples:
             n += 1
             secs += s.seconds
             for k, v in s.deltas.items():
                 sums[k] = sums.get(k, 0) + v
             for k in COMMON:
-                r = s.rate(k)
-                if r is not None:
-                    lo[k] = min(lo.get(k, r), r)
-                    hi[k] = max(hi.get(k, r), r)
-        j = lambda x: json.dumps(x, separators=(",", ":"), sort_keys=True)  # noqa: E731
+                rate = s.rate(k)
+                if rate is not None:
+                    lo[k] = min(lo.get(k, rate), rate)
+                    hi[k] = max(hi.get(k, rate), rate)
+        names = tuple(sorted(sums))
+        # A minute's sum only passes 2^64 after a reset to a near-2^64 value: clamp, as u64.
+        packed = _pack([min(sums[k], _MAX_U64) for k in names])
+        nan = float("nan")
+        rates = array("d", [lo.get(k, nan) for k in COMMON] + [hi.get(k, nan) for k in COMMON])
+        if _BIG_ENDIAN:  # pragma: no cover
+            rates.byteswap()
         self._db.execute(
-            "INSERT OR REPLACE INTO rollup_1m (minute, samples, seconds, sums, rate_min, rate_max)"
-            " VALUES (?,?,?,?,?,?)", (minute, n, secs, j(sums), j(lo), j(hi)))
+            "INSERT OR REPLACE INTO rollup_1m (minute, samples, seconds, layout, sums, rates) "
+            "VALUES (?,?,?,?,?,?)",
+            (minute, n, secs, self._layout_key(names, (), ()), packed, rates.tobytes()))
+
+    def _rollup(self, r: tuple) -> Rollup:
+        names = self._layout(r[3])[0]
+        rates = array("d")
+        rates.frombytes(r[5])
+        if _BIG_ENDIAN:  # pragma: no cover
+            rates.byteswap()
+        nc = len(COMMON)
+        # NaN marks an absent counter (NaN != NaN).
+        return Rollup(r[0], r[1], r[2], dict(zip(names, _unpack(r[4]))),
+                      {k: v for k, v in zip(COMMON, rates[:nc]) if v == v},
+                      {k: v for k, v in zip(COMMON, rates[nc:]) if v == v})
 
     def _expire(self, now_wall: float) -> bool:
         """Delete one small batch of expired raw rows (only rolled-up ones) and rollups."""
@@ -494,13 +512,10 @@ class LocalStore:
 
     def rollups_between(self, wall0: float, wall1: float) -> List[Rollup]:
         """Minute rows whose minute starts in [wall0, wall1), ascending."""
-        out = []
-        for m, n, secs, sums, lo, hi in self._query(
-            "SELECT minute, samples, seconds, sums, rate_min, rate_max FROM rollup_1m "
+        return [self._rollup(r) for r in self._query(
+            "SELECT minute, samples, seconds, layout, sums, rates FROM rollup_1m "
             "WHERE minute >= ? AND minute < ? ORDER BY minute",
-            (int(wall0 // 60), int(-(-wall1 // 60)))):
-            out.append(Rollup(m, n, secs, json.loads(sums), json.loads(lo), json.loads(hi)))
-        return out
+            (int(wall0 // 60), int(-(-wall1 // 60))))]
 
     def counts(self) -> Dict[str, int]:
         """Row counts (for `status` and the benchmark)."""

@@ -130,6 +130,8 @@ def test_p5_rows_are_compact(tmp_path):
         s.add_sample(SampleRow("b", float(i), 1.7e9 + i, 1.0, deltas, tx, rx, ("42",), ()))
     s.close()
     db = sqlite3.connect(path)
+    rollup = db.execute("SELECT AVG(LENGTH(sums) + LENGTH(rates)) FROM rollup_1m").fetchone()[0]
+    assert rollup < 300, rollup  # ~30 days of them stay around 10 MB
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     pages, size = db.execute("PRAGMA page_count").fetchone()[0], db.execute("PRAGMA page_size").fetchone()[0]
     db.close()

@@ -22,10 +22,12 @@ import os
 import re
 import sys
 import time
-from typing import List, Mapping, Optional, Tuple
+from typing import List, Mapping, Optional
 
 DELIVERY_WAIT = 1.0  # seconds the epilog waits for its delivery child (never longer)
 STORE_TIMEOUT = 0.5  # seconds the epilog waits for a locked local store
+RAW_WINDOW_MAX = 2 * 3600.0  # longer job windows use the daemon's minute rollups
+BUSIEST_MINUTES = 5  # minutes of raw rows read for per-device peaks in a long window
 LOCK_TIMEOUT = 1.0  # seconds a hook waits for the run-dir lock (history file)
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")  # user, partition, account
 _NODELIST_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,65536}")
@@ -128,22 +130,62 @@ def read_counters(root: str):
         return snap, {d.name: d.rate_gbps for d in s.devices}
 
 
-def read_window(cfg, boot_id: str, mono0: float, mono1: float) -> Tuple[list, Optional[str]]:
-    """(daemon rows, why there are none) for the window. A missing, locked or broken local
-    store means "no daemon samples", never a failure."""
+def read_window(cfg, boot_id: str, mono0: float, mono1: float, *,
+                wall_offset: Optional[float] = None):
+    """The daemon's view of the job window: (rows, rollups, peak_rows, jobs, why_none).
+
+    A missing, locked or broken local store means "no daemon samples", never a failure.
+    Up to RAW_WINDOW_MAX seconds the raw rows are read (an hour of 1 s rows on a p5 is a
+    few tens of ms). Longer windows (a 24 h job is 86,400 rows: seconds and hundreds of MB
+    as Python objects) use the minute rollups for their whole minutes, raw rows for the
+    head and tail, and the raw rows of the BUSIEST_MINUTES busiest minutes for per-device
+    peaks. `wall_offset` (wall - mono of this boot) maps the rollups' wall minutes.
+    """
     from .errors import StoreError
     from .localstore import LocalStore
 
     try:
         store = LocalStore.open(cfg.db_path, readonly=True, timeout=STORE_TIMEOUT)
     except StoreError as e:
-        return [], str(e)
+        return [], [], [], set(), str(e)
     try:
-        return store.samples_between(boot_id, mono0, mono1), None
+        if wall_offset is None or mono1 - mono0 <= RAW_WINDOW_MAX:
+            rows = store.samples_between(boot_id, mono0, mono1)
+            return rows, [], [], {j for r in rows for j in r.jobs}, None
+        return _read_long_window(store, boot_id, mono0, mono1, wall_offset) + (None,)
     except StoreError as e:
-        return [], str(e)
+        return [], [], [], set(), str(e)
     finally:
         store.close()
+
+
+def _read_long_window(store, boot_id: str, mono0: float, mono1: float, off: float):
+    wall0, wall1 = mono0 + off, mono1 + off
+    first = int(-(-wall0 // 60))  # the first whole minute of the window
+    rollups = [ro for ro in store.rollups_between(first * 60.0, wall1)
+               if (ro.minute + 1) * 60.0 <= wall1]
+    if not rollups:
+        rows = store.samples_between(boot_id, mono0, mono1)
+        return rows, [], [], {j for r in rows for j in r.jobs}
+    covered = {ro.minute for ro in rollups}
+    lo, hi = min(covered), max(covered)
+    # Rollups group rows by their wall minute: split on that too (a second of slack each side).
+    head = store.samples_between(boot_id, mono0, min(mono1, lo * 60.0 - off + 1.0))
+    tail = store.samples_between(boot_id, max(mono0, (hi + 1) * 60.0 - off - 1.0), mono1)
+    seen = set()
+    rows = []
+    for r in head + tail:
+        if int(r.wall // 60) not in covered and r.mono not in seen:
+            seen.add(r.mono)
+            rows.append(r)
+    busiest = sorted(rollups, key=lambda ro: -((ro.rate_max.get("tx_bytes") or 0.0)
+                                               + (ro.rate_max.get("rx_bytes") or 0.0)))
+    peak_rows = []
+    for ro in busiest[:BUSIEST_MINUTES]:
+        peak_rows += [r for r in store.samples_between(boot_id, ro.minute * 60.0 - off - 1.0,
+                                                       (ro.minute + 1) * 60.0 - off + 1.0)
+                      if int(r.wall // 60) == ro.minute]
+    return rows, rollups, peak_rows, store.jobs_between(boot_id, mono0, mono1)
 
 
 # -- the hooks -------------------------------------------------------------------------------
@@ -225,6 +267,8 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
         mono0 = end.mono - (end.wall - ident.start_wall)
     mono1 = end.mono if end is not None else float("inf")
     rows: list = []
+    rollups: list = []
+    peak_rows: list = []
     shared = set()
     # Order matters with concurrent epilogs: a finishing job enters the history before it
     # leaves the active files, so reading the active files first and the history second
@@ -235,14 +279,16 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
                       if j.boot_id == boot_id and (end is None or j.start_mono < end.mono))
     if mono0 is not None:
         shared.update(overlapping(read_finished(cfg.run_dir), row_boot, mono0, mono1))
-        rows, _why = read_window(cfg, row_boot, mono0, mono1)
-        for r in rows:  # the daemon's view of who ran here meanwhile
-            shared.update(r.jobs)
+        # The daemon's rows and its view of who else ran here meanwhile.
+        rows, rollups, peak_rows, seen, _why = read_window(
+            cfg, row_boot, mono0, mono1,
+            wall_offset=(end.wall - end.mono) if end is not None and not rebooted else None)
+        shared |= seen
     shared.discard(key)
     shared.discard(ident.key)
 
     record = build_record(
-        ident, start, end, rows, shared=shared,
+        ident, start, end, rows, rollups=rollups, peak_rows=peak_rows, shared=shared,
         instance_type=cfg.instance_type, device_rates=rates, source=source,
         prolog_seen=prolog_seen, epilog_seen=source == "epilog",
         end_wall=now_wall if end is None and not rows else None, reasons=reasons)

@@ -96,6 +96,37 @@ def build_series(rows: Sequence, start_mono: float, max_points: int = MAX_SERIES
             "rx_gbps": out["rx_bytes"]}
 
 
+def build_series_mixed(rows: Sequence, rollups: Sequence, start_mono: float, start_wall: float,
+                       end_wall: float, max_points: int = MAX_SERIES_POINTS) -> dict:
+    """The series of a long window from minute rollups plus the raw rows around them, in time
+    buckets of a whole number of minutes (at most `max_points`); each point is bytes / seconds
+    of the samples ending in its bucket, placed at the bucket's end (seconds since start)."""
+    span = max(60.0, end_wall - start_wall)
+    interval = 60.0 * max(1, math.ceil(span / max_points / 60.0))
+    segs = [(r.mono - start_mono, r.seconds, r.deltas.get("tx_bytes"), r.deltas.get("rx_bytes"))
+            for r in rows]
+    segs += [((ro.minute + 1) * 60.0 - start_wall, ro.seconds, ro.sums.get("tx_bytes"),
+              ro.sums.get("rx_bytes")) for ro in rollups]
+    buckets: Dict[int, List[float]] = {}
+    for t_end, secs, tx, rx in segs:
+        if secs <= 0:
+            continue
+        b = buckets.setdefault(max(1, math.ceil(t_end / interval)), [0.0, 0.0, 0.0, 0.0])
+        if tx is not None:
+            b[0] += tx
+            b[1] += secs
+        if rx is not None:
+            b[2] += rx
+            b[3] += secs
+    keys = sorted(buckets)
+    return {
+        "interval_s": interval,
+        "t": [round(min(k * interval, span), 3) for k in keys],
+        "tx_gbps": [_round(buckets[k][0] / buckets[k][1] * _GBPS) if buckets[k][1] else None for k in keys],
+        "rx_gbps": [_round(buckets[k][2] / buckets[k][3] * _GBPS) if buckets[k][3] else None for k in keys],
+    }
+
+
 def _peak_per_key(maps: Sequence[Mapping[str, int]], inv: Sequence[float]) -> Dict[str, float]:
     """max over rows of maps[i][key] * inv[i], per key, in Gb/s.
 
@@ -142,9 +173,14 @@ def _row_peaks(rows: Sequence) -> Tuple[Optional[float], Optional[float],
     return node_tx, node_rx, dev_tx, dev_rx
 
 
-def _sum_rows(rows: Sequence) -> Tuple[Dict[str, int], Dict[str, Dict[str, int]], List[str]]:
-    """Counters from daemon rows alone (no start snapshot): node totals, per-device tx/rx."""
+def _sum_rows(rows: Sequence, rollups: Sequence = ()
+              ) -> Tuple[Dict[str, int], Dict[str, Dict[str, int]], List[str]]:
+    """Counters from daemon rows alone (no start snapshot): node totals, per-device tx/rx.
+    Minute rollups add to the node totals only (they keep no per-device split)."""
     totals: Dict[str, int] = {}
+    for ro in rollups:
+        for k, v in ro.sums.items():
+            totals[k] = totals.get(k, 0) + v
     devices: Dict[str, Dict[str, int]] = {}
     resets: List[str] = []
     for r in rows:
@@ -165,6 +201,8 @@ def build_record(
     end: Optional[Snapshot],
     rows: Sequence = (),
     *,
+    rollups: Sequence = (),
+    peak_rows: Sequence = (),
     shared: Iterable[str] = (),
     instance_type: Optional[str] = None,
     device_rates: Optional[Mapping[str, Optional[float]]] = None,
@@ -181,6 +219,10 @@ def build_record(
     `rows` are the daemon's SampleRows of this boot (anything with the SampleRow attributes);
     only those inside the job window are used. `end_wall`/`end_mono` stand in for the end
     snapshot when there is none (reconcile after a reboot: the last row of the old boot).
+
+    Long windows (hook.RAW_WINDOW_MAX): `rollups` are the daemon's minute rollups covering the
+    window's whole minutes, `rows` then only the raw rows outside them (head and tail), and
+    `peak_rows` the raw rows of the busiest minutes, from which per-device peaks come.
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}")
@@ -227,24 +269,24 @@ def build_record(
         appeared, vanished = delta.appeared, delta.vanished
         if vanished:
             why.append("device_vanished")
-    elif window:
+    elif window or rollups:
         # No end (reboot) or no start: the daemon's rows are all there is.
         if t0_mono is None:
             # Nothing says when the job started: count from the first row tagged with it. That
             # row's own delta covers time before it (possibly before the job): left out.
             t0_mono, t0_wall, start_source = window[0].mono, window[0].wall, "daemon"
             measured = window[1:]
-        totals, per_dev, resets = _sum_rows(measured)
+        totals, per_dev, resets = _sum_rows(measured, rollups)
         for name, c in per_dev.items():
             devices[name] = {"counters": c, "device_counters": {}, "resets": [
                 r.split("/", 1)[1] for r in resets if r.startswith(name + "/")]}
         for snap in (start, end):
             for name in (snap.devices if snap is not None else ()):
                 devices.setdefault(name, {"counters": {}, "device_counters": {}, "resets": []})
-        if t1_mono is None:
+        if t1_mono is None and window:
             t1_mono, t1_wall = window[-1].mono, window[-1].wall
     if start is None and not prolog_seen:
-        why.append("no_prolog" if measured else "no_prolog_no_daemon")
+        why.append("no_prolog" if measured or rollups else "no_prolog_no_daemon")
     elif start is None:
         why.append("no_start_snapshot")
     if not epilog_seen:
@@ -259,7 +301,15 @@ def build_record(
         elapsed = max(0.0, t1_wall - t0_wall)
 
     total_link, per_link = link_rates(instance_type, devices, device_rates)
-    peak_tx, peak_rx, dev_peak_tx, dev_peak_rx = _row_peaks(measured)
+    peak_tx, peak_rx, dev_peak_tx, dev_peak_rx = _row_peaks(list(measured) + list(peak_rows))
+    for ro in rollups:  # a minute's rate_max is its fastest sample's rate (bytes/s)
+        for name, cur in (("tx_bytes", "tx"), ("rx_bytes", "rx")):
+            v = ro.rate_max.get(name)
+            if v is not None and v == v:  # NaN: absent that minute
+                if cur == "tx" and (peak_tx is None or v * _GBPS > peak_tx):
+                    peak_tx = v * _GBPS
+                if cur == "rx" and (peak_rx is None or v * _GBPS > peak_rx):
+                    peak_rx = v * _GBPS
     dev_list = []
     for name in sorted(devices):
         d = devices[name]
@@ -308,7 +358,7 @@ def build_record(
         "source": source,
         "prolog_seen": prolog_seen,
         "epilog_seen": epilog_seen,
-        "daemon_samples": len(window),
+        "daemon_samples": len(window) + sum(ro.samples for ro in rollups),
         "complete": complete,
         "incomplete_reasons": why,
         "devices": dev_list,
@@ -316,7 +366,9 @@ def build_record(
         "rates": {"avg_tx_gbps": _round(avg_tx), "avg_rx_gbps": _round(avg_rx),
                   "peak_tx_gbps": _round(peak_tx), "peak_rx_gbps": _round(peak_rx),
                   "peak_source": peak_source},
-        "series": build_series(measured, t0_mono if t0_mono is not None else 0.0),
+        "series": (build_series_mixed(measured, rollups, t0_mono, t0_wall, t1_wall)
+                   if rollups and t0_mono is not None and t0_wall is not None and t1_wall is not None
+                   else build_series(measured, t0_mono if t0_mono is not None else 0.0)),
         "ena": ena,
         "shared": shared_keys,
         "resets": resets,

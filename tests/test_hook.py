@@ -215,6 +215,46 @@ def test_daemon_rows_give_peaks_and_series(site):
     assert len(r["series"]["t"]) == 5 and r["shared"] == ["99"]
 
 
+def test_long_window_uses_rollups(site):
+    """A 3-hour job (beyond RAW_WINDOW_MAX): whole minutes from the daemon's rollups, peaks
+    from the busiest minutes' raw rows, the series bounded."""
+    from dataclasses import replace
+
+    from efajob.hook import RAW_WINDOW_MAX
+    from efajob.runfiles import ActiveJob, write_active
+    from efajob.sysfs import read_snapshot
+
+    root, conf = site
+    build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
+    cfg = cfg_for(site)
+    span, step = 3 * 3600.0, 5.0
+    assert span > RAW_WINDOW_MAX
+    boot, now_m, now_w = read_boot_id(), time.monotonic(), time.time()
+    store = LocalStore.open(cfg.db_path)
+    n = int(span / step)
+    spike = n // 2
+    for i in range(n):
+        age = span - i * step - 1.0
+        tx = 25 * 10 ** 9 if i == spike else 10 ** 9  # the spike: 40 Gb/s node, 30 on one device
+        dev = {"rdmap16s0": tx * 3 // 4, "rdmap32s0": tx // 4}
+        store.add_sample(SampleRow(boot, now_m - age, now_w - age, step, {"tx_bytes": tx, "rx_bytes": 0},
+                                   dev, {d: 0 for d in dev}, ("42", "7") if i == 10 else ("42",), ()))
+    store.close()
+    start = read_snapshot(cfg.sysfs_root)
+    start = replace(start, mono=now_m - span, wall=now_w - span)
+    write_active(cfg.run_dir, ActiveJob("42", "42", 0, None, None, None, None, "c1", "n1", None, None,
+                                        start.wall, start.mono, boot), start)
+    p = hook("epilog", epilog_env(conf))
+    assert (p.returncode, p.stderr) == (0, "")
+    r = store_records(root)["42/n1.json"]
+    assert n - 2 <= r["daemon_samples"] <= n
+    assert r["rates"]["peak_tx_gbps"] == pytest.approx(40.0)
+    peaks = {d["name"]: d["peak_tx_gbps"] for d in r["devices"]}
+    assert peaks["rdmap16s0"] == pytest.approx(30.0) and peaks["rdmap32s0"] == pytest.approx(10.0)
+    assert r["series"]["interval_s"] == 60.0 and 170 <= len(r["series"]["t"]) <= 182
+    assert r["shared"] == ["7"] and r["complete"] is True
+
+
 def test_running_daemon_delivers_not_the_epilog(site):
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p4d.24xlarge")

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from efajob.localstore import SampleRow
+from efajob.localstore import Rollup, SampleRow
 from efajob.records import (MAX_SERIES_POINTS, JobIdentity, build_record, build_series,
-                            check_record, format_exit_code, link_rates)
+                            build_series_mixed, check_record, format_exit_code, link_rates)
 from efajob.sysfs import DeviceReading, Snapshot
 
 GB = 10 ** 9
@@ -232,3 +232,41 @@ def test_check_record_rejects(field, value):
 def test_bad_source():
     with pytest.raises(ValueError):
         build_record(ID, START, END, source="cron")
+
+
+def minute(m, tx_sum, rx_sum=0, tx_max=None, samples=60):
+    """A minute rollup: rate_max in bytes/s, as localstore keeps it."""
+    return Rollup(minute=m, samples=samples, seconds=float(samples), sums={"tx_bytes": tx_sum, "rx_bytes": rx_sum},
+                  rate_min={}, rate_max={"tx_bytes": tx_max if tx_max is not None else tx_sum / 60.0,
+                                         "rx_bytes": rx_sum / 60.0})
+
+
+def test_long_window_from_rollups():
+    # A 3-hour job: start at wall 1_700_000_010 (mono 100), whole minutes 28333334.. from rollups.
+    t0w = 1_700_000_010.0
+    start = snap(100.0, {"d0": {"tx_bytes": 0}}, wall0=t0w - 100.0)
+    end = snap(100.0 + 3 * 3600, {"d0": {"tx_bytes": 10 ** 12}}, wall0=t0w - 100.0)
+    first = int(-(-t0w // 60))
+    rollups = [minute(m, 6 * 10 ** 9) for m in range(first, first + 179)]
+    rollups[100] = minute(first + 100, 6 * 10 ** 9, tx_max=5 * 10 ** 9)  # a 40 Gb/s second
+    head = [row(100.0 + i, 10 ** 8, dev={"d0": (10 ** 8, 0)}) for i in range(1, 51)]
+    peak = [row(100.0 + 6050 + i, 10 ** 9, dev={"d0": (10 ** 9 // 2, 0), "d1": (10 ** 9 // 2, 0)})
+            for i in range(60)]
+    r = build_record(ID, start, end, head, rollups=rollups, peak_rows=peak)
+    assert r["totals"] == {"tx_bytes": 10 ** 12}  # still the snapshots
+    assert r["daemon_samples"] == 50 + 179 * 60
+    assert r["rates"]["peak_tx_gbps"] == pytest.approx(40.0) and r["rates"]["peak_source"] == "daemon"
+    assert r["devices"][0]["peak_tx_gbps"] == pytest.approx(4.0)  # from the busiest minute's rows
+    s = r["series"]
+    assert s["interval_s"] == 60.0 and len(s["t"]) <= MAX_SERIES_POINTS
+    assert s["tx_gbps"][5] == pytest.approx(0.8)  # 6e9 B / 60 s
+    assert s["tx_gbps"][0] == pytest.approx(0.8)  # the raw head: 1e8 B/s
+
+
+@pytest.mark.parametrize("hours", [3, 24, 200])
+def test_mixed_series_is_bounded(hours):
+    rollups = [minute(m, 6 * 10 ** 10) for m in range(0, hours * 60)]
+    s = build_series_mixed([], rollups, 0.0, 0.0, hours * 3600.0)
+    assert 0 < len(s["t"]) <= MAX_SERIES_POINTS and s["t"] == sorted(s["t"])
+    moved = sum(g * 1e9 / 8 * s["interval_s"] for g in s["tx_gbps"])
+    assert moved == pytest.approx(6 * 10 ** 10 * hours * 60)

@@ -461,7 +461,8 @@ def test_deliver_detached_gives_up_waiting_but_delivery_continues(site, monkeypa
     assert deliver_detached(cfg, wait=0.1, first="5@n1@c1.json") is False  # slow: move on
     assert time.monotonic() - t0 < 0.5
     deadline = time.monotonic() + 10
-    while not store_records(root) and time.monotonic() < deadline:
+    # The child renames into the store, fsyncs, and only then empties the outbox.
+    while (not store_records(root) or load_outbox(cfg)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(store_records(root)) == ["5/n1.json"] and load_outbox(cfg) == []
     monkeypatch.setattr(outbox, "deliver_pending", real)

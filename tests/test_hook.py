@@ -459,7 +459,7 @@ def test_deliver_detached_gives_up_waiting_but_delivery_continues(site, monkeypa
     monkeypatch.setattr(outbox, "deliver_pending", lambda c, **kw: (time.sleep(1.0), real(c, **kw))[1])
     t0 = time.monotonic()
     assert deliver_detached(cfg, wait=0.1, first="5@n1@c1.json") is False  # slow: move on
-    assert time.monotonic() - t0 < 0.5
+    assert time.monotonic() - t0 < 0.9  # the child sleeps 1 s before delivering
     deadline = time.monotonic() + 10
     # The child renames into the store, fsyncs, and only then empties the outbox.
     while (not store_records(root) or load_outbox(cfg)) and time.monotonic() < deadline:

@@ -8,7 +8,8 @@ On a simulated p5.48xlarge (32 EFA devices, ~1,100 counter files):
   Target <= 3x.
 - epilog: a 1-hour job window with 3,600 daemon rows (1 s samples) in the local store, the
   daemon "running" (its lock held, so the epilog leaves delivery to it). Target <= 4x.
-  Also shown: the epilog with no daemon (it then delivers its record itself, fsync included).
+  Also shown: the epilog with no daemon (it then delivers its record itself, fsync included),
+  and a 24-hour window (86,400 rows: read through the daemon's minute rollups, hook.py).
 
 Each hook runs as slurmd runs it: a fresh process, no PATH, no HOME.
 """
@@ -73,6 +74,8 @@ def active_job(cfg, job_id: str, start) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--long", action=argparse.BooleanOptionalAction, default=True,
+                    help="also time a 24-hour window (filling the store takes a while)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="efajob-bench-hooks-") as tmp:
@@ -128,6 +131,27 @@ def main() -> None:
         rec_dir = os.path.join(cfg.store, "bench", "jobs", "5000")
         rec = json.load(open(os.path.join(rec_dir, os.listdir(rec_dir)[0])))
 
+        # -- epilog, 24-hour window ------------------------------------------------------------
+        t_long = []
+        if args.long:
+            os.unlink(cfg.db_path)
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(cfg.db_path + suffix):
+                    os.unlink(cfg.db_path + suffix)
+            t0 = time.perf_counter()
+            fill_store(cfg, node, 24 * 3600)
+            fill_long = time.perf_counter() - t0
+            long_start = replace(start, mono=start.mono + WINDOW - 24 * 3600,
+                                 wall=start.wall + WINDOW - 24 * 3600)
+            lock = os.open(os.path.join(cfg.state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            for i in range(max(5, args.runs // 4)):
+                job_id = str(9000 + i)
+                active_job(cfg, job_id, long_start)
+                t_long.append(timed(hook + ["epilog"], dict(env, SLURM_JOB_ID=job_id,
+                                                            SLURM_JOB_EXIT_CODE="0")))
+            os.close(lock)
+
     ms = lambda xs: statistics.median(xs) * 1000  # noqa: E731
     b1, p, b2, e, s = ms(t_base), ms(t_prolog), ms(t_base2), ms(t_epilog), ms(t_self)
     print(f"simulated p5.48xlarge, 32 devices; {args.runs} runs each, medians, interleaved")
@@ -136,6 +160,10 @@ def main() -> None:
     print(f"python -I -c pass          {b2:7.1f} ms   (during the epilog runs)")
     print(f"epilog, 1 h, 3,600 rows    {e:7.1f} ms   {e / b2:4.2f}x   (target <= 4x)")
     print(f"epilog, no daemon          {s:7.1f} ms   {s / b2:4.2f}x   (delivers its own record)")
+    if t_long:
+        lg = ms(t_long)
+        print(f"epilog, 24 h, 86,400 rows   {lg:7.1f} ms   {lg / b2:4.2f}x   (minute rollups; "
+              f"store filled in {fill_long:.0f} s)")
     print(f"record: {rec['daemon_samples']} daemon samples, {len(rec['series']['t'])} series "
           f"points, peak source {rec['rates']['peak_source']}; store filled in {fill_s:.1f} s")
 

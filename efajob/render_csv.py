@@ -37,6 +37,10 @@ def render_csv(r: "JobReport") -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(COLUMNS)
     m = r.meta
+    by_device: dict = {}
+    for f in r.findings:
+        if f.device is not None:
+            by_device.setdefault((f.host, f.device), []).append(f.code)
     for n in r.nodes:
         base = [m.job_id, m.cluster, str(m.restart)]
         w.writerow(base + [
@@ -49,7 +53,7 @@ def render_csv(r: "JobReport") -> str:
             atx, arx = device_avg(d.tx_bytes, n.elapsed_s), device_avg(d.rx_bytes, n.elapsed_s)
             busier: List[float] = [v for v in (atx, arx) if v is not None]
             util = max(busier) / d.link_gbps if busier and d.link_gbps else None
-            marks = " ".join(f.code for f in r.findings if f.host == n.host and f.device == d.name)
+            marks = " ".join(by_device.get((n.host, d.name), ()))
             w.writerow(base + [
                 "device", str(n.rank), n.host, d.name, n.status, _f(atx), _f(arx),
                 _f(d.peak_tx_gbps), _f(d.peak_rx_gbps), _f(d.link_gbps, 1), _f(util, 4)]

@@ -212,12 +212,18 @@ def _num(v: object) -> Optional[float]:
     return float(v)
 
 
+_INT_ONLY = {int}
+
+
 def _ints(d: object) -> Dict[str, int]:
-    # Counters are non-negative ints; anything else in a (hand-edited) record is left out.
+    """A record's counter dict, keeping only non-negative ints (a hand-edited record may hold
+    anything). The common case is checked with C-level calls and returns the dict itself: a
+    1,024-node report checks ~70,000 of these."""
     if not isinstance(d, dict):
         return {}
-    return {k: v for k, v in d.items() if isinstance(k, str) and isinstance(v, int)
-            and not isinstance(v, bool) and v >= 0}
+    if set(map(type, d.values())) <= _INT_ONLY and min(d.values(), default=0) >= 0:
+        return d  # JSON keys are always strings
+    return {k: v for k, v in d.items() if type(v) is int and v >= 0}
 
 
 def _str(v: object) -> Optional[str]:
@@ -544,4 +550,17 @@ def report_to_dict(r: JobReport) -> dict:
 
 
 def render_json(r: JobReport) -> str:
-    return json.dumps(report_to_dict(r), indent=2) + "\n"
+    """One top-level key per line, and one line per node, finding or skipped file: readable,
+    diff-able, and fast (json's C encoder only runs without `indent`; with it, a 1,024-node
+    report took seconds)."""
+    def dumps(v: Any) -> str:
+        return json.dumps(v, separators=(", ", ": "))
+
+    lines = []
+    for k, v in report_to_dict(r).items():
+        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            inner = ",\n".join("    " + dumps(x) for x in v)
+            lines.append(f"  {dumps(k)}: [\n{inner}\n  ]")
+        else:
+            lines.append(f"  {dumps(k)}: {dumps(v)}")
+    return "{\n" + ",\n".join(lines) + "\n}\n"

@@ -6,9 +6,9 @@ into every tree each second (NCCL-like allreduce at a rate that changes every se
 
   base        no sinks
   prometheus  Prometheus endpoint on, scraped every 15 s by this script (as a server would)
-  +boto3      Prometheus on and the CloudWatch sink loaded (when the registry has one and
-              `--cloudwatch-endpoint` is given), otherwise boto3 imported and a CloudWatch
-              client built in the daemon process, standing in for the sink's memory
+  +boto3      Prometheus on and the CloudWatch sink loaded, publishing to a local moto_server
+              (`--moto`) or `--cloudwatch-endpoint`; otherwise boto3 imported and CloudWatch
+              clients built in the daemon process, standing in for the sink's memory
 
 and prints, per daemon: CPU % of one core (utime + stime over the measured window, after a
 warm-up), RSS at the end and its peak. Targets (issue 3): CPU <= 0.5 %, RSS <= 64 MB with the
@@ -18,7 +18,7 @@ Then the store: the rows the daemons stored are replayed into a fresh store for 
 (86,400 rows at 1 Hz, wall clock advancing, so minute rollups run) to print the store growth
 per day, the insert cost per tick, and the time to fetch a 24 h (and a 1 h) window.
 
-    python bench/daemon.py [--seconds 60] [--warmup 5] [--json]
+    python bench/daemon.py [--seconds 60] [--warmup 5] [--moto] [--json]
 """
 from __future__ import annotations
 
@@ -90,8 +90,10 @@ class Run:
             from efajob.sinks import SINKS
 
             if "cloudwatch" in SINKS and cloudwatch_endpoint:
+                # instance id/type given: no IMDS lookup (it would wait for a timeout off EC2)
                 cfg += ["[cloudwatch]", "enabled = true", 'region = "us-east-1"',
-                        f'endpoint_url = "{cloudwatch_endpoint}"']
+                        f'endpoint_url = "{cloudwatch_endpoint}"', 'instance_id = "i-0bench"',
+                        'instance_type = "p5.48xlarge"']
                 self.sink_note = "CloudWatch sink"
                 boto3 = False
             else:
@@ -102,10 +104,14 @@ class Run:
         cmd = ([sys.executable, "-c", BOTO3_STANDIN] if boto3 else
                [sys.executable, "-m", "efajob.cli_node"]) + argv
         self.stderr = open(os.path.join(root, "stderr"), "w")
+        # Dummy credentials: only ever sent to the local endpoint.
+        env = dict(os.environ, PYTHONPATH=REPO, AWS_ACCESS_KEY_ID="bench",
+                   AWS_SECRET_ACCESS_KEY="bench", AWS_EC2_METADATA_DISABLED="true")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stderr=self.stderr, stdout=subprocess.DEVNULL,
-                                     env=dict(os.environ, PYTHONPATH=REPO))
+                                     env=env)
         self.cpu0 = self.t0 = 0.0
         self.durations = {"sample": [], "tick": []}
+        self.sink_errors = 0.0
 
     def mark(self) -> None:
         self.cpu0, self.t0 = cpu_seconds(self.proc.pid), time.monotonic()
@@ -117,7 +123,7 @@ class Run:
         med = {k: statistics.median(v) * 1000 if v else None for k, v in self.durations.items()}
         return {"name": self.name, "cpu_percent": 100.0 * cpu / wall, "rss_mb": rss,
                 "peak_rss_mb": hwm, "seconds": wall, "note": self.sink_note,
-                "sample_ms": med["sample"], "tick_ms": med["tick"]}
+                "sample_ms": med["sample"], "tick_ms": med["tick"], "sink_errors": self.sink_errors}
 
     def scrape(self) -> None:
         if self.port:
@@ -128,6 +134,8 @@ class Run:
                 print(f"scrape of {self.name} failed: {e}", file=sys.stderr)
                 return
             for line in text.splitlines():
+                if line.startswith('efajob_daemon_errors_total{kind="sink"}'):
+                    self.sink_errors = float(line.split()[-1])
                 for k in self.durations:
                     if line.startswith(f"efajob_daemon_{k}_duration_seconds "):
                         self.durations[k].append(float(line.split()[1]))
@@ -141,6 +149,25 @@ class Run:
             rc = self.proc.wait(timeout=10)
         self.stderr.close()
         return rc
+
+
+def start_moto(tmp: str):
+    """moto_server (from the venv) on a free 127.0.0.1 port; returns (process, endpoint)."""
+    exe = os.path.join(os.path.dirname(sys.executable), "moto_server")
+    port = free_port()
+    log = open(os.path.join(tmp, "moto.log"), "w")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log,
+                            stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    end = time.monotonic() + 30
+    while time.monotonic() < end:
+        try:
+            urllib.request.urlopen(url + "/moto-api/", timeout=1).read()
+            return proc, url
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("moto_server did not start")
 
 
 def drive_traffic(runs, stop: threading.Event) -> None:
@@ -244,13 +271,18 @@ def main() -> int:
     ap.add_argument("--scrape-interval", type=float, default=15.0,
                     help="seconds between scrapes of the endpoint (15 is the common setting)")
     ap.add_argument("--cloudwatch-endpoint", default="", help="use the real CloudWatch sink against this endpoint")
+    ap.add_argument("--moto", action="store_true",
+                    help="start moto_server on 127.0.0.1 and use the real CloudWatch sink against it")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
     tmp = tempfile.mkdtemp(prefix="efajob-bench-daemon-")
     runs = []
     stop = threading.Event()
+    moto = None
     try:
+        if args.moto:
+            moto, args.cloudwatch_endpoint = start_moto(tmp)
         for name, prom, boto in (("base", False, False), ("prometheus", True, False),
                                  ("prometheus+boto3", True, True)):
             root = os.path.join(tmp, name.replace("+", "_"))
@@ -280,6 +312,13 @@ def main() -> int:
         inproc = breakdown(tmp)
     finally:
         stop.set()
+        if moto is not None:
+            moto.terminate()
+            try:
+                moto.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                moto.kill()
+                moto.wait(timeout=5)
         for r in runs:
             if r.proc.poll() is None:
                 r.proc.kill()
@@ -296,7 +335,9 @@ def main() -> int:
     for r in results:
         note = f"  ({r['note']})" if r["note"] else ""
         if r["tick_ms"] is not None:
-            note += f"  [median tick {r['tick_ms']:.1f} ms, of which sample {r['sample_ms']:.1f} ms]"
+            note += f"  [at scrapes: tick {r['tick_ms']:.1f} ms, sample {r['sample_ms']:.1f} ms]"
+        if r["sink_errors"]:
+            note += f"  SINK ERRORS: {r['sink_errors']:g}"
         print(f"  {r['name']:<18} CPU {r['cpu_percent']:5.2f} % of one core   RSS {r['rss_mb']:5.1f} MB"
               f" (peak {r['peak_rss_mb']:5.1f} MB){note}")
     worst_cpu = max(r["cpu_percent"] for r in results)

@@ -58,6 +58,7 @@ TYPE_METRICS = ("tx_bytes", "rx_bytes")
 DEVICE_METRICS = ("tx_bytes", "rx_bytes", "rx_drops", "retrans_pkts")
 JOB_METRICS = ("tx_bytes", "rx_bytes")
 UNITS: Dict[str, str] = dict(EFA_METRICS, **{n: COUNT_RATE for n in ENA_ALLOWANCE})
+_EFA_NAMES = tuple(n for n, _ in EFA_METRICS)
 
 MAX_DEVICES = 64  # per node, bounds per-device cardinality whatever sysfs shows
 MAX_JOBS = 32  # concurrent jobs on one node with JobId metrics
@@ -189,8 +190,10 @@ class PeriodAggregator:
         node = (("ClusterName", idn.cluster), ("InstanceId", idn.instance_id))
         totals: Dict[str, int] = {}
         for d in delta.devices.values():
-            for k, v in d.port_counters.items():
-                if k in UNITS:
+            pc = d.port_counters
+            for k in _EFA_NAMES:  # 8 lookups per device rather than a walk over all 22+
+                v = pc.get(k)
+                if v is not None:
                     totals[k] = totals.get(k, 0) + v
         for ifstats in delta.net.values():
             for k, v in ifstats.items():

@@ -390,19 +390,19 @@ def test_period_must_be_one_cloudwatch_can_aggregate(period, ok):
             validate_period(period)
 
 
-def test_build_sinks_builds_cloudwatch_and_boto3_is_lazy(tmp_path):
+def test_build_sinks_builds_cloudwatch_and_botocore_is_lazy(tmp_path):
     code = f"""
 import sys
 from efajob.config import build_config
 from efajob.sinks import build_sinks
 off = build_config({{"cluster": "c1", "state_dir": {str(tmp_path / 's')!r}}}, env={{}}, node="n1")
 assert build_sinks(off) == []
-assert "boto3" not in sys.modules and "efajob.cloudwatch" not in sys.modules
+assert "botocore" not in sys.modules and "efajob.cloudwatch" not in sys.modules
 on = build_config({{"cluster": "c1", "state_dir": {str(tmp_path / 's')!r}, "cloudwatch": {{
     "enabled": True, "region": "us-east-1", "instance_id": "i-0123456789abcdef0",
     "instance_type": "p5.48xlarge", "endpoint_url": "http://127.0.0.1:9"}}}}, env={{}}, node="n1")
 (s,) = build_sinks(on)
-assert s.name == "cloudwatch" and "boto3" in sys.modules
+assert s.name == "cloudwatch" and "botocore" in sys.modules
 s.flush(1.0)
 s.close()
 print("ok")

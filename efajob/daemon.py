@@ -20,6 +20,7 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import select
 import signal
 import socket
 import sys
@@ -146,8 +147,10 @@ class Daemon:
         self._use_worker, self._use_lock = worker, lock
         self._manage_logging = manage_logging
         self._store_timeout = store_timeout
-        self._wait = wait or self._event_wait
-        self._event = threading.Event()
+        self._wait = wait or self._pipe_wait
+        # Self-pipe: stop()/reload() run in signal handlers, where taking a lock (as
+        # threading.Event.set does) can deadlock against the interrupted main thread.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._stop = self._reload = False
         self._lock_fd: Optional[int] = None
         self.sinks: List[Sink] = []
@@ -223,12 +226,18 @@ class Daemon:
     def stop(self) -> None:
         """Signal-safe: end the loop after the current tick."""
         self._stop = True
-        self._event.set()
+        self._wake()
 
     def reload(self) -> None:
         """Signal-safe: reload the config before the next tick."""
         self._reload = True
-        self._event.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\0")
+        except OSError:  # pipe full (already woken) or closed (already stopped)
+            pass
 
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
@@ -257,11 +266,18 @@ class Daemon:
             self._lock_fd = None
             log.info("stopped after %d ticks", self.ticks)
         self.notifier.close()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     # -- the loop --------------------------------------------------------------------------
-    def _event_wait(self, seconds: float) -> None:
-        self._event.wait(seconds)
-        self._event.clear()
+    def _pipe_wait(self, seconds: float) -> None:
+        if select.select([self._wake_r], [], [], max(0.0, seconds))[0]:
+            try:
+                os.read(self._wake_r, 4096)
+            except OSError:
+                pass
 
     def run(self, *, max_ticks: Optional[int] = None) -> int:
         """Sample until stopped (or `max_ticks`); returns the exit status (0)."""

@@ -1,12 +1,13 @@
 """A real Slurm cluster on one host: munged, slurmctld and N slurmd (`-N n1..nN`), the efajob
 hooks installed by `efajob install hooks`, one simulated EFA tree, run dir, state dir and
 `efajob daemon` per node, one shared job store. Used by tests/test_slurm_e2e.py (a session
-fixture) and by `slurm/testcluster/up|down` (docs/testcluster.md).
+fixture) and by `slurm/testcluster/up|down` (docs/testcluster.md). The generated files and
+names are in slurm_cluster_conf.py.
 
 Everything lives under one root directory:
 
     etc/slurm.conf, etc/cgroup.conf (Slurm >= 23.02), etc/efajob.toml
-    munge/  private munged (own key and socket: no clash with a system munged)
+    munge/           munged's own key and log (its socket: /tmp/efajob-munge-*/)
     scripts/prolog.d/*, scripts/epilog.d/*     written by `efajob install hooks`
     sys/n1..nN       simulated sysfs trees          nodes/nX/run, nodes/nX/state
     store/           the job store                  log/, spool/nX, state/, out/ (job output)
@@ -21,7 +22,6 @@ Standard library only: `up` may run under any python3.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import json
 import os
@@ -33,162 +33,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
-MARKER_ENV = "EFAJOB_TESTCLUSTER"
-CLUSTER_NAME = "efatest"
-STATE_FILE = "testcluster.json"
-TERMINAL_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "OUT_OF_MEMORY",
-    "BOOT_FAIL", "DEADLINE", "SPECIAL_EXIT", "REVOKED",
-})
-POLL = 0.1  # squeue/sinfo poll period (sbatch --wait polls every 2-10 s: far too slow here)
-
-
-class HarnessError(Exception):
-    """The test cluster could not be built, started or queried."""
-
-
-# -- pure helpers ----------------------------------------------------------------------------
-def parse_slurm_version(text: str) -> Tuple[int, int]:
-    """`slurm-wlm 22.05.8` (Debian 12) or `slurm 24.11.5` (Debian 13) -> (22, 5)."""
-    m = re.search(r"(\d+)\.(\d+)(?:\.\d+)?", text)
-    if not m:
-        raise HarnessError(f"cannot parse a Slurm version from {text!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
-def parse_sbatch_id(out: str) -> str:
-    """`sbatch --parsable` prints `<id>` or `<id>;<cluster>`."""
-    first = out.strip().split(";")[0]
-    if not first.isdigit():
-        raise HarnessError(f"sbatch printed no job id: {out!r}")
-    return first
-
-
-def node_names(n: int) -> List[str]:
-    return [f"n{i}" for i in range(1, n + 1)]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Paths under the cluster root; the efajob config templates per-node ones on `{node}`."""
-
-    root: str
-    # munged wants every directory above its socket searchable by all (pytest's tmp dirs are
-    # 0700): the socket lives in its own directory under /tmp, also short enough for sun_path.
-    munge_dir: str = ""
-
-    def p(self, *parts: str) -> str:
-        return os.path.join(self.root, *parts)
-
-    @property
-    def slurm_conf(self) -> str:
-        return self.p("etc", "slurm.conf")
-
-    @property
-    def efajob_conf(self) -> str:
-        return self.p("etc", "efajob.toml")
-
-    @property
-    def scripts(self) -> str:
-        return self.p("scripts")
-
-    @property
-    def store(self) -> str:
-        return self.p("store")
-
-    @property
-    def munge_socket(self) -> str:
-        return os.path.join(self.munge_dir or self.p("munge"), "munge.socket")
-
-    def sysfs(self, node: str) -> str:
-        return self.p("sys", node)
-
-    def run_dir(self, node: str) -> str:
-        return self.p("nodes", node, "run")
-
-    def state_dir(self, node: str) -> str:
-        return self.p("nodes", node, "state")
-
-    def record_path(self, job_id: str, host: str, restart: int = 0) -> str:
-        name = host + (f".{restart}" if restart else "") + ".json"
-        return self.p("store", CLUSTER_NAME, "jobs", job_id, name)
-
-
-def render_slurm_conf(lay: Layout, *, hostname: str, ctld_port: int, node_ports: Dict[str, int],
-                      alloc: bool, hooks: bool) -> str:
-    """slurm.conf for one host, no systemd, no cgroups, nothing outside the root."""
-    lines = [
-        f"ClusterName={CLUSTER_NAME}",
-        f"SlurmctldHost={hostname}(127.0.0.1)",
-        f"SlurmctldPort={ctld_port}",
-        "SlurmUser=root",
-        "SlurmdUser=root",
-        "AuthType=auth/munge",
-        "CredType=cred/munge",
-        f"AuthInfo=socket={lay.munge_socket}",
-        "ProctrackType=proctrack/linuxproc",
-        "TaskPlugin=task/none",
-        "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
-        "MpiDefault=none",
-        "MailProg=/bin/true",
-        "SelectType=select/cons_tres",
-        "SelectTypeParameters=CR_Core",
-        # Trust the node lines below, not the hardware: four 2-CPU nodes on a 2-core host.
-        "SlurmdParameters=config_overrides",
-        # The scheduler otherwise waits up to 3 s before starting a batch job.
-        "SchedulerParameters=batch_sched_delay=0",
-        # A node that failed to register or was drained by a test comes back by itself.
-        "ReturnToService=2",
-        "KillWait=2",
-        "InactiveLimit=0",
-        "MinJobAge=600",
-        f"StateSaveLocation={lay.p('state')}",
-        f"SlurmdSpoolDir={lay.p('spool', '%n')}",
-        f"SlurmctldPidFile={lay.p('run', 'slurmctld.pid')}",
-        f"SlurmdPidFile={lay.p('run', 'slurmd.%n.pid')}",
-        f"SlurmctldLogFile={lay.p('log', 'slurmctld.log')}",
-        f"SlurmdLogFile={lay.p('log', 'slurmd.%n.log')}",
-        "SlurmctldDebug=info",
-        "SlurmdDebug=info",
-    ]
-    if hooks:
-        # Globs are expanded at each run (22.05+): the layout ParallelCluster uses.
-        lines += [f"Prolog={lay.p('scripts', 'prolog.d', '*')}",
-                  f"Epilog={lay.p('scripts', 'epilog.d', '*')}"]
-    if alloc:
-        lines.append("PrologFlags=Alloc")
-    for node, port in node_ports.items():
-        lines.append(f"NodeName={node} NodeHostname={hostname} NodeAddr=127.0.0.1 Port={port} "
-                     "CPUs=2 RealMemory=1000 State=UNKNOWN")
-    nodes = ",".join(node_ports)
-    # batch: whole nodes, as on GPU clusters, so a job's counters are its own. shared: jobs
-    # overlap on a node (the `shared` flag of records).
-    lines += [f"PartitionName=batch Nodes={nodes} Default=YES MaxTime=INFINITE State=UP "
-              "OverSubscribe=EXCLUSIVE",
-              f"PartitionName=shared Nodes={nodes} MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"]
-    return "\n".join(lines) + "\n"
-
-
-def render_efajob_conf(lay: Layout, *, interval: float) -> str:
-    """One config for every node: paths templated on `{node}` (SLURMD_NODENAME in the hooks,
-    `--node` for the daemon); one shared store."""
-    return (
-        f'cluster = "{CLUSTER_NAME}"\n'
-        f'sysfs_root = "{lay.p("sys", "{node}")}"\n'
-        f'run_dir = "{lay.p("nodes", "{node}", "run")}"\n'
-        f'state_dir = "{lay.p("nodes", "{node}", "state")}"\n'
-        f'store = "{lay.store}"\n'
-        f'log_file = "{lay.p("log", "efajob.{node}.log")}"\n'
-        'instance_type = "p5.48xlarge"\n'
-        f"interval = {interval}\n"
-        f"status_interval = {max(interval, 0.5)}\n"
-    )
-
+from slurm_cluster_conf import (  # noqa: F401  (re-exported for the tests)
+    CLUSTER_NAME, MARKER_ENV, PACKAGES, POLL, STATE_FILE, TERMINAL_STATES, HarnessError, Layout,
+    node_names, parse_sbatch_id, parse_slurm_version, render_efajob_conf, render_slurm_conf)
 
 # -- machine helpers -------------------------------------------------------------------------
 def sbin(name: str) -> Optional[str]:
@@ -360,7 +209,8 @@ class SlurmCluster:
             self._start_munged()
             self._spawn("slurmctld", [sbin("slurmctld"), "-D", "-i", "-f", self.lay.slurm_conf])
             for n in self.nodes:
-                self._spawn(f"slurmd.{n}", [sbin("slurmd"), "-D", "-f", self.lay.slurm_conf, "-N", n])
+                self._spawn(f"slurmd.{n}",
+                            [sbin("slurmd"), "-D", "-f", self.lay.slurm_conf, "-N", n])
             if self.daemons:
                 for n in self.nodes:
                     self.start_daemon(n)
@@ -583,14 +433,23 @@ class SlurmCluster:
         if len(got) != len(hosts):
             raise HarnessError(f"job {job_id}: records of {sorted(set(hosts) - set(got))} "
                                f"missing after {timeout} s; store has "
-                               f"{self.store_listing(job_id)}\n{self.hook_logs()}")
+                               f"{self.store_listing(job_id)}; outboxes {self.outboxes()}\n"
+                               f"{self.daemon_logs()}")
         return got
 
     def store_listing(self, job_id: str) -> List[str]:
         d = os.path.dirname(self.lay.record_path(job_id, "x"))
         return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
-    def hook_logs(self, n: int = 1500) -> str:
+    def outboxes(self) -> Dict[str, List[str]]:
+        out = {}
+        for n in self.nodes:
+            d = os.path.join(self.lay.state_dir(n), "outbox")
+            out[n] = sorted(os.listdir(d)) if os.path.isdir(d) else []
+        return out
+
+    def daemon_logs(self, n: int = 1500) -> str:
+        # The daemons log to the config's log_file; the hooks only to stderr and syslog.
         return "\n".join(f"== efajob.{node}.log\n{self._tail(f'log/efajob.{node}.log', n)}"
                          for node in self.nodes)
 
@@ -655,7 +514,8 @@ def find_efajob() -> str:
         return here
     found = shutil.which("efajob")
     if not found:
-        raise HarnessError("no efajob executable: `pip install -e .` into the venv, or set EFAJOB_BIN")
+        raise HarnessError("no efajob executable: `pip install -e .` into the venv, "
+                           "or set EFAJOB_BIN")
     return found
 
 
@@ -690,45 +550,3 @@ def stop_root(root: str) -> List[int]:
     rest = marked_pids(root)
     kill_pids(rest)
     return pids + rest
-
-
-# -- command line (slurm/testcluster/up, down) -----------------------------------------------
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="testcluster", description=__doc__.split("\n\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start a cluster in DIR and leave it running")
-    up.add_argument("--nodes", type=int, default=2)
-    up.add_argument("--alloc", action="store_true", help="PrologFlags=Alloc")
-    up.add_argument("--no-daemons", action="store_true", help="do not start `efajob daemon`s")
-    up.add_argument("--interval", type=float, default=1.0, help="daemon sampling interval (s)")
-    up.add_argument("dir")
-    down = sub.add_parser("down", help="stop the cluster in DIR (by PID)")
-    down.add_argument("dir")
-    a = ap.parse_args(argv)
-    if a.cmd == "down":
-        pids = stop_root(a.dir)
-        print(f"stopped {len(pids)} processes" if pids else "nothing was running")
-        return 0
-    os.makedirs(a.dir, exist_ok=True)
-    c = SlurmCluster(a.dir, nodes=a.nodes, alloc=a.alloc, daemons=not a.no_daemons,
-                     interval=a.interval)
-    try:
-        c.start()
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    atexit.unregister(c.stop)  # `up` leaves the cluster running: `down` stops it
-    c._stopped = True
-    v = ".".join(str(x) for x in c.version or ())
-    print(f"Slurm {v} cluster {CLUSTER_NAME!r} up in {c.started_in:.1f} s: nodes "
-          f"{','.join(c.nodes)} on 127.0.0.1 (slurmctld port {c.ctld_port})"
-          f"{', PrologFlags=Alloc' if c.alloc else ''}")
-    print(f"export SLURM_CONF={c.lay.slurm_conf}")
-    print(f"efajob config: {c.lay.efajob_conf}; job store: {c.lay.store}; "
-          f"simulated sysfs: {c.lay.p('sys')}/nX")
-    print(f"stop it with: slurm/testcluster/down {c.root}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,15 +14,13 @@ import glob
 import json
 import os
 import shutil
-import signal
-import subprocess
 import time
 from typing import Dict, List, Optional
 
 import pytest
 
 import slurm_cluster as sc
-from conftest import IN_CI, require
+from conftest import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -129,9 +127,12 @@ def srun_all(nodes: int, cmd: str) -> str:
     return f"srun -N{nodes} --ntasks-per-node=1 bash -c '{cmd}'"
 
 
-def injected(c: sc.SlurmCluster, job_id: str, tag: Optional[str] = None) -> Dict[str, Dict[str, Dict[str, int]]]:
+Counters = Dict[str, Dict[str, int]]  # {device: {counter: value}}
+
+
+def injected(c: sc.SlurmCluster, job_id: str, tag: Optional[str] = None) -> Dict[str, Counters]:
     """{node: {device: {counter: delta}}} summed over the job's injections (all tags, or one)."""
-    out: Dict[str, Dict[str, Dict[str, int]]] = {}
+    out: Dict[str, Counters] = {}
     for path in sorted(glob.glob(c.lay.p("out", f"inj.{job_id}.{tag or '*'}.*.json"))):
         node = path.rsplit(".", 2)[1]
         with open(path) as f:
@@ -144,15 +145,15 @@ def injected(c: sc.SlurmCluster, job_id: str, tag: Optional[str] = None) -> Dict
     return out
 
 
-def node_sum(devs: Dict[str, Dict[str, int]], counter: str) -> int:
+def node_sum(devs: Counters, counter: str) -> int:
     return sum(d.get(counter, 0) for d in devs.values())
 
 
-def record_counters(rec: dict) -> Dict[str, Dict[str, int]]:
+def record_counters(rec: dict) -> Counters:
     return {d["name"]: {**d["counters"], **d["device_counters"]} for d in rec["devices"]}
 
 
-def assert_exact(rec: dict, inj: Dict[str, Dict[str, int]]) -> None:
+def assert_exact(rec: dict, inj: Counters) -> None:
     """Every injected counter of every device equals the record's delta, and node totals match."""
     assert rec["complete"], rec["incomplete_reasons"]
     assert rec["resets"] == []
@@ -175,12 +176,35 @@ def report_nodes(rep: dict) -> Dict[str, dict]:
     return {n["host"]: n for n in rep["nodes"]}
 
 
+def wait_active(c: sc.SlurmCluster, job_id: str, nodes: List[str], timeout: float = 15) -> None:
+    """Until the prolog's active-job file exists on every node (the job has really started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(os.path.exists(os.path.join(c.lay.run_dir(n), "active", f"{job_id}.json"))
+               for n in nodes):
+            return
+        time.sleep(sc.POLL)
+    raise AssertionError(f"job {job_id}: no active-job file on {nodes} after {timeout} s\n"
+                         + c.diagnostics(job_id))
+
+
+def job_nodes(c: sc.SlurmCluster, job_id: str) -> List[str]:
+    """The nodes Slurm allocated (expanded by Slurm itself)."""
+    nodelist = c.run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%N").stdout.strip()
+    return c.run("scontrol", "show", "hostnames", nodelist).stdout.split()
+
+
+def findings(rep: dict, code: str) -> List[dict]:
+    return [f for f in rep["findings"] if f["code"] == code]
+
+
 # -- 1. a multi-node job with known traffic ---------------------------------------------------
 def test_multi_node_job_exact_totals(cluster):
     c = cluster
     body = "\n".join([
         srun_all(3, traffic(c, "s1", "$((10*(SLURM_NODEID+1)))", "7", 3)),
-        srun_all(3, traffic(c, "s2", "4", "$((3*(SLURM_NODEID+1)))", 2, "--pattern bursty --devices 0,5,9")),
+        srun_all(3, traffic(c, "s2", "4", "$((3*(SLURM_NODEID+1)))", 2,
+                            "--pattern bursty --devices 0,5,9")),
     ])
     job = c.sbatch("-N3", script(c, "multi", body))
     assert c.wait_done(job) == "COMPLETED", c.diagnostics(job)
@@ -210,28 +234,6 @@ def test_multi_node_job_exact_totals(cluster):
     assert_idle(c, *hosts)
 
 
-def wait_active(c: sc.SlurmCluster, job_id: str, nodes: List[str], timeout: float = 15) -> None:
-    """Until the prolog's active-job file exists on every node (the job has really started)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if all(os.path.exists(os.path.join(c.lay.run_dir(n), "active", f"{job_id}.json"))
-               for n in nodes):
-            return
-        time.sleep(sc.POLL)
-    raise AssertionError(f"job {job_id}: no active-job file on {nodes} after {timeout} s\n"
-                         + c.diagnostics(job_id))
-
-
-def job_nodes(c: sc.SlurmCluster, job_id: str) -> List[str]:
-    """The nodes Slurm allocated (expanded by Slurm itself)."""
-    nodelist = c.run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%N").stdout.strip()
-    return c.run("scontrol", "show", "hostnames", nodelist).stdout.split()
-
-
-def findings(rep: dict, code: str) -> List[dict]:
-    return [f for f in rep["findings"] if f["code"] == code]
-
-
 # -- 3. two jobs sharing a node -----------------------------------------------------------------
 def test_two_jobs_sharing_a_node_name_each_other(cluster):
     c = cluster
@@ -254,7 +256,8 @@ def test_two_jobs_sharing_a_node_name_each_other(cluster):
 # -- 4. cancelled, failing, requeued, array ----------------------------------------------------
 def test_cancelled_job_has_records_on_every_node(cluster):
     c = cluster
-    job = c.sbatch("-N2", script(c, "cancel", srun_all(2, traffic(c, "s1", "8", "8", 1)) + "\nsleep 60"))
+    body = srun_all(2, traffic(c, "s1", "8", "8", 1)) + "\nsleep 60"
+    job = c.sbatch("-N2", script(c, "cancel", body))
     c.wait_running(job)
     nodes = job_nodes(c, job)
     wait_active(c, job, nodes)
@@ -272,7 +275,8 @@ def test_cancelled_job_has_records_on_every_node(cluster):
 
 def test_failing_job_records_exit_code(cluster):
     c = cluster
-    job = c.sbatch("-N2", script(c, "fail", srun_all(2, traffic(c, "s1", "3", "5", 1)) + "\nexit 3"))
+    body = srun_all(2, traffic(c, "s1", "3", "5", 1)) + "\nexit 3"
+    job = c.sbatch("-N2", script(c, "fail", body))
     assert c.wait_done(job) == "FAILED"
     inj = injected(c, job)
     nodes = sorted(inj)
@@ -280,7 +284,8 @@ def test_failing_job_records_exit_code(cluster):
     for n in nodes:
         assert_exact(recs[n], inj[n])
     # The batch host knows the script's status; every epilog gets the job's exit code.
-    assert {recs[n]["exit_code"] for n in nodes} == {"3:0"}, {n: recs[n]["exit_code"] for n in nodes}
+    codes = {n: recs[n]["exit_code"] for n in nodes}
+    assert set(codes.values()) == {"3:0"}, codes
     assert_idle(c, *nodes)
 
 
@@ -302,11 +307,8 @@ fi
     while not injected(c, job, "r0") and time.monotonic() < deadline:
         time.sleep(sc.POLL)
     c.run("scontrol", "requeue", job)
-    # Slurm holds a requeued batch job for the credential lifetime (BeginTime = now + 121 s
-    # by default): start it now instead.
-    c.wait_state(job, lambda s: s == "PENDING")
-    c.run("scontrol", "update", f"jobid={job}", "StartTime=now")
-    assert c.wait_done(job, timeout=90) == "COMPLETED", c.diagnostics(job)
+    # Slurm holds a requeued job for the credential lifetime (AuthInfo cred_expire, 10 s here).
+    assert c.wait_done(job, timeout=60) == "COMPLETED", c.diagnostics(job)
     second = job_nodes(c, job)
     if c.record(job, first[0], 0) is None:
         time.sleep(5)  # give delivery its time before deciding the record is missing
@@ -329,7 +331,8 @@ fi
 
 def test_job_array_tasks_have_their_own_records(cluster):
     c = cluster
-    arr = c.sbatch("--array=1-3", "-N1", script(c, "array", traffic(c, "t", "$((SLURM_ARRAY_TASK_ID*5))", "1", 1)))
+    body = traffic(c, "t", "$((SLURM_ARRAY_TASK_ID*5))", "1", 1)
+    arr = c.sbatch("--array=1-3", "-N1", script(c, "array", body))
     c.wait_done(arr)
     tasks = dict(line.split() for line in c.run(
         "squeue", "-h", "-t", "all", "-j", arr, "-o", "%i %A").stdout.splitlines())
@@ -388,7 +391,8 @@ def test_job_store_unwritable_for_a_while(cluster):
     try:
         with open(jobs, "w") as f:
             f.write("not a directory\n")
-        job = c.sbatch("-N2", "-w", "n3,n4", script(c, "nostore", srun_all(2, traffic(c, "s1", "7", "3", 1))))
+        body = srun_all(2, traffic(c, "s1", "7", "3", 1))
+        job = c.sbatch("-N2", "-w", "n3,n4", script(c, "nostore", body))
         assert c.wait_done(job) == "COMPLETED"
         for n in ("n3", "n4"):  # not lost: waiting in the node's outbox
             deadline = time.monotonic() + 10
@@ -436,7 +440,7 @@ def test_counter_reset_mid_job_is_flagged(cluster):
     assert_idle(c, "n1")
 
 
-# -- 6. the report of a running job ----------------------------------------------------------------
+# -- 6. the report of a running job ---------------------------------------------------------
 def test_report_on_running_job_shows_live_progress(cluster):
     c = cluster
     job = c.sbatch("-N2", "-w", "n1,n2", script(c, "live", srun_all(
@@ -468,7 +472,7 @@ def test_report_on_running_job_shows_live_progress(cluster):
         {h: node_sum(inj[h], "tx_bytes") for h in ("n1", "n2")}
 
 
-# -- 2. no PrologFlags=Alloc: a node with no step (last: it needs another cluster) ----------------------------------------------
+# -- 2. no PrologFlags=Alloc: a node with no step (near the end: another cluster) -----
 def test_without_alloc_node_without_step_is_flagged(noalloc_cluster):
     c = noalloc_cluster
     # The batch script and its one-task step run on the first node; the second node only
@@ -494,3 +498,48 @@ def test_without_alloc_node_without_step_is_flagged(noalloc_cluster):
     assert nodes[stepped]["tx_bytes"] == node_sum(inj[stepped], "tx_bytes")
     assert [f.get("host") for f in findings(rep, "incomplete")] == [idle]
     assert_idle(c, *allocated)
+
+
+# -- the harness itself ------------------------------------------------------------------------
+def test_harness_helpers():
+    assert sc.parse_slurm_version("slurm-wlm 22.05.8\n") == (22, 5)  # Debian 12
+    assert sc.parse_slurm_version("slurm 24.11.5") == (24, 11)  # Debian 13
+    with pytest.raises(sc.HarnessError):
+        sc.parse_slurm_version("slurmd: command not found")
+    assert sc.parse_sbatch_id("17;efatest\n") == "17"
+    lay = sc.Layout("/r", "/m")
+    conf = sc.render_slurm_conf(lay, hostname="h", ctld_port=7001,
+                                node_ports={"n1": 7002, "n2": 7003}, alloc=False, hooks=True)
+    assert "PrologFlags" not in conf and "Prolog=/r/scripts/prolog.d/*\n" in conf
+    assert "AuthInfo=socket=/m/munge.socket,cred_expire=10\n" in conf
+    assert "NodeName=n2 NodeHostname=h NodeAddr=127.0.0.1 Port=7003 " in conf
+    alloc = sc.render_slurm_conf(lay, hostname="h", ctld_port=1, node_ports={"n1": 2},
+                                 alloc=True, hooks=True)
+    assert "PrologFlags=Alloc\n" in alloc
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_stop_leaves_no_process_behind(_pool):
+    """What the session finalizer (and atexit) does after a failed test: a job still running,
+    every daemon up. Last in the file: it stops the shared cluster."""
+    c = _pool.get(False, NOALLOC_NODES)
+    job = c.sbatch("-N1", "--wrap", "sleep 300")
+    c.wait_running(job)
+    deadline = time.monotonic() + 10
+    while not any(_cmdline(p).startswith("sleep 300") for p in sc.marked_pids(c.root)):
+        assert time.monotonic() < deadline, "the job's processes do not carry the marker"
+        time.sleep(sc.POLL)
+    procs = list(c.procs.values())
+    assert len(procs) == 2 + 2 * NOALLOC_NODES  # munged, slurmctld, slurmd and daemon per node
+    _pool.close()
+    assert [p.args[0] for p in procs if p.poll() is None] == []
+    assert sc.marked_pids(c.root) == []
+    assert not os.path.exists(c.lay.munge_dir)
+    assert not os.path.exists(c.lay.p(sc.STATE_FILE))

@@ -13,6 +13,7 @@ cleanup scripts spend time), so it must run first: the lexically largest name, `
 """
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -20,17 +21,26 @@ from typing import List, Optional, Tuple
 
 import click
 
-from .cli import config_option, handle_errors
 from .errors import UsageError
+
+# No `from .cli import ...` at the top: cli.py imports this module while it initialises, and
+# the pure helpers below must be importable on their own (bench/hooks.py, tests).
 
 PROLOG_NAME = "00_efajob"  # runs LAST of prolog.d/* (reverse lexical order)
 EPILOG_NAME = "99_efajob"  # runs FIRST of epilog.d/*
 SCRIPT_MODE = 0o755
 
 
-def render_wrapper(kind: str, python: str, config_file: Optional[str]) -> str:
+def render_wrapper(kind: str, python: str, config_file: Optional[str],
+                   paths: Optional[List[str]] = None) -> str:
     """The wrapper script (pure). It exits 0 even when the interpreter is gone or crashes:
-    a failing Prolog/Epilog drains the node, and efajob must never do that."""
+    a failing Prolog/Epilog drains the node, and efajob must never do that.
+
+    With `paths` (where efajob and its site-packages live) the interpreter runs with `-S`:
+    no `site` module, no .pth files. That skips most of the interpreter's start-up (with an
+    editable install, `site` alone costs more than the whole prolog; bench/hooks.py) and
+    leaves nothing on the hook's import path but the standard library and those directories.
+    """
     if kind not in ("prolog", "epilog"):
         raise UsageError(f"hook kind {kind!r} is not prolog or epilog")
     lines = [
@@ -41,11 +51,17 @@ def render_wrapper(kind: str, python: str, config_file: Optional[str]) -> str:
     ]
     if config_file:
         lines += [f"EFAJOB_CONFIG={shlex.quote(config_file)}", "export EFAJOB_CONFIG"]
+    if paths:
+        code = (f"import sys; sys.path[:0] = {json.dumps(list(paths))}; "
+                "from efajob.hook import main; sys.exit(main())")
+        run = f'    "$PY" -I -S -c {shlex.quote(code)} {kind}'
+    else:
+        run = f'    "$PY" -I -m efajob.hook {kind}'
     lines += [
         f"PY={shlex.quote(python)}",
         'if [ -x "$PY" ]; then',
         # -I: ignore PYTHON* variables and the user site (root runs this for every job).
-        f'    "$PY" -I -m efajob.hook {kind}',
+        run,
         "else",
         f'    echo "efajob-hook: $PY is missing: no efajob {kind} for job $SLURM_JOB_ID" >&2',
         "fi",
@@ -53,6 +69,28 @@ def render_wrapper(kind: str, python: str, config_file: Optional[str]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+_PATHS_PROBE = ("import json, os, sysconfig, efajob; "
+                "print(json.dumps([os.path.dirname(os.path.dirname(os.path.abspath(efajob.__file__))), "
+                "sysconfig.get_paths()['purelib']]))")
+
+
+def import_paths(python: str, timeout: float = 30.0) -> List[str]:
+    """Where `python` finds efajob and its site-packages (asked of that interpreter, which
+    may not be this one). Raises UsageError when it cannot import efajob."""
+    import subprocess
+
+    try:
+        p = subprocess.run([python, "-I", "-c", _PATHS_PROBE], capture_output=True, text=True,
+                           timeout=timeout, env={})
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise UsageError(f"cannot run {python}: {e}") from None
+    if p.returncode != 0:
+        raise UsageError(f"{python} cannot import efajob: "
+                         f"{(p.stderr.strip().splitlines() or ['?'])[-1]}")
+    paths = json.loads(p.stdout)
+    return list(dict.fromkeys(x for x in paths if x))
 
 
 def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) -> List[Tuple[str, str]]:
@@ -64,6 +102,7 @@ def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) 
         raise UsageError(f"--python must be an absolute path (hooks get no PATH), got {python!r}")
     if not (os.path.isfile(python) and os.access(python, os.X_OK)):
         raise UsageError(f"--python {python} is not an executable file")
+    paths = import_paths(python)
     if config_file is not None:
         config_file = os.path.abspath(config_file)
         if not os.path.isfile(config_file):
@@ -73,7 +112,8 @@ def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) 
         d = os.path.join(os.path.abspath(scripts_dir), f"{kind}.d")
         ensure_dir(d, 0o755)
         path = os.path.join(d, name)
-        atomic_write(path, render_wrapper(kind, python, config_file).encode(), mode=SCRIPT_MODE)
+        atomic_write(path, render_wrapper(kind, python, config_file, paths).encode(),
+                     mode=SCRIPT_MODE)
         out.append((kind, path))
     return out
 
@@ -82,11 +122,12 @@ def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) 
 @click.option("--slurm-scripts-dir", required=True, type=click.Path(file_okay=False),
               help="Directory holding prolog.d/ and epilog.d/ (ParallelCluster: "
                    "/opt/slurm/etc/scripts).")
-@config_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              help="Config file the hooks read (baked into the wrappers: slurmd passes no "
+                   "EFAJOB_CONFIG). Default: none, i.e. /etc/efajob/config.toml.")
 @click.option("--python", "python", default=None, type=click.Path(dir_okay=False),
               help="Interpreter the hooks run (default: this one, "
                    f"{sys.executable}).")
-@handle_errors
 def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str]) -> None:
     """Write the Slurm Prolog/Epilog wrappers: prolog.d/00_efajob and epilog.d/99_efajob.
 
@@ -94,6 +135,12 @@ def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Op
     `PrologFlags=Alloc` (without it the Prolog runs only where a job step starts; see
     docs/hooks.md).
     """
+    from .cli import handle_errors
+
+    handle_errors(_install_hooks)(slurm_scripts_dir, config_path, python)
+
+
+def _install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str]) -> None:
     from .errors import EfajobError
 
     try:

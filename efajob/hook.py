@@ -26,7 +26,10 @@ from typing import List, Mapping, Optional
 
 DELIVERY_WAIT = 1.0  # seconds the epilog waits for its delivery child (never longer)
 STORE_TIMEOUT = 0.5  # seconds the epilog waits for a locked local store
-RAW_WINDOW_MAX = 2 * 3600.0  # longer job windows use the daemon's minute rollups
+# Job windows longer than this read the daemon's minute rollups for their whole minutes
+# (docs/records.md): decoding 1 s rows costs the epilog ~20 us each (bench/hooks.py), so
+# 20 minutes of raw rows (full-resolution series) is the most that keeps it within budget.
+RAW_WINDOW_MAX = 20 * 60.0
 BUSIEST_MINUTES = 5  # minutes of raw rows read for per-device peaks in a long window
 LOCK_TIMEOUT = 1.0  # seconds a hook waits for the run-dir lock (history file)
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")  # user, partition, account
@@ -135,11 +138,11 @@ def read_window(cfg, boot_id: str, mono0: float, mono1: float, *,
     """The daemon's view of the job window: (rows, rollups, peak_rows, jobs, why_none).
 
     A missing, locked or broken local store means "no daemon samples", never a failure.
-    Up to RAW_WINDOW_MAX seconds the raw rows are read (an hour of 1 s rows on a p5 is a
-    few tens of ms). Longer windows (a 24 h job is 86,400 rows: seconds and hundreds of MB
-    as Python objects) use the minute rollups for their whole minutes, raw rows for the
-    head and tail, and the raw rows of the BUSIEST_MINUTES busiest minutes for per-device
-    peaks. `wall_offset` (wall - mono of this boot) maps the rollups' wall minutes.
+    Up to RAW_WINDOW_MAX seconds the raw rows are read. Longer windows (a 24 h job is 86,400
+    rows: seconds and hundreds of MB as Python objects) use the minute rollups for their
+    whole minutes, raw rows for the head and tail, and the raw rows of the BUSIEST_MINUTES
+    busiest minutes for per-device peaks. `wall_offset` (wall - mono of this boot) maps the
+    rollups' wall minutes.
     """
     from .errors import StoreError
     from .localstore import LocalStore

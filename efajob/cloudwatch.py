@@ -18,7 +18,6 @@ botocore is imported when a sink is built, i.e. only when `[cloudwatch] enabled 
 from __future__ import annotations
 
 import collections
-import datetime as _dt
 import logging
 import os
 import random
@@ -26,7 +25,8 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
-from . import __version__
+from .cw_client import (CONNECT_TIMEOUT, READ_TIMEOUT, classify_error, make_client,  # noqa: F401
+                        make_clients, send_item, short)
 from .cw_emf import build_job_events
 from .cw_limits import batch_datums, batch_log_events, check_datum, check_log_event
 from .cw_metrics import Identity, PeriodAggregator
@@ -38,16 +38,6 @@ log = logging.getLogger("efajob.cloudwatch")
 
 HIGH_RES_PERIODS = (1, 5, 10, 30)
 MAX_QUEUE = 1024  # requests in memory (~17 h of periods): only reachable if the worker hangs
-CONNECT_TIMEOUT, READ_TIMEOUT = 2.0, 3.0  # one attempt fits in the daemon's 5 s flush
-THROTTLE_CODES = frozenset((
-    "Throttling", "ThrottlingException", "ThrottledException", "RequestThrottled",
-    "RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded",
-    "SlowDown", "LimitExceededException", "ServiceUnavailable", "ServiceUnavailableException",
-    "InternalFailure", "InternalError", "InternalServiceError", "InternalServiceFault",
-    "RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete",
-))
-
-
 def validate_period(period: int) -> int:
     if period in HIGH_RES_PERIODS or (period >= 60 and period % 60 == 0):
         return period
@@ -77,77 +67,6 @@ def resolve_identity(cfg, *, fetch: Callable[[], Dict[str, str]] = fetch_identit
         raise ConfigError("cloudwatch: no region: set [cloudwatch] region (not on EC2, or IMDS "
                           "did not answer)")
     return Identity(cluster=cfg.cluster, instance_id=instance_id, instance_type=itype), region
-
-
-def make_clients(cfg, region: str, services=("cloudwatch", "logs")) -> Dict[str, Any]:
-    """botocore clients (imported here, not before) with our timeouts, botocore's retries off
-    (the sink's backoff is the only one) and gzip for request bodies above 4 KB.
-
-    botocore rather than boto3: same credential chain, 3 MiB less. The session parses
-    ~7 MiB of endpoint data to build a client and keeps it; the clients do not need it, so the
-    session is dropped and the freed heap handed back to the OS (docs/performance.md: the
-    daemon's RSS bound holds with the sink loaded).
-    """
-    try:
-        import botocore.session
-        from botocore.config import Config as BotoConfig
-    except ImportError as e:  # pragma: no cover - boto3 (and botocore) is a dependency
-        raise ConfigError(f"CloudWatch needs boto3/botocore: {e}") from None
-    bc = BotoConfig(region_name=region, connect_timeout=CONNECT_TIMEOUT,
-                    read_timeout=READ_TIMEOUT, retries={"mode": "standard", "total_max_attempts": 1},
-                    request_min_compression_size_bytes=4096,
-                    user_agent_extra=f"efajob/{__version__}")
-    kw = {"endpoint_url": cfg.cloudwatch.endpoint_url} if cfg.cloudwatch.endpoint_url else {}
-    session = botocore.session.Session()
-    clients = {s: session.create_client(s, config=bc, **kw) for s in services}
-    del session
-    _release_heap()
-    return clients
-
-
-def make_client(cfg, region: str, service: str) -> Any:
-    return make_clients(cfg, region, (service,))[service]
-
-
-def _release_heap() -> None:
-    import gc
-
-    gc.collect()
-    try:  # glibc only; elsewhere the memory is simply reused later
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
-def classify_error(exc: BaseException) -> str:
-    """'retry' (throttling, 5xx, connection, credentials not there yet), 'missing' (log group
-    or stream), or 'fatal' (the request itself is bad: retrying cannot help)."""
-    try:
-        from botocore import exceptions as bx
-    except ImportError:  # pragma: no cover
-        return "fatal"
-    if isinstance(exc, bx.ClientError):
-        err = exc.response.get("Error", {})
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
-        code = err.get("Code", "")
-        if code == "ResourceNotFoundException":
-            return "missing"
-        if code in THROTTLE_CODES or status >= 500 or status == 429:
-            return "retry"
-        return "fatal"
-    if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.NoCredentialsError,
-                        bx.PartialCredentialsError, bx.CredentialRetrievalError)):
-        return "retry"
-    return "fatal"
-
-
-def _boto_datum(d: dict) -> dict:
-    out = dict(d)
-    if "Timestamp" in out:
-        out["Timestamp"] = _dt.datetime.fromtimestamp(out["Timestamp"], _dt.timezone.utc)
-    return out
 
 
 class CloudWatchSink:
@@ -384,7 +303,7 @@ class CloudWatchSink:
                 self.counts["retries"] += 1
                 if attempt >= self._inline or self._interrupt.is_set():
                     log.warning("cloudwatch: %s failed (%s): spooled, retrying with backoff",
-                                item["kind"], _short(e))
+                                item["kind"], short(e))
                     self._spool_put(item)
                     self._enter_outage()
                     return
@@ -444,80 +363,10 @@ class CloudWatchSink:
                 self._send_retrying(dict(item, **{key: half, "count": len(half)}))
             return
         self.counts["rejected_" + key] += len(parts)
-        log.error("cloudwatch: %s refused, dropped: %s", item["kind"], _short(exc))
+        log.error("cloudwatch: %s refused, dropped: %s", item["kind"], short(exc))
 
     # -- sending ---------------------------------------------------------------------------
     def _send(self, item: dict) -> None:
-        if item["kind"] == "metrics":
-            self._send_metrics(item)
-        else:
-            self._send_logs(item)
-
-    def _send_metrics(self, item: dict) -> None:
-        now = self._wall()
-        datums = []
-        for d in item["datums"]:
-            if check_datum(d, now):  # spooled too long: CloudWatch would refuse the request
-                self.counts["expired_datums"] += 1
-            else:
-                datums.append(_boto_datum(d))
-        if datums:
-            self._clients["cloudwatch"].put_metric_data(Namespace=item["namespace"],
-                                                        MetricData=datums)
-        self.counts["requests"] += 1
-        self.counts["published_datums"] += len(datums)
-
-    def _send_logs(self, item: dict) -> None:
-        now_ms = int(self._wall() * 1000)
-        events = []
-        for e in item["events"]:
-            if check_log_event(e, now_ms):
-                self.counts["expired_events"] += 1
-            else:
-                events.append(e)
-        if not events:
-            return
-        logs = self._clients["logs"]
-        kw = dict(logGroupName=item["group"], logStreamName=item["stream"], logEvents=events)
-        try:
-            resp = logs.put_log_events(**kw)
-        except Exception as e:
-            if classify_error(e) != "missing":
-                raise
-            self._create_stream(item["group"], item["stream"])
-            resp = logs.put_log_events(**kw)
-        rejected = resp.get("rejectedLogEventsInfo") or {}
-        bad = 0
-        if rejected:
-            # Indexes: events before tooNewLogEventStartIndex... are fine; see the API reference.
-            n = len(events)
-            too_new = rejected.get("tooNewLogEventStartIndex")
-            too_old = rejected.get("tooOldLogEventEndIndex")
-            expired = rejected.get("expiredLogEventEndIndex")
-            ok = [True] * n
-            for i in range(n):
-                if (too_new is not None and i >= too_new) or (too_old is not None and i <= too_old) \
-                        or (expired is not None and i <= expired):
-                    ok[i] = False
-            bad = ok.count(False)
-            self.counts["rejected_events"] += bad
-            log.warning("cloudwatch: %d job event(s) refused by Logs: %s", bad, rejected)
-        self.counts["requests"] += 1
-        self.counts["published_events"] += len(events) - bad
-
-    def _create_stream(self, group: str, stream: str) -> None:
-        logs = self._clients["logs"]
-        for call, kw in ((logs.create_log_group, {"logGroupName": group}),
-                         (logs.create_log_stream, {"logGroupName": group, "logStreamName": stream})):
-            try:
-                call(**kw)
-            except Exception as e:
-                code = getattr(e, "response", {}).get("Error", {}).get("Code")
-                if code != "ResourceAlreadyExistsException":
-                    raise
-        log.info("cloudwatch: created log stream %s in %s", stream, group)
-
-
-def _short(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text if len(text) < 200 else text[:200] + "..."
+        for k, v in send_item(self._clients, item, self._wall()).items():
+            if v:
+                self.counts[k] += v

@@ -413,3 +413,16 @@ print("ok")
                          timeout=60, env=env, cwd=str(tmp_path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+@pytest.mark.parametrize("info, bad", [
+    ({}, 0),
+    ({"tooOldLogEventEndIndex": 1}, 2),
+    ({"tooNewLogEventStartIndex": 3}, 2),
+    ({"expiredLogEventEndIndex": 0, "tooNewLogEventStartIndex": 4}, 2),
+    ({"tooOldLogEventEndIndex": 4}, 5),
+])
+def test_rejected_log_event_indexes(info, bad):
+    from efajob.cw_client import rejected_count
+
+    assert rejected_count(info, 5) == bad

@@ -66,7 +66,7 @@ def dashboard(config_path: Optional[str], cluster: Optional[str], region: Option
     if dry_run:
         click.echo(json.dumps(body, indent=2))
         return
-    from .cloudwatch import make_client
+    from .cw_client import make_client
 
     client = make_client(cfg, region, "cloudwatch")
     try:

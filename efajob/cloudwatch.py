@@ -25,8 +25,8 @@ import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Tuple
 
-from .cw_client import (CONNECT_TIMEOUT, READ_TIMEOUT, classify_error, make_client,  # noqa: F401
-                        make_clients, send_item, short)
+from .cw_client import (CONNECT_TIMEOUT, READ_TIMEOUT, classify_error, make_clients, send_item,
+                        short)
 from .cw_emf import build_job_events
 from .cw_limits import batch_datums, batch_log_events, check_datum, check_log_event
 from .cw_metrics import Identity, PeriodAggregator

@@ -154,9 +154,10 @@ def record_counters(rec: dict) -> Counters:
 
 
 def assert_exact(rec: dict, inj: Counters) -> None:
-    """Every injected counter of every device equals the record's delta, and node totals match."""
+    """Every injected counter of every device equals the record's delta, node totals match, and
+    the job had the node to itself (no test here shares a node unless it says so)."""
     assert rec["complete"], rec["incomplete_reasons"]
-    assert rec["resets"] == []
+    assert rec["resets"] == [] and rec["shared"] == [], (rec["resets"], rec["shared"])
     got = record_counters(rec)
     assert sorted(got) == sorted(inj)
     for dev, counters in inj.items():
@@ -307,8 +308,9 @@ fi
     while not injected(c, job, "r0") and time.monotonic() < deadline:
         time.sleep(sc.POLL)
     c.run("scontrol", "requeue", job)
-    # Slurm holds a requeued job for the credential lifetime (AuthInfo cred_expire, 10 s here).
-    assert c.wait_done(job, timeout=60) == "COMPLETED", c.diagnostics(job)
+    # Slurm holds a requeued job for the credential lifetime (AuthInfo cred_expire, 10 s here;
+    # 120 s by default, should a Slurm version ignore the setting).
+    assert c.wait_done(job, timeout=150) == "COMPLETED", c.diagnostics(job)
     second = job_nodes(c, job)
     if c.record(job, first[0], 0) is None:
         time.sleep(5)  # give delivery its time before deciding the record is missing
@@ -318,6 +320,10 @@ fi
             # SLURM_JOB_RESTART_COUNT=1, so efajob-hook files it under key <id>.1 (no start:
             # "no_prolog"), leaves the first run's active/start files behind, and the
             # restart-0 record never appears. A hooks bug: this test passes once it is fixed.
+            # The stale files would make every later job on the node "shared" with this one:
+            # removed so that the bug does not spill into other tests.
+            for d in ("active", "start"):
+                os.unlink(os.path.join(c.lay.run_dir(first[0]), d, f"{job}.json"))
             pytest.xfail(f"hooks: the requeued run's epilog is filed as restart 1 "
                          f"(restart-0 record of job {job} missing; active/{job}.json left behind)")
     r0 = c.wait_records(job, first, restart=0)[first[0]]
@@ -361,6 +367,7 @@ def test_daemon_killed_during_job(cluster):
     recs = c.wait_records(job, ["n1", "n2"])
     for n in ("n1", "n2"):
         assert_exact(recs[n], inj[n])  # totals come from the hooks' snapshots, not the daemon
+    assert recs["n2"]["daemon_samples"] > 0  # n2's daemon was there all along
     assert_idle(c, "n1", "n2")
 
 
@@ -378,6 +385,7 @@ def test_run_dir_unusable(cluster):
         rec = c.wait_records(job, ["n2"])["n2"]
         assert rec["complete"] is False and rec["incomplete_reasons"], rec
         assert_idle(c, "n2")
+        assert c.daemon_alive("n2")
     finally:
         os.unlink(run)
         os.rename(aside, run)
@@ -408,6 +416,7 @@ def test_job_store_unwritable_for_a_while(cluster):
     recs = c.wait_records(job, ["n3", "n4"], timeout=60)  # the daemon's retry backoff
     for n in ("n3", "n4"):
         assert_exact(recs[n], inj[n])
+        assert c.daemon_alive(n)
     assert_idle(c, "n3", "n4")
 
 

@@ -46,7 +46,8 @@ class _Pool:
         if self.key == key and self.current is not None:
             return self.current
         self.close()
-        if sc.missing_binaries() and (os.geteuid() != 0 or not shutil.which("apt-get")):
+        require("root", os.geteuid() == 0, "slurmd runs the test jobs and hooks as root")
+        if sc.missing_binaries() and not shutil.which("apt-get"):
             require("Slurm", False, f"missing {', '.join(sc.missing_binaries())}")
         root = str(self.factory.mktemp("slurm-alloc" if alloc else "slurm-noalloc"))
         c = sc.SlurmCluster(root, nodes=nodes, alloc=alloc, interval=0.2)

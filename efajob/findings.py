@@ -146,20 +146,21 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                 "its traffic is missing from the totals.",
                 "Check `dmesg` on the node for efa errors; drain the node and replace the instance "
                 "if the device does not come back.", host=n.host, device=name))
-        devs = [d for d in n.devices if d.traffic is not None]
+        devs = [(d, d.traffic) for d in n.devices]
+        devs = [(d, t) for d, t in devs if t is not None]
         if len(devs) < 2 or (n.traffic or 0) < th["efa_unused_bytes_per_node"]:
             continue
         # The LOW median: idle devices must be a strict minority. A job that uses 4 of 8 GPUs
         # (and so 4 of 8 devices) is not flagged.
-        ref = statistics.median_low(d.traffic for d in devs)  # type: ignore[misc]
+        ref = statistics.median_low(t for _, t in devs)
         if ref <= 0:
             continue
-        for d in devs:
-            if d.traffic < th["device_idle_ratio"] * ref:  # type: ignore[operator]
-                dead = d.traffic == 0
+        for d, traffic in devs:
+            if traffic < th["device_idle_ratio"] * ref:
+                dead = traffic == 0
                 out.append(Finding(
                     "device_idle", "critical" if dead else "warning",
-                    f"{d.name} on {n.host} moved {'nothing' if dead else fmt_bytes(d.traffic)} while "
+                    f"{d.name} on {n.host} moved {'nothing' if dead else fmt_bytes(traffic)} while "
                     f"its {len(devs) - 1} siblings moved {fmt_bytes(ref)} each (median): "
                     + ("the device looks dead." if dead else "it carried far less than its share."),
                     "Check the port state (`efajob devices`, `ibv_devinfo`) and `dmesg` on the node. "

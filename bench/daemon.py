@@ -94,7 +94,8 @@ class Run:
                 cfg += ["[cloudwatch]", "enabled = true", 'region = "us-east-1"',
                         f'endpoint_url = "{cloudwatch_endpoint}"', 'instance_id = "i-0bench"',
                         'instance_type = "p5.48xlarge"']
-                self.sink_note = "CloudWatch sink"
+                self.sink_note = f"CloudWatch sink -> {cloudwatch_endpoint}"
+                self.name = "prometheus+cloudwatch"
                 boto3 = False
             else:
                 self.sink_note = "boto3 stand-in"
@@ -338,7 +339,7 @@ def main() -> int:
             note += f"  [at scrapes: tick {r['tick_ms']:.1f} ms, sample {r['sample_ms']:.1f} ms]"
         if r["sink_errors"]:
             note += f"  SINK ERRORS: {r['sink_errors']:g}"
-        print(f"  {r['name']:<18} CPU {r['cpu_percent']:5.2f} % of one core   RSS {r['rss_mb']:5.1f} MB"
+        print(f"  {r['name']:<21} CPU {r['cpu_percent']:5.2f} % of one core   RSS {r['rss_mb']:5.1f} MB"
               f" (peak {r['peak_rss_mb']:5.1f} MB){note}")
     worst_cpu = max(r["cpu_percent"] for r in results)
     worst_rss = max(r["rss_mb"] for r in results)

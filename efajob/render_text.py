@@ -153,7 +153,7 @@ def _header(r: "JobReport", tz: Optional[tzinfo], paint: _Paint) -> List[str]:
     rows.append(("End", "(running)" if r.running and m.end is None else fmt_time(m.end, tz)))
     run = fmt_duration(m.elapsed_s) + (" so far" if r.running else "")
     if m.time_limit:
-        run += f"  (limit {m.time_limit})"
+        run += f"  (limit {fmt_duration(m.time_limit * 60)})"
     rows.append(("Run time", run))
     rows.append(("Metadata", "Slurm" if m.source == "slurm" else "job records (no Slurm metadata)"))
     out += [f"  {k:<10}: {v}" for k, v in rows]

@@ -29,6 +29,10 @@ HEALTH_COUNTERS = ("rx_drops", "retrans_pkts", "retrans_bytes", "retrans_timeout
 ENA_ALLOWANCE = ("bw_in_allowance_exceeded", "bw_out_allowance_exceeded", "pps_allowance_exceeded",
                  "conntrack_allowance_exceeded", "linklocal_allowance_exceeded")
 STATUSES = ("complete", "incomplete", "running", "missing")
+# Slurm states in which a job still holds its nodes (slurm.ALIVE_STATES, without importing the
+# adapter into the pure model).
+_ALIVE = frozenset(("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED",
+                    "RESIZING", "SIGNALING", "STAGE_OUT"))
 
 
 @dataclass
@@ -136,7 +140,7 @@ class JobMeta:
     start: Optional[float] = None
     end: Optional[float] = None
     elapsed_s: Optional[float] = None
-    time_limit: Optional[str] = None
+    time_limit: Optional[int] = None  # minutes (Slurm's unit); None: unlimited or unknown
     instance_type: Optional[str] = None
     alias: Optional[str] = None  # the array task (7_8) or het component (8+1) form of the id
     source: str = "records"  # where the header came from: "slurm" or "records"
@@ -383,10 +387,13 @@ def meta_from_records(job_id: str, cluster: str, restart: int,
 def apply_slurm(m: JobMeta, info: Any, *, times: bool = True) -> None:
     """Overlay what Slurm knows (efajob.slurm.JobInfo, duck-typed). `times=False` keeps the
     records' start/end/state (the report is about an earlier restart than Slurm's)."""
-    for attr in ("name", "user", "account", "partition", "time_limit"):
+    for attr in ("name", "user", "account", "partition"):
         v = getattr(info, attr, None)
         if v not in (None, ""):
             setattr(m, attr, str(v))
+    limit = getattr(info, "time_limit", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        m.time_limit = limit
     nodelist = getattr(info, "nodelist", None)
     if nodelist:
         m.nodelist = str(nodelist)
@@ -430,8 +437,11 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
     # A node with a record has run its epilog: a status file written just before that may
     # still list the job, but the node is done with it.
     live = {h: s for h, s in (live or {}).items() if h not in nodes}
+    if job_info is not None and slurm_times and getattr(job_info, "state", None) and \
+            str(job_info.state).upper() not in _ALIVE:
+        live = {}  # Slurm says it is over: a status file younger than a minute is just late
     slurm_running = job_info is not None and slurm_times and \
-        str(getattr(job_info, "state", "") or "").upper() in ("RUNNING", "COMPLETING", "SUSPENDED")
+        str(getattr(job_info, "state", "") or "").upper() in _ALIVE - {"PENDING"}
     for host, st in live.items():
         if host in nodes:
             continue

@@ -181,9 +181,59 @@ def test_slurm_header_and_hostile_strings(mixed):
                    cluster="prod", time_limit=60, restarts=0, slurm_job_id="1234")
     r = report_of(mixed, job_info=info)
     assert r.meta.source == "slurm" and r.meta.name == "<script>alert(1)</script>"
-    assert r.meta.elapsed_s == 75 and r.meta.time_limit == "60"
+    assert r.meta.elapsed_s == 75 and r.meta.time_limit == 60
     text = render_text(r, tz=timezone.utc)
     assert "Metadata  : Slurm" in text and "Name      : <script>alert(1)</script>" in text
+    assert "Run time  : 1m 15s  (limit 1h 00m)" in text
+
+
+class FakeBackend:
+    def __init__(self, answer):
+        self.answer = answer
+
+    def job(self, job_id):
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_cli_with_slurm(store, monkeypatch):
+    import efajob.slurm as slurm
+    from efajob.errors import SlurmError
+
+    info = JobInfo(job_id="77", name="train-llm", user="bob", account="ml", partition="p5",
+                   state="TIMEOUT", exit_code="0:15", num_nodes=2, nodes=["n1", "n2"],
+                   nodelist="n[1-2]", start=T0, end=T0 + 60, cluster="prod", time_limit=1,
+                   restarts=0, slurm_job_id="77")
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(info))
+    r = run("report", "77", "--store", store)
+    assert r.exit_code == 0, r.output
+    assert "Name      : train-llm" in r.output and "State     : TIMEOUT, exit code 0:15" in r.output
+    assert "Metadata  : Slurm" in r.output
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(SlurmError("scontrol hung")))
+    r = run("report", "77", "--store", store)
+    assert r.exit_code == 0 and "note: Slurm not reachable (scontrol hung)" in r.output
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(None))
+    r = run("report", "77", "--store", store)
+    assert r.exit_code == 0 and "Slurm does not know job 77" in r.output
+    # An array task id: Slurm maps it to the SLURM_JOB_ID the records are filed under.
+    task = JobInfo(job_id="70_2", state="COMPLETED", nodes=["n1", "n2"], slurm_job_id="77")
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(task))
+    r = run("report", "70_2", "--store", store, "--format", "json")
+    d = json.loads(r.output)
+    assert r.exit_code == 0 and d["job_id"] == "77" and d["alias"] == "70_2"
+
+
+def test_slurm_says_ended_overrides_late_status_files(pool):
+    recs = job_records(pool, {"n1": NodeSpec()}, job_id="502")
+    late = NodeStatus(host="n2", wall=NOW - 5, tx_gbps=1.0, rx_gbps=1.0,
+                      jobs=(LiveJob(key="502", job_id="502", restart=0),))
+    info = JobInfo(job_id="502", state="COMPLETED", nodes=["n1", "n2"], start=T0, end=T0 + 60)
+    r = report_of(recs, live={"n2": late}, job_info=info)
+    assert not r.running and [n.status for n in r.nodes] == ["complete", "missing"]
+    r = report_of(recs, live={"n2": late}, job_info=JobInfo(job_id="502", state="RUNNING",
+                                                             nodes=["n1", "n2"], start=T0))
+    assert r.running and [n.status for n in r.nodes] == ["complete", "running"]
 
 
 def test_check_slurm_refuses_other_jobs():

@@ -210,13 +210,36 @@ def run_prolog(cfg, env: Mapping[str, str]) -> str:
 
 def run_epilog(cfg, env: Mapping[str, str]) -> str:
     """Build the record, put it in the outbox, forget the job. Returns the outbox path."""
+    from dataclasses import replace
+
     from .runfiles import read_boot_id
 
     ident = identity_from_env(env, cfg, epilog=True)
+    ident = replace(ident, restart=epilog_restart(cfg.run_dir, ident.job_id, ident.restart))
     key = ident.key
     path = finish_job(cfg, ident=ident, key=key, source="epilog", boot_id=read_boot_id(),
                       now_wall=time.time())
     return path
+
+
+def epilog_restart(run_dir: str, job_id: str, restart: int, lookback: int = 8) -> int:
+    """Which run of the job this epilog ends. Measured on Slurm 22.05: when a job is requeued,
+    the Epilog of the run being requeued already sees SLURM_JOB_RESTART_COUNT incremented. So
+    when no run-dir files exist for `restart`, the newest earlier run that has them is the one
+    ending here (the next run cannot have started on this node before this epilog ends)."""
+    from .jobid import job_key
+    from .runfiles import active_path, start_path
+
+    def seen(r: int) -> bool:
+        k = job_key(job_id, r)
+        return os.path.exists(active_path(run_dir, k)) or os.path.exists(start_path(run_dir, k))
+
+    if restart == 0 or seen(restart):
+        return restart
+    for r in range(restart - 1, max(-1, restart - 1 - lookback), -1):
+        if seen(r):
+            return r
+    return restart
 
 
 def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: str = "epilog",

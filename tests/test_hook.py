@@ -148,6 +148,26 @@ def test_requeued_job_gets_its_own_record(site):
     assert recs["42/n1.1.json"]["complete"] and recs["42/n1.json"]["complete"]
 
 
+def test_requeue_epilog_already_sees_the_next_restart_count(site):
+    """Slurm 22.05 (measured by tests/test_slurm_e2e.py): the Epilog of the run being requeued
+    gets SLURM_JOB_RESTART_COUNT=1 while its Prolog had 0."""
+    root, conf = site
+    node = build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
+    hook("prolog", slurm_env(conf, SLURM_JOB_RESTART_COUNT="0"))
+    inj0 = node.traffic(10, 10, 2)
+    assert hook("epilog", epilog_env(conf, SLURM_JOB_RESTART_COUNT="1")).stderr == ""
+    hook("prolog", slurm_env(conf, SLURM_JOB_RESTART_COUNT="1"))
+    inj1 = node.traffic(20, 10, 2)
+    assert hook("epilog", epilog_env(conf, SLURM_JOB_RESTART_COUNT="1")).stderr == ""
+    recs = store_records(root)
+    assert sorted(recs) == ["42/n1.1.json", "42/n1.json"]
+    assert (recs["42/n1.json"]["restart"], recs["42/n1.json"]["key"]) == (0, "42")
+    assert recs["42/n1.json"]["totals"]["tx_bytes"] == inj0.totals["tx_bytes"]
+    assert recs["42/n1.1.json"]["totals"]["tx_bytes"] == inj1.totals["tx_bytes"]
+    assert all(r["complete"] for r in recs.values())
+    assert os.listdir(root / "n1" / "run" / "active") == []
+
+
 def test_epilog_without_prolog(site):
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p4d.24xlarge")

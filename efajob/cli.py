@@ -6,69 +6,16 @@ unusable, 4 store or record error, 5 job not found, 6 ambiguous job, 7 Slurm err
 """
 from __future__ import annotations
 
-import functools
 import json
-import logging
 import sys
 import time
-from typing import Callable, Optional
+from typing import Optional
 
 import click
 
 from . import __version__
-from .config import Config, load_config
-from .errors import EfajobError
-
-log = logging.getLogger("efajob")
-
-
-def setup_logging(level: str = "info", verbose: bool = False) -> None:
-    lvl = logging.DEBUG if verbose else getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=lvl, format="%(asctime)s %(name)s %(levelname)s %(message)s",
-                        stream=sys.stderr)
-
-
-def handle_errors(fn: Callable) -> Callable:
-    """Turn library errors into one `error:` line and the error's exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except EfajobError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except BrokenPipeError:  # `efajob ... | head`
-            sys.exit(0)
-
-    return wrapper
-
-
-def config_option(fn: Callable) -> Callable:
-    fn = click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                      help="Config file (default: $EFAJOB_CONFIG, else /etc/efajob/config.toml).")(fn)
-    return fn
-
-
-def sysfs_option(fn: Callable) -> Callable:
-    return click.option("--sysfs-root", type=click.Path(file_okay=False),
-                        help="Root of the sysfs tree to read (default: config `sysfs_root`, /sys).")(fn)
-
-
-def format_option(*choices: str) -> Callable:
-    return click.option("--format", "fmt", type=click.Choice(choices), default=choices[0],
-                        show_default=True, help="Output format.")
-
-
-def get_config(config_path: Optional[str] = None, node: Optional[str] = None, **overrides) -> Config:
-    from dataclasses import replace
-
-    cfg = load_config(config_path, node=node)
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    return replace(cfg, **overrides) if overrides else cfg
-
+from .cli_common import (config_option, format_option, get_config, handle_errors,  # noqa: F401
+                         setup_logging, sysfs_option)
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="efajob")

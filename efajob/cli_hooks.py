@@ -135,7 +135,7 @@ def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Op
     `PrologFlags=Alloc` (without it the Prolog runs only where a job step starts; see
     docs/hooks.md).
     """
-    from .cli import handle_errors
+    from .cli_common import handle_errors
 
     handle_errors(_install_hooks)(slurm_scripts_dir, config_path, python)
 

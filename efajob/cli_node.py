@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-from .cli import config_option, format_option, get_config, handle_errors
+from .cli_common import config_option, format_option, get_config, handle_errors
 from .config import Config
 
 UNIT_NAME = "efajob-node.service"

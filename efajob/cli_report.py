@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Tuple
 
 import click
 
-from .cli import config_option, format_option, get_config, handle_errors
+from .cli_common import config_option, format_option, get_config, handle_errors
 from .errors import SlurmError
 
 

@@ -22,7 +22,7 @@ def _handle_errors(fn: Callable) -> Callable:
     # would be circular when this module is imported first, so look it up at call time.
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from .cli import handle_errors
+        from .cli_common import handle_errors
 
         return handle_errors(fn)(*args, **kwargs)
 

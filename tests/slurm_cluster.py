@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from slurm_cluster_conf import (  # noqa: F401  (re-exported for the tests)
@@ -155,8 +156,7 @@ class SlurmCluster:
         if not 1 <= nodes <= 16:
             raise HarnessError(f"nodes must be 1..16, got {nodes}")
         self.root = os.path.abspath(root)
-        self.lay = Layout(self.root, tempfile.mkdtemp(prefix="efajob-munge-"))
-        os.chmod(self.lay.munge_dir, 0o755)
+        self.lay = Layout(self.root)  # munge_dir: made by start(), removed by stop()
         self.nodes = node_names(nodes)
         self.alloc = alloc
         self.hooks = hooks
@@ -196,6 +196,9 @@ class SlurmCluster:
     # -- start -------------------------------------------------------------------------------
     def start(self, timeout: float = 60) -> "SlurmCluster":
         t0 = time.monotonic()
+        if os.path.exists(self.lay.p(STATE_FILE)):
+            # Checked before anything that stop() would undo: that cluster is not ours.
+            raise HarnessError(f"{self.root} already holds a test cluster: run `down` first")
         if missing_binaries() and self.install:
             install_slurm()
         missing = missing_binaries()
@@ -205,6 +208,8 @@ class SlurmCluster:
         self._stopped = False
         atexit.register(self.stop)
         try:
+            self.lay = replace(self.lay, munge_dir=tempfile.mkdtemp(prefix="efajob-munge-"))
+            os.chmod(self.lay.munge_dir, 0o755)
             self._prepare()
             self._start_munged()
             self._spawn("slurmctld", [sbin("slurmctld"), "-D", "-i", "-f", self.lay.slurm_conf])
@@ -223,8 +228,6 @@ class SlurmCluster:
 
     def _prepare(self) -> None:
         lay = self.lay
-        if os.path.exists(lay.p(STATE_FILE)):
-            raise HarnessError(f"{self.root} already holds a test cluster: run `down` first")
         for d in ("etc", "log", "run", "state", "out", "store", "munge"):
             os.makedirs(lay.p(d), exist_ok=True)
         for n in self.nodes:
@@ -492,7 +495,8 @@ class SlurmCluster:
             except subprocess.TimeoutExpired:
                 pass
         kill_pids(marked_pids(self.root))  # slurmstepd and job processes left behind
-        shutil.rmtree(self.lay.munge_dir, ignore_errors=True)
+        if self.lay.munge_dir:
+            shutil.rmtree(self.lay.munge_dir, ignore_errors=True)
         try:
             os.unlink(self.lay.p(STATE_FILE))
         except OSError:

@@ -313,26 +313,16 @@ fi
     # 120 s by default, should a Slurm version ignore the setting).
     assert c.wait_done(job, timeout=150) == "COMPLETED", c.diagnostics(job)
     second = job_nodes(c, job)
-    if c.record(job, first[0], 0) is None:
-        time.sleep(5)  # give delivery its time before deciding the record is missing
-        if c.record(job, first[0], 0) is None and os.path.exists(
-                os.path.join(c.lay.run_dir(first[0]), "active", f"{job}.json")):
-            # Seen on Slurm 22.05: the Epilog of the requeued run already gets
-            # SLURM_JOB_RESTART_COUNT=1, so efajob-hook files it under key <id>.1 (no start:
-            # "no_prolog"), leaves the first run's active/start files behind, and the
-            # restart-0 record never appears. A hooks bug: this test passes once it is fixed.
-            # The stale files would make every later job on the node "shared" with this one:
-            # removed so that the bug does not spill into other tests.
-            for d in ("active", "start"):
-                os.unlink(os.path.join(c.lay.run_dir(first[0]), d, f"{job}.json"))
-            pytest.xfail(f"hooks: the requeued run's epilog is filed as restart 1 "
-                         f"(restart-0 record of job {job} missing; active/{job}.json left behind)")
+    # Slurm 22.05 gives the requeued run's Epilog the next SLURM_JOB_RESTART_COUNT already:
+    # its record must still be restart 0, and no run-dir file may be left behind.
     r0 = c.wait_records(job, first, restart=0)[first[0]]
     r1 = c.wait_records(job, second, restart=1)[second[0]]
     assert (r0["job_id"], r0["restart"], r0["key"]) == (job, 0, job)
     assert (r1["job_id"], r1["restart"], r1["key"]) == (job, 1, f"{job}.1")
     assert_exact(r0, injected(c, job, "r0")[first[0]])
     assert_exact(r1, injected(c, job, "r1")[second[0]])
+    for n in set(first + second):
+        assert os.listdir(os.path.join(c.lay.run_dir(n), "active")) == []
     assert_idle(c, *set(first + second))
 
 

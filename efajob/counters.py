@@ -25,17 +25,17 @@ def counter_delta(prev: int, cur: int) -> Tuple[int, bool]:
 
 def diff_counters(prev: Mapping[str, int], cur: Mapping[str, int]) -> Tuple[Dict[str, int], List[str]]:
     """Deltas of the counters present on both sides, and the names that were reset."""
-    out: Dict[str, int] = {}
-    resets: List[str] = []
-    for name, c in cur.items():
-        p = prev.get(name)
-        if p is None:
-            continue
-        if c < p:
-            out[name] = c
-            resets.append(name)
-        else:
-            out[name] = c - p
+    # The daemon runs this ~70 times a second on a p5: one comprehension in the usual case
+    # (same names on both sides, nothing reset), the fix-ups only when needed.
+    if prev.keys() == cur.keys():
+        out = {k: c - prev[k] for k, c in cur.items()}
+    else:
+        out = {k: c - prev[k] for k, c in cur.items() if k in prev}
+    if not out or min(out.values()) >= 0:
+        return out, []
+    resets = [k for k, v in out.items() if v < 0]
+    for k in resets:
+        out[k] = cur[k]  # what was counted since the reset
     return out, resets
 
 

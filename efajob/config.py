@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -186,6 +185,10 @@ def _thresholds(raw: Any) -> Dict[str, float]:
 
 
 def default_node_name() -> str:
+    # Imported here: the hooks always know their node (SLURMD_NODENAME) and `socket` costs
+    # milliseconds of their start-up.
+    import socket
+
     return socket.gethostname().split(".")[0] or "localhost"
 
 

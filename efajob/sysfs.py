@@ -299,6 +299,10 @@ class Sampler:
     A device whose files all vanish is left out of the sample and triggers a rediscovery.
     Devices are rediscovered every `rediscover_interval` seconds (devices can appear late after
     boot, p5en being known for it) and whenever one vanishes.
+
+    `ethtool`: a reader (`ifname -> {name: value}`, efajob/ethtool.py) whose counters (the ENA
+    allowance counters) are merged into `Snapshot.net[ifname]` for each sampled netdev; None
+    reads none. The Sampler owns it: `close()` closes it. Its failures are absent counters.
     """
 
     def __init__(
@@ -307,6 +311,7 @@ class Sampler:
         *,
         rediscover_interval: float = 30.0,
         include_net: bool = True,
+        ethtool: Optional[Callable[[str], Optional[Dict[str, int]]]] = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ):
@@ -315,6 +320,7 @@ class Sampler:
         self.root = root
         self.rediscover_interval = rediscover_interval
         self.include_net = include_net
+        self._ethtool = ethtool
         self._clock = clock
         self._wall = wall_clock
         self._fds: List[int] = []
@@ -465,6 +471,8 @@ class Sampler:
                 devc[owner] = counters
             elif counters:
                 net[self._netdevs[owner]] = counters
+        if self._ethtool is not None and self._netdevs:
+            self._merge_ethtool(net)
 
         devices: Dict[str, DeviceReading] = {}
         for i, dev in enumerate(self._devices):
@@ -481,10 +489,32 @@ class Sampler:
             devices[dev.name] = DeviceReading(dev.name, first, {} if pc is None else pc, devc[i], p)
         return Snapshot(mono=mono, wall=wall, devices=devices, net=net)
 
+    def _merge_ethtool(self, net: Dict[str, Dict[str, int]]) -> None:
+        reader = self._ethtool
+        for ifname in self._netdevs:
+            try:
+                extra = reader(ifname)  # type: ignore[misc]
+            except Exception:  # noqa: BLE001 - a reader bug must not cost the EFA sample
+                extra = None
+            if not extra:
+                continue
+            stats = net.get(ifname)
+            if stats is None:
+                net[ifname] = dict(extra)
+            else:
+                for k, v in extra.items():
+                    stats.setdefault(k, v)  # sysfs names win; the two sets do not overlap
+
     def close(self) -> None:
         for fd in self._fds:
             self._close_fd(fd)
         self._fds, self._paths, self._slots, self._groups = [], [], [], []
+        close = getattr(self._ethtool, "close", None)
+        if close is not None:
+            try:
+                close()
+            except OSError:
+                pass
 
     def __enter__(self) -> "Sampler":
         return self
@@ -500,11 +530,13 @@ class Sampler:
 
 
 def read_snapshot(root: str = "/sys", *, include_net: bool = True,
+                  ethtool: Optional[Callable[[str], Optional[Dict[str, int]]]] = None,
                   clock: Callable[[], float] = time.monotonic,
                   wall_clock: Callable[[], float] = time.time) -> Snapshot:
-    """One-shot reading (what the hooks do): discover, read every counter once, close."""
-    with Sampler(root, include_net=include_net, clock=clock, wall_clock=wall_clock,
-                 rediscover_interval=float("inf")) as s:
+    """One-shot reading (what the hooks do): discover, read every counter once, close
+    (`ethtool` too, see Sampler)."""
+    with Sampler(root, include_net=include_net, ethtool=ethtool, clock=clock,
+                 wall_clock=wall_clock, rediscover_interval=float("inf")) as s:
         return s.sample()
 
 

@@ -96,6 +96,9 @@ class Config:
     log_file: Optional[str] = None
     log_level: str = "info"
     private_records: bool = False
+    # ENA allowance counters (efajob/ethtool.py): "ioctl", "off", or a directory of
+    # `ethtool -S` text files named by interface (the simulator's; may contain {node}).
+    ethtool: str = "ioctl"
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
@@ -110,7 +113,9 @@ class Config:
         return os.path.join(self.state_dir, "outbox")
 
 
-_PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file")
+# `ethtool` is a path only when it is not "ioctl"/"off"; those hold no {node}, so expanding
+# it like a path leaves them alone.
+_PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file", "ethtool")
 _SECTIONS = {"cloudwatch": CloudWatchConfig, "prometheus": PrometheusConfig}
 _TOP_KEYS = {f.name: f for f in fields(Config) if f.name not in ("source",)}
 
@@ -228,6 +233,9 @@ def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optio
     validate_name("cluster", cfg.cluster)
     if cfg.interval <= 0:
         raise ConfigError(f"config key 'interval' must be > 0, got {cfg.interval}")
+    if cfg.ethtool not in ("ioctl", "off") and not os.path.isabs(cfg.ethtool):
+        raise ConfigError(f"config key 'ethtool' must be \"ioctl\", \"off\" or an absolute "
+                          f"directory path, got {cfg.ethtool!r}")
     return expand_node(cfg, node_name)
 
 

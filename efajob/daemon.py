@@ -194,10 +194,12 @@ class Daemon:
                  ", ".join(s.name for s in self.sinks) or "none")
 
     def _open_sampler(self) -> None:
+        from .ethtool import ethtool_reader_from_config
         from .runfiles import ActiveJobsReader
         from .sysfs import Sampler
 
         self.sampler = Sampler(self.cfg.sysfs_root, rediscover_interval=self.cfg.rediscover_interval,
+                               ethtool=ethtool_reader_from_config(self.cfg),
                                clock=self._clock, wall_clock=self._wall)
         self._prev = None
         self._jobs_reader = ActiveJobsReader(self.cfg.run_dir)

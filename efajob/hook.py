@@ -124,11 +124,11 @@ def identity_from_active(job) -> "object":
 
 
 # -- reading ---------------------------------------------------------------------------------
-def read_counters(root: str):
-    """(snapshot, {device: sysfs link Gb/s}) in one discovery."""
+def read_counters(root: str, ethtool=None):
+    """(snapshot, {device: sysfs link Gb/s}) in one discovery; `ethtool` as in sysfs.Sampler."""
     from .sysfs import Sampler
 
-    with Sampler(root, rediscover_interval=float("inf")) as s:
+    with Sampler(root, rediscover_interval=float("inf"), ethtool=ethtool) as s:
         snap = s.sample()
         return snap, {d.name: d.rate_gbps for d in s.devices}
 
@@ -195,10 +195,11 @@ def _read_long_window(store, boot_id: str, mono0: float, mono1: float, off: floa
 def run_prolog(cfg, env: Mapping[str, str]) -> str:
     """Start snapshot + active-job file. Returns the job key. Raises on failure."""
     from .runfiles import ActiveJob, read_boot_id, write_active
+    from .ethtool import ethtool_reader_from_config
     from .sysfs import read_snapshot
 
     ident = identity_from_env(env, cfg)
-    snap = read_snapshot(cfg.sysfs_root)
+    snap = read_snapshot(cfg.sysfs_root, ethtool=ethtool_reader_from_config(cfg))
     job = ActiveJob(
         key=ident.key, job_id=ident.job_id, restart=ident.restart, user=ident.user, uid=ident.uid,
         partition=ident.partition, account=ident.account, cluster=ident.cluster, node=ident.host,
@@ -284,7 +285,9 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     end = rates = None
     if not rebooted:
         try:
-            end, rates = read_counters(cfg.sysfs_root)
+            from .ethtool import ethtool_reader_from_config
+
+            end, rates = read_counters(cfg.sysfs_root, ethtool_reader_from_config(cfg))
         except EfajobError as e:
             log.warning("no end snapshot: %s", e)
     row_boot = job.boot_id if (rebooted and job is not None) else boot_id

@@ -115,7 +115,8 @@ def _parse_devices(text: Optional[str]) -> Optional[List[str]]:
               help="Inject a fault: drops (rx_drops rise), retrans (SRD retransmissions), impaired "
               "(remote connection events), reset (one device's counters go down), dead-device "
               "(first device moves nothing), vanish (last device disappears), garbage (a counter "
-              "file becomes unparsable).")
+              "file becomes unparsable), ena-allowance (eth0's bw_out/pps allowance counters "
+              "rise in the tree's ethtool file).")
 @click.option("--ena-tx-gbps", type=click.FloatRange(min=0), default=0.0,
               help="ENA (eth0) send rate in Gbit/s: TCP traffic, e.g. NCCL fallen back to sockets.")
 @click.option("--ena-rx-gbps", type=click.FloatRange(min=0), default=0.0,

@@ -29,11 +29,14 @@ from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from .errors import SimulatorError
+from .ethtool import ALLOWANCE_COUNTERS as ENA_ALLOWANCE_COUNTERS
+from .ethtool import parse_ethtool_text, render_ethtool_text
 from .instances import EFA_VENDOR, INSTANCE_TYPES, InstanceType
 
 KERNELS = ("5.10", "5.15", "6.6", "6.17")
 PATTERNS = ("steady", "bursty", "allreduce")
-FAULTS = ("drops", "retrans", "impaired", "reset", "dead-device", "vanish", "garbage")
+FAULTS = ("drops", "retrans", "impaired", "reset", "dead-device", "vanish", "garbage",
+          "ena-allowance")
 
 MARKER = ".efajob-sim.json"
 _FORMAT = 1
@@ -69,6 +72,12 @@ _MLX5_HW_COUNTERS = (
     "rx_write_requests", "np_cnp_sent", "rp_cnp_handled",
 )
 _MLX5_PMA_COUNTERS = ("port_rcv_data", "port_xmit_data", "port_rcv_packets", "port_xmit_packets")
+# ENA's ethtool statistics are not in sysfs: the tree keeps them as `ethtool -S` text files in
+# <root>/ETHTOOL_DIR/<ifname>, read by efajob.ethtool.FileReader (config `ethtool`). A few of
+# the driver's global stats, then its ENI allowance counters (ena_ethtool.c names).
+ETHTOOL_DIR = os.path.join(".efajob-sim", "ethtool")
+_ENA_GLOBAL_STATS = ("tx_timeout", "suspend", "resume", "wd_expired", "interface_up",
+                     "interface_down", "admin_q_pause")
 
 # Traffic model constants. They shape the split between counters, not the totals, which are
 # always exactly what was asked for.
@@ -77,6 +86,9 @@ _MLX5_PMA_COUNTERS = ("port_rcv_data", "port_xmit_data", "port_rcv_packets", "po
 PAYLOAD_BYTES = 8_800
 # ENA on EC2 uses a 9,001-byte jumbo MTU inside a VPC.
 ENA_PACKET_BYTES = 9_001
+# fault "ena-allowance": packets shaped per second over the bandwidth and PPS allowances.
+ENA_BW_OUT_EXCEEDED_PER_S = 1_000
+ENA_PPS_EXCEEDED_PER_S = 250
 # aws-ofi-nccl moves bulk data as RDMA operations of a few hundred KiB and control messages as
 # small two-sided sends: 2 % of the bytes go as send/recv in 8 KiB work requests, the rest as
 # RDMA in 256 KiB work requests.
@@ -408,6 +420,26 @@ def _build_ena(root: str, seed: int, node: str) -> None:
     for n, v in stats.items():
         _write(os.path.join(ifdir, "statistics", n), "%d\n" % v)
     _symlink(ifdir, os.path.join(root, "class", "net", "eth0"))
+    ethtool = dict.fromkeys(_ENA_GLOBAL_STATS, 0)
+    ethtool.update(interface_up=1, tx_timeout=_hash(seed, node, "ena", "txto") % 3)
+    ethtool.update({n: _hash(seed, node, "ena", n) % 100 for n in ENA_ALLOWANCE_COUNTERS[:3]})
+    ethtool.update(conntrack_allowance_exceeded=0, linklocal_allowance_exceeded=0,
+                   conntrack_allowance_available=300_000 + _hash(seed, node, "ena", "ct") % 50_000)
+    ethtool.update({f"queue_0_{k}": v for k, v in (("tx_cnt", tx // 1400), ("rx_cnt", rx // 1400))})
+    _write(ethtool_path(root, "eth0"), render_ethtool_text(ethtool))
+
+
+def ethtool_path(root: str, ifname: str) -> str:
+    """The simulated `ethtool -S <ifname>` file of the tree at `root`."""
+    return os.path.join(root, ETHTOOL_DIR, ifname)
+
+
+def _read_ethtool(path: str) -> Optional[Dict[str, int]]:
+    try:
+        with open(path, "rb") as f:
+            return parse_ethtool_text(f.read().decode("utf-8", "replace"))
+    except OSError:
+        return None
 
 
 def _build_lo(root: str, seed: int, node: str) -> None:
@@ -508,7 +540,8 @@ def copy_tree(src: str, dst: str) -> None:
 class Injected:
     """What a `traffic()` call did. `devices[dev][counter]` is the delta a reader sees between a
     snapshot before and after, for every counter of every device present at the end (0 when
-    unmoved); `totals` sums them; `ena[if][stat]` likewise for netdevs with a `device` link.
+    unmoved); `totals` sums them; `ena[if][stat]` likewise for netdevs with a `device` link
+    (sysfs statistics; with fault "ena-allowance" also the five ethtool allowance counters).
     Exceptions, listed: `resets` (devices whose counters went down: their delta here is what
     they moved after the reset, from `reset_bases`), `vanished` (devices removed: absent from
     `devices`), `garbage` ("dev/counter" made unparsable: absent from `devices`)."""
@@ -694,6 +727,7 @@ class _Plan:
         self._plan_efa(carriers, tx_gbps, rx_gbps, seconds, pattern, fault, durations)
         self._plan_file_faults(seed)
         self._plan_ena(ena_tx_gbps, ena_rx_gbps, seconds, durations)
+        self._plan_allowance(fault == "ena-allowance", durations)
         self.injected = self._injected(seconds, pattern, fault)
         self._done = 0
         self._reset_pending = False
@@ -805,6 +839,26 @@ class _Plan:
             self.ena_steps[i] = {"tx_bytes": t, "tx_packets": _ceil_div(t, ENA_PACKET_BYTES),
                                  "rx_bytes": r, "rx_packets": _ceil_div(r, ENA_PACKET_BYTES)}
 
+    def _plan_allowance(self, on: bool, durations: List[Fraction]) -> None:
+        """fault ena-allowance: eth0's bw_out and pps allowance counters rise (ethtool file)."""
+        self.ethtool_file: Optional[str] = None
+        self.ethtool_steps: List[Dict[str, int]] = [{} for _ in durations]
+        if not on:
+            return
+        path = ethtool_path(self.node.root, "eth0")
+        if _read_ethtool(path) is None:
+            raise SimulatorError(f"{self.node.root} has no ENA ethtool statistics ({ETHTOOL_DIR}/eth0): "
+                                 "cannot inject fault ena-allowance")
+        self.ethtool_file = path
+        secs = math.ceil(float(sum(durations)))
+        for name, per_s in (("bw_out_allowance_exceeded", ENA_BW_OUT_EXCEEDED_PER_S),
+                            ("pps_allowance_exceeded", ENA_PPS_EXCEEDED_PER_S)):
+            for acc, v in zip(self.ethtool_steps, _split(per_s * secs, durations)):
+                if v:
+                    acc[name] = v
+        self.notes.append("eth0 went over its bandwidth and PPS allowances (ethtool statistics "
+                          f"in {ETHTOOL_DIR}/eth0: read them with config ethtool = that directory)")
+
     def _injected(self, seconds: float, pattern: str, fault: Optional[str]) -> "Injected":
         """What a reader will see between a snapshot before and one after."""
         inj = Injected(node=self.node.name, seconds=float(seconds), pattern=pattern, fault=fault,
@@ -827,6 +881,10 @@ class _Plan:
                     if k in d:
                         d[k] += v
             inj.ena = {"eth0": d}
+        if self.ethtool_file is not None:
+            d = inj.ena.setdefault("eth0", {})
+            for n in ENA_ALLOWANCE_COUNTERS:
+                d[n] = sum(acc.get(n, 0) for acc in self.ethtool_steps)
         if self.reset_dev is not None:
             inj.resets = [self.reset_dev]
             inj.reset_bases = {self.reset_dev: {n: self.reset_bases[n]
@@ -899,7 +957,26 @@ class _Plan:
                     delta = s.get(os.path.basename(path), 0)
                     if delta:
                         _add_value(path, delta)
+            self._write_ethtool(self.ethtool_steps[self._done:upto + 1])
         self._done = upto + 1
+
+    def _write_ethtool(self, steps: List[Dict[str, int]]) -> None:
+        cum: Dict[str, int] = {}
+        for s in steps:
+            for k, v in s.items():
+                cum[k] = cum.get(k, 0) + v
+        if self.ethtool_file is None or not cum:
+            return
+        stats = _read_ethtool(self.ethtool_file)
+        if stats is None:
+            return
+        for k, v in cum.items():
+            stats[k] = stats.get(k, 0) + v
+        # Readers open this file per read (no descriptor kept), so temp + rename is safe here
+        # and no reader ever sees half a file.
+        tmp = self.ethtool_file + ".tmp"
+        _write(tmp, render_ethtool_text(stats))
+        os.replace(tmp, self.ethtool_file)
 
     def maybe_vanish(self, i: int) -> None:
         if self.vanish_dev is not None and i == self.vanish_at:

@@ -143,6 +143,9 @@ def _register() -> None:
     from .cli_cloudwatch import cloudwatch
 
     main.add_command(cloudwatch)
+    from .cli_dashboard import dashboard
+
+    main.add_command(dashboard)
 
 
 _register()

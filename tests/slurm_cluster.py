@@ -456,10 +456,17 @@ class SlurmCluster:
         return "\n".join(f"== efajob.{node}.log\n{self._tail(f'log/efajob.{node}.log', n)}"
                          for node in self.nodes)
 
-    def report(self, job_id: str, *extra: str, timeout: float = 60) -> dict:
-        out = self._efajob("report", job_id, "--format", "json", "--store", self.lay.store,
-                           "--cluster", CLUSTER_NAME, *extra, timeout=timeout)
-        return json.loads(out)
+    def report(self, job_id: str, *extra: str, timeout: float = 60,
+               missing_ok: bool = False) -> Optional[dict]:
+        """`efajob report --format json`; None for exit 5 (no record nor live node status yet)
+        when `missing_ok`."""
+        args = ("report", job_id, "--format", "json", "--store", self.lay.store,
+                "--cluster", CLUSTER_NAME, *extra)
+        if missing_ok:
+            r = self.run(self.efajob, *args, timeout=timeout, check=False)
+            if r.returncode == 5:
+                return None
+        return json.loads(self._efajob(*args, timeout=timeout))
 
     # -- between tests and at the end ------------------------------------------------------
     def cancel_all(self, timeout: float = 20) -> None:

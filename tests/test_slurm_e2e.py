@@ -386,6 +386,7 @@ def test_job_store_unwritable_for_a_while(cluster):
     c = cluster
     jobs = os.path.join(c.lay.store, sc.CLUSTER_NAME, "jobs")
     aside = jobs + ".aside"
+    os.makedirs(jobs, exist_ok=True)  # this test may be the first to run
     os.rename(jobs, aside)
     try:
         with open(jobs, "w") as f:
@@ -449,8 +450,9 @@ def test_report_on_running_job_shows_live_progress(cluster):
     deadline = time.monotonic() + 10
     live = None
     while time.monotonic() < deadline and c.job_state(job) == "RUNNING":
-        rep = c.report(job)
-        nodes = report_nodes(rep)
+        # Found once the daemons' next status files list the job (every 0.5 s here).
+        rep = c.report(job, missing_ok=True)
+        nodes = report_nodes(rep) if rep else {}
         if sorted(nodes) == ["n1", "n2"] and all((n.get("live_tx_gbps") or 0) > 0
                                                  for n in nodes.values()):
             live = rep

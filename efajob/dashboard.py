@@ -17,12 +17,11 @@ out of the cluster totals and of the running jobs (their numbers are old).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .config import validate_name
-from .errors import ConfigError
-from .jobstore import parse_node_status
+from .jobid import is_job_id, is_key, parse_key
 from .render_text import fmt_duration, natural_key
 
 # Per-second health rates shown per node when the status document has them (kernel names).
@@ -30,6 +29,8 @@ HEALTH_RATES = ("rx_drops", "retrans_pkts", "retrans_timeout_events",
                 "impaired_remote_conn_events", "unresponsive_remote_events")
 # A node clock this far ahead of ours is reported: ages computed from it would lie.
 SKEW_S = 30.0
+# The store's name alphabet (config.validate_name): clusters and hosts become path components.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
        "form-action 'none'")
 
@@ -161,23 +162,37 @@ def _devices(raw: object) -> List[DeviceView]:
     return sorted(out, key=lambda d: natural_key(d.name))
 
 
+def _jobs(raw: object) -> List[NodeJob]:
+    """The document's `jobs` (objects with `key`, or `job_id` + `restart`); bad entries left out."""
+    out = []
+    for j in raw[:1000] if isinstance(raw, list) else []:
+        j = {"key": j} if isinstance(j, str) else j
+        if not isinstance(j, dict):
+            continue
+        key = j.get("key")
+        if not is_key(key):
+            jid, rs = j.get("job_id"), j.get("restart", 0)
+            if not is_job_id(jid) or isinstance(rs, bool) or not isinstance(rs, int) or rs < 0:
+                continue
+            key = jid if rs == 0 else f"{jid}.{rs}"
+        job_id, restart = parse_key(key)
+        out.append(NodeJob(key=key, job_id=job_id, restart=restart, user=_text(j.get("user")),
+                           partition=_text(j.get("partition")), start=as_number(j.get("start"))))
+    return out
+
+
 def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float) -> Optional[NodeView]:
     """A node status document (efajob/nodestatus.py) -> NodeView; None when it names no valid
-    host. Unknown keys are ignored; wrong types are absent."""
-    try:
-        st = parse_node_status(doc)
-    except (OverflowError, ValueError):  # its float() of a 400-digit integer
+    host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
+    the dashboard shows more of the document, and one corrupt number must not hide a node.)"""
+    if not isinstance(doc, dict):
         return None
-    if st is None or not isinstance(doc, dict):
+    host = doc.get("node")
+    if not isinstance(host, str) or not NAME_RE.fullmatch(host):
         return None
-    n = NodeView(cluster=cluster, host=st.host, instance_type=_text(doc.get("instance_type")),
+    n = NodeView(cluster=cluster, host=host, instance_type=_text(doc.get("instance_type")),
                  time=as_number(doc.get("time")), tx_gbps=as_number(doc.get("tx_gbps")),
-                 rx_gbps=as_number(doc.get("rx_gbps")))
-    raw_jobs = {j.get("key"): j for j in doc.get("jobs") or [] if isinstance(j, dict)} \
-        if isinstance(doc.get("jobs"), list) else {}
-    n.jobs = [NodeJob(key=j.key, job_id=j.job_id, restart=j.restart, user=_text(j.user),
-                      partition=_text((raw_jobs.get(j.key) or {}).get("partition")), start=j.start)
-              for j in st.jobs]
+                 rx_gbps=as_number(doc.get("rx_gbps")), jobs=_jobs(doc.get("jobs")))
     daemon = doc.get("daemon") if isinstance(doc.get("daemon"), dict) else {}
     healthy = daemon.get("healthy")
     n.daemon_healthy = healthy if isinstance(healthy, bool) else None
@@ -249,14 +264,6 @@ def _totals(nodes: Sequence[NodeView], running: Sequence[RunningJob]) -> Totals:
     return t
 
 
-def _valid_cluster(name: object) -> bool:
-    try:
-        validate_name("cluster", name)  # type: ignore[arg-type]
-    except (ConfigError, TypeError):
-        return False
-    return True
-
-
 def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping], *, now: float,
                     max_status_age: float, notes: Sequence[str] = ()) -> Dashboard:
     """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first."""
@@ -264,7 +271,7 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
     skipped = 0
     for cluster, doc in docs:
         n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age) \
-            if _valid_cluster(cluster) else None
+            if isinstance(cluster, str) and NAME_RE.fullmatch(cluster) else None
         if n is None:
             skipped += 1
         elif (cluster, n.host) not in nodes or (n.time or 0) > (nodes[(cluster, n.host)].time or 0):

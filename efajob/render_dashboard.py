@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Callable, Optional, Sequence
 
-from .dashboard import CSP, Dashboard, DeviceView, NodeJob, as_number, ratio
+from .dashboard import CSP, NAME_RE, Dashboard, DeviceView, NodeJob, as_number, ratio
 from .hostlist import fold
+from .jobid import is_job_id
 from .render_html import esc
 from .render_text import NA, fmt_bytes, fmt_duration, fmt_gbps, fmt_pct, fmt_time
 
@@ -52,6 +53,15 @@ def _ago(age: Optional[float]) -> str:
 
 def _link(text: str, href: Optional[str]) -> str:
     return f'<a href="{esc(href)}">{esc(text)}</a>' if href else esc(text)
+
+
+def _job_link(text: str, href: Optional[JobHref], cluster: object, job_id: object, restart: object) -> str:
+    """A job id linked to its report, only when every part is what the server accepts (a
+    record's fields are data from a shared filesystem)."""
+    ok = (href is not None and is_job_id(job_id) and isinstance(cluster, str)
+          and NAME_RE.fullmatch(cluster) is not None and isinstance(restart, int)
+          and not isinstance(restart, bool) and restart >= 0)
+    return _link(text, href(cluster, job_id, restart) if ok else None)  # type: ignore[misc,arg-type]
 
 
 def _device_bars(devs: Sequence[DeviceView]) -> str:
@@ -101,10 +111,12 @@ def _alerts(d: Dashboard) -> str:
     return f'<div class="alerts" id="alerts">{"".join(lines)}</div>' if lines else ""
 
 
-def _job_refs(jobs: Sequence[NodeJob], cluster: str, href: Optional[JobHref]) -> str:
+def _job_refs(jobs: Sequence[NodeJob], cluster: str, href: Optional[JobHref], stale: bool) -> str:
     if not jobs:
         return '<span class="muted">idle</span>'
-    return ", ".join(_link(j.key, href(cluster, j.job_id, j.restart) if href else None)
+    # A stale node's jobs may be long gone: shown, not linked (the report would not find them).
+    return ", ".join((f'<span class="muted">{esc(j.key)}</span>' if stale else
+                      _job_link(j.key, href, cluster, j.job_id, j.restart))
                      + (f" ({esc(j.user)})" if j.user else "") for j in jobs)
 
 
@@ -122,7 +134,7 @@ def _nodes_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
             f"<b>{esc(n.host)}</b>", f'<span class="badge {n.state}">{state}</span>',
             esc(n.instance_type or NA), esc(fmt_gbps(n.tx_gbps)), esc(fmt_gbps(n.rx_gbps)),
             _gauge(n.util), _device_bars(n.devices), esc(_rate(n.rates.get("rx_drops"))),
-            esc(_rate(n.rates.get("retrans_pkts"))), _job_refs(n.jobs, n.cluster, href),
+            esc(_rate(n.rates.get("retrans_pkts"))), _job_refs(n.jobs, n.cluster, href, n.stale),
             f'<span title="{esc(fmt_time(n.time, tz))}">{esc(_ago(n.age_s))}</span>']
         num = {3, 4, 7, 8} if not multi else {4, 5, 8, 9}
         tds = "".join(f"<td{' class=n' if i in num else ''}>{c}</td>" for i, c in enumerate(cells))
@@ -139,7 +151,7 @@ def _running_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
     rows = []
     for r in d.running:
         since = None if r.start is None else max(0.0, d.generated - r.start)
-        cells = [_link(r.key, href(r.cluster, r.job_id, r.restart) if href else None), esc(r.cluster),
+        cells = [_job_link(r.key, href, r.cluster, r.job_id, r.restart), esc(r.cluster),
                  esc(", ".join(r.users) or NA), esc(", ".join(r.partitions) or NA), str(len(r.hosts)),
                  esc(_fold(r.hosts)), f'<span title="{esc(fmt_time(r.start, tz))}">{esc(fmt_duration(since))}</span>',
                  esc(fmt_gbps(r.tx_gbps)), esc(fmt_gbps(r.rx_gbps)), esc(_fold(r.shared_hosts) or "-")]
@@ -163,14 +175,13 @@ def _recent_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
             "<th class=n>Avg/node</th><th>Verdict</th><th>Findings</th></tr>")
     rows = []
     for j in d.recent:
-        jid, cluster = str(j.get("job_id") or "?"), str(j.get("cluster") or "?")
-        restart = j.get("restart") if isinstance(j.get("restart"), int) else 0
-        key = jid + (f".{restart}" if restart else "")
+        jid, cluster, restart = j.get("job_id"), j.get("cluster"), j.get("restart") or 0
+        key = f"{jid}" + (f".{restart}" if restart else "")
         verdict = str(j.get("verdict") or NA) + (" (running)" if j.get("running") else "")
         vcls = j.get("verdict") if j.get("verdict") in _VERDICTS else "unknown"
         findings = j.get("findings") if isinstance(j.get("findings"), list) else []
         avg = as_number(j.get("avg_gbps_per_node"))
-        cells = [_link(key, href(cluster, jid, restart) if href else None), esc(cluster),
+        cells = [_job_link(key, href, cluster, jid, restart), esc(cluster or NA),
                  esc(j.get("user") or NA), esc(j.get("state") or NA), esc(j.get("num_nodes") or NA),
                  esc(fmt_time(as_number(j.get("start")), tz)[:16] if as_number(j.get("start")) else NA),
                  esc(fmt_duration(as_number(j.get("elapsed_s")))), esc(fmt_bytes(as_number(j.get("tx_bytes")))),

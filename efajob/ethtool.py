@@ -26,7 +26,6 @@ than `socket` (whose enum set-up costs the hooks milliseconds).
 """
 from __future__ import annotations
 
-import array
 import os
 import struct
 from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
@@ -230,11 +229,18 @@ def _default_ifindex(ifname: str) -> Optional[int]:
         return None
 
 
-class _IfCache(NamedTuple):
-    count: int
-    names: Tuple[str, ...]
-    positions: Tuple[Tuple[str, int], ...]
-    request: bytes  # a zeroed GSTATS request of the right size, copied per read
+class _IfCache:
+    """What one interface's names told us (a plain class: NamedTuple creation costs the hooks'
+    import time)."""
+
+    __slots__ = ("count", "names", "positions", "request")
+
+    def __init__(self, count: int, names: Tuple[str, ...], positions: Tuple[Tuple[str, int], ...],
+                 request: bytes):
+        self.count = count
+        self.names = names
+        self.positions = positions
+        self.request = request  # a zeroed GSTATS request of the right size, copied per read
 
 
 class IoctlReader(_Reader):
@@ -277,8 +283,10 @@ class IoctlReader(_Reader):
                 return None
         return self._sock.fileno()  # type: ignore[attr-defined]
 
-    def _call(self, ifname: str, request: bytes) -> Optional[array.array]:
+    def _call(self, ifname: str, request: bytes) -> Optional["array.array"]:
         """One SIOCETHTOOL with `request` as the ethtool buffer; the answered buffer or None."""
+        import array  # here: a hook on a node without a kernel interface to read never needs it
+
         fd = self._fd()
         if fd is None:
             return None

@@ -77,6 +77,8 @@ def write_config(path: str, root: str) -> None:
         f'cluster = "{CLUSTER}"\n'
         f'instance_type = "{INSTANCE_TYPE}"\n'
         f'sysfs_root = "{root}/sys/{{node}}"\n'
+        # The simulated nodes' ENA allowance counters (docs/ena.md): an `ethtool -S` file each.
+        f'ethtool = "{root}/sys/{{node}}/.efajob-sim/ethtool"\n'
         f'run_dir = "{root}/run/{{node}}"\n'
         f'state_dir = "{root}/state/{{node}}"\n'
         f'store = "{root}/store"\n'

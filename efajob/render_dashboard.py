@@ -27,8 +27,9 @@ tbody tr:nth-child(even){background:#f6f8fa}tr.warn td{background:#fff6e0}tr.sta
 .cards{display:flex;flex-wrap:wrap;gap:10px}.card{border:1px solid #e1e5ec;border-radius:6px;padding:8px 12px;min-width:150px}
 .card b{display:block;font-size:20px}.card span{color:#5b6576;font-size:12px}
 .badge{display:inline-block;padding:0 7px;border-radius:8px;color:#fff;font-weight:600;font-size:12px}
-.ok{background:#2e7d32}.warn{background:#b26a00}.stale{background:#6b7585}
-.Healthy{background:#2e7d32}.Warning{background:#b26a00}.Failure{background:#c62828}.unknown{background:#6b7585}
+.badge.ok{background:#2e7d32}.badge.warn{background:#b26a00}.badge.stale{background:#6b7585}
+.badge.Healthy{background:#2e7d32}.badge.Warning{background:#b26a00}.badge.Failure{background:#c62828}
+.badge.unknown{background:#6b7585}td.hot{color:#c62828;font-weight:600}
 .gauge{display:inline-block;width:80px;height:10px;background:#e8ebf0;border-radius:5px;vertical-align:middle;overflow:hidden}
 .gauge span{display:block;height:100%;background:#1565c0}.big .gauge{width:160px}
 .alerts{border-left:4px solid #b26a00;background:#fff6e0;padding:6px 12px;margin:12px 0}.alerts p{margin:2px 0}
@@ -136,8 +137,12 @@ def _nodes_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
             _gauge(n.util), _device_bars(n.devices), esc(_rate(n.rates.get("rx_drops"))),
             esc(_rate(n.rates.get("retrans_pkts"))), _job_refs(n.jobs, n.cluster, href, n.stale),
             f'<span title="{esc(fmt_time(n.time, tz))}">{esc(_ago(n.age_s))}</span>']
-        num = {3, 4, 7, 8} if not multi else {4, 5, 8, 9}
-        tds = "".join(f"<td{' class=n' if i in num else ''}>{c}</td>" for i, c in enumerate(cells))
+        off = 1 if multi else 0
+        num = {3 + off, 4 + off, 7 + off, 8 + off}
+        # Drops and retransmits are rare on a healthy fabric: any, now, is shown in red.
+        hot = {i + off for i, k in ((7, "rx_drops"), (8, "retrans_pkts")) if n.rates.get(k)}
+        cls = {i: ' class="n hot"' if i in hot else " class=n" for i in num}
+        tds = "".join(f"<td{cls.get(i, '')}>{c}</td>" for i, c in enumerate(cells))
         rows.append(f'<tr class="{n.state}" data-host="{esc(n.host)}">{tds}</tr>')
     return f'<table id="nodes"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
 

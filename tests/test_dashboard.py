@@ -3,6 +3,7 @@ hostile), the page (escaped, self-contained, no script), the read-only server (r
 405, traversal, Host check, store errors, SIGTERM) and the page in headless Chromium."""
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import os
@@ -100,6 +101,9 @@ def test_problems_device_down_unhealthy_skew_store_error():
     assert n2.state == "warn" and n2.problems == ["node clock 2m 00s ahead"] and n2.age_s == 0.0
     assert d.totals.warn == 2
     assert 'fill="#c62828"' in render_dashboard(d)  # the down device's bar is red
+    hot = render_dashboard(build([doc("n1", rates={"rx_drops": 5440.0, "retrans_pkts": 0.0})]))
+    assert '<td class="n hot">5,440/s</td><td class=n>0</td>' in hot
+    assert "}.ok{" not in hot and "\n.ok{" not in hot and ".badge.ok{" in hot  # rows are not painted
 
 
 @pytest.mark.parametrize("bad", [
@@ -273,6 +277,13 @@ def test_routes(server):
     assert request(server, "GET", "/healthz")[:3:2] == (200, "ok\n")
     code, h, body = request(server, "HEAD", "/")
     assert code == 200 and body == "" and int(h["Content-Length"]) > 1000
+    c = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    c.request("GET", "/", headers={"Accept-Encoding": "gzip, deflate"})
+    r = c.getresponse()
+    raw = r.read()
+    c.close()
+    assert r.getheader("Content-Encoding") == "gzip" and int(r.getheader("Content-Length")) == len(raw)
+    assert 'data-host="n4"' in gzip.decompress(raw).decode() and len(raw) < len(page) / 3
 
 
 @pytest.mark.integration

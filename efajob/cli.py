@@ -67,12 +67,16 @@ def snapshot(sysfs_root: Optional[str], config_path: Optional[str], fmt: str, no
 
     JSON: {"devices": [{"name", "port", "port_counters", "device_counters"}], "net", "mono",
     "wall"}. A counter that is missing, unreadable or garbage is a missing key, never 0.
+    `net` holds each ENA interface's sysfs statistics and, where the driver has them, its
+    allowance counters (`ethtool -S` names, read with the ethtool ioctl).
     """
     from .render_node import render_snapshot
+    from .ethtool import ethtool_reader_from_config
     from .sysfs import read_snapshot
 
     cfg = get_config(config_path, sysfs_root=sysfs_root)
-    snap = read_snapshot(cfg.sysfs_root, include_net=not no_net)
+    snap = read_snapshot(cfg.sysfs_root, include_net=not no_net,
+                         ethtool=None if no_net else ethtool_reader_from_config(cfg))
     if fmt == "json":
         d = snap.to_dict()
         d["sysfs_root"] = cfg.sysfs_root
@@ -94,6 +98,7 @@ def top(sysfs_root: Optional[str], config_path: Optional[str], interval: float,
         count: Optional[int], no_clear: bool) -> None:
     """Live per-device rates: Gbps, packets/s, drops and retransmits, refreshed every interval."""
     from .counters import diff_snapshots
+    from .ethtool import ethtool_reader_from_config
     from .instances import lookup
     from .render_node import render_top
     from .sysfs import Sampler
@@ -101,7 +106,8 @@ def top(sysfs_root: Optional[str], config_path: Optional[str], interval: float,
     cfg = get_config(config_path, sysfs_root=sysfs_root)
     itype = lookup(cfg.instance_type)
     clear = sys.stdout.isatty() and not no_clear
-    with Sampler(cfg.sysfs_root, rediscover_interval=cfg.rediscover_interval) as sampler:
+    with Sampler(cfg.sysfs_root, rediscover_interval=cfg.rediscover_interval,
+                 ethtool=ethtool_reader_from_config(cfg)) as sampler:
         prev = sampler.sample()
         shown = 0
         next_at = prev.mono + interval

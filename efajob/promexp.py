@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tupl
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .ethtool import ALLOWANCE_COUNTERS
 from .errors import SinkError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -129,9 +130,11 @@ class EfaCollector:
                     if len(fams) >= MAX_COUNTERS or not _NAME_RE.match(name):
                         dropped["net_counters"] = dropped.get("net_counters", 0) + 1
                         continue
+                    source = ("ENA allowance counter, ethtool -S via SIOCETHTOOL"
+                              if name in ALLOWANCE_COUNTERS
+                              else "sysfs class/net/<if>/statistics")
                     fam = fams[name] = CounterMetricFamily(
-                        f"efajob_net_{name}",
-                        f"Network interface statistic {name} (sysfs class/net/<if>/statistics)",
+                        f"efajob_net_{name}", f"Network interface statistic {name} ({source})",
                         labels=("interface",))
                 fam.add_metric((ifname,), value)
         for name in sorted(fams):

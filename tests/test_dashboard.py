@@ -149,6 +149,11 @@ def test_json_views_are_plain_json():
     assert [r["key"] for r in jobs["running"]] == ["7"] and jobs["recent"][0]["job_id"] == "5"
 
 
+def test_json_floats_rounded():
+    nodes = nodes_to_dict(build([doc("n1", tx=1 / 3, rx=2 / 3)]))
+    assert nodes["nodes"][0]["tx_gbps"] == 0.3333 and nodes["totals"]["util"] == 0.0017
+
+
 def test_max_status_age():
     assert max_status_age(15.0) == 60.0 and max_status_age(30.0) == 120.0
 

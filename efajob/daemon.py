@@ -41,6 +41,7 @@ MAX_PENDING_ROWS = 600  # ~10 min at 1 Hz kept while the store is locked (a few 
 ROWS_PER_TICK = 100  # pending rows flushed per tick once the store is back
 STORE_RETRY_SECONDS = 30.0
 DELIVER_SECONDS = 5.0
+OUTBOX_POLL_SECONDS = 0.5
 RECONCILE_SECONDS = 60.0
 LOG_EVERY_SECONDS = 60.0
 
@@ -461,10 +462,25 @@ class Daemon:
     # -- worker thread ---------------------------------------------------------------------
     def _worker_loop(self) -> None:
         due = {"deliver": 0.0, "reconcile": 0.0, "status": 0.0}
+        seen = self._outbox_mtime()
         while not self._worker_stop.is_set():
             self.run_worker_once(due)
             now = self._clock()
-            self._worker_stop.wait(max(0.05, min(due.values()) - now))
+            self._worker_stop.wait(max(0.05, min(min(due.values()) - now, OUTBOX_POLL_SECONDS)))
+            # An epilog just renamed a record into the outbox: deliver it now rather than at
+            # the next DELIVER_SECONDS, so `efajob report` sees a job about a second after it
+            # ends. One stat every OUTBOX_POLL_SECONDS; backoff after failures is the
+            # outbox's own business (deliver_pending skips records not due yet).
+            mtime = self._outbox_mtime()
+            if mtime != seen:
+                seen = mtime
+                due["deliver"] = 0.0
+
+    def _outbox_mtime(self) -> Optional[int]:
+        try:
+            return os.stat(self.cfg.outbox_dir).st_mtime_ns
+        except OSError:
+            return None
 
     def run_worker_once(self, due: Optional[Dict[str, float]] = None) -> None:
         """Do whichever worker jobs are due (all of them when `due` is None)."""

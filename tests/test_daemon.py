@@ -374,6 +374,35 @@ def test_worker_delivers_and_reconciles_through_outbox(tmp_path, proc, small, mo
     assert sink.records == [{"job_id": "7"}] and d.errors["reconcile"] == 1
 
 
+def test_worker_delivers_a_new_outbox_record_at_once(tmp_path, proc, small, monkeypatch):
+    """An epilog's record reaches the store within about a second, not at the next 5 s round."""
+    import time
+
+    calls = []
+    fake = types.SimpleNamespace(
+        deliver_pending=lambda cfg: calls.append(time.monotonic()) or types.SimpleNamespace(records=[]),
+        reconcile=lambda cfg, active, now_wall: [])
+    monkeypatch.setattr("efajob.daemon._outbox", lambda: fake)
+    cfg = make_cfg(tmp_path)
+    os.makedirs(cfg.outbox_dir)
+    d = Daemon(cfg, proc_root=proc, sinks=[], worker=True)
+    d.start()
+    try:
+        deadline = time.monotonic() + 3
+        while not calls and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(calls) == 1  # the first round at start
+        t0 = time.monotonic()
+        with open(os.path.join(cfg.outbox_dir, "7.json.tmp"), "w") as f:
+            f.write("{}")
+        os.rename(os.path.join(cfg.outbox_dir, "7.json.tmp"), os.path.join(cfg.outbox_dir, "7.json"))
+        while len(calls) < 2 and time.monotonic() < t0 + 4:
+            time.sleep(0.02)
+    finally:
+        d.close()
+    assert len(calls) >= 2 and calls[1] - t0 < 2.0  # DELIVER_SECONDS is 5
+
+
 def test_sd_notify_ready_and_watchdog(tmp_path, proc, small):
     path = str(tmp_path / "notify")
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

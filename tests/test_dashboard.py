@@ -135,6 +135,11 @@ def test_duplicate_host_newest_wins_and_bad_cluster_dropped():
                         [], now=NOW, max_status_age=60)
     assert [(n.cluster, n.host, n.tx_gbps) for n in d.nodes] == [("c1", "n1", 2.0), ("c2", "n1", 3.0)]
     assert d.clusters == ["c1", "c2"] and d.notes
+    two = build_dashboard([("c1", doc("n1", rates={"rx_drops": 2.0})), ("c2", doc("n1"))], [],
+                          now=NOW, max_status_age=60)
+    page = render_dashboard(two)
+    assert "<th>Cluster</th><th>Node</th>" in page
+    assert '<td>c1</td><td><b>n1</b></td>' in page and '<td class="n hot">2.0/s</td>' in page
 
 
 def test_json_views_are_plain_json():

@@ -163,6 +163,8 @@ def render_efajob_conf(lay: Layout, *, interval: float) -> str:
         f'state_dir = "{lay.p("nodes", "{node}", "state")}"\n'
         f'store = "{lay.store}"\n'
         f'log_file = "{lay.p("log", "efajob.{node}.log")}"\n'
+        # The simulator's ENA allowance counters (what `ethtool -S` shows on a real node).
+        f'ethtool = "{lay.p("sys", "{node}", ".efajob-sim", "ethtool")}"\n'
         'instance_type = "p5.48xlarge"\n'
         f"interval = {interval}\n"
         f"status_interval = {max(interval, 0.5)}\n"

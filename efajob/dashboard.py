@@ -16,11 +16,11 @@ out of the cluster totals and of the running jobs (their numbers are old).
 """
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
+from .values import as_number  # noqa: F401  (re-exported for the server)
 from .jobid import is_job_id, is_key, parse_key
 from .render_text import fmt_duration, natural_key
 
@@ -125,18 +125,6 @@ class Dashboard:
 
 
 # -- parsing ---------------------------------------------------------------------------------
-def as_number(v: object) -> Optional[float]:
-    """A finite, non-negative JSON number, else None (rates, times and link speeds are never
-    negative; NaN, infinity and 400-digit integers are corruption, not data)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    try:
-        f = float(v)
-    except OverflowError:
-        return None
-    return f if math.isfinite(f) and f >= 0 else None
-
-
 def _text(v: object, limit: int = 64) -> Optional[str]:
     return v[:limit] if isinstance(v, str) and v else None
 

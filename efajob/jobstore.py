@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
 from .jobid import is_job_id, is_key, parse_key, validate_job_id
+from .values import as_number
 
 JOBS_DIR = "jobs"
 NODES_DIR = "nodes"
@@ -309,12 +310,6 @@ def load_job(files: JobFiles) -> LoadedRecords:
 
 
 # -- node status files ------------------------------------------------------------------------
-def _num(v: object) -> Optional[float]:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-        return None
-    return float(v)
-
-
 def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
     """A node status document -> NodeStatus, tolerant of the writer's additions. None if unusable.
 
@@ -341,10 +336,11 @@ def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
             key = jid if rs == 0 else f"{jid}.{rs}"
         jid, rs = parse_key(key)
         user = j.get("user") if isinstance(j.get("user"), str) else None
-        start = _num(j.get("start", j.get("start_wall")))
+        start = as_number(j.get("start", j.get("start_wall")))
         jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start))
-    return NodeStatus(host=host, wall=_num(d.get("time")), tx_gbps=_num(d.get("tx_gbps")),
-                      rx_gbps=_num(d.get("rx_gbps")), jobs=tuple(jobs), path=path)
+    return NodeStatus(host=host, wall=as_number(d.get("time")),
+                      tx_gbps=as_number(d.get("tx_gbps")), rx_gbps=as_number(d.get("rx_gbps")),
+                      jobs=tuple(jobs), path=path)
 
 
 def read_node_statuses(store: str, cluster: str) -> Dict[str, NodeStatus]:

@@ -187,3 +187,13 @@ def test_parse_since(text, want):
 def test_parse_since_rejects_garbage():
     with pytest.raises(UsageError, match="--since"):
         parse_since("last tuesday", NOW)
+
+
+@pytest.mark.parametrize("bad", [10**400, 1e308 * 10, float("nan"), -5, True, "12"])
+def test_node_status_with_corrupt_numbers_is_tolerated(bad):
+    from efajob.jobstore import parse_node_status
+
+    st = parse_node_status({"node": "n1", "time": bad, "tx_gbps": bad, "rx_gbps": 1.5,
+                            "jobs": [{"key": "7", "user": "u", "start": bad}]})
+    assert st is not None and st.wall is None and st.tx_gbps is None and st.rx_gbps == 1.5
+    assert st.jobs[0].start is None

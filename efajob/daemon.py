@@ -169,6 +169,8 @@ class Daemon:
         self._limited = RateLimiter(clock)
         self._worker: Optional[threading.Thread] = None
         self._worker_stop = threading.Event()
+        # From IMDSv2 (worker thread) when the config names no instance type; None until known.
+        self._instance_type: Optional[str] = None
         self._jobs_reader = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -347,7 +349,7 @@ class Daemon:
         self.ticks += 1
         tick = Tick(
             snapshot=snap, delta=delta, rates=rates, device_rates=dev_rates, jobs=jobs,
-            devices=self.sampler.devices, instance_type=self.cfg.instance_type,
+            devices=self.sampler.devices, instance_type=self.cfg.instance_type or self._instance_type,
             cluster=self.cfg.cluster, node=self.cfg.node, boot_id=self._boot_id,
             health=DaemonHealth(
                 started_wall=self._started_wall, ticks=self.ticks, skipped_ticks=self.skipped,
@@ -461,6 +463,7 @@ class Daemon:
 
     # -- worker thread ---------------------------------------------------------------------
     def _worker_loop(self) -> None:
+        self._guard("worker", self.resolve_instance_type)
         due = {"deliver": 0.0, "reconcile": 0.0, "status": 0.0}
         seen = self._outbox_mtime()
         while not self._worker_stop.is_set():
@@ -475,6 +478,25 @@ class Daemon:
             if mtime != seen:
                 seen = mtime
                 due["deliver"] = 0.0
+
+    def resolve_instance_type(self, fetch=None) -> Optional[str]:
+        """When the config names no instance type: the one cached in the state dir, else IMDSv2's
+        (short timeouts, worker thread only), cached there for the hooks, which must never use
+        the network. The type picks the link rate for utilisation (instances.py)."""
+        from .instances import read_cached_instance_type, write_cached_instance_type
+
+        if self.cfg.instance_type:
+            return self.cfg.instance_type
+        found = read_cached_instance_type(self.cfg.state_dir)
+        if found is None:
+            if fetch is None:
+                from .imds import fetch_identity as fetch
+            found = fetch().get("instance_type")
+            if found:
+                write_cached_instance_type(self.cfg.state_dir, found)
+                log.info("instance type %s (IMDSv2), cached for the hooks", found)
+        self._instance_type = found
+        return found
 
     def _outbox_mtime(self) -> Optional[int]:
         try:

@@ -6,6 +6,8 @@ before kernel 6.13 reads "100 Gb/sec (4X EDR)" even on 200/400G cards.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
@@ -78,3 +80,31 @@ def lookup(name: Optional[str]) -> Optional[InstanceType]:
     if not name:
         return None
     return INSTANCE_TYPES.get(name)
+
+
+# The daemon learns the instance type from IMDSv2 when the config does not name it, and leaves
+# it here for the hooks, which must never touch the network (docs/hooks.md).
+INSTANCE_TYPE_FILE = "instance-type"
+_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}$")
+
+
+def read_cached_instance_type(state_dir: str) -> Optional[str]:
+    """The instance type the daemon cached in `state_dir`, or None (absent or malformed)."""
+    try:
+        with open(os.path.join(state_dir, INSTANCE_TYPE_FILE), "rb") as f:
+            text = f.read(64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return text if _TYPE_RE.match(text) else None
+
+
+def write_cached_instance_type(state_dir: str, instance_type: str) -> None:
+    """Atomic (temp + rename). Raises ValueError for a malformed type, OSError on I/O."""
+    if not _TYPE_RE.match(instance_type):
+        raise ValueError(f"malformed instance type {instance_type!r}")
+    os.makedirs(state_dir, exist_ok=True)
+    path = os.path.join(state_dir, INSTANCE_TYPE_FILE)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(instance_type + "\n")
+    os.replace(tmp, path)

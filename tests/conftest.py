@@ -34,6 +34,9 @@ def require_binary(binary: str) -> str:
 def _utc(monkeypatch):
     # Reports print times: keep them independent of the machine's zone.
     monkeypatch.setenv("TZ", "UTC")
+    # Never ask the EC2 instance metadata service from a test (daemons started by tests
+    # without an instance type would, from their worker thread): tests reach 127.0.0.1 only.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
 def pytest_addoption(parser):

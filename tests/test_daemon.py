@@ -599,3 +599,28 @@ def test_systemd_analyze_accepts_the_unit(tmp_path):
     # Warnings about the host (no running systemd in a container) are not about our unit.
     problems = [x for x in (res.stdout + res.stderr).splitlines() if "efajob-node.service" in x]
     assert res.returncode == 0 and not problems, res.stdout + res.stderr
+
+
+def test_instance_type_from_imds_is_cached_for_the_hooks(tmp_path, proc, small):
+    from efajob.instances import read_cached_instance_type
+
+    cfg = make_cfg(tmp_path, instance_type=None)
+    d, mono, wall = start_daemon(cfg, proc)
+    calls = []
+    try:
+        got = d.resolve_instance_type(fetch=lambda: calls.append(1) or {"instance_type": "p5en.48xlarge"})
+        assert got == "p5en.48xlarge" and read_cached_instance_type(cfg.state_dir) == "p5en.48xlarge"
+        assert d.tick().instance_type == "p5en.48xlarge"
+        # Cached: a restarted daemon does not ask IMDS again.
+        assert d.resolve_instance_type(fetch=lambda: calls.append(2) or {}) == "p5en.48xlarge"
+        assert calls == [1]
+    finally:
+        d.close()
+    # Off EC2 nothing is found and nothing is cached.
+    cfg2 = make_cfg(tmp_path, instance_type=None, state_dir=str(tmp_path / "state2"))
+    d2, _, _ = start_daemon(cfg2, proc)
+    try:
+        assert d2.resolve_instance_type(fetch=lambda: {}) is None
+        assert read_cached_instance_type(cfg2.state_dir) is None
+    finally:
+        d2.close()

@@ -13,6 +13,7 @@ import tempfile
 import pytest
 from click.testing import CliRunner
 
+from efajob import sim_traffic
 from efajob import simulate as sim
 from efajob.cli_simulate import simulate as simulate_cli
 from efajob.errors import SimulatorError
@@ -557,9 +558,9 @@ def test_write_in_place_shorter(tmp_path):
     ino = os.stat(p).st_ino
     fd = os.open(p, os.O_RDONLY)
     try:
-        sim._write_in_place(str(p), b"42\n")
+        sim_traffic._write_in_place(str(p), b"42\n")
         assert os.pread(fd, 64, 0) == b"42\n" and os.stat(p).st_ino == ino
-        sim._write_in_place(str(p), b"4200000000000000\n")
+        sim_traffic._write_in_place(str(p), b"4200000000000000\n")
         assert os.pread(fd, 64, 0) == b"4200000000000000\n"
     finally:
         os.close(fd)

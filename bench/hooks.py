@@ -10,7 +10,7 @@ On a simulated p5.48xlarge (32 EFA devices, ~1,100 counter files):
 - epilog: a 1-hour job window with 3,600 daemon rows (1 s samples, with their minute rollups)
   in the local store, the daemon "running" (its lock held, so the epilog leaves delivery to
   it). Target <= 4x. Also shown: the worst case of the raw-row path (a window just under
-  hook.RAW_WINDOW_MAX, every row decoded), the epilog with no daemon (it then delivers its
+  finish.RAW_WINDOW_MAX, every row decoded), the epilog with no daemon (it then delivers its
   record itself, fsync included), and a 24-hour window (86,400 rows).
 
 Each hook runs as slurmd runs it: a fresh process, no PATH, no HOME.
@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from efajob.config import load_config  # noqa: E402
-from efajob.hook import RAW_WINDOW_MAX  # noqa: E402
+from efajob.finish import RAW_WINDOW_MAX  # noqa: E402
 from efajob.localstore import LocalStore, SampleRow  # noqa: E402
 from efajob.runfiles import ActiveJob, read_boot_id, write_active  # noqa: E402
 from efajob.simulate import build_node  # noqa: E402

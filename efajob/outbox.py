@@ -266,7 +266,7 @@ def reconcile(cfg, active_jobs: Sequence, now_wall: float, *,
     `is_running` defaults to `scontrol -o show job` with a timeout (efajob/slurm.py): for the
     daemon only, never the hooks.
     """
-    from .hook import finish_job  # the epilog's own finishing path: one way to make a record
+    from .finish import finish_job  # the epilog's own finishing path: one way to make a record
     from .runfiles import read_boot_id
 
     boot = boot_id or read_boot_id()

@@ -220,7 +220,7 @@ def build_record(
     only those inside the job window are used. `end_wall`/`end_mono` stand in for the end
     snapshot when there is none (reconcile after a reboot: the last row of the old boot).
 
-    Long windows (hook.RAW_WINDOW_MAX): `rollups` are the daemon's minute rollups covering the
+    Long windows (finish.RAW_WINDOW_MAX): `rollups` are the daemon's minute rollups covering the
     window's whole minutes, `rows` then only the raw rows outside them (head and tail), and
     `peak_rows` the raw rows of the busiest minutes, from which per-device peaks come.
     """

@@ -240,7 +240,7 @@ def test_long_window_uses_rollups(site):
     from the busiest minutes' raw rows, the series bounded."""
     from dataclasses import replace
 
-    from efajob.hook import RAW_WINDOW_MAX
+    from efajob.finish import RAW_WINDOW_MAX
     from efajob.runfiles import ActiveJob, write_active
     from efajob.sysfs import read_snapshot
 

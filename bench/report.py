@@ -102,7 +102,7 @@ def time_report(cfg: Config, job_id: str, fmt: str = "text") -> float:
     from efajob.render_csv import render_csv
     from efajob.render_html import render_html
     from efajob.render_text import render_text
-    from efajob.report import render_json
+    from efajob.render_json import render_json
 
     render = {"text": render_text, "json": render_json, "csv": render_csv, "html": render_html}[fmt]
     gc.collect()

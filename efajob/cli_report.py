@@ -166,7 +166,7 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color
     from .render_csv import render_csv
     from .render_html import render_html
     from .render_text import render_text
-    from .report import render_json
+    from .render_json import render_json
 
     gc.disable()  # a short-lived process that builds one big acyclic tree: see _no_gc()
     cfg = get_config(config_path, store=store)

@@ -17,8 +17,9 @@ from efajob.cli_report import check_slurm, job_summary, list_jobs
 from efajob.config import DEFAULT_THRESHOLDS, Config
 from efajob.jobstore import JobFiles, NodeStatus, LiveJob
 from efajob.render_csv import COLUMNS, render_csv
+from efajob.render_json import SCHEMA_VERSION, render_json, report_to_dict
 from efajob.render_text import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, gauge, render_text
-from efajob.report import SCHEMA_VERSION, build_report, render_json, report_to_dict
+from efajob.report import build_report
 from efajob.slurm import JobInfo
 
 from jobsim import T0, NodePool, NodeSpec, check_golden, healthy, job_records, write_store

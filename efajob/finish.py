@@ -106,6 +106,7 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     gather, build, write to the outbox, forget the run-dir files, note it in the history.
     Returns the outbox path. Raises on what must be logged (outbox unwritable...)."""
     from .errors import EfajobError, RecordError
+    from .instances import read_cached_instance_type
     from .outbox import write_outbox
     from .records import build_record
     from .runfiles import (ActiveJobsReader, LazyLogger, LockTimeout, add_finished, hooks_lock,
@@ -175,7 +176,8 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
 
     record = build_record(
         ident, start, end, rows, rollups=rollups, peak_rows=peak_rows, shared=shared,
-        instance_type=cfg.instance_type, device_rates=rates, source=source,
+        instance_type=cfg.instance_type or read_cached_instance_type(cfg.state_dir),
+        device_rates=rates, source=source,
         prolog_seen=prolog_seen, epilog_seen=source == "epilog",
         end_wall=now_wall if end is None and not rows else None, reasons=reasons)
     path = write_outbox(cfg, record)

@@ -218,9 +218,15 @@ def deliver_detached(cfg, wait: float = DELIVERY_WAIT, first: Optional[str] = No
 
 
 # -- logging and main --------------------------------------------------------------------------
+# The config's `log_file`, once the config is read: hook messages go there too, because
+# slurmd throws a hook's stderr away and a node may have no syslog (/dev/log).
+_log_file: Optional[str] = None
+
+
 def _setup_logging() -> None:
-    """stderr always; syslog (/dev/log) when there is one. Hooks have no journal of their own:
-    slurmd keeps only the exit status. Called on the first message only (LazyLogger)."""
+    """stderr always; syslog (/dev/log) when there is one; the config's `log_file` when set.
+    Hooks have no journal of their own: slurmd keeps only the exit status. Called on the
+    first message only (LazyLogger)."""
     import logging
 
     log = logging.getLogger("efajob")
@@ -233,6 +239,17 @@ def _setup_logging() -> None:
     log.addHandler(err)
     if os.path.exists("/dev/log"):
         log.addHandler(_lazy_syslog_class()(fmt))
+    if _log_file:
+        try:
+            from logging.handlers import WatchedFileHandler  # survives logrotate
+
+            fh = WatchedFileHandler(_log_file)
+            fh.setFormatter(logging.Formatter(
+                "%(asctime)s efajob-hook[%(process)d] %(levelname)s %(message)s"))
+            fh.setLevel(logging.WARNING)
+            log.addHandler(fh)
+        except OSError as e:
+            log.warning("cannot open log_file %s: %s", _log_file, e.strerror)
 
 
 def _lazy_syslog_class():
@@ -278,6 +295,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .config import load_config
 
         cfg = load_config(node=os.environ.get("SLURMD_NODENAME") or None)
+        global _log_file
+        _log_file = cfg.log_file
         if what == "prolog":
             run_prolog(cfg, os.environ)
         else:

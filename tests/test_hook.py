@@ -554,3 +554,32 @@ def test_install_hooks_refuses(tmp_path, args, message):
     res = CliRunner().invoke(main, ["install", "hooks", "--slurm-scripts-dir", str(tmp_path / "s")] + args)
     assert res.exit_code == 2 and message in res.output
     assert not (tmp_path / "s" / "prolog.d" / "00_efajob").exists()
+
+
+def test_failure_also_goes_to_the_config_log_file(site):
+    """slurmd throws a hook's stderr away and a node may have no /dev/log: the config's
+    log_file is where an operator finds why a job has no record."""
+    root, conf = site
+    log_file = root / "hooks.log"
+    with open(conf, "a") as f:
+        f.write(f'log_file = "{log_file}"\n')
+    build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
+    (root / "n1" / "run").write_text("not a directory\n")
+    p = hook("prolog", slurm_env(conf))
+    assert p.returncode == 0
+    text = log_file.read_text()
+    assert "prolog job 42 failed" in text and "Not a directory" in text and "ERROR" in text
+
+
+def test_epilog_uses_the_instance_type_the_daemon_cached(site):
+    root, conf = site
+    text = open(conf).read().replace('instance_type = "p5.48xlarge"\n', "")
+    open(conf, "w").write(text)
+    build_node(str(root / "n1" / "sys"), "p5en.48xlarge")
+    os.makedirs(root / "n1" / "state")
+    (root / "n1" / "state" / "instance-type").write_text("p5en.48xlarge\n")
+    assert hook("prolog", slurm_env(conf)).returncode == 0
+    assert hook("epilog", epilog_env(conf)).returncode == 0
+    rec = store_records(root)["42/n1.json"]
+    # The instance table's 16 x 200 Gb/s, not ports/1/rate's 100 Gb/s of kernels < 6.13.
+    assert rec["instance_type"] == "p5en.48xlarge" and rec["link_gbps"] == 3200.0

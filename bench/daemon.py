@@ -80,7 +80,7 @@ class Run:
         self.name, self.root = name, root
         self.node = build_node(os.path.join(root, "sys"), "p5.48xlarge")
         self.port = free_port() if prometheus else None
-        cfg = [f'cluster = "bench"', f'sysfs_root = "{root}/sys"', f'run_dir = "{root}/run"',
+        cfg = ['cluster = "bench"', f'sysfs_root = "{root}/sys"', f'run_dir = "{root}/run"',
                f'state_dir = "{root}/state"', f'store = "{root}/store"', "interval = 1.0",
                'instance_type = "p5.48xlarge"', 'log_level = "warning"']
         if prometheus:

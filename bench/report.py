@@ -98,7 +98,7 @@ def write_job(store: str, job_id: str, nodes: int) -> None:
 
 def time_report(cfg: Config, job_id: str, fmt: str = "text") -> float:
     from efajob.cli import main  # noqa: F401  (registers cli_report)
-    from efajob.cli_report import build_job_report
+    from efajob.jobreports import build_job_report
     from efajob.render_csv import render_csv
     from efajob.render_html import render_html
     from efajob.render_text import render_text

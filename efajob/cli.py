@@ -14,8 +14,7 @@ from typing import Optional
 import click
 
 from . import __version__
-from .cli_common import (config_option, format_option, get_config, handle_errors,  # noqa: F401
-                         setup_logging, sysfs_option)
+from .cli_common import config_option, format_option, get_config, handle_errors, sysfs_option
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="efajob")

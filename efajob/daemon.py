@@ -30,7 +30,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .config import Config
-from .counters import diff_snapshots, sum_net, sum_port_counters
+from .counters import diff_snapshots, sum_port_counters
 from .errors import StoreError
 from .localstore import LocalStore, SampleRow, current_boot_id, encode_jobs
 from .sinks import DaemonHealth, Sink, Tick, build_sinks

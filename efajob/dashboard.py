@@ -120,7 +120,7 @@ class Dashboard:
     nodes: List[NodeView]
     totals: Totals
     running: List[RunningJob]
-    recent: List[dict]  # `cli_report.job_summary` rows, newest first
+    recent: List[dict]  # `jobreports.job_summary` rows, newest first
     notes: List[str] = field(default_factory=list)
 
 

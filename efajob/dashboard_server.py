@@ -108,7 +108,7 @@ class Collector:
         return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes)
 
     def _recent(self, now: float, notes: List[str]) -> List[dict]:
-        from .cli_report import job_summary
+        from .jobreports import job_summary
         from .jobstore import find_job, load_job
         from .report import build_report
 
@@ -141,7 +141,7 @@ class Collector:
         return rows
 
     def job_report_html(self, job_id: str, cluster: Optional[str], restart: Optional[int]) -> str:
-        from .cli_report import build_job_report
+        from .jobreports import build_job_report
         from .render_html import render_html
 
         r = build_job_report(self.cfg, job_id, cluster=cluster or self.cluster, restart=restart,

@@ -218,7 +218,7 @@ def run_demo(*, keep: Optional[str] = None, nodes: int = 4, seconds: float = 3.0
              say: Callable[[str], None] = lambda s: None) -> DemoResult:
     """Run the whole demo; return the reports. Raises EfajobError when a part fails."""
     from . import simulate as sim
-    from .cli_report import build_job_report
+    from .jobreports import build_job_report
     from .config import load_config
 
     if nodes < 2:

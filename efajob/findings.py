@@ -19,7 +19,7 @@ from .report import ENA_ALLOWANCE
 from .render_text import fmt_bytes, fmt_count, fmt_duration, fmt_pct
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .report import JobReport, NodeReport
+    from .report import JobReport
 
 SEVERITIES = ("critical", "warning", "info")
 VERDICTS = {"critical": "Failure", "warning": "Warning"}

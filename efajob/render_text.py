@@ -336,7 +336,7 @@ def render_text(r: "JobReport", *, verbose: bool = False, color: bool = False,
 
 # -- `efajob jobs` ---------------------------------------------------------------------------------
 def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: bool = False) -> str:
-    """One line per job: rows are `cli_report.job_summary` dicts."""
+    """One line per job: rows are `jobreports.job_summary` dicts."""
     paint = _Paint(color)
     if not rows:
         return "No jobs in the store match.\n"

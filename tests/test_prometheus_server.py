@@ -7,7 +7,6 @@ rate is exact and the query must return it to the last bit (no timing tolerance 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import threading

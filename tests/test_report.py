@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from efajob.cli import main  # first: efajob.cli registers the cli_* modules
-from efajob.cli_report import check_slurm, job_summary, list_jobs
+from efajob.jobreports import check_slurm, job_summary, list_jobs
 from efajob.config import DEFAULT_THRESHOLDS, Config
 from efajob.jobstore import JobFiles, NodeStatus, LiveJob
 from efajob.render_csv import COLUMNS, render_csv

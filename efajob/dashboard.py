@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from .values import as_number  # noqa: F401  (re-exported for the server)
-from .jobid import is_job_id, is_key, parse_key
+from .jobid import status_job_key
 from .render_text import fmt_duration, natural_key
 
 # Per-second health rates shown per node when the status document has them (kernel names).
@@ -153,17 +153,11 @@ def _devices(raw: object) -> List[DeviceView]:
 def _jobs(raw: object) -> List[NodeJob]:
     """The document's `jobs` (objects with `key`, or `job_id` + `restart`); bad entries left out."""
     out = []
-    for j in raw[:1000] if isinstance(raw, list) else []:
-        j = {"key": j} if isinstance(j, str) else j
-        if not isinstance(j, dict):
+    for entry in raw[:1000] if isinstance(raw, list) else []:
+        parsed = status_job_key(entry)
+        if parsed is None:
             continue
-        key = j.get("key")
-        if not is_key(key):
-            jid, rs = j.get("job_id"), j.get("restart", 0)
-            if not is_job_id(jid) or isinstance(rs, bool) or not isinstance(rs, int) or rs < 0:
-                continue
-            key = jid if rs == 0 else f"{jid}.{rs}"
-        job_id, restart = parse_key(key)
+        key, job_id, restart, j = parsed
         out.append(NodeJob(key=key, job_id=job_id, restart=restart, user=_text(j.get("user")),
                            partition=_text(j.get("partition")), start=as_number(j.get("start"))))
     return out

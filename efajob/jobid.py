@@ -112,3 +112,20 @@ def format_exit_code(raw: Optional[str], code2: Optional[str] = None) -> Optiona
     if status & 0x7F == 0:
         return f"{(status >> 8) & 0xFF}:0"
     return f"0:{status & 0x7F}"
+
+
+def status_job_key(entry: object) -> Optional[Tuple[str, str, int, dict]]:
+    """One `jobs` entry of a node status document (efajob/nodestatus.py) -> (key, job_id,
+    restart, the entry as a dict), or None when it names no valid job. Entries are objects with
+    `key`, or `job_id` (+ `restart`); a plain key string is accepted too."""
+    j = {"key": entry} if isinstance(entry, str) else entry
+    if not isinstance(j, dict):
+        return None
+    key = j.get("key")
+    if not is_key(key):
+        jid, rs = j.get("job_id"), j.get("restart", 0)
+        if not is_job_id(jid) or isinstance(rs, bool) or not isinstance(rs, int) or rs < 0:
+            return None
+        key = jid if rs == 0 else f"{jid}.{rs}"
+    job_id, restart = parse_key(key)
+    return key, job_id, restart, j

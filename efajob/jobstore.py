@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
-from .jobid import is_job_id, is_key, parse_key, validate_job_id
+from .jobid import is_job_id, status_job_key, validate_job_id
 from .values import as_number
 
 JOBS_DIR = "jobs"
@@ -323,18 +323,11 @@ def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
         return None
     jobs: List[LiveJob] = []
     raw_jobs = d.get("jobs", [])
-    for j in raw_jobs if isinstance(raw_jobs, list) else []:
-        if isinstance(j, str):
-            j = {"key": j}
-        if not isinstance(j, dict):
+    for entry in raw_jobs if isinstance(raw_jobs, list) else []:
+        parsed = status_job_key(entry)
+        if parsed is None:
             continue
-        key = j.get("key")
-        if not is_key(key):
-            jid, rs = j.get("job_id"), j.get("restart", 0)
-            if not is_job_id(jid) or isinstance(rs, bool) or not isinstance(rs, int) or rs < 0:
-                continue
-            key = jid if rs == 0 else f"{jid}.{rs}"
-        jid, rs = parse_key(key)
+        key, jid, rs, j = parsed
         user = j.get("user") if isinstance(j.get("user"), str) else None
         start = as_number(j.get("start", j.get("start_wall")))
         jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start))

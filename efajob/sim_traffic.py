@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from .sysfs import parse_counter
 from .errors import SimulatorError
 from .ethtool import ALLOWANCE_COUNTERS as ENA_ALLOWANCE_COUNTERS
 from .ethtool import parse_ethtool_text, render_ethtool_text
@@ -92,13 +93,9 @@ class Injected:
         }
 
 
-def parse_value(raw: bytes) -> Optional[int]:
-    """A counter file's bytes -> value, None when it is not an unsigned 64-bit decimal."""
-    text = raw.strip()
-    if not text.isdigit() or len(text) > 20:
-        return None
-    value = int(text)
-    return value if value <= _MAX_U64 else None
+# The simulator reads back what it wrote with the sampler's own parser: one rule for what a
+# counter file may hold.
+parse_value = parse_counter
 
 
 def _write_in_place(path: str, data: bytes) -> None:

@@ -30,6 +30,22 @@ def require_binary(binary: str) -> str:
     return path  # type: ignore[return-value]
 
 
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def chromium_dump_dom(url: str, profile_dir: str, timeout: float = 90):
+    """The DOM headless Chromium built from `url` (a completed subprocess: `.stdout` holds it).
+    The flags keep it off the network: this machine reaches only 127.0.0.1."""
+    import subprocess
+
+    exe = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                if os.path.exists(p)), None)
+    require("chromium", exe is not None, "no chromium binary")
+    argv = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--dump-dom", url]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(autouse=True)
 def _utc(monkeypatch):
     # Reports print times: keep them independent of the machine's zone.

@@ -24,7 +24,7 @@ from efajob.dashboard_server import Collector, DashboardServer, job_href, max_st
 from efajob.nodestatus import write_node_status
 from efajob.render_dashboard import render_dashboard
 
-from conftest import require
+from conftest import chromium_dump_dom
 from jobsim import NodePool, NodeSpec, healthy, job_records, write_store
 
 NOW = 1_800_000_000.0
@@ -418,23 +418,11 @@ def test_serve_logs_and_stops_on_sigterm(store, tmp_path):
 
 
 # -- in a browser ------------------------------------------------------------------------------
-def chromium() -> str:
-    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"):
-        if os.path.exists(p):
-            return p
-    require("chromium", False, "no chromium binary")
-    return ""  # pragma: no cover
-
-
 @pytest.mark.integration
 @pytest.mark.chromium
 def test_page_in_headless_chromium(server, tmp_path):
-    exe = chromium()
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    argv = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", url]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+    p = chromium_dump_dom(url, str(tmp_path / "profile"))
     assert p.returncode == 0, p.stderr[-2000:]
     dom = p.stdout
     # What the browser built: every node row, the running job, the recent jobs with links.

@@ -3,9 +3,7 @@ in headless Chromium (the DOM the browser builds: charts present, no script elem
 names shown as text)."""
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 
 import pytest
 
@@ -13,7 +11,7 @@ from efajob.render_html import MAX_POINTS, _downsample, render_html
 from efajob.report import build_report
 from efajob.slurm import JobInfo
 
-from conftest import require
+from conftest import chromium_dump_dom
 from jobsim import T0, NodePool, NodeSpec, healthy, job_records
 
 HOSTILE_NAME = "<script>document.title='pwned-name'</script>"
@@ -56,24 +54,12 @@ def test_downsample_keeps_shape():
     assert _downsample([1, 2], [None, 3.0]) == ([1, 2], [None, 3.0])
 
 
-def chromium() -> str:
-    for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"):
-        if os.path.exists(p):
-            return p
-    require("chromium", False, "no chromium binary")
-    return ""  # pragma: no cover
-
-
 @pytest.mark.integration
 @pytest.mark.chromium
 def test_in_headless_chromium(report, tmp_path):
-    exe = chromium()
     page = tmp_path / "report.html"
     page.write_text(render_html(report), encoding="utf-8")
-    argv = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()]
-    p = subprocess.run(argv, capture_output=True, text=True, timeout=90)
+    p = chromium_dump_dom(page.as_uri(), str(tmp_path / "profile"))
     assert p.returncode == 0, p.stderr[-2000:]
     dom = p.stdout
     # The browser parsed what we meant: three charts, each with a sent and a received line.

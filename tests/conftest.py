@@ -65,3 +65,20 @@ def pytest_addoption(parser):
 @pytest.fixture
 def update_golden(request) -> bool:
     return bool(request.config.getoption("--update-golden"))
+
+
+@pytest.fixture(autouse=True)
+def _efajob_logger_restored():
+    """The daemon's and the hook's logging setup change the process-wide "efajob" logger
+    (propagate off, their own handlers): put it back after each test, so a test that ran one in
+    process cannot hide log records from a later test's caplog."""
+    import logging
+
+    lg = logging.getLogger("efajob")
+    saved = (lg.propagate, list(lg.handlers), lg.level)
+    yield
+    lg.propagate, lg.level = saved[0], saved[2]
+    for h in list(lg.handlers):
+        if h not in saved[1]:
+            lg.removeHandler(h)
+            h.close()

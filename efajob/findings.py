@@ -291,7 +291,8 @@ def counter_reset(report: "JobReport", th: Mapping[str, float]) -> List[Finding]
 
 _REASONS = {
     "no_prolog": "the prolog did not run: counted from the daemon's samples only",
-    "no_prolog_no_daemon": "neither the prolog nor the daemon saw the job start: no counters",
+    "no_prolog_no_samples": ("no prolog ran, so nothing recorded the job's start (the daemon learns of a job "
+                             "from the prolog's run-dir file): no counters"),
     "no_start_snapshot": "no start snapshot: counted from the daemon's samples only",
     "no_epilog": "the epilog never ran (node crash, slurmd restart): counted up to the daemon's last sample",
     "no_end_snapshot": "no end snapshot: counted up to the daemon's last sample",

@@ -286,7 +286,7 @@ def build_record(
         if t1_mono is None and window:
             t1_mono, t1_wall = window[-1].mono, window[-1].wall
     if start is None and not prolog_seen:
-        why.append("no_prolog" if measured or rollups else "no_prolog_no_daemon")
+        why.append("no_prolog" if measured or rollups else "no_prolog_no_samples")
     elif start is None:
         why.append("no_start_snapshot")
     if not epilog_seen:

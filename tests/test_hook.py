@@ -175,7 +175,7 @@ def test_epilog_without_prolog(site):
     assert (p.returncode, p.stderr) == (0, "")
     r = store_records(root)["77/n1.json"]
     assert r["prolog_seen"] is False and r["complete"] is False
-    assert r["incomplete_reasons"] == ["no_prolog_no_daemon"] and r["totals"] == {}
+    assert r["incomplete_reasons"] == ["no_prolog_no_samples"] and r["totals"] == {}
 
 
 def test_overlap_found_without_a_daemon(site):

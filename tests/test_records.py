@@ -144,8 +144,8 @@ NO_PROLOG = [
     # (rows, expected reason, expected tx total, start_source)
     ([row(101.0, 5 * GB), row(102.0, 3 * GB), row(103.0, 2 * GB), row(104.0, 9, jobs=("7",))],
      "no_prolog", 5 * GB, "daemon"),
-    ([row(101.0, 5 * GB, jobs=("7",))], "no_prolog_no_daemon", None, None),
-    ([], "no_prolog_no_daemon", None, None),
+    ([row(101.0, 5 * GB, jobs=("7",))], "no_prolog_no_samples", None, None),
+    ([], "no_prolog_no_samples", None, None),
 ]
 
 

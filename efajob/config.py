@@ -90,6 +90,9 @@ class Config:
     interval: float = 1.0
     status_interval: float = 15.0
     rediscover_interval: float = 30.0
+    # The daemon reads the device-level admin counters (a third of a p5's counter files, error
+    # counters that rarely move) this often; the hooks read everything every time.
+    device_counter_interval: float = 10.0
     retention_hours: float = 24.0
     rollup_days: float = 30.0
     instance_type: Optional[str] = None

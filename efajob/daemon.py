@@ -202,6 +202,7 @@ class Daemon:
         from .sysfs import Sampler
 
         self.sampler = Sampler(self.cfg.sysfs_root, rediscover_interval=self.cfg.rediscover_interval,
+                               device_counter_interval=self.cfg.device_counter_interval,
                                ethtool=ethtool_reader_from_config(self.cfg),
                                clock=self._clock, wall_clock=self._wall)
         self._prev = None

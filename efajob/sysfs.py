@@ -300,6 +300,11 @@ class Sampler:
     Devices are rediscovered every `rediscover_interval` seconds (devices can appear late after
     boot, p5en being known for it) and whenever one vanishes.
 
+    `device_counter_interval`: read the device-level admin counters (`<dev>/hw_counters`: a
+    third of a p5's files, error counters that move rarely) only every that many seconds and
+    repeat their last values in between. 0 (the default, what the hooks use) reads them every
+    sample; the daemon sets it to cut its per-second cost (docs/performance.md).
+
     `ethtool`: a reader (`ifname -> {name: value}`, efajob/ethtool.py) whose counters (the ENA
     allowance counters) are merged into `Snapshot.net[ifname]` for each sampled netdev; None
     reads none. The Sampler owns it: `close()` closes it. Its failures are absent counters.
@@ -311,6 +316,7 @@ class Sampler:
         *,
         rediscover_interval: float = 30.0,
         include_net: bool = True,
+        device_counter_interval: float = 0.0,
         ethtool: Optional[Callable[[str], Optional[Dict[str, int]]]] = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -320,6 +326,7 @@ class Sampler:
         self.root = root
         self.rediscover_interval = rediscover_interval
         self.include_net = include_net
+        self.device_counter_interval = device_counter_interval
         self._ethtool = ethtool
         self._clock = clock
         self._wall = wall_clock
@@ -333,6 +340,10 @@ class Sampler:
         self._netdevs: Tuple[str, ...] = ()
         self._discovered_at: Optional[float] = None
         self._dead: set = set()  # slot indexes parked on /dev/null until the next rediscovery
+        # Slots [0, _split) are port and netdev counters, [_split, end) device counters.
+        self._split = 0
+        self._dev_read_at: Optional[float] = None
+        self._last_devc: List[Dict[str, int]] = []
         self.rediscover()
 
     # -- discovery -------------------------------------------------------------------------
@@ -364,6 +375,8 @@ class Sampler:
             for n in _listdir(sdir):
                 wanted.append((os.path.join(sdir, n), (_NET, i, 0, n)))
 
+        # Device counters last, so a sample that skips them reads one contiguous prefix.
+        wanted.sort(key=lambda w: w[1][0] == _DEV)
         old = dict(zip(self._paths, self._fds))
         for k in self._dead:
             # Slots parked on /dev/null after their file vanished: never reuse those.
@@ -390,6 +403,8 @@ class Sampler:
             self._close_fd(fd)
         self._fds, self._paths, self._slots = fds, paths, slots
         self._groups = _group_slots(slots)
+        self._split = sum(1 for sl in slots if sl[0] != _DEV)
+        self._dev_read_at = None  # read the device counters at the next sample
         self._devices, self._netdevs = devices, netdevs
         self._discovered_at = self._clock()
 
@@ -408,15 +423,16 @@ class Sampler:
             pass
 
     # -- sampling --------------------------------------------------------------------------
-    def _read_all(self) -> List[Optional[bytes]]:
+    def _read_all(self, limit: Optional[int] = None) -> List[Optional[bytes]]:
         pread = os.pread
+        fds = self._fds if limit is None else self._fds[:limit]
         try:
             # The fast path: one list comprehension of preads, nothing else.
-            return [pread(fd, _READ_SIZE, 0) for fd in self._fds]
+            return [pread(fd, _READ_SIZE, 0) for fd in fds]
         except OSError:
             pass
         out: List[Optional[bytes]] = []
-        for k, fd in enumerate(self._fds):
+        for k, fd in enumerate(fds):
             try:
                 out.append(pread(fd, _READ_SIZE, 0))
             except OSError as e:
@@ -447,7 +463,9 @@ class Sampler:
             self.rediscover()
         wall = self._wall()
         mono = self._clock()
-        raws = self._read_all()
+        every = self.device_counter_interval
+        full = every <= 0 or self._dev_read_at is None or mono - self._dev_read_at >= every
+        raws = self._read_all(None if full else self._split)
         values = _parse_all(raws)
 
         ndev = len(self._devices)
@@ -456,6 +474,8 @@ class Sampler:
         seen = [False] * ndev
         net: Dict[str, Dict[str, int]] = {}
         for kind, owner, port, start, end, names in self._groups:
+            if kind == _DEV and not full:
+                continue
             vals = values[start:end]
             if values.absent:
                 counters = {n: v for n, v in zip(names, vals) if v is not None}
@@ -474,6 +494,10 @@ class Sampler:
         if self._ethtool is not None and self._netdevs:
             self._merge_ethtool(net)
 
+        if full:
+            self._last_devc, self._dev_read_at = devc, mono
+        elif len(self._last_devc) == ndev:
+            devc = self._last_devc  # repeated until the next full read (treat as read-only)
         devices: Dict[str, DeviceReading] = {}
         for i, dev in enumerate(self._devices):
             if not seen[i]:

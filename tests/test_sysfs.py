@@ -217,3 +217,22 @@ def test_device_with_no_readable_counter_is_left_out(tmp_path):
             for f in files:
                 os.truncate(os.path.join(dirpath, f), 0)
         assert set(s.sample().devices) == {"rdmap79s0"}
+
+
+def test_device_counters_read_every_interval_and_repeated_between(tmp_path):
+    clock = [100.0]
+    root = str(tmp_path)
+    d = make_device(root, "rdmap79s0", PORT, DEV)
+    with Sampler(root, include_net=False, device_counter_interval=10, clock=lambda: clock[0]) as s:
+        a = s.sample()
+        set_counter(d, "submitted_cmds", 9, port=False)
+        set_counter(d, "tx_bytes", 2000)
+        clock[0] = 101.0
+        b = s.sample()  # port counters fresh, device counters repeated
+        assert b.devices["rdmap79s0"].port_counters["tx_bytes"] == 2000
+        assert b.devices["rdmap79s0"].device_counters == a.devices["rdmap79s0"].device_counters
+        clock[0] = 110.0
+        c = s.sample()  # due again
+        assert c.devices["rdmap79s0"].device_counters["submitted_cmds"] == 9
+    with Sampler(root, include_net=False) as s:  # the default (hooks): every sample
+        assert s.sample().devices["rdmap79s0"].device_counters["submitted_cmds"] == 9

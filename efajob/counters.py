@@ -9,6 +9,7 @@ Rules (shared/notes/efa-sysfs.md, DESIGN invariant 3):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import itemgetter, sub
 from typing import Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .sysfs import Snapshot
@@ -25,12 +26,14 @@ def counter_delta(prev: int, cur: int) -> Tuple[int, bool]:
 
 def diff_counters(prev: Mapping[str, int], cur: Mapping[str, int]) -> Tuple[Dict[str, int], List[str]]:
     """Deltas of the counters present on both sides, and the names that were reset."""
-    # The daemon runs this ~70 times a second on a p5: one comprehension in the usual case
-    # (same names on both sides, nothing reset), the fix-ups only when needed.
-    if prev.keys() == cur.keys():
-        out = {k: c - prev[k] for k, c in cur.items()}
-    else:
-        out = {k: c - prev[k] for k, c in cur.items() if k in prev}
+    # The daemon runs this ~70 times a second on a p5. The sampler builds its dicts in the same
+    # order every time, so the usual case (same names, same order, nothing reset) is a few
+    # C-level calls; the general path handles the rest.
+    if list(cur) == list(prev):
+        vals = list(map(sub, cur.values(), prev.values()))
+        if not vals or min(vals) >= 0:
+            return dict(zip(cur, vals)), []
+    out = {k: c - prev[k] for k, c in cur.items() if k in prev}
     if not out or min(out.values()) >= 0:
         return out, []
     resets = [k for k, v in out.items() if v < 0]
@@ -112,9 +115,16 @@ def sum_port_counters(delta: SnapshotDelta) -> Dict[str, int]:
     Port counters only: on kernels < 5.15 the device-level directory repeats the same names and
     values (tx_bytes included), so adding device counters would count traffic twice.
     """
+    dicts = [d.port_counters for d in delta.devices.values()]
+    if not dicts:
+        return {}
+    keys = list(dicts[0])
+    if len(keys) > 1 and all(list(d) == keys for d in dicts):
+        # Every device has the same counters (the usual case): sum columns at C speed.
+        return dict(zip(keys, map(sum, zip(*map(itemgetter(*keys), dicts)))))
     out: Dict[str, int] = {}
-    for d in delta.devices.values():
-        for k, v in d.port_counters.items():
+    for c in dicts:
+        for k, v in c.items():
             out[k] = out.get(k, 0) + v
     return out
 

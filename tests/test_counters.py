@@ -56,3 +56,20 @@ def test_rates():
     assert rate(None, 2.0) is None and rate(5, 0) is None
     assert bytes_to_gbps(12.5e9, 1.0) == 100.0
     assert bytes_to_gbps(None, 1.0) is None
+
+
+def test_fast_and_general_paths_agree():
+    from efajob.counters import DeviceDelta, SnapshotDelta, sum_port_counters
+
+    prev = {"a": 1, "b": 2, "c": 3}
+    assert diff_counters(prev, {"a": 5, "b": 2, "c": 10}) == ({"a": 4, "b": 0, "c": 7}, [])
+    assert diff_counters(prev, {"a": 5, "b": 1, "c": 10}) == ({"a": 4, "b": 1, "c": 7}, ["b"])
+    assert diff_counters(prev, {"c": 10, "a": 5, "b": 2}) == ({"c": 7, "a": 4, "b": 0}, [])  # order
+    assert diff_counters({}, {}) == ({}, [])
+    same = {n: DeviceDelta(n, {"tx_bytes": i, "rx_bytes": 2 * i}, {}) for i, n in enumerate("xyz")}
+    assert sum_port_counters(SnapshotDelta(1.0, same)) == {"tx_bytes": 3, "rx_bytes": 6}
+    mixed = dict(same, w=DeviceDelta("w", {"rx_bytes": 1, "retrans_pkts": 4}, {}))
+    assert sum_port_counters(SnapshotDelta(1.0, mixed)) == {"tx_bytes": 3, "rx_bytes": 7, "retrans_pkts": 4}
+    one = {n: DeviceDelta(n, {"tx_bytes": 5}, {}) for n in "ab"}
+    assert sum_port_counters(SnapshotDelta(1.0, one)) == {"tx_bytes": 10}
+    assert sum_port_counters(SnapshotDelta(1.0, {})) == {}

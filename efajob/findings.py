@@ -215,34 +215,37 @@ def retransmits(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     return out
 
 
-@rule("impaired_connections")
-def impaired_connections(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+def _count_rule(report: "JobReport", counter: str, threshold: float, code: str,
+                message: str, advice: str) -> List[Finding]:
+    """A warning for every node whose `counter` reached `threshold` (`message` is formatted
+    with the node's `host` and the `count`)."""
     out = []
     for n in report.data_nodes:
-        v = n.counters.get("impaired_remote_conn_events")
-        if v and v >= th["impaired_events"]:
-            out.append(Finding(
-                "impaired_connections", "warning",
-                f"{n.host} saw {fmt_count(v)} impaired remote connection events: SRD found the path "
-                "to some peers lossy or slow.",
-                "If other nodes report the same, the common peer is the suspect: compare the "
-                "per-node health columns.", host=n.host))
+        v = n.counters.get(counter)
+        if v and v >= threshold:
+            out.append(Finding(code, "warning", message.format(host=n.host, count=fmt_count(v)),
+                               advice, host=n.host))
     return out
+
+
+@rule("impaired_connections")
+def impaired_connections(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    return _count_rule(
+        report, "impaired_remote_conn_events", th["impaired_events"], "impaired_connections",
+        "{host} saw {count} impaired remote connection events: SRD found the path to some "
+        "peers lossy or slow.",
+        "If other nodes report the same, the common peer is the suspect: compare the "
+        "per-node health columns.")
 
 
 @rule("unresponsive_remote")
 def unresponsive_remote(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
-    out = []
-    for n in report.data_nodes:
-        v = n.counters.get("unresponsive_remote_events")
-        if v and v >= th["unresponsive_events"]:
-            out.append(Finding(
-                "unresponsive_remote", "warning",
-                f"{n.host} saw {fmt_count(v)} unresponsive remote events: peers stopped answering.",
-                "A peer node or process died, or the security group does not allow all traffic "
-                "within itself (EFA needs an inbound AND an outbound rule allowing all traffic "
-                "to and from the same security group).", host=n.host))
-    return out
+    return _count_rule(
+        report, "unresponsive_remote_events", th["unresponsive_events"], "unresponsive_remote",
+        "{host} saw {count} unresponsive remote events: peers stopped answering.",
+        "A peer node or process died, or the security group does not allow all traffic "
+        "within itself (EFA needs an inbound AND an outbound rule allowing all traffic "
+        "to and from the same security group).")
 
 
 @rule("ena_allowance_exceeded")

@@ -32,15 +32,10 @@ _ALIVE = frozenset(("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDE
                     "RESIZING", "SIGNALING", "STAGE_OUT"))
 
 
-@dataclass
-class DeviceReport:
-    name: str
-    link_gbps: Optional[float] = None
-    counters: Dict[str, int] = field(default_factory=dict)
-    device_counters: Dict[str, int] = field(default_factory=dict)
-    resets: List[str] = field(default_factory=list)
-    peak_tx_gbps: Optional[float] = None
-    peak_rx_gbps: Optional[float] = None
+class _Traffic:
+    """Bytes sent and received, from the `counters` of a device or a node (absent stays None)."""
+
+    counters: Dict[str, int]
 
     @property
     def tx_bytes(self) -> Optional[int]:
@@ -56,7 +51,18 @@ class DeviceReport:
 
 
 @dataclass
-class NodeReport:
+class DeviceReport(_Traffic):
+    name: str
+    link_gbps: Optional[float] = None
+    counters: Dict[str, int] = field(default_factory=dict)
+    device_counters: Dict[str, int] = field(default_factory=dict)
+    resets: List[str] = field(default_factory=list)
+    peak_tx_gbps: Optional[float] = None
+    peak_rx_gbps: Optional[float] = None
+
+
+@dataclass
+class NodeReport(_Traffic):
     host: str
     status: str  # one of STATUSES
     devices: List[DeviceReport] = field(default_factory=list)
@@ -90,18 +96,6 @@ class NodeReport:
     @property
     def has_data(self) -> bool:
         return self.status in ("complete", "incomplete")
-
-    @property
-    def tx_bytes(self) -> Optional[int]:
-        return self.counters.get("tx_bytes")
-
-    @property
-    def rx_bytes(self) -> Optional[int]:
-        return self.counters.get("rx_bytes")
-
-    @property
-    def traffic(self) -> Optional[int]:
-        return _add(self.tx_bytes, self.rx_bytes)
 
     @property
     def rx_drops(self) -> Optional[int]:

@@ -13,8 +13,8 @@ import html
 from datetime import tzinfo
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
-from .render_text import (NA, device_avg, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct,
-                          fmt_time, natural_key)
+from .render_text import (NA, device_avg, fmt_allowance, fmt_bytes, fmt_count, fmt_duration,
+                          fmt_gbps, fmt_pct, fmt_time, natural_key)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import JobReport, NodeReport
@@ -203,16 +203,13 @@ def _findings(r: "JobReport") -> str:
 
 
 def _health(r: "JobReport") -> str:
-    from .report import ENA_ALLOWANCE
-
     t, o = r.overall.totals, r.overall
-    ena = ", ".join(f"{k} {fmt_count(o.ena[k])}" for k in ENA_ALLOWANCE if k in o.ena)
     pairs = [("rx drops", fmt_count(t.get("rx_drops"))),
              ("SRD retransmitted packets", fmt_count(t.get("retrans_pkts"))),
              ("retransmit timeouts", fmt_count(t.get("retrans_timeout_events"))),
              ("impaired remote connections", fmt_count(t.get("impaired_remote_conn_events"))),
              ("unresponsive remote events", fmt_count(t.get("unresponsive_remote_events"))),
-             ("ENA allowance exceeded", ena or "n/a (not recorded)"),
+             ("ENA allowance exceeded", fmt_allowance(o.ena)),
              ("counter resets", ", ".join(o.resets) or "none")]
     return f"<table>{_rows([(k, esc(v)) for k, v in pairs])}</table>"
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import textwrap
 from datetime import datetime, tzinfo
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import JobReport, NodeReport
@@ -288,11 +288,7 @@ def _health(r: "JobReport") -> List[str]:
          if "impaired_remote_conn_events" in t else _SRD_NA)
     line("unresponsive remote events", fmt_count(t.get("unresponsive_remote_events"))
          if "unresponsive_remote_events" in t else _SRD_NA)
-    from .report import ENA_ALLOWANCE
-
-    ena = {k: o.ena[k] for k in ENA_ALLOWANCE if k in o.ena}
-    line("ENA allowance exceeded", ", ".join(f"{k} {fmt_count(v)}" for k, v in ena.items())
-         if ena else "n/a (not recorded)")
+    line("ENA allowance exceeded", fmt_allowance(o.ena))
     line("counter resets", ", ".join(o.resets[:6]) + (f" (+{len(o.resets) - 6})" if len(o.resets) > 6 else "")
          if o.resets else "none")
     return out
@@ -335,6 +331,18 @@ def render_text(r: "JobReport", *, verbose: bool = False, color: bool = False,
 
 
 # -- `efajob jobs` ---------------------------------------------------------------------------------
+def fmt_allowance(ena: Mapping[str, int]) -> str:
+    """The ENA allowance counters of a report line: the ones that moved, "none" when every one
+    that was read stayed at 0, "n/a" when none was read (absent is not zero)."""
+    from .report import ENA_ALLOWANCE
+
+    read = [k for k in ENA_ALLOWANCE if k in ena]
+    if not read:
+        return "n/a (not recorded)"
+    moved = [f"{k} {fmt_count(ena[k])}" for k in read if ena[k]]
+    return ", ".join(moved) if moved else f"none ({len(read)} counters read)"
+
+
 def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: bool = False) -> str:
     """One line per job: rows are `jobreports.job_summary` dicts."""
     paint = _Paint(color)

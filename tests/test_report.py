@@ -423,3 +423,13 @@ def test_thresholds_come_from_config(mixed):
     r = report_of(mixed, thresholds=th)
     assert not [f for f in r.findings if f.code == "straggler_node"]
     assert job_summary(r)["verdict"] == "Failure"  # the dead device remains
+
+
+def test_allowance_line_names_what_moved_and_tells_absent_from_zero():
+    from efajob.render_text import fmt_allowance
+
+    assert fmt_allowance({}) == "n/a (not recorded)"
+    assert fmt_allowance({"rx_bytes": 5}) == "n/a (not recorded)"
+    zeros = {"bw_in_allowance_exceeded": 0, "bw_out_allowance_exceeded": 0, "pps_allowance_exceeded": 0}
+    assert fmt_allowance(zeros) == "none (3 counters read)"
+    assert fmt_allowance(dict(zeros, bw_out_allowance_exceeded=27219)) == "bw_out_allowance_exceeded 27,219"

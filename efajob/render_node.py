@@ -5,7 +5,7 @@ from typing import Iterable, List, Optional, Sequence
 
 from .counters import SnapshotDelta, bytes_to_gbps, rate
 from .instances import InstanceType
-from .sysfs import DeviceInfo, Snapshot
+from .sysfs import DeviceInfo, Snapshot, natural_key
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool]) -> str:
@@ -55,7 +55,7 @@ def render_devices(devices: Sequence[DeviceInfo], netdevs: Sequence[str], root: 
 
 def render_snapshot(snap: Snapshot) -> str:
     lines: List[str] = []
-    for name in sorted(snap.devices):
+    for name in sorted(snap.devices, key=natural_key):
         d = snap.devices[name]
         lines.append(f"{name} port {d.port}")
         for k in sorted(d.port_counters):
@@ -79,7 +79,7 @@ def render_top(delta: SnapshotDelta, devices: Sequence[DeviceInfo],
     secs = delta.seconds
     link = {d.name: (itype.gbps_per_device if itype else d.rate_gbps) for d in devices}
     rows = []
-    for name in sorted(delta.devices):
+    for name in sorted(delta.devices, key=natural_key):
         c = delta.devices[name].port_counters
         tx = bytes_to_gbps(c.get("tx_bytes"), secs)
         rx = bytes_to_gbps(c.get("rx_bytes"), secs)

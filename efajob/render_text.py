@@ -7,10 +7,11 @@ bytes, Gbps = 1e9 bit/s), as link rates are quoted. Absent values print "n/a", n
 """
 from __future__ import annotations
 
-import re
 import textwrap
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from .sysfs import natural_key  # noqa: F401  (re-exported: the renderers import it from here)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import JobReport, NodeReport
@@ -225,11 +226,6 @@ def _node_row(n: "NodeReport") -> List[str]:
     return [str(n.rank), n.host, "!" if n.marks else " ", fmt_bytes(n.tx_bytes), fmt_bytes(n.rx_bytes),
             fmt_gbps(n.avg_tx_gbps), fmt_gbps(n.avg_rx_gbps), fmt_gbps(_max2(n.peak_tx_gbps, n.peak_rx_gbps)),
             fmt_pct(n.util_avg), fmt_count(n.rx_drops), fmt_count(n.retrans_pkts)] + [", ".join(notes)]
-
-
-def natural_key(name: str) -> tuple:
-    """rdmap79s0 before rdmap113s0, n2 before n10."""
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"([0-9]+)", name))
 
 
 def device_avg(nbytes: Optional[int], seconds: Optional[float]) -> Optional[float]:

@@ -37,6 +37,7 @@ NOT_COUNTERS = frozenset(("lifespan",))
 # away (kernfs answers ENODEV on an open file whose node was removed).
 _REOPEN_ERRNOS = frozenset((errno.ENOENT, errno.ESTALE, errno.ENODEV))
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec")
+_DIGITS_RE = re.compile(r"([0-9]+)")
 
 
 def parse_counter(raw: bytes) -> Optional[int]:
@@ -55,6 +56,11 @@ def parse_rate_gbps(text: Optional[str]) -> Optional[float]:
         return None
     m = _RATE_RE.match(text)
     return float(m.group(1)) if m else None
+
+
+def natural_key(name: str) -> tuple:
+    """rdmap79s0 before rdmap113s0, n2 before n10: the order people read device and host names."""
+    return tuple(int(p) if p.isdigit() else p for p in _DIGITS_RE.split(name))
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -124,11 +130,12 @@ def _is_efa(devpath: str) -> Tuple[bool, Optional[str], Optional[str], Optional[
 
 
 def discover_devices(root: str = "/sys") -> List[DeviceInfo]:
-    """Every EFA device under `<root>/class/infiniband`, sorted by name. Other RDMA devices
-    (mlx5 and friends) are skipped. A missing `class/infiniband` means no devices, not an error."""
+    """Every EFA device under `<root>/class/infiniband`, in natural name order (rdmap79s0 before
+    rdmap113s0). Other RDMA devices (mlx5 and friends) are skipped. A missing
+    `class/infiniband` means no devices, not an error."""
     ib = os.path.join(root, "class", "infiniband")
     found = []
-    for name in _listdir(ib):
+    for name in sorted(_listdir(ib), key=natural_key):
         devpath = os.path.join(ib, name)
         efa, vendor, device_id, driver = _is_efa(devpath)
         if not efa:
@@ -218,7 +225,7 @@ class Snapshot:
         return {
             "mono": self.mono,
             "wall": self.wall,
-            "devices": [self.devices[n].to_dict() for n in sorted(self.devices)],
+            "devices": [self.devices[n].to_dict() for n in sorted(self.devices, key=natural_key)],
             "net": {i: dict(c) for i, c in sorted(self.net.items())},
         }
 

@@ -22,7 +22,7 @@ def test_devices_text_and_json(tmp_path):
     assert "SRD retransmit/connection counters: absent" in out  # p4d is Nitro v3
     code, out = run("devices", "--sysfs-root", str(tmp_path), "--format", "json")
     d = json.loads(out)
-    assert [x["name"] for x in d["devices"]] == ["rdmap144s0", "rdmap160s0", "rdmap16s0", "rdmap32s0"]
+    assert [x["name"] for x in d["devices"]] == ["rdmap16s0", "rdmap32s0", "rdmap144s0", "rdmap160s0"]
     assert all(x["vendor"] == "0x1d0f" for x in d["devices"])
     assert d["netdevs"] == ["eth0"]
 

@@ -18,7 +18,7 @@ from efajob import simulate as sim
 from efajob.cli_simulate import simulate as simulate_cli
 from efajob.errors import SimulatorError
 from efajob.instances import INSTANCE_TYPES
-from efajob.sysfs import Sampler, discover_devices, discover_netdevs, read_snapshot
+from efajob.sysfs import Sampler, discover_devices, discover_netdevs, natural_key, read_snapshot
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
@@ -152,7 +152,7 @@ def test_build_discovered_like_sysfs(tmp_path, itype):
     it = INSTANCE_TYPES[itype]
     port, dev = sim.counter_layout(kernel, itype)
     found = discover_devices(str(tmp_path))
-    assert [d.name for d in found] == sorted(it.device_names[:3])
+    assert [d.name for d in found] == sorted(it.device_names[:3], key=natural_key)
     assert node.device_order == it.device_names[:3]
     for d in found:
         assert (d.vendor, d.device_id, d.driver, d.ports) == ("0x1d0f", it.pci_device_id, "efa", (1,))
@@ -291,7 +291,7 @@ def test_round_trip_full_p5(tmp_path):
     before = read_snapshot(node.root)
     inj = node.traffic(3200, 3000, 7.3, ena_tx_gbps=0.3)
     after = read_snapshot(node.root)
-    assert [d.name for d in discover_devices(node.root)] == sorted(INSTANCE_TYPES["p5.48xlarge"].device_names)
+    assert [d.name for d in discover_devices(node.root)] == sorted(INSTANCE_TYPES["p5.48xlarge"].device_names, key=natural_key)
     assert len(inj.devices) == 32 and deltas(before, after) == inj.devices
     assert net_deltas(before, after) == inj.ena
     assert inj.totals["tx_bytes"] == 2_920_000_000_000 and inj.notes == []

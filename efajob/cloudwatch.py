@@ -189,29 +189,26 @@ class CloudWatchSink:
         out["capped_jobs"] = self._agg.capped["jobs"]
         return out
 
-    def _enqueue_datums(self, datums: List[dict]) -> None:
-        now = self._wall()
+    def _valid(self, items: List[dict], check, now, counter: str, what: str) -> List[dict]:
+        """The items `check` accepts; each rejected one is counted and logged, never sent."""
         good = []
-        for d in datums:
-            why = check_datum(d, now)
+        for x in items:
+            why = check(x, now)
             if why:
-                self.counts["rejected_datums"] += 1
-                log.warning("cloudwatch: datum not sent: %s", why)
+                self.counts[counter] += 1
+                log.warning("cloudwatch: %s not sent: %s", what, why)
             else:
-                good.append(d)
+                good.append(x)
+        return good
+
+    def _enqueue_datums(self, datums: List[dict]) -> None:
+        good = self._valid(datums, check_datum, self._wall(), "rejected_datums", "datum")
         self._enqueue([{"kind": "metrics", "namespace": self.namespace, "datums": b,
                         "count": len(b)} for b in batch_datums(good)])
 
     def _enqueue_events(self, events: List[dict]) -> None:
-        now_ms = int(self._wall() * 1000)
-        good = []
-        for e in events:
-            why = check_log_event(e, now_ms)
-            if why:
-                self.counts["rejected_events"] += 1
-                log.warning("cloudwatch: job event not sent: %s", why)
-            else:
-                good.append(e)
+        good = self._valid(events, check_log_event, int(self._wall() * 1000), "rejected_events",
+                           "job event")
         self._enqueue([{"kind": "logs", "group": self.log_group, "stream": self.log_stream,
                         "events": b, "count": len(b)} for b in batch_log_events(good)])
 

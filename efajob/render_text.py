@@ -31,28 +31,25 @@ def _sig3(v: float) -> str:
     return f"{v:.2f}"
 
 
-def fmt_bytes(n: Optional[float]) -> str:
-    if n is None:
-        return NA
-    if n < 1000:
-        return f"{int(n)} B"
-    v, i = float(n), 0
-    while v >= 999.5 and i < len(_SI) - 1:
-        v /= 1000.0
-        i += 1
-    return f"{_sig3(v)} {_SI[i]}B"
-
-
-def fmt_count(n: Optional[float]) -> str:
-    if n is None:
-        return NA
-    if n < 1_000_000:
-        return f"{int(n):,}"
+def _si(n: float) -> str:
+    """n with three significant digits and a decimal SI prefix ("1.46 T")."""
     v, i = float(n), 0
     while v >= 999.5 and i < len(_SI) - 1:
         v /= 1000.0
         i += 1
     return f"{_sig3(v)} {_SI[i]}"
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return NA
+    return f"{int(n)} B" if n < 1000 else _si(n) + "B"
+
+
+def fmt_count(n: Optional[float]) -> str:
+    if n is None:
+        return NA
+    return f"{int(n):,}" if n < 1_000_000 else _si(n)
 
 
 def fmt_gbps(v: Optional[float]) -> str:

@@ -40,8 +40,10 @@ log = logging.getLogger("efajob.daemon")
 MAX_PENDING_ROWS = 600  # ~10 min at 1 Hz kept while the store is locked (a few MB)
 ROWS_PER_TICK = 100  # pending rows flushed per tick once the store is back
 STORE_RETRY_SECONDS = 30.0
-DELIVER_SECONDS = 5.0
-OUTBOX_POLL_SECONDS = 0.5
+DELIVER_SECONDS = 5.0  # while records wait in the outbox (the job store is unreachable)
+# New records wake the worker at once (the main thread watches the outbox's mtime each tick);
+# this sweep only catches what that misses, e.g. two renames within a coarse mtime tick.
+DELIVER_SWEEP_SECONDS = 30.0
 RECONCILE_SECONDS = 60.0
 LOG_EVERY_SECONDS = 60.0
 
@@ -169,6 +171,9 @@ class Daemon:
         self._limited = RateLimiter(clock)
         self._worker: Optional[threading.Thread] = None
         self._worker_stop = threading.Event()
+        self._worker_kick = threading.Event()  # wakes the worker early (outbox, stop)
+        self._deliver_now = False
+        self._outbox_seen: Optional[int] = None
         # From IMDSv2 (worker thread) when the config names no instance type; None until known.
         self._instance_type: Optional[str] = None
         self._jobs_reader = None
@@ -187,6 +192,7 @@ class Daemon:
         except BaseException:
             self.close()
             raise
+        self._outbox_seen = self._outbox_mtime()  # the worker's first round covers what is there
         if self._use_worker:
             self._worker = threading.Thread(target=self._worker_loop, name="efajob-worker",
                                             daemon=True)
@@ -253,6 +259,7 @@ class Daemon:
     def close(self, flush_timeout: float = 5.0) -> None:
         """Flush and close sinks, write a last status file, close the store, release the lock."""
         self._worker_stop.set()
+        self._worker_kick.set()
         if self._worker is not None:
             # The worker may hang on a dead shared filesystem: give it a moment, no more.
             self._worker.join(timeout=flush_timeout)
@@ -311,6 +318,7 @@ class Daemon:
                               late, missed)
             next_at += interval
             self.tick()
+            self._check_outbox()
             self.notifier.notify("WATCHDOG=1")
             done += 1
             if max_ticks is not None and done >= max_ticks:
@@ -327,15 +335,10 @@ class Daemon:
         jobs = tuple(self._read_jobs())
         delta = diff_snapshots(prev, snap) if prev is not None else None
         rates: Dict[str, float] = {}
-        dev_rates: Dict[str, Dict[str, float]] = {}
-        net_rates: Dict[str, Dict[str, float]] = {}
         if delta is not None and delta.seconds > 0:
             secs = delta.seconds
             totals = sum_port_counters(delta)
             rates = {k: v / secs for k, v in totals.items()}
-            dev_rates = {n: {k: v / secs for k, v in d.port_counters.items()}
-                         for n, d in delta.devices.items()}
-            net_rates = {i: {k: v / secs for k, v in s.items()} for i, s in delta.net.items()}
             self._note_changes(delta)
             self._store_row(SampleRow(
                 boot_id=self._boot_id, mono=snap.mono, wall=snap.wall, seconds=secs,
@@ -349,7 +352,7 @@ class Daemon:
             ))
         self.ticks += 1
         tick = Tick(
-            snapshot=snap, delta=delta, rates=rates, device_rates=dev_rates, jobs=jobs,
+            snapshot=snap, delta=delta, rates=rates, jobs=jobs,
             devices=self.sampler.devices, instance_type=self.cfg.instance_type or self._instance_type,
             cluster=self.cfg.cluster, node=self.cfg.node, boot_id=self._boot_id,
             health=DaemonHealth(
@@ -357,7 +360,6 @@ class Daemon:
                 sample_seconds=t1 - t0, tick_seconds=self._tick_seconds,
                 errors=dict(self.errors), store_ok=self.store is not None and not self._pending,
                 store_pending=len(self._pending), store_error=self.store_error),
-            net_rates=net_rates,
         )
         for s in self.sinks:
             self._guard("sink", s.on_tick, tick)
@@ -466,19 +468,27 @@ class Daemon:
     def _worker_loop(self) -> None:
         self._guard("worker", self.resolve_instance_type)
         due = {"deliver": 0.0, "reconcile": 0.0, "status": 0.0}
-        seen = self._outbox_mtime()
         while not self._worker_stop.is_set():
             self.run_worker_once(due)
-            now = self._clock()
-            self._worker_stop.wait(max(0.05, min(min(due.values()) - now, OUTBOX_POLL_SECONDS)))
-            # An epilog just renamed a record into the outbox: deliver it now rather than at
-            # the next DELIVER_SECONDS, so `efajob report` sees a job about a second after it
-            # ends. One stat every OUTBOX_POLL_SECONDS; backoff after failures is the
-            # outbox's own business (deliver_pending skips records not due yet).
-            mtime = self._outbox_mtime()
-            if mtime != seen:
-                seen = mtime
+            # Sleep until the next job is due or the main thread kicks (an epilog put a record
+            # in the outbox, or stop): no periodic wake-up, which on an idle node cost more
+            # CPU than the work itself (docs/performance.md).
+            self._worker_kick.wait(max(0.05, min(due.values()) - self._clock()))
+            self._worker_kick.clear()
+            if self._deliver_now:
+                self._deliver_now = False
                 due["deliver"] = 0.0
+
+    def _check_outbox(self) -> None:
+        """Main thread, once a tick: an epilog renamed a record into the outbox (its mtime
+        moved), so have the worker deliver it now: `efajob report` then sees a job about a
+        second after it ends. One stat(2) a tick, on the node-local state dir."""
+        mtime = self._outbox_mtime()
+        if mtime != self._outbox_seen:
+            self._outbox_seen = mtime
+            if self._worker is not None:
+                self._deliver_now = True
+                self._worker_kick.set()
 
     def resolve_instance_type(self, fetch=None) -> Optional[str]:
         """When the config names no instance type: the one cached in the state dir, else IMDSv2's
@@ -508,15 +518,18 @@ class Daemon:
     def run_worker_once(self, due: Optional[Dict[str, float]] = None) -> None:
         """Do whichever worker jobs are due (all of them when `due` is None)."""
         now = self._clock()
-        every = {"deliver": DELIVER_SECONDS, "reconcile": RECONCILE_SECONDS,
+        every = {"deliver": DELIVER_SWEEP_SECONDS, "reconcile": RECONCILE_SECONDS,
                  "status": self.cfg.status_interval}
         for job, fn in (("status", self.write_status), ("deliver", self._deliver),
                         ("reconcile", self._reconcile)):
             if due is None or now >= due[job]:
-                if self.last_tick is not None or job != "status":
-                    self._guard(job, fn)
+                wait = every[job]
+                if job == "status" and self.last_tick is None:
+                    wait = min(wait, self.cfg.interval)  # no sample yet: look again soon
+                elif self._guard(job, fn) is WAITING:
+                    wait = DELIVER_SECONDS  # records wait in the outbox (store down): retry
                 if due is not None:
-                    due[job] = now + every[job]
+                    due[job] = now + wait
 
     def write_status(self) -> None:
         from .nodestatus import build_node_status, node_status_path, write_node_status
@@ -529,7 +542,7 @@ class Daemon:
                                 now_mono=self._clock(), now_wall=self._wall())
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
 
-    def _deliver(self) -> None:
+    def _deliver(self) -> object:
         outbox = _outbox()
         if outbox is None:
             return
@@ -537,6 +550,8 @@ class Daemon:
         for record in getattr(result, "records", None) or ():
             for s in list(self.sinks):
                 self._guard("sink", s.on_record, record)
+        # The outbox keeps its own backoff (deliver_pending skips a round that is not due).
+        return WAITING if getattr(result, "pending", 0) else None
 
     def _reconcile(self) -> None:
         outbox = _outbox()
@@ -549,6 +564,7 @@ class Daemon:
             log.info("reconciled jobs whose epilog never ran: %s", ", ".join(made))
 
 
+WAITING = object()  # _deliver: records are still waiting in the outbox
 _OUTBOX_MISSING = object()
 _outbox_module = None
 

@@ -11,11 +11,18 @@ come from the kernel's short fixed lists (capped at MAX_COUNTERS per kind), inte
 """
 from __future__ import annotations
 
+import logging
+import os
 import re
+import selectors
+import socket
+import threading
 import time
+from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from .ethtool import ALLOWANCE_COUNTERS
@@ -24,6 +31,8 @@ from .errors import SinkError
 if TYPE_CHECKING:  # pragma: no cover
     from .config import Config
     from .sinks import Tick
+
+log = logging.getLogger("efajob.promexp")
 
 MAX_DEVICES = 64
 MAX_COUNTERS = 128
@@ -263,19 +272,12 @@ class PrometheusSink:
             self._serve(cfg.prometheus.bind, cfg.prometheus.port)
 
     def _serve(self, bind: str, port: int) -> None:
-        from prometheus_client import start_http_server
-
         try:
-            started = start_http_server(port, addr=bind, registry=self.registry)
+            self._httpd = MetricsServer(self.registry, bind, port)
         except OSError as e:
-            raise SinkError(f"cannot serve Prometheus metrics on {bind}:{port}: {e.strerror}") from None
-        # prometheus_client >= 0.18 returns (server, thread); older versions return None and
-        # the server then lives until the process ends.
-        if isinstance(started, tuple):
-            self._httpd = started[0]
-            self.address = (bind, self._httpd.server_port)
-        else:  # pragma: no cover - old prometheus_client
-            self.address = (bind, port)
+            raise SinkError(f"cannot serve Prometheus metrics on {bind}:{port}: "
+                            f"{e.strerror or e}") from None
+        self.address = (bind, self._httpd.port)
 
     def exposition(self) -> bytes:
         """The text a scrape returns (tests, `promtool check metrics`)."""
@@ -293,6 +295,54 @@ class PrometheusSink:
 
     def close(self) -> None:
         if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
+            self._httpd.close()
             self._httpd = None
+
+
+class _SilentHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):  # noqa: A002 - the stdlib's signature
+        pass  # one line per scrape would flood the journal
+
+
+class MetricsServer:
+    """prometheus_client's WSGI app (content negotiation, gzip, `name[]` filters) on a
+    thread-per-request server whose accept loop sleeps until a connection or `close()`.
+
+    prometheus_client's own start_http_server runs socketserver's serve_forever(), which wakes
+    every 0.5 s to look for a shutdown request: two wake-ups a second, about 0.06 % of a core
+    on an idle node, more than a 15 s scrape costs (docs/performance.md). Here a pipe wakes the
+    loop for shutdown instead.
+    """
+
+    def __init__(self, registry: CollectorRegistry, bind: str, port: int):
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        server_class = type("_Server", (ThreadingMixIn, WSGIServer),
+                            {"address_family": family, "daemon_threads": True})
+        self._httpd = make_server(sockaddr[0], port, make_wsgi_app(registry), server_class,
+                                  handler_class=_SilentHandler)
+        self._httpd.timeout = 1.0  # handle_request() is only called once the socket is readable
+        self.port: int = self._httpd.server_port
+        self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC)
+        self._thread = threading.Thread(target=self._loop, name="efajob-prometheus", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._httpd.socket, selectors.EVENT_READ, "accept")
+            sel.register(self._wake_r, selectors.EVENT_READ, "stop")
+            while True:
+                ready = sel.select()  # no timeout: nothing to do until a scrape or close()
+                if any(key.data == "stop" for key, _ in ready):
+                    return
+                try:
+                    self._httpd.handle_request()  # accept, then a thread serves the request
+                except Exception:  # noqa: BLE001 - one bad connection must not end the endpoint
+                    log.exception("prometheus endpoint: request failed")
+
+    def close(self, timeout: float = 5.0) -> None:
+        os.write(self._wake_w, b"\0")
+        self._thread.join(timeout)
+        self._httpd.server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -16,7 +16,8 @@ Adding a sink: write `efajob/<name>.py` with a class following `Sink`, then one 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import (TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional, Protocol,
                     Tuple)
 
@@ -56,7 +57,8 @@ class Tick:
     - `rates`: node totals per second of every port counter present on some device
       (`tx_bytes` -> bytes/s, `rx_pkts` -> packets/s...). Empty on the first tick. Absent
       counters are missing keys, never 0.
-    - `device_rates`: per device, per port counter, per second.
+    - `device_rates`: per device, per port counter, per second (computed from `delta` when
+      first asked for: most ticks nobody does, and the daemon pays for every tick).
     - `jobs`: the active jobs on this node (`runfiles.ActiveJob`), read from the run dir.
     - `devices`: discovery info (`sysfs.DeviceInfo`: link rate, state) of the sampled devices.
     - `instance_type`: e.g. "p5.48xlarge" (config, else unknown: None).
@@ -65,7 +67,6 @@ class Tick:
     snapshot: "Snapshot"
     delta: Optional["SnapshotDelta"]
     rates: Dict[str, float]
-    device_rates: Dict[str, Dict[str, float]]
     jobs: Tuple["ActiveJob", ...]
     devices: Tuple["DeviceInfo", ...]
     instance_type: Optional[str]
@@ -73,7 +74,23 @@ class Tick:
     node: str
     boot_id: str
     health: DaemonHealth
-    net_rates: Dict[str, Dict[str, float]] = field(default_factory=dict)
+
+    @cached_property
+    def device_rates(self) -> Dict[str, Dict[str, float]]:
+        d = self.delta
+        return _per_second({n: dd.port_counters for n, dd in d.devices.items()}, d) if d else {}
+
+    @cached_property
+    def net_rates(self) -> Dict[str, Dict[str, float]]:
+        """Per interface, per ENA statistic, per second."""
+        return _per_second(self.delta.net, self.delta) if self.delta else {}
+
+
+def _per_second(groups: Mapping[str, Mapping[str, int]], delta: "SnapshotDelta"):
+    secs = delta.seconds
+    if secs <= 0:
+        return {}
+    return {g: {k: v / secs for k, v in c.items()} for g, c in groups.items()}
 
 
 class Sink(Protocol):

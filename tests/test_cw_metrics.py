@@ -26,7 +26,7 @@ def snap(mono: float, wall: float, devs: Dict[str, Dict[str, int]],
 
 def make_tick(prev: Optional[Snapshot], cur: Snapshot, jobs: Sequence[ActiveJob] = ()) -> Tick:
     delta = diff_snapshots(prev, cur) if prev is not None else None
-    return Tick(snapshot=cur, delta=delta, rates={}, device_rates={}, jobs=tuple(jobs),
+    return Tick(snapshot=cur, delta=delta, rates={}, jobs=tuple(jobs),
                 devices=(), instance_type="p5.48xlarge", cluster="c1", node="n1",
                 boot_id="b", health=DaemonHealth(0.0, 0, 0, 0.0, 0.0, {}, True, 0))
 

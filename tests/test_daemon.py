@@ -374,8 +374,19 @@ def test_worker_delivers_and_reconciles_through_outbox(tmp_path, proc, small, mo
     assert sink.records == [{"job_id": "7"}] and d.errors["reconcile"] == 1
 
 
+def _thread_switches(native_id: int) -> int:
+    """Voluntary context switches of one thread of this process: each is one wake-up."""
+    with open(f"/proc/self/task/{native_id}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise AssertionError("no voluntary_ctxt_switches line")
+
+
 def test_worker_delivers_a_new_outbox_record_at_once(tmp_path, proc, small, monkeypatch):
-    """An epilog's record reaches the store within about a second, not at the next 5 s round."""
+    """An epilog's record reaches the store about a tick after it lands in the outbox, not at
+    the next sweep; between jobs the worker sleeps instead of polling."""
+    import threading
     import time
 
     calls = []
@@ -383,15 +394,22 @@ def test_worker_delivers_a_new_outbox_record_at_once(tmp_path, proc, small, monk
         deliver_pending=lambda cfg: calls.append(time.monotonic()) or types.SimpleNamespace(records=[]),
         reconcile=lambda cfg, active, now_wall: [])
     monkeypatch.setattr("efajob.daemon._outbox", lambda: fake)
-    cfg = make_cfg(tmp_path)
+    cfg = make_cfg(tmp_path, interval=0.2, status_interval=60.0)
     os.makedirs(cfg.outbox_dir)
     d = Daemon(cfg, proc_root=proc, sinks=[], worker=True)
     d.start()
+    loop = threading.Thread(target=d.run, daemon=True)
+    loop.start()
     try:
         deadline = time.monotonic() + 3
         while not calls and time.monotonic() < deadline:
             time.sleep(0.02)
         assert len(calls) == 1  # the first round at start
+        time.sleep(0.5)  # let the first status write and ticks settle
+        before = _thread_switches(d._worker.native_id)
+        time.sleep(1.5)
+        assert _thread_switches(d._worker.native_id) - before <= 1  # asleep, not polling
+        assert len(calls) == 1
         t0 = time.monotonic()
         with open(os.path.join(cfg.outbox_dir, "7.json.tmp"), "w") as f:
             f.write("{}")
@@ -399,8 +417,34 @@ def test_worker_delivers_a_new_outbox_record_at_once(tmp_path, proc, small, monk
         while len(calls) < 2 and time.monotonic() < t0 + 4:
             time.sleep(0.02)
     finally:
+        d.stop()
+        loop.join(5)
         d.close()
-    assert len(calls) >= 2 and calls[1] - t0 < 2.0  # DELIVER_SECONDS is 5
+    assert len(calls) >= 2 and calls[1] - t0 < 1.0  # one 0.2 s tick, not the 30 s sweep
+
+
+def test_worker_retries_waiting_records_sooner_than_the_sweep(tmp_path, proc, small, monkeypatch):
+    """After a round that left records in the outbox (job store down) the next round is due in
+    DELIVER_SECONDS; after one that emptied it, only at the DELIVER_SWEEP_SECONDS sweep."""
+    from efajob import daemon as daemon_mod
+
+    left = [3]
+    fake = types.SimpleNamespace(
+        deliver_pending=lambda cfg: types.SimpleNamespace(records=[], pending=left[0]),
+        reconcile=lambda cfg, active, now_wall: [])
+    monkeypatch.setattr("efajob.daemon._outbox", lambda: fake)
+    cfg = make_cfg(tmp_path)
+    d, mono, _ = start_daemon(cfg, proc, sinks=[])
+    try:
+        due = {"deliver": 0.0, "reconcile": 0.0, "status": 0.0}
+        d.run_worker_once(due)
+        assert due["deliver"] == mono() + daemon_mod.DELIVER_SECONDS
+        left[0] = 0
+        due["deliver"] = 0.0
+        d.run_worker_once(due)
+        assert due["deliver"] == mono() + daemon_mod.DELIVER_SWEEP_SECONDS
+    finally:
+        d.close()
 
 
 def test_sd_notify_ready_and_watchdog(tmp_path, proc, small):

@@ -167,3 +167,43 @@ def test_server_serves_and_closes(ticked, tmp_path):
     with socket.socket() as s:  # the port is free again
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_server_sleeps_between_scrapes_and_closes_promptly(tmp_path):
+    """No periodic wake-up while nobody scrapes (socketserver's serve_forever polls twice a
+    second, which on an idle node costs more than the scrapes); close() is still immediate."""
+    import threading
+    import time
+
+    sink = PrometheusSink(cfg_for(tmp_path, bind="127.0.0.1", port=0))
+    try:
+        thread = next(t for t in threading.enumerate() if t.name == "efajob-prometheus")
+        host, port = sink.address
+        urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5).read()
+
+        def switches():
+            with open(f"/proc/self/task/{thread.native_id}/status") as f:
+                return int(next(ln for ln in f if ln.startswith("voluntary_ctxt")).split()[1])
+
+        time.sleep(0.2)
+        before = switches()
+        time.sleep(1.5)
+        assert switches() - before == 0
+        req = urllib.request.Request(f"http://{host}:{port}/metrics?name[]=efajob_daemon_ticks_total",
+                                     headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=5) as r:  # prometheus_client's app: gzip, filters
+            assert r.headers["Content-Encoding"] == "gzip"
+    finally:
+        t0 = time.monotonic()
+        sink.close()
+    assert time.monotonic() - t0 < 1.0 and not thread.is_alive()
+
+
+def test_server_binds_an_ipv6_address(tmp_path):
+    sink = PrometheusSink(cfg_for(tmp_path, bind="::1", port=0))
+    try:
+        _, port = sink.address
+        with urllib.request.urlopen(f"http://[::1]:{port}/metrics", timeout=5) as r:
+            assert r.status == 200 and b"efajob_exporter_dropped_series" in r.read()
+    finally:
+        sink.close()

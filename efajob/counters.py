@@ -8,10 +8,10 @@ Rules (shared/notes/efa-sysfs.md, DESIGN invariant 3):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from operator import itemgetter, sub
-from typing import Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
+from .flatlayout import Layout
 from .sysfs import Snapshot
 
 BITS_PER_BYTE = 8
@@ -42,36 +42,84 @@ def diff_counters(prev: Mapping[str, int], cur: Mapping[str, int]) -> Tuple[Dict
     return out, resets
 
 
-@dataclass(frozen=True)
-class DeviceDelta:
+class DeviceDelta(NamedTuple):
+    """One device's counter deltas (a NamedTuple: the daemon may build 32 a second)."""
+
     name: str
     port_counters: Dict[str, int]
     device_counters: Dict[str, int]
     resets: Tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
 class SnapshotDelta:
-    """The difference between two snapshots of one node."""
+    """The difference between two snapshots of one node. Treat as read-only.
 
-    seconds: float
-    devices: Dict[str, DeviceDelta]
-    net: Dict[str, Dict[str, int]] = field(default_factory=dict)
-    resets: Tuple[str, ...] = ()  # "device/counter" (or "net:if/counter") that went down
-    appeared: Tuple[str, ...] = ()
-    vanished: Tuple[str, ...] = ()
+    - `devices`: per-device deltas (devices present on both sides);
+    - `net`: per-interface deltas of the ENA statistics;
+    - `resets`: "device/counter" (or "net:if/counter") that went down;
+    - `appeared`/`vanished`: devices present on one side only (listed, not counted).
+
+    From two snapshots of the daemon's sampler (`flat`), `devices` is built on first use and
+    `port_totals()`/`port_column()` come straight from the flat delta list.
+    """
+
+    __slots__ = ("seconds", "_devices", "net", "resets", "appeared", "vanished", "flat", "_totals")
+
+    def __init__(self, seconds: float, devices: Optional[Dict[str, DeviceDelta]] = None,
+                 net: Optional[Dict[str, Dict[str, int]]] = None, resets: Tuple[str, ...] = (),
+                 appeared: Tuple[str, ...] = (), vanished: Tuple[str, ...] = (), *,
+                 flat: Optional[Tuple[Layout, List[int]]] = None):
+        if devices is None and flat is None:
+            devices = {}
+        self.seconds, self._devices, self.flat = seconds, devices, flat
+        self.net: Dict[str, Dict[str, int]] = {} if net is None else net
+        self.resets, self.appeared, self.vanished = resets, appeared, vanished
+        self._totals: Optional[Dict[str, int]] = None
+
+    @property
+    def devices(self) -> Dict[str, DeviceDelta]:
+        if self._devices is None:
+            layout, values = self.flat  # type: ignore[misc]
+            self._devices = {t[0]: DeviceDelta(t[0], t[2], t[3]) for t in layout.per_device(values)}
+        return self._devices
 
     def port_sum(self, name: str) -> Optional[int]:
         return sum_counter(self.devices.values(), name)
 
     def port_totals(self) -> Dict[str, int]:
-        return sum_port_counters(self)
+        """Node totals of every port counter (computed once; treat as read-only)."""
+        if self._totals is None:
+            self._totals = sum_port_counters(self)
+        return self._totals
+
+    def port_column(self, name: str) -> Dict[str, int]:
+        """One port counter's delta per device (devices without it left out)."""
+        if self._devices is None:
+            got = self.flat[0].port_column(self.flat[1], name)  # type: ignore[index]
+            if got is not None:
+                return got
+        return {n: d.port_counters[name] for n, d in self.devices.items() if name in d.port_counters}
 
 
 def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDelta:
     """b - a. Devices present on one side only are listed, not counted."""
-    devices: Dict[str, DeviceDelta] = {}
+    seconds = max(0.0, b.mono - a.mono)
+    net: Dict[str, Dict[str, int]] = {}
     resets: List[str] = []
+    for ifname, cur_stats in b.net.items():
+        prev_stats = a.net.get(ifname)
+        if prev_stats is None:
+            continue
+        net[ifname], nr = diff_counters(prev_stats, cur_stats)
+        resets.extend(f"net:{ifname}/{r}" for r in nr)
+    fa, fb = a.flat, b.flat
+    if fa is not None and fb is not None and fa[0] is fb[0] and len(fa[1]) == len(fb[1]):
+        # The daemon's case: same layout, so same devices and counters in the same positions.
+        d = list(map(sub, fb[1], fa[1]))
+        if not d or min(d) >= 0:  # a reset takes the general path, which names it
+            return SnapshotDelta(seconds, net=net, resets=tuple(resets), flat=(fb[0], d))
+    devices: Dict[str, DeviceDelta] = {}
+    dev_resets_all: List[str] = []
     for name, cur in b.devices.items():
         prev = a.devices.get(name)
         if prev is None:
@@ -81,19 +129,12 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDelta:
         # Port and device counter names overlap on kernels < 5.15: keep their namespaces apart.
         dev_resets = tuple(pr) + tuple("device:" + n for n in dr)
         devices[name] = DeviceDelta(name, pc, dc, dev_resets)
-        resets.extend(f"{name}/{r}" for r in dev_resets)
-    net: Dict[str, Dict[str, int]] = {}
-    for ifname, cur_stats in b.net.items():
-        prev_stats = a.net.get(ifname)
-        if prev_stats is None:
-            continue
-        net[ifname], nr = diff_counters(prev_stats, cur_stats)
-        resets.extend(f"net:{ifname}/{r}" for r in nr)
+        dev_resets_all.extend(f"{name}/{r}" for r in dev_resets)
     return SnapshotDelta(
-        seconds=max(0.0, b.mono - a.mono),
+        seconds=seconds,
         devices=devices,
         net=net,
-        resets=tuple(resets),
+        resets=tuple(dev_resets_all + resets),
         appeared=tuple(sorted(set(b.devices) - set(a.devices))),
         vanished=tuple(sorted(set(a.devices) - set(b.devices))),
     )
@@ -115,6 +156,10 @@ def sum_port_counters(delta: SnapshotDelta) -> Dict[str, int]:
     Port counters only: on kernels < 5.15 the device-level directory repeats the same names and
     values (tx_bytes included), so adding device counters would count traffic twice.
     """
+    if delta.flat is not None:
+        got = delta.flat[0].port_totals(delta.flat[1])
+        if got is not None:
+            return got
     dicts = [d.port_counters for d in delta.devices.values()]
     if not dicts:
         return {}

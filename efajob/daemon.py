@@ -30,7 +30,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .config import Config
-from .counters import diff_snapshots, sum_port_counters
+from .counters import diff_snapshots
 from .errors import StoreError
 from .localstore import LocalStore, SampleRow, current_boot_id, encode_jobs
 from .sinks import DaemonHealth, Sink, Tick, build_sinks
@@ -337,16 +337,14 @@ class Daemon:
         rates: Dict[str, float] = {}
         if delta is not None and delta.seconds > 0:
             secs = delta.seconds
-            totals = sum_port_counters(delta)
+            totals = delta.port_totals()
             rates = {k: v / secs for k, v in totals.items()}
             self._note_changes(delta)
             self._store_row(SampleRow(
                 boot_id=self._boot_id, mono=snap.mono, wall=snap.wall, seconds=secs,
                 deltas=totals,
-                device_tx_bytes={n: d.port_counters["tx_bytes"] for n, d in delta.devices.items()
-                                 if "tx_bytes" in d.port_counters},
-                device_rx_bytes={n: d.port_counters["rx_bytes"] for n, d in delta.devices.items()
-                                 if "rx_bytes" in d.port_counters},
+                device_tx_bytes=delta.port_column("tx_bytes"),
+                device_rx_bytes=delta.port_column("rx_bytes"),
                 jobs=encode_jobs(j.key for j in jobs),
                 resets=delta.resets,
             ))

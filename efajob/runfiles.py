@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from .errors import RecordError
 from .jobid import is_key, job_key  # noqa: F401  (job_key is part of this module's API)

@@ -22,10 +22,11 @@ import errno
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from .errors import SysfsError
+from .flatlayout import DEV, NET, PORT, Layout
 from .instances import EFA_VENDOR
 
 # Counter files hold at most 20 digits and a newline; 64 bytes also takes in the longest
@@ -211,15 +212,44 @@ class DeviceReading(NamedTuple):
         )
 
 
-@dataclass(frozen=True)
 class Snapshot:
     """All EFA devices (and ENA netdevs) at one instant: `mono` is CLOCK_MONOTONIC (comparable
-    between processes of one boot), `wall` is the epoch time. Treat as read-only."""
+    between processes of one boot), `wall` is the epoch time. Treat as read-only.
 
-    mono: float
-    wall: float
-    devices: Dict[str, DeviceReading]
-    net: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    The daemon's sampler passes `flat` instead of `devices`: its value list and the
+    `flatlayout.Layout` that says what each position is. `devices` is then built on first use;
+    `counters.diff_snapshots` diffs two such snapshots without building it at all.
+    """
+
+    __slots__ = ("mono", "wall", "_devices", "net", "flat")
+
+    def __init__(self, mono: float, wall: float, devices: Optional[Dict[str, DeviceReading]] = None,
+                 net: Optional[Dict[str, Dict[str, int]]] = None, *,
+                 flat: Optional[Tuple[Layout, List[int]]] = None):
+        if devices is None and flat is None:
+            devices = {}
+        self.mono, self.wall, self._devices, self.flat = mono, wall, devices, flat
+        self.net: Dict[str, Dict[str, int]] = {} if net is None else net
+
+    @property
+    def devices(self) -> Dict[str, DeviceReading]:
+        if self._devices is None:
+            layout, values = self.flat  # type: ignore[misc]
+            # Two threads may both build it (the worker's status file, a scrape): same result.
+            self._devices = {t[0]: DeviceReading(*t) for t in layout.per_device(values)}
+        return self._devices
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Snapshot):
+            return NotImplemented
+        return (self.mono, self.wall, self.devices, self.net) == (
+            other.mono, other.wall, other.devices, other.net)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable contents, as the dataclass had
+
+    def __repr__(self) -> str:
+        return (f"Snapshot(mono={self.mono!r}, wall={self.wall!r}, "
+                f"devices={sorted(self.devices, key=natural_key)!r}, net={sorted(self.net)!r})")
 
     def to_dict(self) -> dict:
         return {
@@ -296,7 +326,7 @@ def _group_slots(slots):
 
 
 # Slot kinds in the flat descriptor table.
-_PORT, _DEV, _NET = 0, 1, 2
+_PORT, _DEV, _NET = PORT, DEV, NET
 
 
 class Sampler:
@@ -351,6 +381,8 @@ class Sampler:
         self._split = 0
         self._dev_read_at: Optional[float] = None
         self._last_devc: List[Dict[str, int]] = []
+        self._last_dev_values: Optional[List[int]] = None  # the flat path's _last_devc
+        self._layout: Optional[Layout] = None
         self.rediscover()
 
     # -- discovery -------------------------------------------------------------------------
@@ -410,6 +442,7 @@ class Sampler:
             self._close_fd(fd)
         self._fds, self._paths, self._slots = fds, paths, slots
         self._groups = _group_slots(slots)
+        self._layout = Layout(self._groups, [(d.name, d.port) for d in devices])
         self._split = sum(1 for sl in slots if sl[0] != _DEV)
         self._dev_read_at = None  # read the device counters at the next sample
         self._devices, self._netdevs = devices, netdevs
@@ -474,6 +507,16 @@ class Sampler:
         full = every <= 0 or self._dev_read_at is None or mono - self._dev_read_at >= every
         raws = self._read_all(None if full else self._split)
         values = _parse_all(raws)
+        if not values.absent and self._layout is not None and self._layout.complete:
+            flat = self._flat(values, full, mono)
+            if flat is not None:
+                net = {}
+                for kind, owner, _, start, end, names in self._groups:
+                    if kind == _NET:
+                        net[self._netdevs[owner]] = dict(zip(names, values[start:end]))
+                if self._ethtool is not None and self._netdevs:
+                    self._merge_ethtool(net)
+                return Snapshot(mono=mono, wall=wall, net=net, flat=(self._layout, flat))
 
         ndev = len(self._devices)
         ports: List[Dict[int, Dict[str, int]]] = [{} for _ in range(ndev)]
@@ -503,8 +546,13 @@ class Sampler:
 
         if full:
             self._last_devc, self._dev_read_at = devc, mono
+            self._last_dev_values = None
         elif len(self._last_devc) == ndev:
             devc = self._last_devc  # repeated until the next full read (treat as read-only)
+        elif self._last_dev_values is not None and self._layout is not None:
+            # The last full read took the flat path: its device counters, as dictionaries.
+            pad = [0] * self._split + self._last_dev_values
+            self._last_devc = devc = [t[3] for t in self._layout.per_device(pad)]
         devices: Dict[str, DeviceReading] = {}
         for i, dev in enumerate(self._devices):
             if not seen[i]:
@@ -519,6 +567,17 @@ class Sampler:
             pc = p.pop(first, None)
             devices[dev.name] = DeviceReading(dev.name, first, {} if pc is None else pc, devc[i], p)
         return Snapshot(mono=mono, wall=wall, devices=devices, net=net)
+
+    def _flat(self, values: List[int], full: bool, mono: float) -> Optional[List[int]]:
+        """Every file read and parsed: the whole slot list, with the device counters of the last
+        full read repeated on the samples that skip them (None: no such read to repeat)."""
+        if full:
+            self._last_dev_values, self._dev_read_at = values[self._split:], mono
+            self._last_devc = []
+            return values
+        if self._last_dev_values is None or len(values) + len(self._last_dev_values) != len(self._fds):
+            return None
+        return values + self._last_dev_values
 
     def _merge_ethtool(self, net: Dict[str, Dict[str, int]]) -> None:
         reader = self._ethtool

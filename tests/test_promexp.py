@@ -16,6 +16,7 @@ from efajob.daemon import Daemon
 from efajob.errors import SinkError
 from efajob.promexp import PrometheusSink
 from efajob.runfiles import ActiveJob, write_active
+from efajob.sysfs import Snapshot
 from efajob.simulate import build_node
 from efajob.sysfs import read_snapshot
 
@@ -134,7 +135,8 @@ def test_unsafe_counter_names_are_skipped_not_exported(ticked):
     dev = sorted(tick.snapshot.devices)[0]
     r = tick.snapshot.devices[dev]
     weird = dict(r.port_counters, **{"bad-name": 1, "node_info": 2})
-    snap = replace(tick.snapshot, devices=dict(tick.snapshot.devices, **{dev: r._replace(port_counters=weird)}))
+    snap = Snapshot(tick.snapshot.mono, tick.snapshot.wall, net=tick.snapshot.net,
+                    devices=dict(tick.snapshot.devices, **{dev: r._replace(port_counters=weird)}))
     sink.on_tick(replace(tick, snapshot=snap))
     text = sink.exposition().decode()
     assert "bad-name" not in text and 'efajob_node_info_total' not in text

@@ -236,3 +236,31 @@ def test_device_counters_read_every_interval_and_repeated_between(tmp_path):
         assert c.devices["rdmap79s0"].device_counters["submitted_cmds"] == 9
     with Sampler(root, include_net=False) as s:  # the default (hooks): every sample
         assert s.sample().devices["rdmap79s0"].device_counters["submitted_cmds"] == 9
+
+
+def test_reading_counters_leaves_atime_alone(tmp_path):
+    """O_NOATIME: on a disk-backed simulated tree a read after a write would otherwise update
+    (and journal) the inode every second; sysfs itself never does."""
+    root = str(tmp_path)
+    d = make_device(root, "rdmap0s0", PORT)
+    path = os.path.join(d, "ports", "1", "hw_counters", "tx_bytes")
+    with Sampler(root, include_net=False) as s:
+        set_counter(d, "tx_bytes", 5)
+        os.utime(path, (1_000_000, os.stat(path).st_mtime))  # atime older than mtime: relatime would update it
+        assert s.sample().devices["rdmap0s0"].port_counters["tx_bytes"] == 5
+    assert os.stat(path).st_atime == 1_000_000
+
+
+def test_without_the_right_to_o_noatime_counters_open_plainly(tmp_path, monkeypatch):
+    root = str(tmp_path)
+    make_device(root, "rdmap0s0", PORT)
+    real_open = os.open
+
+    def open_(path, flags, *a):
+        if flags & getattr(os, "O_NOATIME", 0):
+            raise PermissionError(errno.EPERM, "not the owner", path)
+        return real_open(path, flags, *a)
+
+    monkeypatch.setattr(sysfs.os, "open", open_)
+    with Sampler(root) as s:
+        assert s.sample().devices["rdmap0s0"].port_counters["tx_bytes"] == 1000

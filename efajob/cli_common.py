@@ -63,4 +63,17 @@ def get_config(config_path: Optional[str] = None, node: Optional[str] = None, **
 
     cfg = load_config(config_path, node=node)
     overrides = {k: v for k, v in overrides.items() if v is not None}
+    if cfg.cluster == "default" and "cluster" not in overrides:
+        # As the hooks take SLURM_CLUSTER_NAME: the daemon's status files and metrics, and the
+        # CLI, must name the cluster the records are filed under.
+        from .config import validate_name
+        from .errors import ConfigError
+        from .slurmconf import read_cluster_name
+
+        name = read_cluster_name()
+        if name:
+            try:
+                overrides["cluster"] = validate_name("cluster", name)
+            except ConfigError:
+                pass  # a name efajob cannot use in paths: keep "default", as the hooks do
     return replace(cfg, **overrides) if overrides else cfg

@@ -53,6 +53,9 @@ def _utc(monkeypatch):
     # Never ask the EC2 instance metadata service from a test (daemons started by tests
     # without an instance type would, from their worker thread): tests reach 127.0.0.1 only.
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # The CLI takes the cluster name from slurm.conf when the config leaves it at "default":
+    # never from this machine's (tests that want one point SLURM_CONF at their own).
+    monkeypatch.setenv("SLURM_CONF", "/nonexistent/efajob-tests/slurm.conf")
 
 
 def pytest_addoption(parser):

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -122,7 +121,7 @@ def main() -> None:
         fill_s = time.perf_counter() - t0
         node.traffic(400, 400, 60)
         start = read_snapshot(cfg.sysfs_root)
-        start = replace(start, mono=start.mono - WINDOW, wall=start.wall - WINDOW)
+        start = start.replace(mono=start.mono - WINDOW, wall=start.wall - WINDOW)
         os.makedirs(cfg.state_dir, exist_ok=True)
         lock = os.open(os.path.join(cfg.state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT)
         fcntl.flock(lock, fcntl.LOCK_EX)  # "the daemon runs": delivery is its job
@@ -134,7 +133,7 @@ def main() -> None:
             t_epilog.append(timed([wrappers["epilog"]], dict(env, SLURM_JOB_ID=job_id,
                                                           SLURM_JOB_EXIT_CODE="0")))
         t_raw = []
-        raw_start = replace(start, mono=start.mono + WINDOW - (RAW_WINDOW_MAX - 5),
+        raw_start = start.replace(mono=start.mono + WINDOW - (RAW_WINDOW_MAX - 5),
                             wall=start.wall + WINDOW - (RAW_WINDOW_MAX - 5))
         for i in range(args.runs // 2):
             job_id = str(3000 + i)
@@ -163,7 +162,7 @@ def main() -> None:
             t0 = time.perf_counter()
             fill_store(cfg, node, 24 * 3600)
             fill_long = time.perf_counter() - t0
-            long_start = replace(start, mono=start.mono + WINDOW - 24 * 3600,
+            long_start = start.replace(mono=start.mono + WINDOW - 24 * 3600,
                                  wall=start.wall + WINDOW - 24 * 3600)
             lock = os.open(os.path.join(cfg.state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT)
             fcntl.flock(lock, fcntl.LOCK_EX)

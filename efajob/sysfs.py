@@ -239,6 +239,16 @@ class Snapshot:
             self._devices = {t[0]: DeviceReading(*t) for t in layout.per_device(values)}
         return self._devices
 
+    def replace(self, **changes) -> "Snapshot":
+        """A copy with some of mono, wall, devices, net changed (dataclasses.replace's job)."""
+        kw = {"mono": self.mono, "wall": self.wall, "net": self.net}
+        if "devices" not in changes and self._devices is None:
+            kw["flat"] = self.flat
+        else:
+            kw["devices"] = self._devices
+        kw.update(changes)
+        return Snapshot(**kw)
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Snapshot):
             return NotImplemented

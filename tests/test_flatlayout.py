@@ -99,3 +99,13 @@ def test_layout_without_common_port_names_gives_no_columns():
                                             ("b", 1, {"tx_bytes": 3}, {}, {})]
     # A device with no counter file at all is not complete: the sampler leaves it out instead.
     assert not Layout(groups, [("a", 1), ("b", 1), ("c", 1)]).complete
+
+
+def test_replace_keeps_the_flat_list_unless_devices_change(node):
+    with sampler(node, Clock()) as s:
+        a = s.sample()
+    moved = a.replace(mono=1.0, wall=2.0)
+    assert moved.flat is a.flat and (moved.mono, moved.wall) == (1.0, 2.0)
+    assert moved.devices == a.devices and moved.net == a.net
+    emptied = a.replace(devices={})
+    assert emptied.flat is None and emptied.devices == {} and emptied.mono == a.mono

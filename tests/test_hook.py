@@ -240,7 +240,7 @@ def test_long_window_uses_rollups(site):
     from the busiest minutes' raw rows, the series bounded."""
     from efajob.finish import RAW_WINDOW_MAX
     from efajob.runfiles import ActiveJob, write_active
-    from efajob.sysfs import Snapshot, read_snapshot
+    from efajob.sysfs import read_snapshot
 
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
@@ -259,7 +259,7 @@ def test_long_window_uses_rollups(site):
                                    dev, {d: 0 for d in dev}, ("42", "7") if i == 10 else ("42",), ()))
     store.close()
     start = read_snapshot(cfg.sysfs_root)
-    start = Snapshot(mono=now_m - span, wall=now_w - span, devices=start.devices, net=start.net)
+    start = start.replace(mono=now_m - span, wall=now_w - span)
     write_active(cfg.run_dir, ActiveJob("42", "42", 0, None, None, None, None, "c1", "n1", None, None,
                                         start.wall, start.mono, boot), start)
     p = hook("epilog", epilog_env(conf))

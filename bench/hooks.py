@@ -134,7 +134,7 @@ def main() -> None:
                                                           SLURM_JOB_EXIT_CODE="0")))
         t_raw = []
         raw_start = start.replace(mono=start.mono + WINDOW - (RAW_WINDOW_MAX - 5),
-                            wall=start.wall + WINDOW - (RAW_WINDOW_MAX - 5))
+                                  wall=start.wall + WINDOW - (RAW_WINDOW_MAX - 5))
         for i in range(args.runs // 2):
             job_id = str(3000 + i)
             active_job(cfg, job_id, raw_start)
@@ -163,7 +163,7 @@ def main() -> None:
             fill_store(cfg, node, 24 * 3600)
             fill_long = time.perf_counter() - t0
             long_start = start.replace(mono=start.mono + WINDOW - 24 * 3600,
-                                 wall=start.wall + WINDOW - 24 * 3600)
+                                       wall=start.wall + WINDOW - 24 * 3600)
             lock = os.open(os.path.join(cfg.state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT)
             fcntl.flock(lock, fcntl.LOCK_EX)
             for i in range(max(5, args.runs // 4)):

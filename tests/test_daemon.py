@@ -267,8 +267,14 @@ def test_second_daemon_on_the_same_state_dir_is_refused(tmp_path, proc, small):
     try:
         with pytest.raises(StoreError, match=f"another efajob daemon \\(pid {os.getpid()}\\)"):
             Daemon(make_cfg(tmp_path), proc_root=proc, sinks=[], worker=False).start()
+        # What the epilog asks: found through /proc/<pid>/fdinfo/<fd> of the lock's holder.
+        from efajob.outbox import daemon_alive
+
+        pid, fd = open(os.path.join(d.cfg.state_dir, "daemon.lock")).read().split()
+        assert (int(pid), int(fd)) == (os.getpid(), d._lock_fd) and daemon_alive(d.cfg)
     finally:
         d.close()
+    assert not daemon_alive(d.cfg)
 
 
 def test_unwritable_store_dir_is_retried_while_sampling_goes_on(tmp_path, proc, small):

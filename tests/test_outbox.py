@@ -164,11 +164,14 @@ def test_empty_outbox(cfg):
     assert deliver_pending(cfg) == DeliveryResult()
 
 
-def test_daemon_alive_reads_the_daemon_lock(cfg):
+@pytest.mark.parametrize("content", ["pid fd", "pid only (older daemons)"])
+def test_daemon_alive_reads_the_daemon_lock(cfg, content):
     assert daemon_alive(cfg) is False  # no lock file
     os.makedirs(cfg.state_dir)
     path = os.path.join(cfg.state_dir, "daemon.lock")
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    mine = f"{os.getpid()} {fd}\n" if content == "pid fd" else f"{os.getpid()}\n"
+    os.pwrite(fd, mine.encode(), 0)
     try:
         assert daemon_alive(cfg) is False  # file, nobody holds it
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -181,6 +184,40 @@ def test_daemon_alive_reads_the_daemon_lock(cfg):
     finally:
         os.close(fd)
     assert daemon_alive(cfg) is False
+
+
+def test_daemon_alive_is_not_fooled_by_a_stale_pid_or_a_reused_descriptor(cfg, tmp_path):
+    os.makedirs(cfg.state_dir)
+    path = os.path.join(cfg.state_dir, "daemon.lock")
+    with open(path, "w") as f:
+        f.write("999999999 3\n")  # no such process
+    assert daemon_alive(cfg) is False
+    # A live process whose descriptor now names another file, which it holds a lock on.
+    decoy = os.open(str(tmp_path / "decoy"), os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(decoy, fcntl.LOCK_EX)
+        with open(path, "w") as f:
+            f.write(f"{os.getpid()} {decoy}\n")
+        assert daemon_alive(cfg) is False
+    finally:
+        os.close(decoy)
+
+
+def test_daemon_alive_falls_back_to_proc_locks_without_fdinfo(cfg, tmp_path):
+    """No right to read /proc/<pid>/fdinfo (or a /proc without it): /proc/locks decides."""
+    os.makedirs(cfg.state_dir)
+    path = os.path.join(cfg.state_dir, "daemon.lock")
+    with open(path, "w") as f:
+        f.write("1234 5\n")
+    st = os.stat(path)
+    proc = tmp_path / "proc"
+    (proc / "1234" / "fdinfo").mkdir(parents=True)
+    (proc / "1234" / "fdinfo" / "5").mkdir()  # reading it fails (EISDIR), not "gone"
+    line = f"1: FLOCK  ADVISORY  WRITE 1234 {os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino} 0 EOF\n"
+    (proc / "locks").write_text(line)
+    assert daemon_alive(cfg, proc_root=str(proc)) is True
+    (proc / "locks").write_text("1: FLOCK  ADVISORY  WRITE 1234 00:01:1 0 EOF\n")
+    assert daemon_alive(cfg, proc_root=str(proc)) is False
 
 
 # -- reconcile ---------------------------------------------------------------------------------

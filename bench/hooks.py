@@ -18,7 +18,6 @@ Each hook runs as slurmd runs it: a fresh process, no PATH, no HOME.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import resource
 import statistics
@@ -31,6 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from efajob.config import load_config  # noqa: E402
+from efajob.daemon import acquire_lock  # noqa: E402
 from efajob.finish import RAW_WINDOW_MAX  # noqa: E402
 from efajob.localstore import LocalStore, SampleRow  # noqa: E402
 from efajob.runfiles import ActiveJob, read_boot_id, write_active  # noqa: E402
@@ -123,8 +123,7 @@ def main() -> None:
         start = read_snapshot(cfg.sysfs_root)
         start = start.replace(mono=start.mono - WINDOW, wall=start.wall - WINDOW)
         os.makedirs(cfg.state_dir, exist_ok=True)
-        lock = os.open(os.path.join(cfg.state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT)
-        fcntl.flock(lock, fcntl.LOCK_EX)  # "the daemon runs": delivery is its job
+        lock = acquire_lock(cfg.state_dir)  # "the daemon runs" (its lock): delivery is its job
         t_base2, t_epilog = [], []
         for i in range(args.runs):
             job_id = str(1000 + i)
@@ -164,8 +163,7 @@ def main() -> None:
             fill_long = time.perf_counter() - t0
             long_start = start.replace(mono=start.mono + WINDOW - 24 * 3600,
                                        wall=start.wall + WINDOW - 24 * 3600)
-            lock = os.open(os.path.join(cfg.state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            lock = acquire_lock(cfg.state_dir)
             for i in range(max(5, args.runs // 4)):
                 job_id = str(9000 + i)
                 active_job(cfg, job_id, long_start)

@@ -75,6 +75,7 @@ class NodeStatus:
     rx_gbps: Optional[float]
     jobs: Tuple[LiveJob, ...]
     path: str = ""
+    instance_type: Optional[str] = None  # the daemon's (config or IMDS), for live reports
 
     def age(self, now: float) -> Optional[float]:
         return None if self.wall is None else max(0.0, now - self.wall)
@@ -331,9 +332,11 @@ def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
         user = j.get("user") if isinstance(j.get("user"), str) else None
         start = as_number(j.get("start", j.get("start_wall")))
         jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start))
+    itype = d.get("instance_type")
     return NodeStatus(host=host, wall=as_number(d.get("time")),
                       tx_gbps=as_number(d.get("tx_gbps")), rx_gbps=as_number(d.get("rx_gbps")),
-                      jobs=tuple(jobs), path=path)
+                      jobs=tuple(jobs), path=path,
+                      instance_type=itype if isinstance(itype, str) and itype else None)
 
 
 def read_node_statuses(store: str, cluster: str) -> Dict[str, NodeStatus]:

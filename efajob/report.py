@@ -440,7 +440,8 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
         nodes[host] = NodeReport(host=host, status="running", live_tx_gbps=st.tx_gbps,
                                  live_rx_gbps=st.rx_gbps,
                                  live_age_s=st.age(now) if now is not None else None,
-                                 start=job.start if job else None)
+                                 start=job.start if job else None,
+                                 instance_type=getattr(st, "instance_type", None))
     running = bool(live) or slurm_running
     meta = meta_from_records(job_id, cluster, restart, records, running)
     if job_info is not None:

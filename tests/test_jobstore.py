@@ -157,6 +157,9 @@ def test_node_status_parsing(tmp_path):
     st = parse_node_status({"node": "n1", "time": NOW, "tx_gbps": True,
                             "jobs": ["5.1", {"job_id": "6", "restart": 2}, {"key": "../x"}, 7]})
     assert st.tx_gbps is None and [(j.job_id, j.restart) for j in st.jobs] == [("5", 1), ("6", 2)]
+    assert st.instance_type is None
+    assert parse_node_status({"node": "n1", "instance_type": "p5.48xlarge"}).instance_type == "p5.48xlarge"
+    assert parse_node_status({"node": "n1", "instance_type": 5}).instance_type is None
     s = str(tmp_path)
     status(s, "c1", "n1", [])
     with open(os.path.join(s, "c1", "nodes", "n2.json"), "w") as f:

@@ -96,10 +96,14 @@ def test_golden_running(pool, update_golden):
     recs = job_records(pool, {"n1": NodeSpec()}, job_id="500", seconds=SECONDS)
     recs[0].update(nodelist="n[1-4]", num_nodes=4)  # an early epilog (a failed node, say)
     live = {h: NodeStatus(host=h, wall=NOW - 5, tx_gbps=380.5, rx_gbps=379.0,
-                          jobs=(LiveJob(key="500", job_id="500", restart=0, user="alice", start=T0),))
+                          jobs=(LiveJob(key="500", job_id="500", restart=0, user="alice", start=T0),),
+                          instance_type="p5.48xlarge")
             for h in ("n2", "n3")}
     r = report_of(recs, live=live)
     assert r.running and r.meta.state == "RUNNING" and r.meta.end is None
+    assert [n.instance_type for n in r.nodes[1:3]] == ["p5.48xlarge"] * 2
+    # Before any record, the instance type comes from the daemons' status files.
+    assert report_of([], live=live).meta.instance_type == "p5.48xlarge"
     assert [n.status for n in r.nodes] == ["complete", "running", "running", "running"]
     assert r.meta.elapsed_s == NOW - T0
     assert not [f for f in r.findings if f.code in ("efa_unused", "short_job")]

@@ -33,7 +33,7 @@ from efajob.config import Config  # noqa: E402
 from efajob.instances import INSTANCE_TYPES  # noqa: E402
 from efajob.records import JobIdentity, build_record  # noqa: E402
 from efajob.simulate import DEVICE_COUNTERS, PORT_COUNTERS  # noqa: E402
-from efajob.sysfs import DeviceReading, Snapshot  # noqa: E402
+from efajob.readings import DeviceReading, Snapshot  # noqa: E402
 
 HOUR = 3600
 T0 = 1714557600.0

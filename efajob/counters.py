@@ -12,7 +12,7 @@ from operator import itemgetter, sub
 from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
 
 from .flatlayout import Layout
-from .sysfs import Snapshot
+from .readings import Snapshot
 
 BITS_PER_BYTE = 8
 

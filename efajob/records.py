@@ -25,7 +25,7 @@ from . import __version__
 from .counters import diff_snapshots
 from .instances import lookup
 from .jobid import JobIdentity, format_exit_code  # noqa: F401  (part of this module's API)
-from .sysfs import Snapshot
+from .readings import Snapshot
 
 RECORD_SCHEMA = "efajob/job-node-record"
 RECORD_VERSION = 1

@@ -5,7 +5,8 @@ from typing import Iterable, List, Optional, Sequence
 
 from .counters import SnapshotDelta, bytes_to_gbps, rate
 from .instances import InstanceType
-from .sysfs import DeviceInfo, Snapshot, natural_key
+from .readings import Snapshot, natural_key
+from .sysfs import DeviceInfo
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool]) -> str:

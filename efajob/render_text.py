@@ -11,7 +11,7 @@ import textwrap
 from datetime import datetime, tzinfo
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from .sysfs import natural_key  # noqa: F401  (re-exported: the renderers import it from here)
+from .readings import natural_key  # noqa: F401  (re-exported: the renderers import it from here)
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import JobReport, NodeReport

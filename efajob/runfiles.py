@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 from .errors import RecordError
 from .jobid import is_key, job_key  # noqa: F401  (job_key is part of this module's API)
-from .sysfs import Snapshot
+from .readings import Snapshot
 
 
 

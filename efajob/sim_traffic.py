@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from .sysfs import parse_counter
+from .readings import parse_counter
 from .errors import SimulatorError
 from .ethtool import ALLOWANCE_COUNTERS as ENA_ALLOWANCE_COUNTERS
 from .ethtool import parse_ethtool_text, render_ethtool_text

@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # pragma: no cover - names for annotations only
     from .config import Config
     from .counters import SnapshotDelta
     from .runfiles import ActiveJob
-    from .sysfs import DeviceInfo, Snapshot
+    from .readings import Snapshot
+    from .sysfs import DeviceInfo
 
 
 @dataclass(frozen=True)

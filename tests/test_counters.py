@@ -4,7 +4,7 @@ import pytest
 
 from efajob.counters import (bytes_to_gbps, counter_delta, diff_counters, diff_snapshots, rate,
                              sum_counter, sum_net)
-from efajob.sysfs import DeviceReading, Snapshot
+from efajob.readings import DeviceReading, Snapshot
 
 
 @pytest.mark.parametrize("prev,cur,want", [

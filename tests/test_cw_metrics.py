@@ -11,7 +11,7 @@ from efajob.cw_metrics import (CLUSTER, DEVICE, JOB, MAX_JOBS, NODE, TYPE, Ident
                                PeriodAggregator, catalogue)
 from efajob.runfiles import ActiveJob
 from efajob.sinks import DaemonHealth, Tick
-from efajob.sysfs import DeviceReading, Snapshot
+from efajob.readings import DeviceReading, Snapshot
 
 T0 = 60 * 29_833_334 + 40.0  # 40 s into a minute
 IDENT = Identity("c1", "i-0123456789abcdef0", "p5.48xlarge")

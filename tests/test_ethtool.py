@@ -23,7 +23,8 @@ from efajob.errors import ConfigError
 from efajob.ethtool import (ALLOWANCE_COUNTERS, EthtoolStats, FileReader, IoctlReader,
                             ethtool_reader_from_config)
 from efajob.simulate import ETHTOOL_DIR, build_node, ethtool_path
-from efajob.sysfs import Sampler, Snapshot, read_snapshot
+from efajob.readings import Snapshot
+from efajob.sysfs import Sampler, read_snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable

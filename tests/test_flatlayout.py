@@ -8,7 +8,8 @@ import pytest
 from efajob.counters import diff_snapshots, sum_port_counters
 from efajob.flatlayout import Layout, PORT, DEV
 from efajob.simulate import build_node
-from efajob.sysfs import Sampler, Snapshot
+from efajob.readings import Snapshot
+from efajob.sysfs import Sampler
 
 
 @dataclass

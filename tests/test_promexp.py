@@ -16,7 +16,7 @@ from efajob.daemon import Daemon
 from efajob.errors import SinkError
 from efajob.promexp import PrometheusSink
 from efajob.runfiles import ActiveJob, write_active
-from efajob.sysfs import Snapshot
+from efajob.readings import Snapshot
 from efajob.simulate import build_node
 from efajob.sysfs import read_snapshot
 

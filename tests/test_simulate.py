@@ -18,7 +18,8 @@ from efajob import simulate as sim
 from efajob.cli_simulate import simulate as simulate_cli
 from efajob.errors import SimulatorError
 from efajob.instances import INSTANCE_TYPES
-from efajob.sysfs import Sampler, discover_devices, discover_netdevs, natural_key, read_snapshot
+from efajob.readings import natural_key
+from efajob.sysfs import Sampler, discover_devices, discover_netdevs, read_snapshot
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 

@@ -23,6 +23,7 @@ class Layout:
     with it, which is how `counters.diff_snapshots` knows two flat lists line up."""
 
     def __init__(self, groups: Sequence[Group], devices: Sequence[Tuple[str, int]]):
+        self.key = (tuple(groups), tuple(devices))  # equal keys: the same positions mean the same
         per: List[Tuple[str, int, Optional[Span], Optional[Span], List[Tuple[int, Span]]]] = []
         for i, (name, first) in enumerate(devices):
             pc = dc = None

@@ -310,8 +310,8 @@ class MetricsServer:
 
     prometheus_client's own start_http_server runs socketserver's serve_forever(), which wakes
     every 0.5 s to look for a shutdown request: two wake-ups a second, about 0.06 % of a core
-    on an idle node, more than a 15 s scrape costs (docs/performance.md). Here a pipe wakes the
-    loop for shutdown instead.
+    on an idle node, nearly what being scraped every 15 s costs (docs/performance.md). Here a
+    pipe wakes the loop for shutdown instead.
     """
 
     def __init__(self, registry: CollectorRegistry, bind: str, port: int):

@@ -297,7 +297,11 @@ class Sampler:
             self._close_fd(fd)
         self._fds, self._paths, self._slots = fds, paths, slots
         self._groups = _group_slots(slots)
-        self._layout = Layout(self._groups, [(d.name, d.port) for d in devices])
+        layout = Layout(self._groups, [(d.name, d.port) for d in devices])
+        if self._layout is None or self._layout.key != layout.key:
+            # Keep the old one when nothing moved, so the periodic rediscovery does not push
+            # the next diff off the flat path (diff_snapshots compares layouts by identity).
+            self._layout = layout
         self._split = sum(1 for sl in slots if sl[0] != _DEV)
         self._dev_read_at = None  # read the device counters at the next sample
         self._devices, self._netdevs = devices, netdevs

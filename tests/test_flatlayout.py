@@ -7,7 +7,7 @@ import pytest
 
 from efajob.counters import diff_snapshots, sum_port_counters
 from efajob.flatlayout import Layout, PORT, DEV
-from efajob.simulate import build_node
+from efajob.simulate import build_node, vanish_device
 from efajob.readings import Snapshot
 from efajob.sysfs import Sampler
 
@@ -110,3 +110,18 @@ def test_replace_keeps_the_flat_list_unless_devices_change(node):
     assert moved.devices == a.devices and moved.net == a.net
     emptied = a.replace(devices={})
     assert emptied.flat is None and emptied.devices == {} and emptied.mono == a.mono
+
+
+def test_a_rediscovery_that_finds_the_same_files_keeps_the_flat_path(node):
+    clock = Clock()
+    with sampler(node, clock) as s:
+        a = s.sample()
+        s.rediscover()  # what the sampler does every rediscover_interval
+        b = s.sample()
+        assert b.flat[0] is a.flat[0] and diff_snapshots(a, b).flat is not None
+        vanish_device(node, node.present_devices()[0])
+        s.rediscover()
+        c = s.sample()
+    assert c.flat[0] is not a.flat[0]
+    d = diff_snapshots(b, c)
+    assert d.flat is None and len(d.vanished) == 1

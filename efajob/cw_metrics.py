@@ -202,16 +202,18 @@ class PeriodAggregator:
                 self._put(name, (("ClusterName", idn.cluster), ("InstanceType", idn.instance_type)),
                           v, secs)
         if self.per_device:
-            names = sorted(delta.devices)
+            # Columns rather than delta.devices: on the daemon's flat path that would build
+            # every device's dictionaries each tick just for four counters.
+            cols = [(name, delta.port_column(name)) for name in DEVICE_METRICS]
+            names = sorted(set().union(*(c for _, c in cols)))
             if len(names) > MAX_DEVICES:
                 self.capped["devices"] += len(names) - MAX_DEVICES
                 names = names[:MAX_DEVICES]
             for dev in names:
-                pc = delta.devices[dev].port_counters
                 dims = node + (("Device", dev),)
-                for name in DEVICE_METRICS:
-                    if name in pc:
-                        self._put(name, dims, pc[name], secs)
+                for name, col in cols:
+                    if dev in col:
+                        self._put(name, dims, col[dev], secs)
         if self.job_metrics and tick.jobs:
             ids = sorted({j.job_id for j in tick.jobs})
             if len(ids) > MAX_JOBS:

@@ -1,6 +1,6 @@
 """The node daemon's cost on a simulated p5.48xlarge at 1 Hz, and its local store's size and speed.
 
-Runs three daemons side by side as real processes (`python -m efajob.cli_node daemon`), each on
+Runs three daemons side by side as real processes (`python -m efajob daemon`), each on
 its own simulated p5 (32 EFA devices, 1,088 counter files) while this script injects traffic
 into every tree each second (NCCL-like allreduce at a rate that changes every second):
 
@@ -40,14 +40,14 @@ import urllib.request
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from efajob.localstore import LocalStore, SampleRow  # noqa: E402
-from efajob.simulate import build_node  # noqa: E402
+from efajob.node.localstore import LocalStore, SampleRow  # noqa: E402
+from efajob.sim import build_node  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 BOTO3_STANDIN = (
     "import sys, boto3; boto3.client('cloudwatch', region_name='us-east-1'); "
     "boto3.client('logs', region_name='us-east-1'); "
-    "from efajob.cli import main; sys.argv[0] = 'efajob'; main()"
+    "from efajob.cli.main import main; sys.argv[0] = 'efajob'; main()"
 )
 
 
@@ -87,7 +87,7 @@ class Run:
             cfg += ["[prometheus]", "enabled = true", 'bind = "127.0.0.1"', f"port = {self.port}"]
         self.sink_note = ""
         if boto3:
-            from efajob.sinks import SINKS
+            from efajob.sinks.registry import SINKS
 
             if "cloudwatch" in SINKS and cloudwatch_endpoint:
                 # instance id/type given: no IMDS lookup (it would wait for a timeout off EC2)
@@ -103,7 +103,7 @@ class Run:
             f.write("\n".join(cfg) + "\n")
         argv = ["daemon", "--config", os.path.join(root, "config.toml"), "--node", "bench"]
         cmd = ([sys.executable, "-c", BOTO3_STANDIN] if boto3 else
-               [sys.executable, "-m", "efajob.cli_node"]) + argv
+               [sys.executable, "-m", "efajob"]) + argv
         self.stderr = open(os.path.join(root, "stderr"), "w")
         # Dummy credentials: only ever sent to the local endpoint.
         env = dict(os.environ, PYTHONPATH=REPO, AWS_ACCESS_KEY_ID="bench",
@@ -186,8 +186,8 @@ def drive_traffic(runs, stop: threading.Event) -> None:
 def breakdown(tmp: str, rounds: int = 200) -> dict:
     """In-process CPU per tick (warm, back to back): sampling vs the rest, and one scrape."""
     from efajob.config import build_config
-    from efajob.daemon import Daemon
-    from efajob.promexp import PrometheusSink
+    from efajob.daemon.loop import Daemon
+    from efajob.sinks.prometheus import PrometheusSink
 
     root = os.path.join(tmp, "inproc")
     node = build_node(os.path.join(root, "sys"), "p5.48xlarge")

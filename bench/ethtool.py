@@ -1,4 +1,4 @@
-"""Cost of reading ENA allowance counters (efajob/ethtool.py), beside the sampler's cost.
+"""Cost of reading ENA allowance counters (efajob/node/ethtool.py), beside the sampler's cost.
 
 Prints, from one run (medians over interleaved rounds):
 - IoctlReader: one allowance read (GSSET_INFO + GSTATS, names cached) on a real interface of
@@ -26,9 +26,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from efajob.ethtool import FileReader, IoctlReader  # noqa: E402
-from efajob.simulate import ETHTOOL_DIR, build_node  # noqa: E402
-from efajob.sysfs import Sampler  # noqa: E402
+from efajob.node.ethtool import FileReader, IoctlReader  # noqa: E402
+from efajob.sim import ETHTOOL_DIR, build_node  # noqa: E402
+from efajob.node.sysfs import Sampler  # noqa: E402
 
 
 def _per_call(fn, n: int) -> float:

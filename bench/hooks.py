@@ -6,7 +6,7 @@ On a simulated p5.48xlarge (32 EFA devices, ~1,100 counter files):
 - prolog: median wall of the installed wrapper (`efajob install hooks`: /bin/sh, then
   `python -I -S` with efajob's directories on sys.path) against `python -I -c pass`, same
   interpreter, runs interleaved so both see the same load. Target <= 3x. Also shown:
-  `python -I -m efajob.hook prolog` (with `site`, as the console script runs).
+  `python -I -m efajob.hooks.entry prolog` (with `site`, as the console script runs).
 - epilog: a 1-hour job window with 3,600 daemon rows (1 s samples, with their minute rollups)
   in the local store, the daemon "running" (its lock held, so the epilog leaves delivery to
   it). Target <= 4x. Also shown: the worst case of the raw-row path (a window just under
@@ -30,12 +30,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from efajob.config import load_config  # noqa: E402
-from efajob.daemon import acquire_lock  # noqa: E402
-from efajob.finish import RAW_WINDOW_MAX  # noqa: E402
-from efajob.localstore import LocalStore, SampleRow  # noqa: E402
-from efajob.runfiles import ActiveJob, read_boot_id, write_active  # noqa: E402
-from efajob.simulate import build_node  # noqa: E402
-from efajob.sysfs import read_snapshot  # noqa: E402
+from efajob.daemon.loop import acquire_lock  # noqa: E402
+from efajob.hooks.finish import RAW_WINDOW_MAX  # noqa: E402
+from efajob.node.localstore import LocalStore, SampleRow  # noqa: E402
+from efajob.hooks.runfiles import ActiveJob, read_boot_id, write_active  # noqa: E402
+from efajob.sim import build_node  # noqa: E402
+from efajob.node.sysfs import read_snapshot  # noqa: E402
 
 PY = sys.executable
 WINDOW = 3600
@@ -99,10 +99,10 @@ def main() -> None:
                "SLURM_JOB_NODELIST": "p5-[1-16]", "SLURM_JOB_NUM_NODES": "16",
                "SLURM_JOB_RESTART_COUNT": "0"}
         # What slurmd runs: the wrappers `efajob install hooks` writes (sh + python -I -S).
-        from efajob.cli_hooks import install_wrappers
+        from efajob.cli.hooks import install_wrappers
 
         wrappers = dict(install_wrappers(os.path.join(tmp, "scripts"), PY, conf))
-        module = [PY, "-I", "-m", "efajob.hook"]  # the console script's way, for comparison
+        module = [PY, "-I", "-m", "efajob.hooks.entry"]  # the console script's way, for comparison
         base = [PY, "-I", "-c", "pass"]
         for _ in range(3):  # warm the page cache and .pyc files
             timed(base, {})
@@ -175,7 +175,7 @@ def main() -> None:
         return statistics.median(x[k] for x in xs) * 1000
 
     rows = [("python -I -c pass", t_base, None), ("prolog (the wrapper)", t_prolog, t_base),
-            ("prolog (python -I -m efajob.hook)", t_module, t_base),
+            ("prolog (python -I -m efajob.hooks.entry)", t_module, t_base),
             ("python -I -c pass (epilog runs)", t_base2, None),
             ("epilog, 1 h, 3,600 rows", t_epilog, t_base2),
             (f"epilog, {RAW_WINDOW_MAX / 60:.0f} min raw (worst raw case)", t_raw, t_base2),

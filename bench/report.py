@@ -30,10 +30,10 @@ from typing import Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from efajob.config import Config  # noqa: E402
-from efajob.instances import INSTANCE_TYPES  # noqa: E402
-from efajob.records import JobIdentity, build_record  # noqa: E402
-from efajob.simulate import DEVICE_COUNTERS, PORT_COUNTERS  # noqa: E402
-from efajob.readings import DeviceReading, Snapshot  # noqa: E402
+from efajob.node.instances import INSTANCE_TYPES  # noqa: E402
+from efajob.hooks.records import JobIdentity, build_record  # noqa: E402
+from efajob.sim import DEVICE_COUNTERS, PORT_COUNTERS  # noqa: E402
+from efajob.node.readings import DeviceReading, Snapshot  # noqa: E402
 
 HOUR = 3600
 T0 = 1714557600.0
@@ -97,12 +97,12 @@ def write_job(store: str, job_id: str, nodes: int) -> None:
 
 
 def time_report(cfg: Config, job_id: str, fmt: str = "text") -> float:
-    from efajob.cli import main  # noqa: F401  (registers cli_report)
-    from efajob.jobreports import build_job_report
-    from efajob.render_csv import render_csv
-    from efajob.render_html import render_html
-    from efajob.render_text import render_text
-    from efajob.render_json import render_json
+    from efajob.cli.main import main  # noqa: F401  (registers cli_report)
+    from efajob.report.assemble import build_job_report
+    from efajob.report.render.csv import render_csv
+    from efajob.report.render.html import render_html
+    from efajob.report.render.text import render_text
+    from efajob.report.render.json import render_json
 
     render = {"text": render_text, "json": render_json, "csv": render_csv, "html": render_html}[fmt]
     gc.collect()
@@ -123,7 +123,7 @@ def time_cli(store: str, job_id: str, fmt: str) -> Tuple[float, float]:
     includes waiting for a core; the CPU time (user + system) does not."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", "from efajob.cli import main; main()", "report",
+    p = subprocess.run([sys.executable, "-c", "from efajob.cli.main import main; main()", "report",
                         job_id, "--store", store, "--no-slurm", "--format", fmt],
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
                        env=dict(os.environ, EFAJOB_CONFIG=""))

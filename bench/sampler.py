@@ -18,8 +18,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from efajob.simulate import build_node  # noqa: E402
-from efajob.sysfs import Sampler  # noqa: E402
+from efajob.sim import build_node  # noqa: E402
+from efajob.node.sysfs import Sampler  # noqa: E402
 
 
 def _time_per_call(fn, n: int) -> float:

@@ -1,4 +1,4 @@
 """`python -m efajob ...` runs the `efajob` command."""
-from .cli import main
+from efajob.cli.main import main
 
 main(prog_name="efajob")

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .errors import ConfigError
+from efajob.errors import ConfigError
 
 DEFAULT_PATH = "/etc/efajob/config.toml"
 _CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -62,7 +62,7 @@ class PrometheusConfig:
     port: int = 9814
 
 
-# Finding thresholds are data, never code: report.py applies them with pure functions.
+# Finding thresholds are data, never code: report/model.py applies them with pure functions.
 DEFAULT_THRESHOLDS: Dict[str, float] = {
     "efa_unused_bytes_per_node": 1e8,  # < 100 MB per node over EFA in a multi-node job
     "ena_fallback_bytes_per_node": 1e9,  # ... while ENA moved > 1 GB per node
@@ -99,7 +99,7 @@ class Config:
     log_file: Optional[str] = None
     log_level: str = "info"
     private_records: bool = False
-    # ENA allowance counters (efajob/ethtool.py): "ioctl", "off", or a directory of
+    # ENA allowance counters (efajob/node/ethtool.py): "ioctl", "off", or a directory of
     # `ethtool -S` text files named by interface (the simulator's; may contain {node}).
     ethtool: str = "ioctl"
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)

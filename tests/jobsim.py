@@ -1,6 +1,6 @@
 """Job-node records built from simulator scenarios, through the real code path: simulated sysfs
-trees (efajob.simulate), snapshots read by efajob.sysfs, records assembled by
-efajob.records.build_record. Only the daemon's rows are synthesised (evenly spread over the
+trees (efajob.sim), snapshots read by efajob.node.sysfs, records assembled by
+efajob.hooks.records.build_record. Only the daemon's rows are synthesised (evenly spread over the
 job), with fixed clocks so that outputs are byte-for-byte stable (golden files).
 """
 from __future__ import annotations
@@ -9,12 +9,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from efajob import simulate as sim
-from efajob.localstore import SampleRow
-from efajob.outbox import store_path
-from efajob.records import JobIdentity, build_record
-from efajob.runfiles import atomic_write, dumps
-from efajob.sysfs import read_snapshot
+from efajob import sim
+from efajob.node.localstore import SampleRow
+from efajob.hooks.outbox import store_path
+from efajob.hooks.records import JobIdentity, build_record
+from efajob.hooks.runfiles import atomic_write, dumps
+from efajob.node.sysfs import read_snapshot
 
 T0 = 1714557600.0  # 2024-05-01 10:00:00 UTC
 MONO0 = 5000.0

@@ -5,8 +5,8 @@ import json
 
 from click.testing import CliRunner
 
-from efajob.cli import main
-from efajob.simulate import build_node
+from efajob.cli.main import main
+from efajob.sim import build_node
 
 
 def run(*args):

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from efajob.counters import (bytes_to_gbps, counter_delta, diff_counters, diff_snapshots, rate,
-                             sum_counter, sum_net)
-from efajob.readings import DeviceReading, Snapshot
+from efajob.node.counters import (bytes_to_gbps, counter_delta, diff_counters, diff_snapshots, rate,
+                                  sum_counter, sum_net)
+from efajob.node.readings import DeviceReading, Snapshot
 
 
 @pytest.mark.parametrize("prev,cur,want", [
@@ -59,7 +59,7 @@ def test_rates():
 
 
 def test_fast_and_general_paths_agree():
-    from efajob.counters import DeviceDelta, SnapshotDelta, sum_port_counters
+    from efajob.node.counters import DeviceDelta, SnapshotDelta, sum_port_counters
 
     prev = {"a": 1, "b": 2, "c": 3}
     assert diff_counters(prev, {"a": 5, "b": 2, "c": 10}) == ({"a": 4, "b": 0, "c": 7}, [])

@@ -6,10 +6,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from efajob.cli import main
+from efajob.cli.main import main
 from efajob.config import CloudWatchConfig
-from efajob.cw_cost import estimate_cost, metric_month_cost
-from efajob.cw_dashboard import check_dashboard, metric_refs, published_specs
+from efajob.sinks.cloudwatch.cost import estimate_cost, metric_month_cost
+from efajob.sinks.cloudwatch.dashboard import check_dashboard, metric_refs, published_specs
 
 
 @pytest.fixture

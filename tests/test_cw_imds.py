@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from efajob.imds import fetch_identity
+from efajob.node.imds import fetch_identity
 
 GOOD = {"instance-id": b"i-0123456789abcdef0", "instance-type": b"p5.48xlarge",
         "placement/region": b"us-east-2"}

@@ -9,8 +9,9 @@ from urllib.parse import urlencode
 
 import pytest
 
-from efajob import cw_limits as L
-from efajob.cw_emf import build_emf_documents, build_job_events, parse_emf, render_event
+from efajob.sinks.cloudwatch import limits as L
+from efajob.sinks.cloudwatch.emf import (build_emf_documents, build_job_events, parse_emf,
+                                         render_event)
 from efajob.errors import SinkError
 
 NOW = 1_790_000_000.0
@@ -113,7 +114,7 @@ def test_count_limit_splits_at_1000():
 def test_our_datums_pass_botocore_validation(models):
     from botocore.validate import ParamValidator
 
-    from efajob.cw_client import boto_datum
+    from efajob.sinks.cloudwatch.client import boto_datum
 
     op = models[0].operation_model("PutMetricData")
     ds = [boto_datum(d) for d in L.batch_datums([datum(i, ndims=30) for i in range(3)])[0]]

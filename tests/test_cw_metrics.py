@@ -6,12 +6,12 @@ from typing import Dict, Iterable, Optional, Sequence
 
 import pytest
 
-from efajob.counters import diff_snapshots
-from efajob.cw_metrics import (CLUSTER, DEVICE, JOB, MAX_JOBS, NODE, TYPE, Identity,
-                               PeriodAggregator, catalogue)
-from efajob.runfiles import ActiveJob
-from efajob.sinks import DaemonHealth, Tick
-from efajob.readings import DeviceReading, Snapshot
+from efajob.node.counters import diff_snapshots
+from efajob.sinks.cloudwatch.metrics import (CLUSTER, DEVICE, JOB, MAX_JOBS, NODE, TYPE, Identity,
+                                             PeriodAggregator, catalogue)
+from efajob.hooks.runfiles import ActiveJob
+from efajob.sinks.base import DaemonHealth, Tick
+from efajob.node.readings import DeviceReading, Snapshot
 
 T0 = 60 * 29_833_334 + 40.0  # 40 s into a minute
 IDENT = Identity("c1", "i-0123456789abcdef0", "p5.48xlarge")

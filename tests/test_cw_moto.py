@@ -17,16 +17,16 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
-from efajob.cloudwatch import CloudWatchSink
+from efajob.sinks.cloudwatch.sink import CloudWatchSink
 from efajob.config import build_config
-from efajob.cw_dashboard import build_dashboard, metric_refs
-from efajob.cw_emf import parse_emf
-from efajob.cw_metrics import ENA_ALLOWANCE
-from efajob.daemon import Daemon
-from efajob.records import JobIdentity, build_record
-from efajob.runfiles import ActiveJob, write_active
-from efajob.simulate import build_node
-from efajob.sysfs import read_snapshot
+from efajob.sinks.cloudwatch.dashboard import build_dashboard, metric_refs
+from efajob.sinks.cloudwatch.emf import parse_emf
+from efajob.sinks.cloudwatch.metrics import ENA_ALLOWANCE
+from efajob.daemon.loop import Daemon
+from efajob.hooks.records import JobIdentity, build_record
+from efajob.hooks.runfiles import ActiveJob, write_active
+from efajob.sim import build_node
+from efajob.node.sysfs import read_snapshot
 from tests.conftest import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.moto]
@@ -328,7 +328,7 @@ endpoint_url = "{moto.url}"
 per_device = true
 job_metrics = true
 """)
-    from efajob.cli import main
+    from efajob.cli.main import main
 
     res = CliRunner().invoke(main, ["cloudwatch", "dashboard", "--config", str(conf)])
     assert res.exit_code == 0, res.output

@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from efajob.cloudwatch import (CloudWatchSink, classify_error, resolve_identity,
-                               validate_period)
+from efajob.sinks.cloudwatch.sink import (CloudWatchSink, classify_error, resolve_identity,
+                                          validate_period)
 from efajob.config import build_config
-from efajob.cw_metrics import Identity
-from efajob.cw_spool import Spool
+from efajob.sinks.cloudwatch.metrics import Identity
+from efajob.sinks.cloudwatch.spool import Spool
 from efajob.errors import ConfigError
 from tests.test_cw_metrics import Node, T0
 
@@ -394,10 +394,10 @@ def test_build_sinks_builds_cloudwatch_and_botocore_is_lazy(tmp_path):
     code = f"""
 import sys
 from efajob.config import build_config
-from efajob.sinks import build_sinks
+from efajob.sinks.registry import build_sinks
 off = build_config({{"cluster": "c1", "state_dir": {str(tmp_path / 's')!r}}}, env={{}}, node="n1")
 assert build_sinks(off) == []
-assert "botocore" not in sys.modules and "efajob.cloudwatch" not in sys.modules
+assert "botocore" not in sys.modules and "efajob.sinks.cloudwatch.sink" not in sys.modules
 on = build_config({{"cluster": "c1", "state_dir": {str(tmp_path / 's')!r}, "cloudwatch": {{
     "enabled": True, "region": "us-east-1", "instance_id": "i-0123456789abcdef0",
     "instance_type": "p5.48xlarge", "endpoint_url": "http://127.0.0.1:9"}}}}, env={{}}, node="n1")
@@ -423,6 +423,6 @@ print("ok")
     ({"tooOldLogEventEndIndex": 4}, 5),
 ])
 def test_rejected_log_event_indexes(info, bad):
-    from efajob.cw_client import rejected_count
+    from efajob.sinks.cloudwatch.client import rejected_count
 
     assert rejected_count(info, 5) == bad

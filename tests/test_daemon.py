@@ -17,13 +17,13 @@ import pytest
 from click.testing import CliRunner
 
 from efajob.config import build_config
-from efajob.daemon import Daemon, Notifier, configure_logging
+from efajob.daemon.loop import Daemon, Notifier, configure_logging
 from efajob.errors import ConfigError, StoreError
-from efajob.localstore import LocalStore, current_boot_id
-from efajob.runfiles import ActiveJob, write_active
-from efajob.simulate import build_node
-from efajob.sinks import build_sinks
-from efajob.sysfs import read_snapshot
+from efajob.node.localstore import LocalStore, current_boot_id
+from efajob.hooks.runfiles import ActiveJob, write_active
+from efajob.sim import build_node
+from efajob.sinks.registry import build_sinks
+from efajob.node.sysfs import read_snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOOT = "11111111-2222-3333-4444-555555555555"
@@ -255,7 +255,7 @@ def test_corrupt_store_cli_exit_code(tmp_path, small):
                    f'run_dir = "{tmp_path}/run"\nstore = "{tmp_path}/store"\ninterval = 0.05\n')
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "efajob.db").write_bytes(b"x" * 4096)
-    from efajob.cli import main
+    from efajob.cli.main import main
 
     res = CliRunner().invoke(main, ["daemon", "--config", str(cfg), "--once"])
     assert res.exit_code == 4, res.output
@@ -268,7 +268,7 @@ def test_second_daemon_on_the_same_state_dir_is_refused(tmp_path, proc, small):
         with pytest.raises(StoreError, match=f"another efajob daemon \\(pid {os.getpid()}\\)"):
             Daemon(make_cfg(tmp_path), proc_root=proc, sinks=[], worker=False).start()
         # What the epilog asks: found through /proc/<pid>/fdinfo/<fd> of the lock's holder.
-        from efajob.outbox import daemon_alive
+        from efajob.hooks.outbox import daemon_alive
 
         pid, fd = open(os.path.join(d.cfg.state_dir, "daemon.lock")).read().split()
         assert (int(pid), int(fd)) == (os.getpid(), d._lock_fd) and daemon_alive(d.cfg)
@@ -366,7 +366,7 @@ def test_worker_delivers_and_reconciles_through_outbox(tmp_path, proc, small, mo
         raise OSError("stale NFS handle")
 
     fake = types.SimpleNamespace(deliver_pending=deliver_pending, reconcile=reconcile)
-    monkeypatch.setattr("efajob.daemon._outbox", lambda: fake)
+    monkeypatch.setattr("efajob.daemon.loop._outbox", lambda: fake)
     sink = RecordingSink()
     cfg = make_cfg(tmp_path)
     write_active(cfg.run_dir, job("9"), read_snapshot(cfg.sysfs_root))
@@ -399,7 +399,7 @@ def test_worker_delivers_a_new_outbox_record_at_once(tmp_path, proc, small, monk
     fake = types.SimpleNamespace(
         deliver_pending=lambda cfg: calls.append(time.monotonic()) or types.SimpleNamespace(records=[]),
         reconcile=lambda cfg, active, now_wall: [])
-    monkeypatch.setattr("efajob.daemon._outbox", lambda: fake)
+    monkeypatch.setattr("efajob.daemon.loop._outbox", lambda: fake)
     cfg = make_cfg(tmp_path, interval=0.2, status_interval=60.0)
     os.makedirs(cfg.outbox_dir)
     d = Daemon(cfg, proc_root=proc, sinks=[], worker=True)
@@ -432,13 +432,13 @@ def test_worker_delivers_a_new_outbox_record_at_once(tmp_path, proc, small, monk
 def test_worker_retries_waiting_records_sooner_than_the_sweep(tmp_path, proc, small, monkeypatch):
     """After a round that left records in the outbox (job store down) the next round is due in
     DELIVER_SECONDS; after one that emptied it, only at the DELIVER_SWEEP_SECONDS sweep."""
-    from efajob import daemon as daemon_mod
+    from efajob.daemon import loop as daemon_mod
 
     left = [3]
     fake = types.SimpleNamespace(
         deliver_pending=lambda cfg: types.SimpleNamespace(records=[], pending=left[0]),
         reconcile=lambda cfg, active, now_wall: [])
-    monkeypatch.setattr("efajob.daemon._outbox", lambda: fake)
+    monkeypatch.setattr("efajob.daemon.loop._outbox", lambda: fake)
     cfg = make_cfg(tmp_path)
     d, mono, _ = start_daemon(cfg, proc, sinks=[])
     try:
@@ -508,7 +508,7 @@ def test_status_command_reads_the_store(tmp_path, small):
         f'cluster = "c1"\nsysfs_root = "{tmp_path}/sys"\nstate_dir = "{tmp_path}/state"\n'
         f'run_dir = "{tmp_path}/run"\nstore = "{tmp_path}/store"\ninterval = 0.05\n'
         'instance_type = "p5.48xlarge"\n')
-    from efajob.cli import main
+    from efajob.cli.main import main
 
     runner = CliRunner()
     res = runner.invoke(main, ["status", "--config", str(cfg_file), "--node", "n1"])
@@ -563,7 +563,7 @@ def test_sigterm_and_sighup_on_a_real_process(tmp_path, small):
     srv.settimeout(15)
     env = dict(os.environ, NOTIFY_SOCKET=notify, EFAJOB_NODE="n1", PYTHONPATH=REPO)
     log = open(tmp_path / "stderr", "w+")
-    p = subprocess.Popen([sys.executable, "-m", "efajob.cli_node", "daemon", "--config", str(cfg)],
+    p = subprocess.Popen([sys.executable, "-m", "efajob", "daemon", "--config", str(cfg)],
                          env=env, stderr=log, stdout=subprocess.DEVNULL, cwd=REPO)
     try:
         assert srv.recv(4096).startswith(b"READY=1")
@@ -603,7 +603,7 @@ def test_sigterm_and_sighup_on_a_real_process(tmp_path, small):
 
 # -- the systemd unit ------------------------------------------------------------------------
 def test_install_systemd_writes_a_hardened_unit(tmp_path):
-    from efajob.cli import main
+    from efajob.cli.main import main
 
     cfg_file = tmp_path / "c.toml"
     cfg_file.write_text('state_dir = "/var/lib/efajob"\nrun_dir = "/run/efajob"\n'
@@ -614,7 +614,7 @@ def test_install_systemd_writes_a_hardened_unit(tmp_path):
     assert res.exit_code == 0, res.output
     text = out.read_text()
     exec_start = next(x for x in text.splitlines() if x.startswith("ExecStart="))
-    assert exec_start == (f"ExecStart={sys.executable} -m efajob.cli_node daemon --config "
+    assert exec_start == (f"ExecStart={sys.executable} -m efajob daemon --config "
                           f"{cfg_file} --node n7")
     for line in ("Type=notify", "Restart=on-failure", "NoNewPrivileges=yes",
                  "ProtectSystem=strict", "WatchdogSec=50s", "StateDirectory=efajob",
@@ -626,8 +626,7 @@ def test_install_systemd_writes_a_hardened_unit(tmp_path):
 
 
 def test_repo_unit_template_matches_the_renderer():
-    import efajob.cli  # noqa: F401  (cli imports cli_node: import it first)
-    from efajob.cli_node import render_unit
+    from efajob.cli.install import render_unit
 
     cfg = build_config({}, env={}, node="n1")
     want = render_unit(cfg, python="/usr/bin/python3", config_file="/etc/efajob/config.toml",
@@ -637,9 +636,8 @@ def test_repo_unit_template_matches_the_renderer():
 
 
 def test_systemd_analyze_accepts_the_unit(tmp_path):
-    import efajob.cli  # noqa: F401
     from conftest import require_binary
-    from efajob.cli_node import render_unit
+    from efajob.cli.install import render_unit
 
     analyze = require_binary("systemd-analyze")
     unit = tmp_path / "efajob-node.service"
@@ -652,7 +650,7 @@ def test_systemd_analyze_accepts_the_unit(tmp_path):
 
 
 def test_instance_type_from_imds_is_cached_for_the_hooks(tmp_path, proc, small):
-    from efajob.instances import read_cached_instance_type
+    from efajob.node.instances import read_cached_instance_type
 
     cfg = make_cfg(tmp_path, instance_type=None)
     d, mono, wall = start_daemon(cfg, proc)

@@ -17,12 +17,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from efajob.cli import main
+from efajob.cli.main import main
 from efajob.config import build_config
-from efajob.dashboard import build_dashboard, jobs_to_dict, nodes_to_dict, parse_node_view
-from efajob.dashboard_server import Collector, DashboardServer, job_href, max_status_age
-from efajob.nodestatus import write_node_status
-from efajob.render_dashboard import render_dashboard
+from efajob.dashboard.model import build_dashboard, jobs_to_dict, nodes_to_dict, parse_node_view
+from efajob.dashboard.server import Collector, DashboardServer, job_href, max_status_age
+from efajob.daemon.nodestatus import write_node_status
+from efajob.dashboard.page import render_dashboard
 
 from conftest import chromium_dump_dom
 from jobsim import NodePool, NodeSpec, healthy, job_records, write_store
@@ -35,7 +35,7 @@ HOSTILE_DEV = "<svg onload=alert(1)>"
 
 def doc(host, *, age=2.0, tx=100.0, rx=90.0, jobs=(), devices=4, link=100.0, rates=None,
         healthy=True, cluster="c1", **extra):
-    """A node status document as efajob/nodestatus.py writes it (schema v1)."""
+    """A node status document as efajob/daemon/nodestatus.py writes it (schema v1)."""
     d = {"schema": "efajob/node-status", "version": 1, "cluster": cluster, "node": host,
          "instance_type": "p5.48xlarge", "time": NOW - age, "boot_id": "b",
          "daemon": {"pid": 1, "version": "0.1.0", "interval": 1.0, "healthy": healthy,
@@ -357,7 +357,7 @@ def test_port_in_use_is_a_usage_error(tmp_path):
 
 
 def test_summaries_are_cached_until_the_job_dir_changes(store, monkeypatch):
-    import efajob.report as report
+    import efajob.report.build as report
 
     cfg = build_config({"cluster": "c1", "store": store}, env={}, node="head")
     col = Collector(cfg, ttl=0.0)

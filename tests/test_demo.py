@@ -11,10 +11,10 @@ import time
 import pytest
 
 from efajob.config import load_config
-from efajob.demo import CLUSTER, DemoJob, _base_env, _hook_env, demo_jobs, write_config
-from efajob.hook import identity_from_env
+from efajob.sim.demo import CLUSTER, DemoJob, _base_env, _hook_env, demo_jobs, write_config
+from efajob.hooks.entry import identity_from_env
 
-DEMO = [sys.executable, "-c", "from efajob.cli import main; main()", "demo"]
+DEMO = [sys.executable, "-c", "from efajob.cli.main import main; main()", "demo"]
 
 
 def procs_mentioning(text: str):

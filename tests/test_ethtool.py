@@ -1,4 +1,4 @@
-"""ENA allowance counters (efajob/ethtool.py): ioctl buffers parsed from packed bytes, the
+"""ENA allowance counters (efajob/node/ethtool.py): ioctl buffers parsed from packed bytes, the
 reader's call sequence against a fake kernel, a real SIOCETHTOOL read on a veth pair in a test
 network namespace, the `ethtool -S` file source, the Sampler merge, config, and the whole path
 prolog -> traffic(fault="ena-allowance") -> epilog -> report finding (and daemon -> CloudWatch)."""
@@ -16,15 +16,15 @@ import uuid
 import pytest
 
 from conftest import require, require_binary
-from efajob import ethtool as et
+from efajob.node import ethtool as et
 from efajob.config import build_config
-from efajob.counters import diff_snapshots
+from efajob.node.counters import diff_snapshots
 from efajob.errors import ConfigError
-from efajob.ethtool import (ALLOWANCE_COUNTERS, EthtoolStats, FileReader, IoctlReader,
-                            ethtool_reader_from_config)
-from efajob.simulate import ETHTOOL_DIR, build_node, ethtool_path
-from efajob.readings import Snapshot
-from efajob.sysfs import Sampler, read_snapshot
+from efajob.node.ethtool import (ALLOWANCE_COUNTERS, EthtoolStats, FileReader, IoctlReader,
+                                 ethtool_reader_from_config)
+from efajob.sim import ETHTOOL_DIR, build_node, ethtool_path
+from efajob.node.readings import Snapshot
+from efajob.node.sysfs import Sampler, read_snapshot
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -327,7 +327,7 @@ def test_ioctl_reader_close_reopens_lazily():
 _PROBE = """
 import json, sys
 sys.path.insert(0, {repo!r})
-from efajob.ethtool import IoctlReader
+from efajob.node.ethtool import IoctlReader
 r = IoctlReader("/sys")
 with open("/sys/class/net/veth1/ifindex") as f:
     peer = int(f.read())
@@ -504,7 +504,7 @@ def run_hook(kind, conf, job_id, node="n1"):
            "SLURM_SCRIPT_CONTEXT": f"{kind}_slurmd"}
     if kind == "epilog":
         env.update(SLURM_JOB_EXIT_CODE="0", SLURM_JOB_EXIT_CODE2="0:0", SLURM_JOB_DERIVED_EC="0")
-    p = subprocess.run([PY, "-m", "efajob.hook", kind], env=env, capture_output=True, text=True,
+    p = subprocess.run([PY, "-m", "efajob.hooks.entry", kind], env=env, capture_output=True, text=True,
                        timeout=30, cwd="/")
     assert (p.returncode, p.stderr) == (0, ""), p.stderr
 
@@ -522,7 +522,7 @@ def stored(root, job_id, timeout=10.0):
 
 @pytest.mark.integration
 def test_hooks_record_allowance_deltas_and_the_report_flags_them(site):
-    from efajob.report import build_report
+    from efajob.report.build import build_report
 
     root, conf = site
     node = build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
@@ -551,8 +551,8 @@ def test_hooks_record_allowance_deltas_and_the_report_flags_them(site):
 
 def test_daemon_ticks_carry_allowance_deltas_to_cloudwatch_datums(site):
     from efajob.config import load_config
-    from efajob.cw_metrics import Identity, PeriodAggregator
-    from efajob.daemon import Daemon
+    from efajob.sinks.cloudwatch.metrics import Identity, PeriodAggregator
+    from efajob.daemon.loop import Daemon
 
     root, conf = site
     node = build_node(str(root / "n1" / "sys"), "p4d.24xlarge", device_limit=2)

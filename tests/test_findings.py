@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from efajob.config import DEFAULT_THRESHOLDS
-from efajob.findings import RULES, Finding, verdict
-from efajob.report import build_report
+from efajob.report.findings import RULES, Finding, verdict
+from efajob.report.build import build_report
 
 from jobsim import T0, NodePool, NodeSpec, healthy, job_records
 

@@ -1,15 +1,15 @@
-"""The daemon's flat hot path (flatlayout.py) against the general one it stands in for: same
+"""The daemon's flat hot path (node/flatlayout.py) against the general one it stands in for: same
 readings, same deltas, node totals and per-device columns, and a fall back to the general
 path (which names resets and vanished devices) whenever the flat lists do not line up."""
 from dataclasses import dataclass
 
 import pytest
 
-from efajob.counters import diff_snapshots, sum_port_counters
-from efajob.flatlayout import Layout, PORT, DEV
-from efajob.simulate import build_node, vanish_device
-from efajob.readings import Snapshot
-from efajob.sysfs import Sampler
+from efajob.node.counters import diff_snapshots, sum_port_counters
+from efajob.node.flatlayout import Layout, PORT, DEV
+from efajob.sim import build_node, vanish_device
+from efajob.node.readings import Snapshot
+from efajob.node.sysfs import Sampler
 
 
 @dataclass

@@ -15,12 +15,12 @@ import pytest
 
 from efajob.config import build_config
 from efajob.errors import UsageError
-from efajob.hook import deliver_detached, identity_from_env, resolve_cluster
-from efajob.localstore import LocalStore, SampleRow
-from efajob.outbox import load_outbox, pending, write_outbox
-from efajob.records import JobIdentity, build_record
-from efajob.runfiles import read_boot_id, read_finished
-from efajob.simulate import build_node
+from efajob.hooks.entry import deliver_detached, identity_from_env, resolve_cluster
+from efajob.node.localstore import LocalStore, SampleRow
+from efajob.hooks.outbox import load_outbox, pending, write_outbox
+from efajob.hooks.records import JobIdentity, build_record
+from efajob.hooks.runfiles import read_boot_id, read_finished
+from efajob.sim import build_node
 
 PY = sys.executable
 
@@ -59,7 +59,7 @@ def slurm_env(conf, job_id="42", node="n1", **extra):
 def hook(kind, env, timeout=20):
     """Run the hook as slurmd would: no PATH, no HOME, absolute interpreter."""
     assert "PATH" not in env and "HOME" not in env
-    p = subprocess.run([PY, "-m", "efajob.hook", kind], env=env, capture_output=True, text=True,
+    p = subprocess.run([PY, "-m", "efajob.hooks.entry", kind], env=env, capture_output=True, text=True,
                        timeout=timeout, cwd="/")
     return p
 
@@ -238,9 +238,9 @@ def test_daemon_rows_give_peaks_and_series(site):
 def test_long_window_uses_rollups(site):
     """A 3-hour job (beyond RAW_WINDOW_MAX): whole minutes from the daemon's rollups, peaks
     from the busiest minutes' raw rows, the series bounded."""
-    from efajob.finish import RAW_WINDOW_MAX
-    from efajob.runfiles import ActiveJob, write_active
-    from efajob.sysfs import read_snapshot
+    from efajob.hooks.finish import RAW_WINDOW_MAX
+    from efajob.hooks.runfiles import ActiveJob, write_active
+    from efajob.node.sysfs import read_snapshot
 
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
@@ -336,7 +336,7 @@ def test_bad_environment(site, var, value, words):
 
 def test_unknown_subcommand_and_no_args():
     for argv in (["nonsense"], []):
-        p = subprocess.run([PY, "-m", "efajob.hook"] + argv, env={}, capture_output=True,
+        p = subprocess.run([PY, "-m", "efajob.hooks.entry"] + argv, env={}, capture_output=True,
                            text=True, timeout=20)
         one_line(p, "usage: efajob-hook prolog|epilog")
 
@@ -471,7 +471,7 @@ def test_deliver_detached_gives_up_waiting_but_delivery_continues(site, monkeypa
     cfg = cfg_for(site)
     write_outbox(cfg, build_record(JobIdentity("c1", "5", 0, "n1"), None, None, prolog_seen=False,
                                    end_wall=1.0))
-    import efajob.outbox as outbox
+    import efajob.hooks.outbox as outbox
 
     real = outbox.deliver_pending
     monkeypatch.setattr(outbox, "deliver_pending", lambda c, **kw: (time.sleep(1.0), real(c, **kw))[1])
@@ -491,7 +491,7 @@ def test_deliver_detached_gives_up_waiting_but_delivery_continues(site, monkeypa
 def test_install_hooks_and_run_them_like_slurmd(site, tmp_path):
     from click.testing import CliRunner
 
-    from efajob.cli import main
+    from efajob.cli.main import main
 
     root, conf = site
     node = build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
@@ -527,7 +527,7 @@ def stat_mode(path):
 
 
 def test_wrapper_exits_0_when_the_interpreter_is_gone(tmp_path):
-    from efajob.cli_hooks import render_wrapper
+    from efajob.cli.hooks import render_wrapper
 
     script = tmp_path / "00_efajob"
     script.write_text(render_wrapper("prolog", "/nonexistent/venv/bin/python3", "/etc/x y.toml"))
@@ -547,7 +547,7 @@ def test_wrapper_exits_0_when_the_interpreter_is_gone(tmp_path):
 def test_install_hooks_refuses(tmp_path, args, message):
     from click.testing import CliRunner
 
-    from efajob.cli import main
+    from efajob.cli.main import main
 
     res = CliRunner().invoke(main, ["install", "hooks", "--slurm-scripts-dir", str(tmp_path / "s")] + args)
     assert res.exit_code == 2 and message in res.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from efajob.errors import UsageError
-from efajob.hostlist import expand, fold
+from efajob.slurm.hostlist import expand, fold
 
 
 @pytest.mark.parametrize("expr,hosts", [

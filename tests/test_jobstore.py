@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 import pytest
 
 from efajob.errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
-from efajob.jobstore import (find_job, list_clusters, list_job_dirs, load_job, parse_node_status,
-                             parse_record_name, parse_since, read_node_statuses, read_records)
+from efajob.store.reader import (find_job, list_clusters, list_job_dirs, load_job,
+                                 parse_node_status, parse_record_name, parse_since,
+                                 read_node_statuses, read_records)
 
 NOW = 1714560000.0
 
@@ -194,7 +195,7 @@ def test_parse_since_rejects_garbage():
 
 @pytest.mark.parametrize("bad", [10**400, 1e308 * 10, float("nan"), -5, True, "12"])
 def test_node_status_with_corrupt_numbers_is_tolerated(bad):
-    from efajob.jobstore import parse_node_status
+    from efajob.store.reader import parse_node_status
 
     st = parse_node_status({"node": "n1", "time": bad, "tx_gbps": bad, "rx_gbps": 1.5,
                             "jobs": [{"key": "7", "user": "u", "start": bad}]})

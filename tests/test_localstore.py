@@ -8,13 +8,8 @@ import sqlite3
 import pytest
 
 from efajob.errors import StoreError
-from efajob.localstore import (
-    SCHEMA_VERSION,
-    LocalStore,
-    SampleRow,
-    current_boot_id,
-    encode_jobs,
-)
+from efajob.node.localstore import (SCHEMA_VERSION, LocalStore, SampleRow, current_boot_id,
+                                    encode_jobs)
 
 P5_DEVICES = [f"rdmap{b}s0" for s in (79, 96, 113, 130, 147, 164, 181, 198) for b in range(s, s + 4)]
 

@@ -11,12 +11,13 @@ from dataclasses import replace
 import pytest
 
 from efajob.config import Config
-from efajob.outbox import (DeliveryResult, backoff_delay, daemon_alive, deliver_pending, load_outbox,
-                           pending, reconcile, store_path, write_outbox)
-from efajob.records import JobIdentity, build_record
-from efajob.runfiles import ActiveJob, job_key, read_active, read_finished, write_active
-from efajob.simulate import build_node
-from efajob.sysfs import read_snapshot
+from efajob.daemon.reconcile import reconcile
+from efajob.hooks.outbox import (DeliveryResult, backoff_delay, daemon_alive, deliver_pending,
+                                 load_outbox, pending, store_path, write_outbox)
+from efajob.hooks.records import JobIdentity, build_record
+from efajob.hooks.runfiles import ActiveJob, job_key, read_active, read_finished, write_active
+from efajob.sim import build_node
+from efajob.node.sysfs import read_snapshot
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pytest
 
 from conftest import require_binary
 from efajob.config import build_config
-from efajob.daemon import Daemon
-from efajob.runfiles import ActiveJob, write_active
-from efajob.simulate import build_node
-from efajob.sysfs import read_snapshot
+from efajob.daemon.loop import Daemon
+from efajob.hooks.runfiles import ActiveJob, write_active
+from efajob.sim import build_node
+from efajob.node.sysfs import read_snapshot
 
 pytestmark = pytest.mark.prometheus
 

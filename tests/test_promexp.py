@@ -10,15 +10,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import require_binary
-from efajob import promexp
+from efajob.sinks import prometheus as promexp
 from efajob.config import build_config
-from efajob.daemon import Daemon
+from efajob.daemon.loop import Daemon
 from efajob.errors import SinkError
-from efajob.promexp import PrometheusSink
-from efajob.runfiles import ActiveJob, write_active
-from efajob.readings import Snapshot
-from efajob.simulate import build_node
-from efajob.sysfs import read_snapshot
+from efajob.sinks.prometheus import PrometheusSink
+from efajob.hooks.runfiles import ActiveJob, write_active
+from efajob.node.readings import Snapshot
+from efajob.sim import build_node
+from efajob.node.sysfs import read_snapshot
 
 
 class Clock:

@@ -5,10 +5,10 @@ import json
 
 import pytest
 
-from efajob.localstore import Rollup, SampleRow
-from efajob.records import (MAX_SERIES_POINTS, JobIdentity, build_record, build_series,
-                            build_series_mixed, check_record, format_exit_code, link_rates)
-from efajob.readings import DeviceReading, Snapshot
+from efajob.node.localstore import Rollup, SampleRow
+from efajob.hooks.records import (MAX_SERIES_POINTS, JobIdentity, build_record, build_series,
+                                  build_series_mixed, check_record, format_exit_code, link_rates)
+from efajob.node.readings import DeviceReading, Snapshot
 
 GB = 10 ** 9
 

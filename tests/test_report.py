@@ -12,15 +12,16 @@ from datetime import timezone
 import pytest
 from click.testing import CliRunner
 
-from efajob.cli import main  # first: efajob.cli registers the cli_* modules
-from efajob.jobreports import check_slurm, job_summary, list_jobs
+from efajob.cli.main import main  # first: efajob.cli registers the cli_* modules
+from efajob.report.assemble import check_slurm, job_summary, list_jobs
 from efajob.config import DEFAULT_THRESHOLDS, Config
-from efajob.jobstore import JobFiles, NodeStatus, LiveJob
-from efajob.render_csv import COLUMNS, render_csv
-from efajob.render_json import SCHEMA_VERSION, render_json, report_to_dict
-from efajob.render_text import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, gauge, render_text
-from efajob.report import build_report
-from efajob.slurm import JobInfo
+from efajob.store.reader import JobFiles, NodeStatus, LiveJob
+from efajob.report.render.csv import COLUMNS, render_csv
+from efajob.report.render.json import SCHEMA_VERSION, render_json, report_to_dict
+from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
+from efajob.report.render.text import gauge, render_text
+from efajob.report.build import build_report
+from efajob.slurm.adapter import JobInfo
 
 from jobsim import T0, NodePool, NodeSpec, check_golden, healthy, job_records, write_store
 
@@ -203,7 +204,7 @@ class FakeBackend:
 
 
 def test_cli_with_slurm(store, monkeypatch):
-    import efajob.slurm as slurm
+    import efajob.slurm.adapter as slurm
     from efajob.errors import SlurmError
 
     info = JobInfo(job_id="77", name="train-llm", user="bob", account="ml", partition="p5",
@@ -430,7 +431,7 @@ def test_thresholds_come_from_config(mixed):
 
 
 def test_allowance_line_names_what_moved_and_tells_absent_from_zero():
-    from efajob.render_text import fmt_allowance
+    from efajob.report.render.text import fmt_allowance
 
     assert fmt_allowance({}) == "n/a (not recorded)"
     assert fmt_allowance({"rx_bytes": 5}) == "n/a (not recorded)"

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from efajob.render_html import MAX_POINTS, _downsample, render_html
-from efajob.report import build_report
-from efajob.slurm import JobInfo
+from efajob.report.render.html import MAX_POINTS, _downsample, render_html
+from efajob.report.build import build_report
+from efajob.slurm.adapter import JobInfo
 
 from conftest import chromium_dump_dom
 from jobsim import T0, NodePool, NodeSpec, healthy, job_records

@@ -8,10 +8,10 @@ from dataclasses import replace
 import pytest
 
 from efajob.errors import RecordError, UsageError
-from efajob.jobid import is_job_id, job_key, parse_key, parse_restart, validate_job_id
-from efajob.runfiles import (ActiveJob, ActiveJobsReader, active_path, atomic_write, read_active,
-                             read_start, remove_active, start_path, write_active)
-from efajob.readings import DeviceReading, Snapshot
+from efajob.slurm.jobid import is_job_id, job_key, parse_key, parse_restart, validate_job_id
+from efajob.hooks.runfiles import (ActiveJob, ActiveJobsReader, active_path, atomic_write,
+                                   read_active, read_start, remove_active, start_path, write_active)
+from efajob.node.readings import DeviceReading, Snapshot
 
 
 def snap(mono=100.0, wall=1_700_000_000.0, tx=1000):

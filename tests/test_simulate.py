@@ -13,13 +13,13 @@ import tempfile
 import pytest
 from click.testing import CliRunner
 
-from efajob import sim_traffic
-from efajob import simulate as sim
-from efajob.cli_simulate import simulate as simulate_cli
+from efajob.sim import traffic as sim_traffic
+from efajob import sim
+from efajob.cli.simulate import simulate as simulate_cli
 from efajob.errors import SimulatorError
-from efajob.instances import INSTANCE_TYPES
-from efajob.readings import natural_key
-from efajob.sysfs import Sampler, discover_devices, discover_netdevs, read_snapshot
+from efajob.node.instances import INSTANCE_TYPES
+from efajob.node.readings import natural_key
+from efajob.node.sysfs import Sampler, discover_devices, discover_netdevs, read_snapshot
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 

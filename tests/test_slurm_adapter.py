@@ -17,10 +17,10 @@ import pytest
 
 from conftest import require_binary
 from efajob.errors import SlurmError, UsageError
-from efajob.hostlist import expand
-from efajob.slurm import (CommandBackend, JobInfo, PyslurmBackend, from_pyslurm, get_backend,
-                          job_is_running, parse_kv_line, parse_sacct_json, parse_scontrol_job,
-                          parse_slurm_time, parse_time_limit, pick)
+from efajob.slurm.hostlist import expand
+from efajob.slurm.adapter import (CommandBackend, JobInfo, PyslurmBackend, from_pyslurm,
+                                  get_backend, job_is_running, parse_kv_line, parse_sacct_json,
+                                  parse_scontrol_job, parse_slurm_time, parse_time_limit, pick)
 
 # fmt: off
 CANCEL = (

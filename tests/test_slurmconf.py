@@ -4,9 +4,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from efajob.cli import main
-from efajob.cli_common import get_config
-from efajob.slurmconf import parse_cluster_name, read_cluster_name
+from efajob.cli.main import main
+from efajob.cli.common import get_config
+from efajob.slurm.conf import parse_cluster_name, read_cluster_name
 
 
 @pytest.mark.parametrize("text,want", [

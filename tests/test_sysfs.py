@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from efajob import sysfs
+from efajob.node import sysfs
 from efajob.errors import SysfsError
-from efajob.readings import parse_counter
-from efajob.sysfs import Sampler, discover_devices, parse_rate_gbps, read_snapshot
+from efajob.node.readings import parse_counter
+from efajob.node.sysfs import Sampler, discover_devices, parse_rate_gbps, read_snapshot
 from tests.sysfs_tree import make_device, set_counter, write
 
 PORT = {"tx_bytes": "1000\n", "rx_bytes": "2000\n", "tx_pkts": "10\n", "rx_pkts": "20\n", "rx_drops": "0\n"}

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from efajob.sysfs import Sampler, discover_devices, read_snapshot
-from efajob.simulate import copy_tree
+from efajob.node.sysfs import Sampler, discover_devices, read_snapshot
+from efajob.sim import copy_tree
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures")
 SRD = {"retrans_bytes", "retrans_pkts", "retrans_timeout_events", "unresponsive_remote_events",

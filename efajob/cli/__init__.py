@@ -1,0 +1,1 @@
+"""The `efajob` command line (click): the only place that prints and chooses exit codes."""

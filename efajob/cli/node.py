@@ -1,0 +1,184 @@
+"""This node's commands: `efajob devices`, `snapshot`, `top` (sysfs, no daemon needed), `daemon`
+and `status`."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+import click
+
+from efajob.cli.common import (config_option, format_option, get_config, handle_errors,
+                               node_option, sysfs_option)
+
+
+@click.command()
+@config_option
+@node_option
+@click.option("--once", is_flag=True, help="Sample one interval, store it, publish the status "
+              "file, deliver the outbox once, and exit.")
+@handle_errors
+def daemon(config_path: Optional[str], node: Optional[str], once: bool) -> None:
+    """Run the node daemon: sample every `interval`, keep the local baseline, serve metrics.
+
+    SIGTERM flushes and exits 0; SIGHUP reloads the config. Under systemd (Type=notify) it
+    reports READY and pings the watchdog. See docs/daemon.md.
+    """
+    from efajob.daemon.loop import Daemon, configure_logging
+
+    cfg = get_config(config_path, node=node)
+    configure_logging(cfg)
+    d = Daemon(cfg, load_config=lambda: get_config(config_path, node=node), worker=not once,
+               manage_logging=True)
+    d.install_signal_handlers()
+    d.start()
+    try:
+        if once:
+            d.run(max_ticks=2)  # two readings one interval apart: one stored row
+            d.run_worker_once()
+        else:
+            d.run()
+    finally:
+        d.close()
+
+
+@click.command()
+@config_option
+@node_option
+@format_option("text", "json")
+@handle_errors
+def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
+    """This node: daemon health, devices, live rates and active jobs.
+
+    Reads the daemon's local store (read-only, safe while it runs), sysfs and the run dir.
+    """
+    import time
+
+    from efajob.errors import StoreError
+    from efajob.node.instances import lookup
+    from efajob.node.localstore import LocalStore, current_boot_id
+    from efajob.daemon.nodestatus import build_local_status, render_status
+    from efajob.hooks.runfiles import ActiveJobsReader
+    from efajob.node.sysfs import discover_devices
+
+    cfg = get_config(config_path, node=node)
+    rows, store_error = [], None
+    try:
+        with LocalStore.open(cfg.db_path, readonly=True) as store:
+            rows = store.last_samples(1)
+    except StoreError as e:
+        store_error = str(e)
+    devices = discover_devices(cfg.sysfs_root) if os.path.isdir(cfg.sysfs_root) else []
+    itype = lookup(cfg.instance_type)
+    doc = build_local_status(
+        cluster=cfg.cluster, node=cfg.node, instance_type=cfg.instance_type,
+        interval=cfg.interval, rows=rows, boot_id=current_boot_id(),
+        now_mono=time.monotonic(), now_wall=time.time(), devices=devices,
+        jobs=ActiveJobsReader(cfg.run_dir).read(), store_error=store_error,
+        link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None)
+    if fmt == "json":
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        click.echo(render_status(doc), nl=False)
+
+
+# -- this node's devices and counters --------------------------------------------------------
+@click.command()
+@sysfs_option
+@config_option
+@format_option("text", "json")
+@handle_errors
+def devices(sysfs_root: Optional[str], config_path: Optional[str], fmt: str) -> None:
+    """List this node's EFA devices: link rate, state and which counters are present.
+
+    Other RDMA devices (mlx5) are left out: EFA is told by PCI vendor 0x1d0f.
+    """
+    from efajob.node.render import render_devices
+    from efajob.node.sysfs import discover_devices, discover_netdevs
+    from efajob.errors import SysfsError
+    import os
+
+    cfg = get_config(config_path, sysfs_root=sysfs_root)
+    if not os.path.isdir(cfg.sysfs_root):
+        raise SysfsError(f"sysfs root {cfg.sysfs_root!r} is not a directory")
+    devs = discover_devices(cfg.sysfs_root)
+    nets = discover_netdevs(cfg.sysfs_root)
+    if fmt == "json":
+        click.echo(json.dumps({"sysfs_root": cfg.sysfs_root, "devices": [d.to_dict() for d in devs],
+                               "netdevs": nets}, indent=2))
+    else:
+        click.echo(render_devices(devs, nets, cfg.sysfs_root), nl=False)
+
+
+@click.command()
+@sysfs_option
+@config_option
+@format_option("text", "json")
+@click.option("--no-net", is_flag=True, help="Leave out ENA/netdev statistics.")
+@handle_errors
+def snapshot(sysfs_root: Optional[str], config_path: Optional[str], fmt: str, no_net: bool) -> None:
+    """One reading of every EFA counter on this node (and ENA netdev statistics).
+
+    JSON: {"devices": [{"name", "port", "port_counters", "device_counters"}], "net", "mono",
+    "wall"}. A counter that is missing, unreadable or garbage is a missing key, never 0.
+    `net` holds each ENA interface's sysfs statistics and, where the driver has them, its
+    allowance counters (`ethtool -S` names, read with the ethtool ioctl).
+    """
+    from efajob.node.render import render_snapshot
+    from efajob.node.ethtool import ethtool_reader_from_config
+    from efajob.node.sysfs import read_snapshot
+
+    cfg = get_config(config_path, sysfs_root=sysfs_root)
+    snap = read_snapshot(cfg.sysfs_root, include_net=not no_net,
+                         ethtool=None if no_net else ethtool_reader_from_config(cfg))
+    if fmt == "json":
+        d = snap.to_dict()
+        d["sysfs_root"] = cfg.sysfs_root
+        click.echo(json.dumps(d, indent=2))
+    else:
+        click.echo(render_snapshot(snap), nl=False)
+
+
+@click.command()
+@sysfs_option
+@config_option
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="Seconds between readings.")
+@click.option("--count", type=click.IntRange(min=1), default=None,
+              help="Stop after this many tables (default: until Ctrl-C).")
+@click.option("--no-clear", is_flag=True, help="Do not clear the screen between tables.")
+@handle_errors
+def top(sysfs_root: Optional[str], config_path: Optional[str], interval: float,
+        count: Optional[int], no_clear: bool) -> None:
+    """Live per-device rates: Gbps, packets/s, drops and retransmits, refreshed every interval."""
+    from efajob.node.counters import diff_snapshots
+    from efajob.node.ethtool import ethtool_reader_from_config
+    from efajob.node.instances import lookup
+    from efajob.node.render import render_top
+    from efajob.node.sysfs import Sampler
+
+    cfg = get_config(config_path, sysfs_root=sysfs_root)
+    itype = lookup(cfg.instance_type)
+    clear = sys.stdout.isatty() and not no_clear
+    with Sampler(cfg.sysfs_root, rediscover_interval=cfg.rediscover_interval,
+                 ethtool=ethtool_reader_from_config(cfg)) as sampler:
+        prev = sampler.sample()
+        shown = 0
+        next_at = prev.mono + interval
+        try:
+            while count is None or shown < count:
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += interval
+                cur = sampler.sample()
+                table = render_top(diff_snapshots(prev, cur), sampler.devices, itype)
+                if clear:
+                    click.echo("\x1b[H\x1b[2J", nl=False)
+                click.echo(table, nl=False)
+                if not clear:
+                    click.echo("")
+                prev = cur
+                shown += 1
+        except KeyboardInterrupt:
+            pass

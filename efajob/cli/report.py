@@ -1,0 +1,161 @@
+"""`efajob report`, `efajob jobs` and `efajob demo`: what people read.
+
+The library does the work (store/reader.py reads, report/model.py measures, report/findings.py judges,
+render_*.py format); this module picks options, asks Slurm through efajob.slurm.adapter when it can,
+prints warnings and chooses exit codes (errors.py: 5 unknown job, 6 ambiguous, 4 store).
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from typing import Optional
+
+import click
+
+from efajob.cli.common import config_option, format_option, get_config, handle_errors
+from efajob.report.assemble import build_job_report, list_jobs
+
+
+def _use_color(no_color: bool, output: Optional[str]) -> bool:
+    if no_color or output or os.environ.get("NO_COLOR"):
+        return False
+    return sys.stdout.isatty()
+
+
+def _emit(text: str, output: Optional[str]) -> None:
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as e:
+            from efajob.errors import UsageError
+
+            raise UsageError(f"cannot write {output}: {e.strerror}") from None
+        click.echo(f"wrote {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"warning: {msg}", err=True)
+
+
+store_option = click.option("--store", type=click.Path(file_okay=False),
+                            help="Job store directory (default: config `store`).")
+cluster_option = click.option("--cluster", help="Cluster name in the store (default: any; "
+                              "required when the job id exists in several).")
+
+
+@click.command()
+@click.argument("job_id")
+@format_option("text", "json", "csv", "html")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
+@click.option("-v", "--verbose", is_flag=True, help="Text: add a row per EFA device under each node.")
+@click.option("--no-color", is_flag=True, help="Text: no ANSI colours (also: NO_COLOR, not a tty).")
+@store_option
+@cluster_option
+@click.option("--restart", type=click.IntRange(min=0), default=None,
+              help="Which run of a requeued job (default: the latest).")
+@click.option("--no-slurm", is_flag=True, help="Do not ask Slurm for the header (records only).")
+@config_option
+@handle_errors
+def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color: bool,
+           store: Optional[str], cluster: Optional[str], restart: Optional[int], no_slurm: bool,
+           config_path: Optional[str]) -> None:
+    """Report one job's EFA traffic: totals, per node and device, health, findings, verdict.
+
+    JOB_ID as Slurm shows it: 123, an array task 123_4, a het component 123+1. Exit codes:
+    0 report printed (whatever the verdict), 2 bad job id, 4 store unreadable, 5 no such job,
+    6 ambiguous (several clusters: use --cluster).
+    """
+    from efajob.report.render.csv import render_csv
+    from efajob.report.render.html import render_html
+    from efajob.report.render.text import render_text
+    from efajob.report.render.json import render_json
+
+    gc.disable()  # a short-lived process that builds one big acyclic tree: see _no_gc()
+    cfg = get_config(config_path, store=store)
+    r = build_job_report(cfg, job_id, cluster=cluster, restart=restart, use_slurm=not no_slurm,
+                         warn=_warn)
+    if fmt == "json":
+        text = render_json(r)
+    elif fmt == "csv":
+        text = render_csv(r)
+    elif fmt == "html":
+        text = render_html(r)
+    else:
+        text = render_text(r, verbose=verbose, color=_use_color(no_color, output))
+    _emit(text, output)
+
+
+@click.command()
+@click.option("--user", "-u", help="Only this user's jobs.")
+@click.option("--since", help="Only jobs that ended (or run) after: 6h, 2d, 2024-05-01, epoch.")
+@click.option("--state", help="Only jobs in this state (COMPLETED, FAILED, RUNNING, ENDED).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
+@format_option("text", "json")
+@click.option("--no-color", is_flag=True, help="No ANSI colours.")
+@store_option
+@cluster_option
+@config_option
+@handle_errors
+def jobs(user: Optional[str], since: Optional[str], state: Optional[str], limit: int, fmt: str,
+         no_color: bool, store: Optional[str], cluster: Optional[str],
+         config_path: Optional[str]) -> None:
+    """Recent jobs in the job store with their EFA totals and verdicts (newest first).
+
+    States come from the records (the exit codes the epilogs saw), not from Slurm.
+    """
+    from efajob.store.reader import parse_since
+    from efajob.report.render.text import render_jobs
+
+    cfg = get_config(config_path, store=store)
+    now = time.time()
+    t = parse_since(since, now) if since else None
+    rows = list_jobs(cfg, user=user, since=t, state=state, limit=limit, cluster=cluster, now=now)
+    if fmt == "json":
+        click.echo(json.dumps({"store": cfg.store, "jobs": rows}, indent=2))
+    else:
+        click.echo(render_jobs(rows, color=_use_color(no_color, None)), nl=False)
+
+
+# -- efajob demo ------------------------------------------------------------------------------
+@click.command()
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Build everything in DIR (missing or empty) and keep it: the store, the "
+              "simulated nodes, the config and the logs.")
+@click.option("--nodes", type=click.IntRange(min=2, max=16), default=4, show_default=True,
+              help="Simulated p5.48xlarge nodes.")
+@click.option("--seconds", type=click.FloatRange(min=1.0, max=60.0), default=3.0, show_default=True,
+              help="Seconds of simulated traffic per job.")
+@click.option("-v", "--verbose", is_flag=True, help="Per-device rows in the reports.")
+@click.option("--no-color", is_flag=True, help="No ANSI colours.")
+@handle_errors
+def demo(keep: Optional[str], nodes: int, seconds: float, verbose: bool, no_color: bool) -> None:
+    """See efajob work in ~20 s: no root, no Slurm, no AWS.
+
+    Builds a simulated cluster of p5.48xlarge nodes in a temporary directory, starts a real
+    `efajob daemon` per node, runs three jobs through the real Slurm hooks (a healthy
+    all-reduce; a straggler node with a dead EFA device; a job whose traffic went over ENA
+    instead of EFA) and prints their reports. Stops every process it started, also on Ctrl-C.
+    """
+    from efajob.sim.demo import run_demo
+    from efajob.report.render.text import render_text
+
+    color = _use_color(no_color, None)
+    res = run_demo(keep=keep, nodes=nodes, seconds=seconds, say=lambda s: click.echo(s, err=True))
+    for r in res.reports:
+        click.echo("")
+        click.echo(render_text(r, verbose=verbose, color=color), nl=False)
+    click.echo("")
+    for r in res.reports:
+        click.echo(f"job {r.meta.job_id}: {r.verdict:<8} "
+                   + (", ".join(sorted({f.code for f in r.findings if f.severity != 'info'})) or "no findings"))
+    if res.kept:
+        click.echo(f"\nKept in {res.root}. Try:\n"
+                   f"  efajob jobs --store {res.store}\n"
+                   f"  efajob report 102 --store {res.store} --no-slurm -v\n"
+                   f"  efajob report 102 --store {res.store} --no-slurm --format html -o report.html")

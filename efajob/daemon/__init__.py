@@ -1,0 +1,2 @@
+"""The node daemon: the sampling loop and its worker, the node status document, reconciling jobs
+whose epilog never came."""

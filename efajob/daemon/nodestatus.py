@@ -1,0 +1,197 @@
+"""The node status document: what the daemon publishes for the head-node dashboard, and what
+`efajob status` shows on the node itself.
+
+Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) every
+`status_interval` seconds by the daemon's worker thread. Schema (docs/daemon.md):
+
+    {"schema": "efajob/node-status", "version": 1, "cluster", "node", "instance_type",
+     "time": epoch s, "boot_id",
+     "daemon": {"pid", "version", "started", "interval", "healthy", "last_sample": epoch s,
+                "last_sample_age": s, "ticks", "skipped_ticks", "errors": {kind: n},
+                "store": "ok" | <error>, "store_pending"},
+     "rates": {port counter: per second}, "tx_gbps", "rx_gbps",
+     "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps"}],
+     "jobs": [{"key", "job_id", "user", "partition", "start"}]}
+
+Pure builders and a renderer, plus two thin file functions.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from efajob.config import validate_name
+from efajob.node.counters import bytes_to_gbps
+
+if TYPE_CHECKING:  # pragma: no cover
+    from efajob.node.localstore import SampleRow
+    from efajob.hooks.runfiles import ActiveJob
+    from efajob.sinks.base import Tick
+    from efajob.node.sysfs import DeviceInfo
+
+NODE_STATUS_SCHEMA = "efajob/node-status"
+NODE_STATUS_VERSION = 1
+# A daemon whose newest sample is older than this many intervals is reported unhealthy.
+STALE_INTERVALS = 3.0
+
+
+def node_status_path(store: str, cluster: str, node: str) -> str:
+    """`<store>/<cluster>/nodes/<node>.json`; names are validated (they become paths)."""
+    validate_name("cluster", cluster)
+    validate_name("node", node)
+    return os.path.join(store, cluster, "nodes", node + ".json")
+
+
+def _gbps(bps: Optional[float]) -> Optional[float]:
+    return None if bps is None else bytes_to_gbps(bps, 1.0)
+
+
+def _jobs(jobs: Iterable["ActiveJob"]) -> List[dict]:
+    return [{"key": j.key, "job_id": j.job_id, "user": j.user, "partition": j.partition,
+             "start": j.start_wall} for j in sorted(jobs, key=lambda j: j.key)]
+
+
+def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
+             tx: Mapping[str, float], rx: Mapping[str, float]) -> List[dict]:
+    return [{"name": d.name, "state": d.state, "link_gbps": link.get(d.name, d.rate_gbps),
+             "tx_gbps": _gbps(tx.get(d.name)), "rx_gbps": _gbps(rx.get(d.name))} for d in infos]
+
+
+def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
+                      now_mono: float, now_wall: float,
+                      link_gbps: Optional[Mapping[str, Optional[float]]] = None) -> dict:
+    """The document the daemon publishes, from its latest tick."""
+    h = tick.health
+    age = max(0.0, now_mono - tick.snapshot.mono)
+    dev_tx = {d: r["tx_bytes"] for d, r in tick.device_rates.items() if "tx_bytes" in r}
+    dev_rx = {d: r["rx_bytes"] for d, r in tick.device_rates.items() if "rx_bytes" in r}
+    return {
+        "schema": NODE_STATUS_SCHEMA,
+        "version": NODE_STATUS_VERSION,
+        "cluster": tick.cluster,
+        "node": tick.node,
+        "instance_type": tick.instance_type,
+        "time": now_wall,
+        "boot_id": tick.boot_id,
+        "daemon": {
+            "pid": pid,
+            "version": version,
+            "started": h.started_wall,
+            "interval": interval,
+            "healthy": age <= STALE_INTERVALS * interval and h.store_ok,
+            "last_sample": tick.snapshot.wall,
+            "last_sample_age": round(age, 3),
+            "ticks": h.ticks,
+            "skipped_ticks": h.skipped_ticks,
+            "errors": dict(h.errors),
+            "store": "ok" if h.store_ok else (h.store_error or "unavailable"),
+            "store_pending": h.store_pending,
+        },
+        "rates": dict(sorted(tick.rates.items())),
+        "tx_gbps": _gbps(tick.rates.get("tx_bytes")),
+        "rx_gbps": _gbps(tick.rates.get("rx_bytes")),
+        "devices": _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx),
+        "jobs": _jobs(tick.jobs),
+    }
+
+
+def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
+                       interval: float, rows: Sequence["SampleRow"], boot_id: str,
+                       now_mono: float, now_wall: float, devices: Sequence["DeviceInfo"],
+                       jobs: Sequence["ActiveJob"], store_error: Optional[str],
+                       link_gbps: Optional[Mapping[str, Optional[float]]] = None) -> dict:
+    """What `efajob status` shows, from the local store's newest rows (no daemon needed)."""
+    last = rows[-1] if rows else None
+    age: Optional[float] = None
+    if last is not None:
+        # Same boot: the monotonic clock is exact; otherwise fall back to wall time.
+        age = now_mono - last.mono if last.boot_id == boot_id else now_wall - last.wall
+        age = max(0.0, age)
+    secs = last.seconds if last else 0.0
+    rates: Dict[str, float] = ({k: v / secs for k, v in sorted(last.deltas.items())}
+                               if last and secs > 0 else {})
+    dev_tx = {d: v / secs for d, v in last.device_tx_bytes.items()} if last and secs > 0 else {}
+    dev_rx = {d: v / secs for d, v in last.device_rx_bytes.items()} if last and secs > 0 else {}
+    healthy = age is not None and age <= STALE_INTERVALS * interval
+    return {
+        "schema": NODE_STATUS_SCHEMA,
+        "version": NODE_STATUS_VERSION,
+        "cluster": cluster,
+        "node": node,
+        "instance_type": instance_type,
+        "time": now_wall,
+        "boot_id": boot_id,
+        "daemon": {
+            "healthy": healthy,
+            "interval": interval,
+            "last_sample": last.wall if last else None,
+            "last_sample_age": None if age is None else round(age, 3),
+            "store": store_error or "ok",
+        },
+        "rates": rates,
+        "tx_gbps": _gbps(rates.get("tx_bytes")),
+        "rx_gbps": _gbps(rates.get("rx_bytes")),
+        "devices": _devices(devices, link_gbps or {}, dev_tx, dev_rx),
+        "jobs": _jobs(jobs),
+    }
+
+
+def _fmt_gbps(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _fmt_time(t: Optional[float]) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def render_status(doc: dict) -> str:
+    """`efajob status` as text."""
+    d = doc["daemon"]
+    lines = [f"node {doc['node']} (cluster {doc['cluster']}"
+             + (f", {doc['instance_type']}" if doc.get("instance_type") else "") + ")"]
+    if d.get("last_sample") is None:
+        state = "no samples" + (f" ({d['store']})" if d.get("store") != "ok" else "")
+    else:
+        state = ("healthy" if d["healthy"] else "STALE") + \
+            f", last sample {d['last_sample_age']:.1f} s ago ({_fmt_time(d['last_sample'])})"
+        if d.get("store") not in (None, "ok"):
+            state += f"; store: {d['store']}"
+    lines.append(f"daemon: {state}")
+    lines.append(f"node rates: tx {_fmt_gbps(doc['tx_gbps'])} Gbps, rx {_fmt_gbps(doc['rx_gbps'])} Gbps")
+    r = doc["rates"]
+    extras = [(n, r[n]) for n in ("tx_pkts", "rx_pkts", "rx_drops", "retrans_pkts") if n in r]
+    if extras:
+        lines.append("            " + ", ".join(f"{n} {v:,.0f}/s" for n, v in extras))
+    lines.append("")
+    devs = doc["devices"]
+    lines.append(f"devices ({len(devs)}):" if devs else "devices: none found")
+    if devs:
+        w = max(len(x["name"]) for x in devs)
+        lines.append(f"  {'name':<{w}}  {'state':<10} {'link':>6} {'tx Gbps':>8} {'rx Gbps':>8}")
+        for x in devs:
+            link = "-" if x["link_gbps"] is None else f"{x['link_gbps']:g}"
+            state = (x["state"] or "-").split(":")[-1].strip()
+            lines.append(f"  {x['name']:<{w}}  {state:<10} {link:>6} "
+                         f"{_fmt_gbps(x['tx_gbps']):>8} {_fmt_gbps(x['rx_gbps']):>8}")
+    lines.append("")
+    jobs = doc["jobs"]
+    lines.append(f"active jobs ({len(jobs)}):" if jobs else "active jobs: none")
+    for j in jobs:
+        lines.append(f"  {j['key']:<14} user {j['user'] or '-':<12} partition "
+                     f"{j['partition'] or '-':<10} since {_fmt_time(j['start'])}")
+    return "\n".join(lines) + "\n"
+
+
+def write_node_status(path: str, doc: dict) -> None:
+    """Atomically replace the status file (OSError propagates: the daemon logs and retries)."""
+    from efajob.hooks.runfiles import atomic_write
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
+
+
+def read_node_status(path: str) -> dict:
+    with open(path, "rb") as f:
+        return json.loads(f.read(1 << 20))

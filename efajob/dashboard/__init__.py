@@ -1,0 +1,1 @@
+"""The head-node dashboard: model (pure), page (pure), read-only HTTP server."""

@@ -1,0 +1,299 @@
+"""The head-node dashboard model: node status documents + recent jobs -> Dashboard -> one page.
+
+Pure: no I/O, no clock (the caller passes `now`). dashboard/server.py reads the store and
+serves the page; `efajob dashboard build` writes it to a file.
+
+Inputs are what others wrote on a shared filesystem, so nothing is trusted: a status document
+is parsed field by field (a wrong type is absent, never 0 and never an exception), host and
+cluster names must match the store's name alphabet and job ids must be job ids.
+dashboard/page.py turns the model into the page; `nodes_to_dict`/`jobs_to_dict` below are the
+server's JSON.
+
+A node is *stale* when its status file is older than `max_status_age` (the CLI passes
+max(60 s, 4 x status_interval), as `efajob report` does): its daemon stopped writing, the node
+is down, or the shared filesystem is stuck. Stale nodes stay on the page, marked, and are left
+out of the cluster totals and of the running jobs (their numbers are old).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from efajob.values import as_number  # noqa: F401  (re-exported for the server)
+from efajob.slurm.jobid import status_job_key
+from efajob.fmt import fmt_duration
+from efajob.node.readings import natural_key
+
+# Per-second health rates shown per node when the status document has them (kernel names).
+HEALTH_RATES = ("rx_drops", "retrans_pkts", "retrans_timeout_events",
+                "impaired_remote_conn_events", "unresponsive_remote_events")
+# A node clock this far ahead of ours is reported: ages computed from it would lie.
+SKEW_S = 30.0
+# The store's name alphabet (config.validate_name): clusters and hosts become path components.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+       "form-action 'none'")
+
+
+@dataclass(frozen=True)
+class DeviceView:
+    name: str
+    state: Optional[str]  # "ACTIVE", "DOWN", ... (the port state without its number)
+    link_gbps: Optional[float]
+    tx_gbps: Optional[float]
+    rx_gbps: Optional[float]
+
+    @property
+    def active(self) -> bool:
+        return self.state == "ACTIVE"
+
+
+@dataclass(frozen=True)
+class NodeJob:
+    key: str
+    job_id: str
+    restart: int
+    user: Optional[str]
+    partition: Optional[str]
+    start: Optional[float]
+
+
+@dataclass
+class NodeView:
+    cluster: str
+    host: str
+    instance_type: Optional[str] = None
+    time: Optional[float] = None  # when the daemon wrote the status (its clock)
+    age_s: Optional[float] = None
+    stale: bool = True
+    daemon_healthy: Optional[bool] = None
+    daemon_version: Optional[str] = None
+    tx_gbps: Optional[float] = None
+    rx_gbps: Optional[float] = None
+    link_gbps: Optional[float] = None  # sum of the devices' link rates
+    util: Optional[float] = None  # busier direction / link rate
+    rates: Dict[str, float] = field(default_factory=dict)  # HEALTH_RATES present, per second
+    devices: List[DeviceView] = field(default_factory=list)
+    jobs: List[NodeJob] = field(default_factory=list)
+    problems: List[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        return "stale" if self.stale else ("warn" if self.problems else "ok")
+
+
+@dataclass
+class RunningJob:
+    cluster: str
+    key: str
+    job_id: str
+    restart: int
+    users: List[str]
+    partitions: List[str]
+    hosts: List[str]
+    start: Optional[float]
+    tx_gbps: Optional[float]  # sum over its nodes now (a shared node counts whole)
+    rx_gbps: Optional[float]
+    shared_hosts: List[str]  # nodes that also run another job
+
+
+@dataclass
+class Totals:
+    nodes: int = 0
+    fresh: int = 0
+    stale: int = 0
+    warn: int = 0
+    tx_gbps: Optional[float] = None
+    rx_gbps: Optional[float] = None
+    link_gbps: Optional[float] = None
+    util: Optional[float] = None
+    rates: Dict[str, float] = field(default_factory=dict)
+    running_jobs: int = 0
+    users: int = 0
+
+
+@dataclass
+class Dashboard:
+    generated: float
+    max_status_age: float
+    clusters: List[str]
+    nodes: List[NodeView]
+    totals: Totals
+    running: List[RunningJob]
+    recent: List[dict]  # `jobreports.job_summary` rows, newest first
+    notes: List[str] = field(default_factory=list)
+
+
+# -- parsing ---------------------------------------------------------------------------------
+def _text(v: object, limit: int = 64) -> Optional[str]:
+    return v[:limit] if isinstance(v, str) and v else None
+
+
+def _sum(values: Iterable[Optional[float]]) -> Optional[float]:
+    vals = [v for v in values if v is not None]
+    return sum(vals) if vals else None
+
+
+def ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
+    return a / b if a is not None and b else None
+
+
+def _devices(raw: object) -> List[DeviceView]:
+    out = []
+    for d in raw[:256] if isinstance(raw, list) else []:
+        if not isinstance(d, dict) or not _text(d.get("name")):
+            continue
+        state = _text(d.get("state"))
+        out.append(DeviceView(name=d["name"][:64], state=state.split(":")[-1].strip() if state else None,
+                              link_gbps=as_number(d.get("link_gbps")), tx_gbps=as_number(d.get("tx_gbps")),
+                              rx_gbps=as_number(d.get("rx_gbps"))))
+    return sorted(out, key=lambda d: natural_key(d.name))
+
+
+def _jobs(raw: object) -> List[NodeJob]:
+    """The document's `jobs` (objects with `key`, or `job_id` + `restart`); bad entries left out."""
+    out = []
+    for entry in raw[:1000] if isinstance(raw, list) else []:
+        parsed = status_job_key(entry)
+        if parsed is None:
+            continue
+        key, job_id, restart, j = parsed
+        out.append(NodeJob(key=key, job_id=job_id, restart=restart, user=_text(j.get("user")),
+                           partition=_text(j.get("partition")), start=as_number(j.get("start"))))
+    return out
+
+
+def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float) -> Optional[NodeView]:
+    """A node status document (efajob/daemon/nodestatus.py) -> NodeView; None when it names no valid
+    host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
+    the dashboard shows more of the document, and one corrupt number must not hide a node.)"""
+    if not isinstance(doc, dict):
+        return None
+    host = doc.get("node")
+    if not isinstance(host, str) or not NAME_RE.fullmatch(host):
+        return None
+    n = NodeView(cluster=cluster, host=host, instance_type=_text(doc.get("instance_type")),
+                 time=as_number(doc.get("time")), tx_gbps=as_number(doc.get("tx_gbps")),
+                 rx_gbps=as_number(doc.get("rx_gbps")), jobs=_jobs(doc.get("jobs")))
+    daemon = doc.get("daemon") if isinstance(doc.get("daemon"), dict) else {}
+    healthy = daemon.get("healthy")
+    n.daemon_healthy = healthy if isinstance(healthy, bool) else None
+    n.daemon_version = _text(daemon.get("version"), 32)
+    rates = doc.get("rates") if isinstance(doc.get("rates"), dict) else {}
+    n.rates = {k: v for k, v in ((k, as_number(rates.get(k))) for k in HEALTH_RATES) if v is not None}
+    n.devices = _devices(doc.get("devices"))
+    n.link_gbps = _sum(d.link_gbps for d in n.devices)
+    busier = [v for v in (n.tx_gbps, n.rx_gbps) if v is not None]
+    n.util = ratio(max(busier), n.link_gbps) if busier else None
+    # Staleness from the write time: a daemon that died cannot say it is unhealthy.
+    if n.time is None:
+        n.problems.append("status file has no time")
+    else:
+        n.age_s = max(0.0, now - n.time)
+        n.stale = n.age_s > max_status_age
+        if n.stale:
+            n.problems.append(f"no status for {fmt_duration(n.age_s)}")
+        if n.time - now > SKEW_S:
+            n.problems.append(f"node clock {fmt_duration(n.time - now)} ahead")
+    if n.daemon_healthy is False:
+        age = as_number(daemon.get("last_sample_age"))
+        n.problems.append("daemon unhealthy" + (f" (last sample {age:.0f} s old)" if age is not None else ""))
+    store = daemon.get("store")
+    if isinstance(store, str) and store != "ok":
+        n.problems.append(f"local store: {store[:120]}")
+    down = [d.name for d in n.devices if d.state is not None and not d.active]
+    if down:
+        n.problems.append("devices not active: " + ", ".join(down))
+    return n
+
+
+# -- the model -------------------------------------------------------------------------------
+def _running(nodes: Sequence[NodeView]) -> List[RunningJob]:
+    by_key: Dict[Tuple[str, str], List[Tuple[NodeView, NodeJob]]] = {}
+    for n in nodes:
+        if n.stale:
+            continue
+        for j in n.jobs:
+            by_key.setdefault((n.cluster, j.key), []).append((n, j))
+    out = []
+    for (cluster, key), pairs in by_key.items():
+        j0 = pairs[0][1]
+        hosts = sorted((n.host for n, _ in pairs), key=natural_key)
+        out.append(RunningJob(
+            cluster=cluster, key=key, job_id=j0.job_id, restart=j0.restart,
+            users=sorted({j.user for _, j in pairs if j.user}),
+            partitions=sorted({j.partition for _, j in pairs if j.partition}), hosts=hosts,
+            start=min((j.start for _, j in pairs if j.start is not None), default=None),
+            tx_gbps=_sum(n.tx_gbps for n, _ in pairs), rx_gbps=_sum(n.rx_gbps for n, _ in pairs),
+            shared_hosts=sorted((n.host for n, _ in pairs if len(n.jobs) > 1), key=natural_key)))
+    return sorted(out, key=lambda r: (-(r.start or 0.0), r.cluster, natural_key(r.key)))
+
+
+def _totals(nodes: Sequence[NodeView], running: Sequence[RunningJob]) -> Totals:
+    fresh = [n for n in nodes if not n.stale]
+    t = Totals(nodes=len(nodes), fresh=len(fresh), stale=len(nodes) - len(fresh),
+               warn=sum(1 for n in fresh if n.problems), running_jobs=len(running),
+               users=len({u for r in running for u in r.users}))
+    t.tx_gbps = _sum(n.tx_gbps for n in fresh)
+    t.rx_gbps = _sum(n.rx_gbps for n in fresh)
+    t.link_gbps = _sum(n.link_gbps for n in fresh)
+    busier = [v for v in (t.tx_gbps, t.rx_gbps) if v is not None]
+    t.util = ratio(max(busier), t.link_gbps) if busier else None
+    for k in HEALTH_RATES:
+        v = _sum(n.rates.get(k) for n in fresh)
+        if v is not None:
+            t.rates[k] = v
+    return t
+
+
+def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping], *, now: float,
+                    max_status_age: float, notes: Sequence[str] = ()) -> Dashboard:
+    """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first."""
+    nodes: Dict[Tuple[str, str], NodeView] = {}
+    skipped = 0
+    for cluster, doc in docs:
+        n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age) \
+            if isinstance(cluster, str) and NAME_RE.fullmatch(cluster) else None
+        if n is None:
+            skipped += 1
+        elif (cluster, n.host) not in nodes or (n.time or 0) > (nodes[(cluster, n.host)].time or 0):
+            nodes[(cluster, n.host)] = n  # two files naming one host: the newer wins
+    views = sorted(nodes.values(), key=lambda n: (n.cluster, natural_key(n.host)))
+    running = _running(views)
+    all_notes = list(notes) + ([f"{skipped} node status file(s) unusable (no valid node name)"]
+                               if skipped else [])
+    return Dashboard(generated=now, max_status_age=max_status_age,
+                     clusters=sorted({n.cluster for n in views} | {str(r.get("cluster")) for r in recent}),
+                     nodes=views, totals=_totals(views, running), running=running,
+                     recent=[dict(r) for r in recent], notes=all_notes)
+
+
+def _rounded(v: object) -> object:
+    """Floats to 4 decimals (a rate of 1882.4942836542532 Gbps is noise past the third)."""
+    if isinstance(v, float):
+        return round(v, 4)
+    if isinstance(v, dict):
+        return {k: _rounded(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_rounded(x) for x in v]
+    return v
+
+
+def nodes_to_dict(d: Dashboard) -> dict:
+    """`GET /api/nodes`: the model as JSON (absent values are null, never 0)."""
+    nodes = []
+    for n in d.nodes:
+        row = asdict(n)
+        row["state"] = n.state
+        nodes.append(row)
+    return _rounded({"schema": "efajob/dashboard-nodes", "version": 1, "generated": d.generated,
+                     "max_status_age": d.max_status_age, "clusters": d.clusters,
+                     "totals": asdict(d.totals), "nodes": nodes, "notes": d.notes})
+
+
+def jobs_to_dict(d: Dashboard) -> dict:
+    """`GET /api/jobs`: running jobs (from fresh node status files) and recent jobs (records)."""
+    return _rounded({"schema": "efajob/dashboard-jobs", "version": 1, "generated": d.generated,
+                     "running": [asdict(r) for r in d.running], "recent": d.recent})
+

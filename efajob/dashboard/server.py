@@ -1,0 +1,330 @@
+"""`efajob dashboard serve`: the dashboard over HTTP, read-only, standard library only.
+
+    GET /            the page (dashboard/page.py), refreshing itself
+    GET /api/nodes   the nodes and cluster totals as JSON (dashboard.nodes_to_dict)
+    GET /api/jobs    running and recent jobs as JSON (dashboard.jobs_to_dict)
+    GET /job/<id>    one job's HTML report (`efajob report <id> --format html`); optional
+                     ?cluster=NAME&restart=N when the id is ambiguous
+    GET /healthz     "ok" (for a load balancer or a systemd watchdog script)
+
+Anything else is 404; any method but GET and HEAD is 405. The job id is unquoted, then
+validated by slurm/jobid.py before it reaches find_job (which builds paths), so `/job/..%2F..%2Fetc`
+is a 404 and never a path. Bound to loopback (the default), requests must name a loopback
+host (`Host: localhost:9815`): a web page the viewer has open cannot read the dashboard
+through DNS rebinding. There is no authentication: bind elsewhere only behind something that
+has it.
+
+The store is read at most once per `ttl` seconds whatever the number of viewers (one lock,
+one snapshot), and a finished job's summary is kept until its directory changes: a refresh
+costs a directory listing and the node status files, not every recent job's records.
+"""
+from __future__ import annotations
+
+import gzip
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Dict, List, Optional, Tuple
+from urllib.parse import parse_qs, quote, unquote, urlsplit
+
+from efajob import __version__
+from efajob.dashboard.model import CSP, Dashboard, build_dashboard, jobs_to_dict, nodes_to_dict
+from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
+from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, list_clusters, list_job_dirs
+
+log = logging.getLogger("efajob.dashboard")
+
+DEFAULT_PORT = 9815
+GZIP_MIN = 4096
+SUMMARY_TTL = 300.0  # a cached job summary is rebuilt at least this often (coarse NFS mtimes)
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def max_status_age(status_interval: float) -> float:
+    """Older node status files are stale: four missed writes, never less than a minute."""
+    return max(60.0, 4 * status_interval)
+
+
+def read_status_docs(store: str, cluster: str) -> Tuple[List[Tuple[str, object]], List[str]]:
+    """([(cluster, parsed JSON)], notes) of a cluster's node status files. A file that cannot be
+    read or parsed is a note (the daemon rewrites it every few seconds), not an error."""
+    d = os.path.join(store, cluster, NODES_DIR)
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return [], []
+    except OSError as e:
+        raise StoreError(f"cannot read node status directory {d}: {e.strerror}") from None
+    docs: List[Tuple[str, object]] = []
+    notes: List[str] = []
+    for name in names:
+        if not name.endswith(".json") or name.startswith("."):  # "." prefix: a writer's temp file
+            continue
+        try:
+            with open(os.path.join(d, name), "rb") as f:
+                docs.append((cluster, json.loads(f.read(MAX_STATUS_BYTES))))
+        except (OSError, ValueError) as e:
+            why = e.strerror if isinstance(e, OSError) else "not valid JSON"
+            notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
+    return docs, notes
+
+
+class Collector:
+    """Reads the store into a Dashboard, at most once per `ttl` seconds, for every thread."""
+
+    def __init__(self, cfg, *, cluster: Optional[str] = None, limit: int = 20, ttl: float = 2.0,
+                 use_slurm: bool = False, clock: Callable[[], float] = time.time,
+                 mono: Callable[[], float] = time.monotonic):
+        self.cfg, self.cluster, self.limit, self.ttl = cfg, cluster, limit, ttl
+        self.use_slurm, self.clock, self.mono = use_slurm, clock, mono
+        self.max_age = max_status_age(cfg.status_interval)
+        self._lock = threading.Lock()
+        self._snap: Optional[Tuple[float, Dashboard]] = None
+        self._summaries: Dict[Tuple[str, str, float], Tuple[float, dict]] = {}
+
+    def snapshot(self) -> Dashboard:
+        with self._lock:
+            if self._snap is None or self.mono() - self._snap[0] >= self.ttl:
+                self._snap = (self.mono(), self.collect())
+            return self._snap[1]
+
+    def collect(self) -> Dashboard:
+        now = self.clock()
+        store = self.cfg.store
+        clusters = [self.cluster] if self.cluster else list_clusters(store)
+        docs: List[Tuple[str, object]] = []
+        notes: List[str] = []
+        for c in clusters:
+            d, n = read_status_docs(store, c)
+            docs += d
+            notes += n
+        recent = self._recent(now, notes)
+        return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes)
+
+    def _recent(self, now: float, notes: List[str]) -> List[dict]:
+        from efajob.report.assemble import job_summary
+        from efajob.store.reader import find_job, load_job
+        from efajob.report.build import build_report
+
+        rows: List[dict] = []
+        keep: Dict[Tuple[str, str, float], Tuple[float, dict]] = {}
+        for d in list_job_dirs(self.cfg.store, cluster=self.cluster):
+            if len(rows) >= self.limit:
+                break
+            key = (d.cluster, d.job_id, d.mtime)
+            hit = self._summaries.get(key)
+            if hit is not None and self.mono() - hit[0] < SUMMARY_TTL:
+                row = hit[1]
+            else:
+                try:
+                    files = find_job(self.cfg.store, d.job_id, cluster=d.cluster, now=now,
+                                     max_status_age=self.max_age)
+                except EfajobError as e:  # an empty directory, a job being written
+                    log.debug("job %s/%s left out: %s", d.cluster, d.job_id, e)
+                    continue
+                loaded = load_job(files)
+                r = build_report(loaded.records, job_id=files.job_id, cluster=files.cluster,
+                                 restart=files.restart, restarts=files.restarts, live=files.live,
+                                 skipped=loaded.skipped, thresholds=self.cfg.thresholds, now=now)
+                row = job_summary(r)
+                hit = (self.mono(), row)
+            if not row.get("running"):  # a running job's row changes without its directory
+                keep[key] = hit
+            rows.append(row)
+        self._summaries = keep  # bounded: only the jobs of this listing
+        return rows
+
+    def job_report_html(self, job_id: str, cluster: Optional[str], restart: Optional[int]) -> str:
+        from efajob.report.assemble import build_job_report
+        from efajob.report.render.html import render_html
+
+        r = build_job_report(self.cfg, job_id, cluster=cluster or self.cluster, restart=restart,
+                             use_slurm=self.use_slurm, now=self.clock(),
+                             warn=lambda m: log.warning("job %s: %s", job_id, m))
+        return render_html(r)
+
+
+def job_href(cluster: str, job_id: str, restart: int) -> str:
+    return f"/job/{quote(job_id, safe='')}?cluster={quote(cluster, safe='')}" + (
+        f"&restart={restart}" if restart else "")
+
+
+def _printable(s: str, limit: int = 200) -> str:
+    # Request paths go to the log: no terminal escapes, no forged log lines.
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s[:limit])
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: "DashboardServer"
+    server_version = f"efajob-dashboard/{__version__}"
+    sys_version = ""
+    timeout = 30  # a client that stops sending mid-request frees its thread
+
+    def parse_request(self) -> bool:
+        if not super().parse_request():
+            return False
+        if self.command not in ("GET", "HEAD"):
+            self.close_connection = True  # the body, if any, is not read
+            self._send(405, "text/plain", b"method not allowed: this dashboard is read-only\n",
+                       {"Allow": "GET, HEAD"})
+            return False
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host and self.server.loopback and _host_name(host) not in _LOOPBACK_NAMES:
+            self._send(421, "text/plain", b"misdirected request: this dashboard answers to "
+                       b"localhost only (use an SSH tunnel, or --bind)\n")
+            return False
+        return True
+
+    def do_GET(self) -> None:
+        self._route()
+
+    def do_HEAD(self) -> None:
+        self._route()
+
+    def _route(self) -> None:
+        url = urlsplit(self.path)
+        path = url.path
+        try:
+            if path in ("/", "/index.html"):
+                self._page()
+            elif path == "/api/nodes":
+                self._json(nodes_to_dict(self.server.collector.snapshot()))
+            elif path == "/api/jobs":
+                self._json(jobs_to_dict(self.server.collector.snapshot()))
+            elif path.startswith("/job/"):
+                self._job(unquote(path[len("/job/"):]), parse_qs(url.query))
+            elif path == "/healthz":
+                self._send(200, "text/plain", b"ok\n")
+            else:
+                self._send(404, "text/plain", b"not found\n")
+        except (JobNotFoundError, UsageError) as e:  # an unknown or malformed job id
+            self._send(404, "text/plain", f"{e}\n".encode())
+        except AmbiguousJobError as e:
+            self._send(409, "text/plain", f"{e}\n".encode())
+        except EfajobError as e:  # the store is unreadable: say so, keep serving
+            self._send(503, "text/plain", f"{e}\n".encode())
+        except Exception:  # a bug must not kill the server or leak a traceback to the page
+            log.exception("error answering %s", _printable(self.path))
+            self._send(500, "text/plain", b"internal error (see the dashboard's log)\n")
+
+    def _page(self) -> None:
+        from efajob.dashboard.page import render_dashboard
+
+        d = self.server.collector.snapshot()
+        page = render_dashboard(d, refresh=self.server.refresh, job_href=job_href,
+                                store=self.server.collector.cfg.store)
+        self._send(200, "text/html", page.encode("utf-8"))
+
+    def _json(self, doc: dict) -> None:
+        self._send(200, "application/json", (json.dumps(doc, indent=1) + "\n").encode())
+
+    def _job(self, job_id: str, query: Dict[str, List[str]]) -> None:
+        from efajob.config import validate_name
+        from efajob.slurm.jobid import parse_restart, validate_job_id
+
+        validate_job_id(job_id)  # before the id comes near a path: UsageError -> 404
+        cluster = (query.get("cluster") or [None])[0]
+        if cluster is not None:
+            try:
+                validate_name("cluster", cluster)
+            except EfajobError as e:
+                raise UsageError(str(e)) from None
+        restart = (query.get("restart") or [None])[0]
+        html = self.server.collector.job_report_html(
+            job_id, cluster, parse_restart(restart) if restart is not None else None)
+        self._send(200, "text/html", html.encode("utf-8"))
+
+    def _send(self, code: int, ctype: str, body: bytes, extra: Optional[Dict[str, str]] = None) -> None:
+        extra = dict(extra or {})
+        # A 256-node page is ~2 MB of repetitive markup (device bars): ~10x smaller gzipped,
+        # which matters through an SSH tunnel every refresh.
+        if len(body) > GZIP_MIN and "gzip" in (self.headers.get("Accept-Encoding") or "").lower():
+            body = gzip.compress(body, compresslevel=5)
+            extra.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        self.send_response(code)
+        self.send_header("Content-Type", f"{ctype}; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", CSP + "; frame-ancestors 'none'")
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self._logged = (code, len(body))
+
+    def log_request(self, code="-", size="-") -> None:
+        pass  # one line per request from _send's numbers, in handle_one_request below
+
+    def log_message(self, fmt: str, *args) -> None:
+        log.warning("%s %s", self.client_address[0], _printable(fmt % args))
+
+    def handle_one_request(self) -> None:
+        self._logged = None
+        t0 = time.monotonic()
+        super().handle_one_request()
+        if self._logged is not None:
+            code, size = self._logged
+            log.info('%s "%s %s" %d %d %.1f ms', self.client_address[0], self.command,
+                     _printable(self.path), code, size, (time.monotonic() - t0) * 1000)
+
+
+def _host_name(host: str) -> str:
+    """`localhost:9815` -> `localhost`; `[::1]:9815` -> `[::1]`."""
+    if host.startswith("["):
+        return host.split("]")[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def is_loopback(bind: str) -> bool:
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+class DashboardServer(ThreadingHTTPServer):
+    daemon_threads = True  # a stuck client never delays stopping
+    allow_reuse_address = True
+
+    def __init__(self, bind: str, port: int, collector: Collector, *, refresh: int = 10):
+        if ":" in bind:
+            self.address_family = socket.AF_INET6
+        self.collector, self.refresh, self.loopback = collector, refresh, is_loopback(bind)
+        try:
+            super().__init__((bind, port), Handler)
+        except OSError as e:
+            raise UsageError(f"cannot listen on {bind}:{port}: {e.strerror or e}") from None
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
+
+
+def run(server: DashboardServer) -> None:
+    """Serve until SIGTERM, SIGINT or Ctrl-C, then close the socket. Main thread only."""
+
+    def stop(signum, _frame) -> None:
+        log.info("signal %d: stopping", signum)
+        # shutdown() waits for serve_forever() to return: never call it from that thread.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        server.serve_forever(poll_interval=0.5)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        server.server_close()
+        log.info("stopped")

@@ -1,0 +1,530 @@
+"""The node's local SQLite store: the daemon writes one row per tick, the epilog and `status` read.
+
+Layout (schema version 1, `PRAGMA user_version`):
+- `samples`: one row per tick, kept `retention_hours` (24 h). The six common node counters are
+  integer columns (NULL when absent: absent is not zero); every other port counter and the
+  per-device tx/rx bytes go into one packed blob of unsigned 64-bit integers whose names are
+  stored once in `layouts` (the set of counters and devices changes rarely). That keeps a row
+  on a busy p5 (32 devices, ~25 counters) at a few hundred bytes instead of ~2 KB of JSON.
+- `rollup_1m`: one row per wall-clock minute (sum of deltas, packed like the samples; min and
+  max of the common node rates as packed doubles; avg = sum / seconds), kept `rollup_days`
+  (30 days). Rolled up from raw rows when a tick crosses a minute.
+- an index on (boot, mono): the epilog's "samples of this node between t0 and t1" is a range
+  scan, cheap even for a 24 h job.
+
+Concurrency: WAL (readers never block the writer), `timeout=` on every connection, one
+transaction per tick, retention deleted in small batches so no lock is held long.
+
+On the hook import path (the epilog reads job windows): standard library only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import sys
+import zlib
+from array import array
+from dataclasses import dataclass
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+from efajob.errors import StoreError
+
+SCHEMA_VERSION = 1
+
+# The node counters most queries need, as plain integer columns (SQL can aggregate them).
+COMMON = ("tx_bytes", "rx_bytes", "tx_pkts", "rx_pkts", "rx_drops", "retrans_pkts")
+_RAW_BATCH = 1000  # raw rows deleted per retention step: a few ms of lock at most
+_ROLLUP_BATCH = 200
+_ROLLUP_ROWS = 5000  # raw rows rolled up per tick at most (catching up after a restart)
+_BLOB_RAW, _BLOB_ZLIB = b"\x00", b"\x01"
+_BIG_ENDIAN = sys.byteorder == "big"
+_MAX_I64 = (1 << 63) - 1
+_MAX_U64 = (1 << 64) - 1
+
+
+@dataclass(frozen=True)
+class SampleRow:
+    """One tick of the node daemon. Counter names are the kernel's; absent counters are absent."""
+
+    boot_id: str
+    mono: float  # CLOCK_MONOTONIC at the sample
+    wall: float  # epoch seconds
+    seconds: float  # time since the previous sample (the deltas' interval)
+    deltas: Dict[str, int]  # node totals of port-counter deltas over `seconds`
+    device_tx_bytes: Dict[str, int]  # per-device tx_bytes delta
+    device_rx_bytes: Dict[str, int]
+    jobs: Tuple[str, ...]  # active job keys at this tick (runfiles keys)
+    resets: Tuple[str, ...]  # "device/counter" reset during this interval
+
+    def rate(self, name: str) -> Optional[float]:
+        """Per-second node rate of one counter; None when absent or no time passed."""
+        v = self.deltas.get(name)
+        if v is None or self.seconds <= 0:
+            return None
+        return v / self.seconds
+
+
+@dataclass(frozen=True)
+class Rollup:
+    """One wall-clock minute of node baseline. Rates are per second; absent counters absent."""
+
+    minute: int  # epoch seconds // 60
+    samples: int
+    seconds: float
+    sums: Dict[str, int]  # every port counter's delta summed over the minute
+    rate_min: Dict[str, float]  # common counters only
+    rate_max: Dict[str, float]
+
+    def rate_avg(self, name: str) -> Optional[float]:
+        v = self.sums.get(name)
+        return None if v is None or self.seconds <= 0 else v / self.seconds
+
+
+def current_boot_id(proc_root: str = "/proc") -> str:
+    """The kernel's boot id: CLOCK_MONOTONIC values are only comparable within one boot."""
+    try:
+        with open(os.path.join(proc_root, "sys", "kernel", "random", "boot_id")) as f:
+            value = f.read(64).strip()
+    except OSError:
+        return "unknown"
+    return value or "unknown"
+
+
+# -- schema ----------------------------------------------------------------------------------
+def _run_script(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and a migration must be one transaction.
+    for stmt in script.split(";"):
+        if stmt.strip():
+            db.execute(stmt)
+
+
+def _migrate_0_to_1(db: sqlite3.Connection) -> None:
+    _run_script(
+        db,
+        """
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE boots (id INTEGER PRIMARY KEY, boot_id TEXT NOT NULL UNIQUE);
+        CREATE TABLE layouts (id INTEGER PRIMARY KEY, spec TEXT NOT NULL UNIQUE);
+        CREATE TABLE samples (
+            id INTEGER PRIMARY KEY,
+            boot INTEGER NOT NULL,
+            mono REAL NOT NULL,
+            wall REAL NOT NULL,
+            seconds REAL NOT NULL,
+            tx_bytes INTEGER, rx_bytes INTEGER, tx_pkts INTEGER, rx_pkts INTEGER,
+            rx_drops INTEGER, retrans_pkts INTEGER,
+            layout INTEGER NOT NULL,
+            packed BLOB NOT NULL,
+            jobs TEXT,
+            resets TEXT
+        );
+        CREATE INDEX samples_boot_mono ON samples (boot, mono);
+        CREATE TABLE rollup_1m (
+            minute INTEGER PRIMARY KEY,
+            samples INTEGER NOT NULL,
+            seconds REAL NOT NULL,
+            layout INTEGER NOT NULL,
+            sums BLOB NOT NULL,
+            rates BLOB NOT NULL
+        );
+        """
+    )
+
+
+# Explicit migrations: from version N to N+1. A store newer than SCHEMA_VERSION is refused.
+MIGRATIONS = {0: _migrate_0_to_1}
+
+
+def _recovery_hint(path: str) -> str:
+    return (f"stop the daemon, move the file aside (mv {path} {path}.corrupt; rm -f {path}-wal "
+            f"{path}-shm) and start it again: a new store is created; the node baseline is lost, "
+            "job records are not (docs/daemon.md)")
+
+
+def _classify(path: str, e: sqlite3.Error, doing: str) -> StoreError:
+    msg = str(e)
+    if "locked" in msg or "busy" in msg:
+        return StoreError(f"local store {path} is locked by another process while {doing} "
+                          f"({msg}); is another efajob daemon running on this state_dir?")
+    if isinstance(e, sqlite3.DatabaseError) and (
+        "not a database" in msg or "malformed" in msg or "corrupt" in msg
+    ):
+        return StoreError(f"local store {path} is corrupt ({msg}): {_recovery_hint(path)}")
+    return StoreError(f"local store {path}: {doing} failed: {msg}")
+
+
+# -- packing -----------------------------------------------------------------------------------
+def _pack(values: Sequence[int]) -> bytes:
+    a = array("Q", values)
+    if _BIG_ENDIAN:  # pragma: no cover - stored little-endian so a copied file stays readable
+        a.byteswap()
+    raw = a.tobytes()
+    z = zlib.compress(raw, 1)
+    return _BLOB_ZLIB + z if len(z) < len(raw) else _BLOB_RAW + raw
+
+
+def _unpack(blob: bytes) -> array:
+    body = blob[1:]
+    if blob[:1] == _BLOB_ZLIB:
+        body = zlib.decompress(body)
+    a = array("Q")
+    a.frombytes(body)
+    if _BIG_ENDIAN:  # pragma: no cover
+        a.byteswap()
+    return a
+
+
+class LocalStore:
+    """Open with `LocalStore.open(path)`; one writer (the daemon), any number of readers."""
+
+    def __init__(self, db: sqlite3.Connection, path: str, readonly: bool,
+                 retention_hours: float, rollup_days: float):
+        self._db = db
+        self.path = path
+        self.readonly = readonly
+        self.retention_seconds = retention_hours * 3600.0
+        self.rollup_seconds = rollup_days * 86400.0
+        self._boots: Dict[str, int] = {}
+        self._layouts: Dict[str, int] = {}
+        self._layout_names: Dict[int, Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]] = {}
+        self._minute: Optional[int] = None
+        self._retention_backlog = True  # look once after opening
+
+    # -- opening ---------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = False, timeout: float = 2.0,
+             retention_hours: float = 24.0, rollup_days: float = 30.0) -> "LocalStore":
+        """Open (and create or migrate, unless readonly) the store. Raises StoreError."""
+        try:
+            if readonly:
+                if not os.path.exists(path):
+                    raise StoreError(f"local store {path} does not exist (is the daemon running?)")
+                from urllib.parse import quote
+
+                db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout,
+                                     isolation_level=None, check_same_thread=False)
+            else:
+                parent = os.path.dirname(path)
+                if parent:
+                    os.makedirs(parent, exist_ok=True)
+                db = sqlite3.connect(path, timeout=timeout, isolation_level=None,
+                                     check_same_thread=False)
+        except OSError as e:
+            raise StoreError(f"cannot create the local store {path}: {e.strerror}") from None
+        except sqlite3.Error as e:
+            raise _classify(path, e, "opening") from None
+        try:
+            store = cls(db, path, readonly, retention_hours, rollup_days)
+            store._prepare(timeout)
+        except sqlite3.Error as e:
+            db.close()
+            raise _classify(path, e, "opening") from None
+        except StoreError:
+            db.close()
+            raise
+        return store
+
+    def _prepare(self, timeout: float) -> None:
+        db = self._db
+        db.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"local store {self.path} has schema version {version}, newer than this efajob "
+                f"understands ({SCHEMA_VERSION}): upgrade efajob, or move the file aside"
+            )
+        if self.readonly:
+            if version < SCHEMA_VERSION:
+                raise StoreError(f"local store {self.path} has schema version {version} "
+                                 f"(expected {SCHEMA_VERSION}): start the daemon to migrate it")
+            return
+        if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+            raise StoreError(f"local store {self.path}: cannot switch to WAL mode")
+        # WAL + NORMAL: a commit is durable against process crashes without an fsync per tick.
+        db.execute("PRAGMA synchronous = NORMAL")
+        while version < SCHEMA_VERSION:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                # Re-read under the write lock: another process may have migrated meanwhile.
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version < SCHEMA_VERSION:
+                    MIGRATIONS[version](db)
+                    version += 1
+                    db.execute(f"PRAGMA user_version = {version}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def check(self) -> None:
+        """`PRAGMA quick_check`: raises StoreError naming the recovery when the file is damaged."""
+        try:
+            result = self._db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.Error as e:
+            raise _classify(self.path, e, "checking") from None
+        if result != "ok":
+            raise StoreError(f"local store {self.path} is corrupt ({result}): "
+                             f"{_recovery_hint(self.path)}")
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
+
+    def __enter__(self) -> "LocalStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- ids -------------------------------------------------------------------------------
+    def _boot_key(self, boot_id: str, create: bool) -> Optional[int]:
+        k = self._boots.get(boot_id)
+        if k is None:
+            row = self._db.execute("SELECT id FROM boots WHERE boot_id = ?", (boot_id,)).fetchone()
+            if row is None:
+                if not create:
+                    return None
+                k = self._db.execute("INSERT INTO boots (boot_id) VALUES (?)", (boot_id,)).lastrowid
+            else:
+                k = row[0]
+            self._boots[boot_id] = k
+        return k
+
+    def _layout_key(self, extra: Tuple[str, ...], tx: Tuple[str, ...], rx: Tuple[str, ...]) -> int:
+        spec = json.dumps([extra, tx, rx], separators=(",", ":"))
+        k = self._layouts.get(spec)
+        if k is None:
+            row = self._db.execute("SELECT id FROM layouts WHERE spec = ?", (spec,)).fetchone()
+            k = row[0] if row else self._db.execute(
+                "INSERT INTO layouts (spec) VALUES (?)", (spec,)).lastrowid
+            self._layouts[spec] = k
+            self._layout_names[k] = (extra, tx, rx)
+        return k
+
+    def _layout(self, k: int) -> Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]:
+        names = self._layout_names.get(k)
+        if names is None:
+            row = self._db.execute("SELECT spec FROM layouts WHERE id = ?", (k,)).fetchone()
+            if row is None:
+                raise StoreError(f"local store {self.path}: sample refers to unknown layout {k}")
+            extra, tx, rx = json.loads(row[0])
+            names = self._layout_names[k] = (tuple(extra), tuple(tx), tuple(rx))
+        return names
+
+    # -- writing ---------------------------------------------------------------------------
+    def add_sample(self, row: SampleRow) -> None:
+        """Insert one tick (one transaction), rolling up and expiring old rows as minutes pass."""
+        if self.readonly:
+            raise StoreError(f"local store {self.path} is open read-only")
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._insert(row)
+                minute = int(row.wall // 60)
+                if self._minute is None or minute != self._minute or self._retention_backlog:
+                    more = self._roll_up(minute * 60.0)
+                    more = self._expire(row.wall) or more
+                    # A full batch means more rows wait: keep going on the next ticks.
+                    self._retention_backlog = more
+                    self._minute = minute
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as e:
+            raise _classify(self.path, e, "writing a sample") from None
+
+    def _insert(self, row: SampleRow) -> None:
+        d = row.deltas
+        # SQLite integers are signed 64-bit: a (theoretical) delta above that goes into the
+        # unsigned packed blob instead of its column, which then stays NULL.
+        big = [n for n in COMMON if d.get(n, 0) > _MAX_I64]
+        if big:
+            d = {k: v for k, v in d.items() if k not in big}
+        extra = tuple(sorted(n for n in row.deltas if n not in COMMON or n in big))
+        tx = tuple(sorted(row.device_tx_bytes))
+        rx = tuple(sorted(row.device_rx_bytes))
+        values = [row.deltas[n] for n in extra]
+        values.extend(row.device_tx_bytes[n] for n in tx)
+        values.extend(row.device_rx_bytes[n] for n in rx)
+        for j in row.jobs:
+            if "," in j:
+                raise StoreError(f"job key {j!r} contains ','")
+        self._db.execute(
+            "INSERT INTO samples (boot, mono, wall, seconds, tx_bytes, rx_bytes, tx_pkts, "
+            "rx_pkts, rx_drops, retrans_pkts, layout, packed, jobs, resets) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                self._boot_key(row.boot_id, True), row.mono, row.wall, row.seconds,
+                d.get("tx_bytes"), d.get("rx_bytes"), d.get("tx_pkts"), d.get("rx_pkts"),
+                d.get("rx_drops"), d.get("retrans_pkts"),
+                self._layout_key(extra, tx, rx), _pack(values),
+                ",".join(row.jobs) if row.jobs else None,
+                json.dumps(list(row.resets), separators=(",", ":")) if row.resets else None,
+            ),
+        )
+
+    def _meta_int(self, key: str, default: int) -> int:
+        r = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(r[0]) if r else default
+
+    def _set_meta(self, key: str, value: object) -> None:
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+    def _roll_up(self, before_wall: float) -> bool:
+        """Fold raw rows not yet rolled up and older than `before_wall` into minute rows."""
+        done = self._meta_int("rollup_id", 0)
+        rows = self._db.execute(
+            f"SELECT id, {self._ROW_COLS} FROM samples WHERE id > ? AND wall < ? "
+            f"ORDER BY id LIMIT {_ROLLUP_ROWS}", (done, before_wall)).fetchall()
+        if not rows:
+            return False
+        minutes: Dict[int, List[SampleRow]] = {}
+        for r in rows:
+            s = self._row(r[1:], {})
+            minutes.setdefault(int(s.wall // 60), []).append(s)
+        for minute, samples in minutes.items():
+            self._merge_minute(minute, samples)
+        self._set_meta("rollup_id", rows[-1][0])
+        return len(rows) == _ROLLUP_ROWS
+
+    def _merge_minute(self, minute: int, samples: List[SampleRow]) -> None:
+        old = self._db.execute("SELECT minute, samples, seconds, layout, sums, rates FROM "
+                               "rollup_1m WHERE minute = ?", (minute,)).fetchone()
+        r = self._rollup(old) if old else Rollup(minute, 0, 0.0, {}, {}, {})
+        n, secs, sums, lo, hi = r.samples, r.seconds, r.sums, r.rate_min, r.rate_max
+        for s in samples:
+            n += 1
+            secs += s.seconds
+            for k, v in s.deltas.items():
+                sums[k] = sums.get(k, 0) + v
+            for k in COMMON:
+                rate = s.rate(k)
+                if rate is not None:
+                    lo[k] = min(lo.get(k, rate), rate)
+                    hi[k] = max(hi.get(k, rate), rate)
+        names = tuple(sorted(sums))
+        # A minute's sum only passes 2^64 after a reset to a near-2^64 value: clamp, as u64.
+        packed = _pack([min(sums[k], _MAX_U64) for k in names])
+        nan = float("nan")
+        rates = array("d", [lo.get(k, nan) for k in COMMON] + [hi.get(k, nan) for k in COMMON])
+        if _BIG_ENDIAN:  # pragma: no cover
+            rates.byteswap()
+        self._db.execute(
+            "INSERT OR REPLACE INTO rollup_1m (minute, samples, seconds, layout, sums, rates) "
+            "VALUES (?,?,?,?,?,?)",
+            (minute, n, secs, self._layout_key(names, (), ()), packed, rates.tobytes()))
+
+    def _rollup(self, r: tuple) -> Rollup:
+        names = self._layout(r[3])[0]
+        rates = array("d")
+        rates.frombytes(r[5])
+        if _BIG_ENDIAN:  # pragma: no cover
+            rates.byteswap()
+        nc = len(COMMON)
+        # NaN marks an absent counter (NaN != NaN).
+        return Rollup(r[0], r[1], r[2], dict(zip(names, _unpack(r[4]))),
+                      {k: v for k, v in zip(COMMON, rates[:nc]) if v == v},
+                      {k: v for k, v in zip(COMMON, rates[nc:]) if v == v})
+
+    def _expire(self, now_wall: float) -> bool:
+        """Delete one small batch of expired raw rows (only rolled-up ones) and rollups."""
+        rolled = self._meta_int("rollup_id", 0)
+        cutoff = now_wall - self.retention_seconds
+        # Rows are inserted in time order, so the oldest ids are the candidates; look at one
+        # batch from the start instead of scanning the table for old wall times.
+        last = self._db.execute(
+            f"SELECT MAX(id) FROM (SELECT id, wall FROM samples WHERE id <= ? ORDER BY id "
+            f"LIMIT {_RAW_BATCH}) WHERE wall < ?", (rolled, cutoff)).fetchone()[0]
+        deleted = 0
+        if last is not None:
+            deleted = self._db.execute(
+                "DELETE FROM samples WHERE id <= ? AND wall < ?", (last, cutoff)).rowcount
+        old_minute = int((now_wall - self.rollup_seconds) // 60)
+        deleted_r = self._db.execute(
+            f"DELETE FROM rollup_1m WHERE minute IN (SELECT minute FROM rollup_1m "
+            f"WHERE minute < ? ORDER BY minute LIMIT {_ROLLUP_BATCH})", (old_minute,)).rowcount
+        return deleted >= _RAW_BATCH or deleted_r >= _ROLLUP_BATCH
+
+    # -- reading ---------------------------------------------------------------------------
+    _ROW_COLS = ("boot, mono, wall, seconds, tx_bytes, rx_bytes, tx_pkts, rx_pkts, rx_drops, "
+                 "retrans_pkts, layout, packed, jobs, resets")
+
+    def _row(self, r: tuple, boots: Dict[int, str]) -> SampleRow:
+        boot = boots.get(r[0])
+        if boot is None:
+            got = self._db.execute("SELECT boot_id FROM boots WHERE id = ?", (r[0],)).fetchone()
+            boot = boots[r[0]] = got[0] if got else "unknown"
+        extra, tx, rx = self._layout(r[10])
+        # One iterator over the packed values, consumed in layout order: zip() stops on the
+        # names (its first argument) without pulling an extra value. (This loop is the cost of
+        # a 24 h window: 86,400 rows.)
+        values = iter(_unpack(r[11]))
+        deltas = {k: v for k, v in zip(COMMON, r[4:10]) if v is not None}
+        if extra:
+            deltas.update(zip(extra, values))
+        return SampleRow(
+            boot_id=boot, mono=r[1], wall=r[2], seconds=r[3], deltas=deltas,
+            device_tx_bytes=dict(zip(tx, values)),
+            device_rx_bytes=dict(zip(rx, values)),
+            jobs=tuple(r[12].split(",")) if r[12] else (),
+            resets=tuple(json.loads(r[13])) if r[13] else (),
+        )
+
+    def _query(self, sql: str, args: tuple) -> List[tuple]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as e:
+            raise _classify(self.path, e, "reading") from None
+
+    def samples_between(self, boot_id: str, mono0: float, mono1: float) -> List[SampleRow]:
+        """Rows of that boot with mono0 < mono <= mono1, ascending (an index range scan)."""
+        k = self._boot_key(boot_id, False)
+        if k is None:
+            return []
+        rows = self._query(
+            f"SELECT {self._ROW_COLS} FROM samples WHERE boot = ? AND mono > ? AND mono <= ? "
+            "ORDER BY mono", (k, mono0, mono1))
+        boots = {k: boot_id}
+        return [self._row(r, boots) for r in rows]
+
+    def jobs_between(self, boot_id: str, mono0: float, mono1: float) -> Set[str]:
+        """Every job key seen active in that window (for the epilog's `shared` flag)."""
+        k = self._boot_key(boot_id, False)
+        if k is None:
+            return set()
+        out: Set[str] = set()
+        for (jobs,) in self._query(
+            "SELECT DISTINCT jobs FROM samples WHERE boot = ? AND mono > ? AND mono <= ? "
+            "AND jobs IS NOT NULL", (k, mono0, mono1)):
+            out.update(jobs.split(","))
+        return out
+
+    def last_samples(self, n: int = 1) -> List[SampleRow]:
+        """The newest `n` rows (any boot), ascending: what `efajob status` shows."""
+        rows = self._query(f"SELECT {self._ROW_COLS} FROM samples ORDER BY id DESC LIMIT ?", (n,))
+        boots: Dict[int, str] = {}
+        return [self._row(r, boots) for r in reversed(rows)]
+
+    def rollups_between(self, wall0: float, wall1: float) -> List[Rollup]:
+        """Minute rows whose minute starts in [wall0, wall1), ascending."""
+        return [self._rollup(r) for r in self._query(
+            "SELECT minute, samples, seconds, layout, sums, rates FROM rollup_1m "
+            "WHERE minute >= ? AND minute < ? ORDER BY minute",
+            (int(wall0 // 60), int(-(-wall1 // 60))))]
+
+    def counts(self) -> Dict[str, int]:
+        """Row counts (for `status` and the benchmark)."""
+        out = {}
+        for table in ("samples", "rollup_1m", "layouts", "boots"):
+            out[table] = self._query(f"SELECT COUNT(*) FROM {table}", ())[0][0]
+        return out
+
+
+def encode_jobs(keys: Iterable[str]) -> Tuple[str, ...]:
+    """Job keys as stored: sorted, unique, without ',' (the column separator)."""
+    return tuple(sorted({k for k in keys if k and "," not in k}))

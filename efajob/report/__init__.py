@@ -1,0 +1,1 @@
+"""Job reports: the model, the finding rules, the assembly from store and Slurm, the renderers."""

@@ -1,0 +1,171 @@
+"""Job reports assembled from the job store (and Slurm when reachable): what `efajob report`,
+`efajob jobs`, the demo and the head-node dashboard share. Library code: raises, never prints.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import time
+from typing import Any, List, Optional, Tuple
+
+from efajob.errors import SlurmError
+
+
+# -- Slurm (optional) -------------------------------------------------------------------------
+def slurm_lookup(job_id: str, timeout: float = 10.0) -> Tuple[Any, Optional[str]]:
+    """(JobInfo or None, a note for the report). Never raises: no Slurm is a normal case."""
+    try:
+        from efajob.slurm.adapter import get_backend
+
+        info = get_backend(timeout=timeout).job(job_id)
+    except SlurmError as e:
+        return None, f"Slurm not reachable ({e}): header from the job records"
+    if info is None:
+        return None, f"Slurm does not know job {job_id} (purged, no accounting): header from the job records"
+    return info, None
+
+
+def check_slurm(info: Any, files, hosts: List[str]) -> Tuple[Any, bool, Optional[str]]:
+    """(info or None, use Slurm's times, note): refuse metadata of another job with the same id."""
+    if info is None:
+        return None, True, None
+    cl = getattr(info, "cluster", None)
+    if cl and cl != files.cluster:
+        return None, True, (f"Slurm's job {files.job_id} belongs to cluster {cl}, not {files.cluster}: "
+                            "header from the job records")
+    nodes = set(getattr(info, "nodes", None) or ())
+    if nodes and hosts and not nodes & set(hosts):
+        return None, True, (f"Slurm's job {files.job_id} ran on other nodes than these records (a "
+                            "reused job id?): header from the job records")
+    restarts = getattr(info, "restarts", None)
+    if isinstance(restarts, int) and restarts != files.restart:
+        return info, False, (f"Slurm describes restart {restarts}, this report restart "
+                             f"{files.restart}: start, end and state come from the records")
+    return info, True, None
+
+
+def _store_has(store: str, cluster: Optional[str], job_id: str) -> bool:
+    from efajob.store.reader import JOBS_DIR, list_clusters
+
+    return any(os.path.isdir(os.path.join(store, c, JOBS_DIR, job_id))
+               for c in ([cluster] if cluster else list_clusters(store)))
+
+
+def build_job_report(cfg, job_id: str, *, cluster: Optional[str] = None,
+                     restart: Optional[int] = None, use_slurm: bool = True,
+                     now: Optional[float] = None, warn=None):
+    """Everything `efajob report` does short of rendering. Raises EfajobError."""
+    from efajob.slurm.jobid import validate_job_id
+
+    validate_job_id(job_id)
+    now = time.time() if now is None else now
+    info, note = slurm_lookup(job_id) if use_slurm else (None, None)
+    with _no_gc():
+        return _build(cfg, job_id, info, note, cluster, restart, now, warn)
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """Parsing a 1,024-node job creates millions of small acyclic objects (JSON dicts, lists):
+    the cyclic collector runs again and again and finds nothing. Off while we build, it saves
+    a third of the time (bench/report.py); back on afterwards."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[str],
+           restart: Optional[int], now: float, warn):
+    from efajob.store.reader import find_job, load_job
+    from efajob.report.build import build_report
+
+    target = job_id
+    sid = getattr(info, "slurm_job_id", None)
+    if sid and sid != job_id and not _store_has(cfg.store, cluster, job_id):
+        target = sid  # the hooks file an array task 7_8 under its SLURM_JOB_ID
+    files = find_job(cfg.store, target, cluster=cluster, restart=restart, now=now,
+                     max_status_age=max(60.0, 4 * cfg.status_interval))
+    loaded = load_job(files)
+    for path, why in loaded.skipped:
+        if warn:
+            warn(f"skipped {path}: {why}")
+    hosts = [r["host"] for r in loaded.records] + list(files.live)
+    info, times, note2 = check_slurm(info, files, hosts)
+    return build_report(
+        loaded.records, job_id=files.job_id, cluster=files.cluster, restart=files.restart,
+        restarts=files.restarts, restart_defaulted=files.restart_defaulted, job_info=info,
+        slurm_note=note2 or note, slurm_times=times, live=files.live, skipped=loaded.skipped,
+        thresholds=cfg.thresholds, now=now)
+
+
+# -- recent jobs ------------------------------------------------------------------------------
+def job_summary(r) -> dict:
+    """One `efajob jobs` row from a JobReport."""
+    m, o = r.meta, r.overall
+    busier = [v for v in (o.avg_tx_gbps, o.avg_rx_gbps) if v is not None]
+    return {"cluster": m.cluster, "job_id": m.job_id, "restart": m.restart, "alias": m.alias,
+            "user": m.user, "state": m.state, "num_nodes": m.num_nodes, "start": m.start,
+            "end": m.end, "elapsed_s": m.elapsed_s, "tx_bytes": o.totals.get("tx_bytes"),
+            "rx_bytes": o.totals.get("rx_bytes"),
+            "avg_gbps_per_node": round(max(busier), 3) if busier else None,
+            "verdict": r.verdict, "findings": sorted({f.code for f in r.findings if f.severity != "info"}),
+            "running": r.running}
+
+
+def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
+              state: Optional[str] = None, limit: int = 20, cluster: Optional[str] = None,
+              now: Optional[float] = None) -> List[dict]:
+    """Recent jobs, newest first (by when their records arrived), with totals and verdicts.
+    Reports are built from the records only (no Slurm: one query per job would be slow)."""
+    from efajob.store.reader import (find_job, list_clusters, list_job_dirs, load_job,
+                                     read_node_statuses)
+    from efajob.report.build import build_report
+
+    now = time.time() if now is None else now
+    max_age = max(60.0, 4 * cfg.status_interval)
+    out: List[dict] = []
+
+    def keep(row: dict) -> bool:
+        if user and row.get("user") != user:
+            return False
+        if state and (row.get("state") or "").upper() != state.upper():
+            return False
+        if since is not None and (row.get("end") or row.get("start") or now) < since:
+            return False
+        return True
+
+    # Running jobs first: in node status files but without a job directory yet.
+    seen = set()
+    for c in ([cluster] if cluster else list_clusters(cfg.store)):
+        for st in read_node_statuses(cfg.store, c).values():
+            if not st.fresh(now, max_age):
+                continue
+            for j in st.jobs:
+                if (c, j.job_id) in seen or os.path.isdir(os.path.join(cfg.store, c, "jobs", j.job_id)):
+                    continue
+                seen.add((c, j.job_id))
+                files = find_job(cfg.store, j.job_id, cluster=c, now=now, max_status_age=max_age)
+                row = job_summary(build_report([], job_id=j.job_id, cluster=c, restart=files.restart,
+                                               restarts=files.restarts, live=files.live, now=now,
+                                               thresholds=cfg.thresholds))
+                if not row.get("user"):
+                    row["user"] = j.user
+                if keep(row):
+                    out.append(row)
+    for d in list_job_dirs(cfg.store, cluster=cluster, since=since):
+        if len(out) >= limit:
+            break
+        files = find_job(cfg.store, d.job_id, cluster=d.cluster, now=now, max_status_age=max_age)
+        loaded = load_job(files)
+        r = build_report(loaded.records, job_id=files.job_id, cluster=files.cluster,
+                         restart=files.restart, restarts=files.restarts, live=files.live,
+                         skipped=loaded.skipped, thresholds=cfg.thresholds, now=now)
+        row = job_summary(r)
+        if keep(row):
+            out.append(row)
+    return out[:limit]

@@ -1,0 +1,266 @@
+"""Building a JobReport from job-node records (+ Slurm metadata, + live node status), then
+judging it with the finding rules (report/findings.py).
+
+Pure: no I/O, no clock (the caller passes `now`). The model it fills is model.py; the store
+reading and Slurm lookups that feed it are assemble.py.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from efajob.config import DEFAULT_THRESHOLDS
+from efajob.node.instances import lookup
+from efajob.report.findings import evaluate, verdict
+from efajob.report.maths import (ints, max2, maxv, mean, nonempty, num, ratio,
+                                 sum_counters)
+from efajob.report.model import (ALIVE_STATES, DeviceReport, JobMeta, JobReport, NodeReport,
+                                 Overall)
+from efajob.slurm.hostlist import expand, fold
+
+# -- records -> nodes --------------------------------------------------------------------------
+def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
+    devices = []
+    for d in rec.get("devices") or []:
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            continue
+        devices.append(DeviceReport(
+            name=d["name"], link_gbps=num(d.get("link_gbps")), counters=ints(d.get("counters")),
+            # Shown, never summed: passed through as the record has them.
+            device_counters=d["device_counters"] if isinstance(d.get("device_counters"), dict) else {},
+            resets=[r for r in d.get("resets") or [] if isinstance(r, str)],
+            peak_tx_gbps=num(d.get("peak_tx_gbps")), peak_rx_gbps=num(d.get("peak_rx_gbps"))))
+    totals = ints(rec.get("totals"))
+    if not totals and devices:  # an older writer without totals: the sum is the definition
+        totals = sum_counters(d.counters for d in devices)
+    ena_raw = rec.get("ena") if isinstance(rec.get("ena"), dict) else {}
+    rates = rec.get("rates") if isinstance(rec.get("rates"), dict) else {}
+    series = rec.get("series") if isinstance(rec.get("series"), dict) else {}
+    complete = rec.get("complete") is True
+    link = num(rec.get("link_gbps"))
+    if link is None:
+        it = lookup(nonempty(rec.get("instance_type")))
+        link = it.total_gbps if it else None
+    return NodeReport(
+        host=rec["host"], status="complete" if complete else "incomplete", devices=devices,
+        counters=totals, ena=sum_counters(ints(v) for v in ena_raw.values()),
+        avg_tx_gbps=num(rates.get("avg_tx_gbps")), avg_rx_gbps=num(rates.get("avg_rx_gbps")),
+        peak_tx_gbps=num(rates.get("peak_tx_gbps")), peak_rx_gbps=num(rates.get("peak_rx_gbps")),
+        peak_source=nonempty(rates.get("peak_source")), link_gbps=link,
+        instance_type=nonempty(rec.get("instance_type")), start=num(rec.get("start")),
+        end=num(rec.get("end")), elapsed_s=num(rec.get("elapsed_s")),
+        shared=[s for s in rec.get("shared") or [] if isinstance(s, str)], complete=complete,
+        incomplete_reasons=[r for r in rec.get("incomplete_reasons") or [] if isinstance(r, str)],
+        resets=[r for r in rec.get("resets") or [] if isinstance(r, str)],
+        vanished_devices=[v for v in rec.get("vanished_devices") or [] if isinstance(v, str)],
+        source=nonempty(rec.get("source")), daemon_samples=rec.get("daemon_samples")
+        if isinstance(rec.get("daemon_samples"), int) else None,
+        exit_code=nonempty(rec.get("exit_code")), series=dict(series))
+
+
+def _rank(nodes: List[NodeReport]) -> List[NodeReport]:
+    """Nodes with data by traffic (most first), then running, then missing; ties by name."""
+    order = {"complete": 0, "incomplete": 0, "running": 1, "missing": 2}
+    nodes = sorted(nodes, key=lambda n: (order[n.status], -(n.traffic or 0)
+                                         if n.traffic is not None else 1, _host_key(n.host)))
+    for i, n in enumerate(nodes, 1):
+        n.rank = i
+    return nodes
+
+
+def _expand(nodelist: Optional[str]) -> List[str]:
+    from efajob.errors import UsageError
+
+    try:
+        return expand(nodelist, limit=100_000)
+    except UsageError:  # a garbled nodelist in a record: fall back to the records' hosts
+        return []
+
+
+def _host_key(host: str) -> Tuple:
+    import re
+
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"([0-9]+)", host))
+
+
+def build_overall(nodes: Sequence[NodeReport]) -> Overall:
+    data = [n for n in nodes if n.has_data]
+    o = Overall(nodes_with_data=len(data))
+    o.totals = sum_counters(n.counters for n in data)
+    o.ena = sum_counters(n.ena for n in data)
+    o.avg_tx_gbps = mean(n.avg_tx_gbps for n in data)
+    o.avg_rx_gbps = mean(n.avg_rx_gbps for n in data)
+    o.peak_tx_gbps = maxv(n.peak_tx_gbps for n in data)
+    o.peak_rx_gbps = maxv(n.peak_rx_gbps for n in data)
+    links = Counter(n.link_gbps for n in data if n.link_gbps)
+    o.link_gbps = links.most_common(1)[0][0] if links else None
+    o.util_avg = ratio(max2(o.avg_tx_gbps, o.avg_rx_gbps), o.link_gbps)
+    o.util_peak = ratio(max2(o.peak_tx_gbps, o.peak_rx_gbps), o.link_gbps)
+    # Each transfer counted once, on the side that initiated it: RDMA read bytes (the reader's
+    # rx), RDMA write bytes (the writer's tx), two-sided send bytes.
+    parts = {k: o.totals.get(k) for k in ("rdma_read_bytes", "rdma_write_bytes", "send_bytes")}
+    known = {k: v for k, v in parts.items() if v is not None}
+    whole = sum(known.values())
+    if known and whole > 0:
+        o.rdma_read_share = ratio(parts["rdma_read_bytes"], whole)
+        o.rdma_write_share = ratio(parts["rdma_write_bytes"], whole)
+        o.send_share = ratio(parts["send_bytes"], whole)
+    o.resets = [f"{n.host}:{r}" for n in data for r in n.resets]
+    return o
+
+
+# -- metadata ------------------------------------------------------------------------------------
+def _first(values: Iterable[Optional[Any]]) -> Optional[Any]:
+    return next((v for v in values if v is not None), None)
+
+
+def derive_state(records: Sequence[Mapping[str, Any]], running: bool) -> Optional[str]:
+    """A Slurm-like state from the records alone (no Slurm): the exit codes the epilogs saw."""
+    if running:
+        return "RUNNING"
+    codes = [nonempty(r.get("exit_code")) for r in records]
+    known = [c for c in codes if c]
+    if not known:
+        return "ENDED" if records else None
+    for c in known:
+        exit_part, _, sig = c.partition(":")
+        if exit_part not in ("0", "") or sig not in ("0", ""):
+            return "FAILED"
+    return "COMPLETED"
+
+
+def meta_from_records(job_id: str, cluster: str, restart: int,
+                      records: Sequence[Mapping[str, Any]], running: bool) -> JobMeta:
+    m = JobMeta(job_id=job_id, cluster=cluster, restart=restart)
+    m.user = _first(nonempty(r.get("user")) for r in records)
+    m.account = _first(nonempty(r.get("account")) for r in records)
+    m.partition = _first(nonempty(r.get("partition")) for r in records)
+    m.nodelist = _first(nonempty(r.get("nodelist")) for r in records)
+    nn = [r.get("num_nodes") for r in records if isinstance(r.get("num_nodes"), int)]
+    m.num_nodes = max(nn) if nn else None
+    m.instance_type = _first(nonempty(r.get("instance_type")) for r in records)
+    starts = [s for s in (num(r.get("start")) for r in records) if s is not None]
+    ends = [e for e in (num(r.get("end")) for r in records) if e is not None]
+    m.start = min(starts) if starts else None
+    m.end = None if running or not ends else max(ends)
+    codes = [c for c in (nonempty(r.get("exit_code")) for r in records) if c]
+    if not running:
+        m.exit_code = next((c for c in codes if c != "0:0"), codes[0] if codes else None)
+    m.state = derive_state(records, running)
+    for r in records:
+        a, t = nonempty(r.get("array_job_id")), nonempty(r.get("array_task_id"))
+        h, o = nonempty(r.get("het_job_id")), nonempty(r.get("het_job_offset"))
+        m.alias = f"{a}_{t}" if a and t else (f"{h}+{o}" if h and o else None)
+        if m.alias:
+            break
+    return m
+
+
+def apply_slurm(m: JobMeta, info: Any, *, times: bool = True) -> None:
+    """Overlay what Slurm knows (efajob.slurm.adapter.JobInfo, duck-typed). `times=False` keeps the
+    records' start/end/state (the report is about an earlier restart than Slurm's)."""
+    for attr in ("name", "user", "account", "partition"):
+        v = getattr(info, attr, None)
+        if v not in (None, ""):
+            setattr(m, attr, str(v))
+    limit = getattr(info, "time_limit", None)
+    if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+        m.time_limit = limit
+    nodelist = getattr(info, "nodelist", None)
+    if nodelist:
+        m.nodelist = str(nodelist)
+    jid = getattr(info, "job_id", None)
+    if isinstance(jid, str) and jid != m.job_id and ("_" in jid or "+" in jid):
+        m.alias = jid
+    hosts = getattr(info, "nodes", None)
+    if hosts:
+        m.hosts = [str(h) for h in hosts]
+    nn = getattr(info, "num_nodes", None)
+    if isinstance(nn, int) and nn > 0:
+        m.num_nodes = nn
+    if times:
+        for attr in ("state", "exit_code"):
+            v = getattr(info, attr, None)
+            if v not in (None, ""):
+                setattr(m, attr, str(v))
+        for attr in ("start", "end"):
+            v = num(getattr(info, attr, None))
+            if v is not None and v > 0:
+                setattr(m, attr, v)
+    m.source = "slurm"
+
+
+# -- the report --------------------------------------------------------------------------------
+def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: str,
+                 restart: int = 0, restarts: Sequence[int] = (0,), restart_defaulted: bool = False,
+                 job_info: Any = None, slurm_note: Optional[str] = None, slurm_times: bool = True,
+                 live: Optional[Mapping[str, Any]] = None, expected_hosts: Sequence[str] = (),
+                 skipped: Sequence[Tuple[str, str]] = (),
+                 thresholds: Optional[Mapping[str, float]] = None,
+                 now: Optional[float] = None) -> JobReport:
+    """Assemble the report. `live` is {host: jobstore.NodeStatus} of nodes that list the job as
+    running; `expected_hosts` the job's hosts when known otherwise (default: Slurm's, else the
+    records' nodelist expanded)."""
+    nodes: Dict[str, NodeReport] = {}
+    for rec in records:
+        nodes[rec["host"]] = node_from_record(rec)
+    # A node with a record has run its epilog: a status file written just before that may
+    # still list the job, but the node is done with it.
+    live = {h: s for h, s in (live or {}).items() if h not in nodes}
+    if job_info is not None and slurm_times and getattr(job_info, "state", None) and \
+            str(job_info.state).upper() not in ALIVE_STATES:
+        live = {}  # Slurm says it is over: a status file younger than a minute is just late
+    slurm_running = job_info is not None and slurm_times and \
+        str(getattr(job_info, "state", "") or "").upper() in ALIVE_STATES - {"PENDING"}
+    for host, st in live.items():
+        if host in nodes:
+            continue
+        job = next((j for j in st.jobs if j.job_id == job_id and j.restart == restart), None)
+        nodes[host] = NodeReport(host=host, status="running", live_tx_gbps=st.tx_gbps,
+                                 live_rx_gbps=st.rx_gbps,
+                                 live_age_s=st.age(now) if now is not None else None,
+                                 start=job.start if job else None,
+                                 instance_type=getattr(st, "instance_type", None))
+    running = bool(live) or slurm_running
+    meta = meta_from_records(job_id, cluster, restart, records, running)
+    if job_info is not None:
+        apply_slurm(meta, job_info, times=slurm_times)
+    if not meta.hosts:
+        meta.hosts = list(expected_hosts) or _expand(meta.nodelist)
+    for host in meta.hosts:
+        if host not in nodes:
+            nodes[host] = NodeReport(host=host, status="running" if running else "missing")
+    if meta.start is None:
+        meta.start = _first(n.start for n in nodes.values() if n.status == "running")
+    if meta.num_nodes is None or meta.num_nodes < len(nodes):
+        meta.num_nodes = len(nodes) or None
+    # Folded for display (records carry what Slurm gave the hooks, possibly unfolded).
+    meta.nodelist = fold(meta.hosts or sorted(nodes, key=_host_key)) if (meta.hosts or nodes) else None
+    if meta.start is not None:
+        end = meta.end if meta.end is not None else (now if running else None)
+        meta.elapsed_s = None if end is None else max(0.0, end - meta.start)
+    if meta.elapsed_s is None:
+        meta.elapsed_s = maxv(n.elapsed_s for n in nodes.values())
+    if meta.instance_type is None:
+        meta.instance_type = _first(n.instance_type for n in nodes.values())
+
+    ranked = _rank(list(nodes.values()))
+    report = JobReport(meta=meta, nodes=ranked, overall=build_overall(ranked),
+                       skipped=list(skipped), restarts=tuple(restarts), running=running,
+                       generated=now)
+    if restart_defaulted:
+        report.notes.append(
+            f"job {job_id} ran {len(restarts)} times (restarts {', '.join(map(str, restarts))}): "
+            f"showing restart {restart}, the latest; choose another with --restart N")
+    if slurm_note:
+        report.notes.append(slurm_note)
+    th = dict(DEFAULT_THRESHOLDS)
+    th.update(thresholds or {})
+    report.findings = evaluate(report, th)
+    report.verdict = verdict(report.findings)
+    by_host = {n.host: n for n in ranked}
+    for f in report.findings:
+        n = by_host.get(f.host) if f.host else None
+        if n is not None and f.code not in n.marks and f.severity != "info":
+            n.marks.append(f.code)
+    return report

@@ -1,0 +1,345 @@
+"""Findings: data-driven rules that judge a job report, with plain advice, and the verdict.
+
+Each rule is a pure function `(report, thresholds) -> [Finding]` registered under its code in
+RULES (in the order they are shown). Thresholds are numbers from the config's `[thresholds]`
+table (defaults: config.DEFAULT_THRESHOLDS, documented in docs/report.md); nothing is eval'd.
+A rule that lacks the counters it needs says nothing: absent is not zero, and the health
+section shows "n/a" for it.
+
+Verdict (DCGM's "Overall Health"): any critical finding -> Failure; any warning -> Warning;
+otherwise Healthy.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional
+
+from efajob.report.model import ENA_ALLOWANCE
+from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_pct
+
+if TYPE_CHECKING:  # pragma: no cover
+    from efajob.report.model import JobReport
+
+SEVERITIES = ("critical", "warning", "info")
+VERDICTS = {"critical": "Failure", "warning": "Warning"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    severity: str  # critical | warning | info
+    message: str  # what we saw, with the numbers
+    advice: str = ""  # what to do about it
+    host: Optional[str] = None
+    device: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        d = {"code": self.code, "severity": self.severity}
+        if self.host is not None:
+            d["host"] = self.host
+        if self.device is not None:
+            d["device"] = self.device
+        d["message"] = self.message
+        if self.advice:
+            d["advice"] = self.advice
+        return d
+
+
+Rule = Callable[["JobReport", Mapping[str, float]], List[Finding]]
+RULES: Dict[str, Rule] = {}
+
+
+def rule(code: str) -> Callable[[Rule], Rule]:
+    def register(fn: Rule) -> Rule:
+        RULES[code] = fn
+        return fn
+    return register
+
+
+def evaluate(report: "JobReport", thresholds: Mapping[str, float]) -> List[Finding]:
+    """Every rule's findings: critical first, then warnings, then info; within a severity in
+    rule order, then in the report's node ranking."""
+    rank = {n.host: n.rank for n in report.nodes}
+    order = {code: i for i, code in enumerate(RULES)}
+    out: List[Finding] = []
+    for fn in RULES.values():
+        out.extend(fn(report, thresholds))
+    out.sort(key=lambda f: (SEVERITIES.index(f.severity), order[f.code],
+                            rank.get(f.host or "", 0), f.device or ""))
+    return out
+
+
+def verdict(findings: List[Finding]) -> str:
+    for sev in ("critical", "warning"):
+        if any(f.severity == sev for f in findings):
+            return VERDICTS[sev]
+    return "Healthy"
+
+
+def _multi_node(report: "JobReport") -> bool:
+    return (report.meta.num_nodes or 0) > 1 or len(report.nodes) > 1
+
+
+_NCCL_CHECKS = (
+    "Check that the job sets FI_PROVIDER=efa, that NCCL finds the aws-ofi-nccl plugin "
+    "(libnccl-net.so on LD_LIBRARY_PATH, or NCCL_NET_PLUGIN), and run once with "
+    "NCCL_DEBUG=INFO: the log must say \"Selected Provider is efa\", not tcp or sockets. "
+    "`fi_info -p efa` on a node must list the EFA devices.")
+
+
+# -- rules, in display order ------------------------------------------------------------------
+@rule("efa_unused")
+def efa_unused(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    nodes = [n for n in report.data_nodes if n.traffic is not None]
+    if not _multi_node(report) or not nodes or report.running:
+        return []
+    per_node = sum(n.traffic for n in nodes) / len(nodes)  # type: ignore[misc]
+    if per_node >= th["efa_unused_bytes_per_node"]:
+        return []
+    ena_nodes = [n for n in nodes if "tx_bytes" in n.ena or "rx_bytes" in n.ena]
+    ena = (sum(n.ena.get("tx_bytes", 0) + n.ena.get("rx_bytes", 0) for n in ena_nodes)
+           / len(ena_nodes)) if ena_nodes else None
+    what = (f"The job ran on {report.meta.num_nodes or len(report.nodes)} nodes but moved only "
+            f"{fmt_bytes(per_node)} per node over EFA")
+    if ena is not None and ena >= th["ena_fallback_bytes_per_node"]:
+        return [Finding("efa_unused", "critical",
+                        f"{what}, while the ENA (TCP/IP) interfaces moved {fmt_bytes(ena)} per node: "
+                        "NCCL or MPI most likely fell back to sockets, at a fraction of EFA's bandwidth.",
+                        _NCCL_CHECKS)]
+    tail = ("" if ena is not None else " (ENA traffic was not recorded)")
+    return [Finding("efa_unused", "warning",
+                    f"{what}{tail}. If the nodes were meant to communicate, they did not use EFA.",
+                    _NCCL_CHECKS)]
+
+
+@rule("straggler_node")
+def straggler_node(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    nodes = [n for n in report.data_nodes if n.traffic is not None]
+    if len(nodes) < 2:
+        return []
+    median = statistics.median(n.traffic for n in nodes)  # type: ignore[misc]
+    if median < th["efa_unused_bytes_per_node"]:
+        return []  # nobody moved much: efa_unused speaks, not this
+    out = []
+    for n in nodes:
+        if n.traffic < th["straggler_ratio"] * median:  # type: ignore[operator]
+            out.append(Finding(
+                "straggler_node", "warning",
+                f"{n.host} moved {fmt_bytes(n.traffic)}, {fmt_pct(n.traffic / median)} of the median "
+                f"node ({fmt_bytes(median)}): in collective operations every node waits for the "
+                "slowest.",
+                "Look at this node's EFA devices (device findings, `efajob devices` on it), its GPUs "
+                "(`nvidia-smi`, `dcgmi diag -r 2`) and whatever else ran on it; drain it if it "
+                "stays slow.", host=n.host))
+    return out
+
+
+@rule("device_idle")
+def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        for name in n.vanished_devices:
+            out.append(Finding(
+                "device_idle", "critical",
+                f"{name} on {n.host} disappeared during the job (driver unbind or a device fault): "
+                "its traffic is missing from the totals.",
+                "Check `dmesg` on the node for efa errors; drain the node and replace the instance "
+                "if the device does not come back.", host=n.host, device=name))
+        devs = [(d, d.traffic) for d in n.devices]
+        devs = [(d, t) for d, t in devs if t is not None]
+        if len(devs) < 2 or (n.traffic or 0) < th["efa_unused_bytes_per_node"]:
+            continue
+        # The LOW median: idle devices must be a strict minority. A job that uses 4 of 8 GPUs
+        # (and so 4 of 8 devices) is not flagged.
+        ref = statistics.median_low(t for _, t in devs)
+        if ref <= 0:
+            continue
+        for d, traffic in devs:
+            if traffic < th["device_idle_ratio"] * ref:
+                dead = traffic == 0
+                out.append(Finding(
+                    "device_idle", "critical" if dead else "warning",
+                    f"{d.name} on {n.host} moved {'nothing' if dead else fmt_bytes(traffic)} while "
+                    f"its {len(devs) - 1} siblings moved {fmt_bytes(ref)} each (median): "
+                    + ("the device looks dead." if dead else "it carried far less than its share."),
+                    "Check the port state (`efajob devices`, `ibv_devinfo`) and `dmesg` on the node. "
+                    "NCCL spreads traffic over every device it can use: a device it cannot use "
+                    "costs the node that share of its bandwidth. Drain and replace the instance if "
+                    "the device is down.", host=n.host, device=d.name))
+    return out
+
+
+@rule("rx_drops")
+def rx_drops(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        drops = n.rx_drops
+        if drops is None or drops < th["rx_drops"] or drops == 0:
+            continue
+        pkts = n.counters.get("rx_pkts")
+        ratio = drops / pkts if pkts else None
+        crit = ratio is not None and ratio > th["rx_drops_critical_ratio"]
+        share = f" ({fmt_pct(ratio, 3)} of {fmt_count(pkts)} received)" if ratio is not None else ""
+        out.append(Finding(
+            "rx_drops", "critical" if crit else "warning",
+            f"{n.host} dropped {fmt_count(drops)} received packets{share}.",
+            "EFA drops what the receiver cannot take in (full queues) or what a congested fabric "
+            "delivers late; SRD resends it at a cost in bandwidth. Drops on one node point at "
+            "that node (CPU or PCIe pressure, another job); on every node, at congestion.",
+            host=n.host))
+    return out
+
+
+@rule("retransmits")
+def retransmits(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        rp = n.retrans_pkts
+        if not rp:
+            continue
+        tx = n.counters.get("tx_pkts")
+        ratio = rp / tx if tx else None
+        if ratio is not None and ratio < th["retrans_ratio_warning"]:
+            continue
+        crit = ratio is not None and ratio >= th["retrans_ratio_critical"]
+        timeouts = n.counters.get("retrans_timeout_events")
+        extra = f"; {fmt_count(timeouts)} retransmit timeouts" if timeouts else ""
+        share = f" ({fmt_pct(ratio, 3)} of {fmt_count(tx)} sent{extra})" if ratio is not None else ""
+        out.append(Finding(
+            "retransmits", "critical" if crit else "warning",
+            f"{n.host} retransmitted {fmt_count(rp)} packets{share}.",
+            "SRD resends lost packets transparently, but many resends cost bandwidth: congestion, "
+            "a bad link or a struggling peer. One node standing out points at it; all nodes, at "
+            "placement (use a cluster placement group) or the fabric.", host=n.host))
+    return out
+
+
+def _count_rule(report: "JobReport", counter: str, threshold: float, code: str,
+                message: str, advice: str) -> List[Finding]:
+    """A warning for every node whose `counter` reached `threshold` (`message` is formatted
+    with the node's `host` and the `count`)."""
+    out = []
+    for n in report.data_nodes:
+        v = n.counters.get(counter)
+        if v and v >= threshold:
+            out.append(Finding(code, "warning", message.format(host=n.host, count=fmt_count(v)),
+                               advice, host=n.host))
+    return out
+
+
+@rule("impaired_connections")
+def impaired_connections(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    return _count_rule(
+        report, "impaired_remote_conn_events", th["impaired_events"], "impaired_connections",
+        "{host} saw {count} impaired remote connection events: SRD found the path to some "
+        "peers lossy or slow.",
+        "If other nodes report the same, the common peer is the suspect: compare the "
+        "per-node health columns.")
+
+
+@rule("unresponsive_remote")
+def unresponsive_remote(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    return _count_rule(
+        report, "unresponsive_remote_events", th["unresponsive_events"], "unresponsive_remote",
+        "{host} saw {count} unresponsive remote events: peers stopped answering.",
+        "A peer node or process died, or the security group does not allow all traffic "
+        "within itself (EFA needs an inbound AND an outbound rule allowing all traffic "
+        "to and from the same security group).")
+
+
+@rule("ena_allowance_exceeded")
+def ena_allowance_exceeded(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        hits = {k: n.ena[k] for k in ENA_ALLOWANCE if n.ena.get(k)}
+        if sum(hits.values()) >= th["ena_allowance_events"] and hits:
+            listed = ", ".join(f"{k} {fmt_count(v)}" for k, v in hits.items())
+            out.append(Finding(
+                "ena_allowance_exceeded", "warning",
+                f"{n.host}'s ENA interface went over its instance allowances ({listed}): packets "
+                "were queued or dropped.",
+                "Usually checkpoint or dataset traffic (FSx, S3) at the same time as training: "
+                "spread it out, or keep it off the critical path.", host=n.host))
+    return out
+
+
+@rule("shared_node")
+def shared_node(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        if n.shared:
+            jobs = ", ".join(n.shared[:8]) + (f" (+{len(n.shared) - 8})" if len(n.shared) > 8 else "")
+            out.append(Finding(
+                "shared_node", "info",
+                f"{n.host} also ran job(s) {jobs} during this job: EFA counters are per device, "
+                "not per job, so its numbers include their traffic.",
+                "For exact per-job numbers run multi-node jobs with --exclusive.", host=n.host))
+    return out
+
+
+@rule("counter_reset")
+def counter_reset(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        if n.resets:
+            devs = sorted({r.split("/", 1)[0] for r in n.resets})
+            out.append(Finding(
+                "counter_reset", "warning",
+                f"Counters went down during the job on {n.host} ({', '.join(devs)}): a device reset "
+                "or driver reload. Its totals count only what happened after the reset.",
+                "Check `dmesg` on the node for efa or ena resets.", host=n.host))
+    return out
+
+
+_REASONS = {
+    "no_prolog": "the prolog did not run: counted from the daemon's samples only",
+    "no_prolog_no_samples": ("no prolog ran, so nothing recorded the job's start (the daemon learns of a job "
+                             "from the prolog's run-dir file): no counters"),
+    "no_start_snapshot": "no start snapshot: counted from the daemon's samples only",
+    "no_epilog": "the epilog never ran (node crash, slurmd restart): counted up to the daemon's last sample",
+    "no_end_snapshot": "no end snapshot: counted up to the daemon's last sample",
+    "device_vanished": "a device vanished during the job",
+}
+
+
+@rule("incomplete")
+def incomplete(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    if report.running:
+        live = sum(1 for n in report.nodes if n.status == "running" and n.live_age_s is not None)
+        out.append(Finding(
+            "incomplete", "info",
+            f"The job is still running ({live} node(s) live, {len(report.data_nodes)} record(s) so "
+            "far): numbers are partial.",
+            "Run the report again after the job ends for exact totals."))
+    for n in report.nodes:
+        if n.status == "incomplete":
+            why = "; ".join(_REASONS.get(r, r) for r in n.incomplete_reasons) or "flagged incomplete"
+            if n.source == "reconcile" and "no_epilog" not in n.incomplete_reasons:
+                why += " (record made by the daemon's reconciliation)"
+            out.append(Finding("incomplete", "warning", f"The record of {n.host} is incomplete: {why}.",
+                               "Numbers of this node may be low. See docs/records.md.", host=n.host))
+    missing = [n.host for n in report.nodes if n.status == "missing"]
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" (+{len(missing) - 10})" if len(missing) > 10 else "")
+        out.append(Finding(
+            "incomplete", "warning",
+            f"No record from {len(missing)} of {len(report.nodes)} nodes ({shown}): the totals leave "
+            "them out.",
+            "Their records may still wait in those nodes' outboxes (daemon stopped, store "
+            "unwritable): `efajob status` on a node shows its outbox."))
+    for path, why in report.skipped:
+        out.append(Finding("incomplete", "warning", f"Skipped record file {path}: {why}.",
+                           "The node's numbers are missing from the totals."))
+    return out
+
+
+@rule("short_job")
+def short_job(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    e = report.meta.elapsed_s
+    if e is None or report.running or e >= th["short_job_seconds"]:
+        return []
+    return [Finding("short_job", "info",
+                    f"The job ran for only {fmt_duration(e)}: averages and peaks over so short a time "
+                    "say little.", "")]

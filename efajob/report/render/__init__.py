@@ -1,0 +1,1 @@
+"""Report renderers: pure functions from a JobReport (or job rows) to text, JSON, CSV or HTML."""

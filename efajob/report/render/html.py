@@ -1,0 +1,236 @@
+"""The HTML report: one self-contained page (inline CSS and SVG, no script, no external
+resource), safe to mail around or attach to a ticket.
+
+Every string that comes from a record, Slurm or the store (job names, user names, hosts,
+device names, counter names, file paths) goes through `esc()`: a job named
+`<script>alert(1)</script>` prints as text. A Content-Security-Policy that forbids scripts and
+any fetch backs that up. Charts: per node, tx and rx Gbps over the job from the record's series,
+downsampled to at most MAX_POINTS points (the page of a 1,024-node job stays a few MB).
+"""
+from __future__ import annotations
+
+import html
+from datetime import tzinfo
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time
+from efajob.report.render.text import device_avg, fmt_allowance, natural_key
+
+if TYPE_CHECKING:  # pragma: no cover
+    from efajob.report.model import JobReport, NodeReport
+
+MAX_POINTS = 120
+DEVICE_ROWS_NODES = 64
+CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; form-action 'none'"
+_CSS = """
+body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#1d2430;max-width:1200px}
+h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px;border-bottom:1px solid #d8dde6}
+table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
+th{font-weight:600;color:#4a5566}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+tr.dev td{color:#5b6576;font-size:12px}tr.flag td{background:#fff6e0}
+.verdict{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
+.Healthy{background:#2e7d32}.Warning{background:#b26a00}.Failure{background:#c62828}
+.sev{font-weight:600;text-transform:uppercase;font-size:11px;padding:1px 6px;border-radius:6px;color:#fff}
+.critical{background:#c62828}.warning{background:#b26a00}.info{background:#1565c0}
+.gauge{display:inline-block;width:300px;height:12px;background:#e8ebf0;border-radius:6px;vertical-align:middle;overflow:hidden}
+.gauge span{display:block;height:100%;background:#1565c0}
+.charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #e1e5ec;border-radius:6px;padding:4px}
+.chart p{margin:0;font-size:12px}.advice{color:#4a5566;margin:2px 0 10px}.note{color:#6b4f00}
+.legend .tx{color:#1565c0}.legend .rx{color:#d84315}
+"""
+
+
+def esc(v: object) -> str:
+    return html.escape(str(v), quote=True)
+
+
+def _downsample(t: Sequence, ys: Sequence, n: int = MAX_POINTS) -> Tuple[List[float], List[Optional[float]]]:
+    if len(t) <= n:
+        return list(t), list(ys)
+    k = -(-len(t) // n)
+    ot, oy = [], []
+    for i in range(0, len(t), k):
+        vals = [v for v in ys[i:i + k] if isinstance(v, (int, float))]
+        ot.append(t[min(i + k, len(t)) - 1])
+        oy.append(sum(vals) / len(vals) if vals else None)
+    return ot, oy
+
+
+def _polyline(t: Sequence[float], ys: Sequence[Optional[float]], sx: float, sy: float, h: float,
+              cls: str, color: str, width: float) -> str:
+    pts = " ".join(f"{x * sx:.1f},{h - y * sy:.1f}" for x, y in zip(t, ys)
+                   if isinstance(x, (int, float)) and isinstance(y, (int, float)))
+    return (f'<polyline class="{cls}" fill="none" stroke="{color}" stroke-width="{width}" '
+            f'points="{pts}"/>' if pts else "")
+
+
+def series_top(nodes: Sequence["NodeReport"]) -> float:
+    """One y scale for every node's chart (so a straggler looks lower): the highest point of any
+    series plus headroom, or the link rate when nothing was sampled."""
+    top = 0.0
+    for n in nodes:
+        for key in ("tx_gbps", "rx_gbps"):
+            vals = (n.series or {}).get(key) or []
+            top = max([top] + [v for v in vals if isinstance(v, (int, float))])
+    if top <= 0:
+        top = max([n.link_gbps or 0.0 for n in nodes] + [1.0])
+    return top * 1.15
+
+
+def chart(n: "NodeReport", top: Optional[float] = None, width: int = 260, height: int = 90) -> str:
+    """Inline SVG of one node's tx/rx Gbps over time (empty frame when there is no series)."""
+    s = n.series or {}
+    t, tx, rx = s.get("t") or [], s.get("tx_gbps") or [], s.get("rx_gbps") or []
+    ok = isinstance(t, list) and isinstance(tx, list) and isinstance(rx, list) and len(t) > 0
+    label = f"{n.host}: EFA Gbps over time (blue sent, orange received)"
+    head = (f'<svg class="series" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{height + 14}" role="img" aria-label="{esc(label)}" data-host="{esc(n.host)}">'
+            f"<title>{esc(label)}</title>")
+    frame = f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fafbfc" stroke="#e1e5ec"/>'
+    if not ok:
+        return head + frame + (f'<text x="8" y="{height // 2}" font-size="11" fill="#8a93a3">'
+                               "no daemon samples</text></svg>")
+    tt, ttx = _downsample(t[:len(tx)], tx)
+    _, trx = _downsample(t[:len(rx)], rx)
+    if top is None:
+        top = series_top([n])
+    tmax = max(v for v in tt if isinstance(v, (int, float))) or 1.0
+    sx, sy = width / tmax, (height - 4) / top
+    axis = (f'<text x="2" y="{height + 12}" font-size="10" fill="#6b7585">0</text>'
+            f'<text x="{width - 2}" y="{height + 12}" font-size="10" fill="#6b7585" '
+            f'text-anchor="end">{esc(fmt_duration(tmax))}</text>'
+            f'<text x="4" y="11" font-size="10" fill="#6b7585">{esc(f"{top:,.0f}")} Gbps</text>')
+    # Sent drawn wide under received: equal rates (the usual all-reduce) still show both.
+    return (head + frame
+            + _polyline(tt, ttx, sx, sy, height, "tx", "#1565c0", 3.0)
+            + _polyline(tt, trx, sx, sy, height, "rx", "#d84315", 1.2)
+            + axis + "</svg>")
+
+
+def _gauge(ratio: Optional[float]) -> str:
+    pct = 0.0 if ratio is None else max(0.0, min(100.0, ratio * 100))
+    return f'<span class="gauge"><span style="width:{pct:.1f}%"></span></span> {esc(fmt_pct(ratio))}'
+
+
+def _rows(pairs: Sequence[Tuple[str, str]]) -> str:
+    return "".join(f"<tr><th>{esc(k)}</th><td>{v}</td></tr>" for k, v in pairs)
+
+
+def _header(r: "JobReport", tz: Optional[tzinfo]) -> str:
+    m = r.meta
+    job = esc(m.job_id) + (f" ({esc(m.alias)})" if m.alias else "") + (
+        f" restart {m.restart}" if m.restart or len(r.restarts) > 1 else "")
+    state = esc(m.state or NA) + (f", exit code {esc(m.exit_code)}" if m.exit_code else "")
+    pairs = [("Job", job), ("Name", esc(m.name or NA)), ("User", esc(m.user or NA)),
+             ("Account", esc(m.account or NA)), ("Partition", esc(m.partition or NA)),
+             ("Nodes", esc(f"{m.num_nodes or NA}  {m.nodelist or ''}")),
+             ("Instance type", esc(m.instance_type or NA)), ("State", state),
+             ("Start", esc(fmt_time(m.start, tz))),
+             ("End", "(running)" if r.running and m.end is None else esc(fmt_time(m.end, tz))),
+             ("Run time", esc(fmt_duration(m.elapsed_s))),
+             ("Metadata", "Slurm" if m.source == "slurm" else "job records (no Slurm metadata)")]
+    notes = "".join(f'<p class="note">note: {esc(n)}</p>' for n in r.notes)
+    return f"<table>{_rows(pairs)}</table>{notes}"
+
+
+def _overall(r: "JobReport") -> str:
+    o, t = r.overall, r.overall.totals
+    if o.nodes_with_data == 0:
+        return "<p>No node record yet.</p>"
+    pairs = [
+        ("Sent", esc(f"{fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets")),
+        ("Received", esc(f"{fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets")),
+        ("Per node, average", esc(f"{fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} Gbps in")),
+        ("Per node, peak", esc(f"{fmt_gbps(o.peak_tx_gbps)} Gbps out / {fmt_gbps(o.peak_rx_gbps)} Gbps in")),
+        ("Utilisation, average", _gauge(o.util_avg) + (esc(f" of {o.link_gbps:,.0f} Gbps") if o.link_gbps else "")),
+        ("Utilisation, peak", _gauge(o.util_peak)),
+        ("Bytes by operation", esc(f"RDMA read {fmt_pct(o.rdma_read_share)}, RDMA write "
+                                   f"{fmt_pct(o.rdma_write_share)}, send/recv {fmt_pct(o.send_share)}")),
+    ]
+    if o.ena:
+        pairs.append(("ENA (TCP/IP)", esc(f"sent {fmt_bytes(o.ena.get('tx_bytes'))}, received "
+                                          f"{fmt_bytes(o.ena.get('rx_bytes'))}")))
+    return (f"<p>Sum over {o.nodes_with_data} node(s) with records.</p><table>{_rows(pairs)}</table>")
+
+
+def _nodes(r: "JobReport") -> str:
+    head = ("<tr><th class=n>#</th><th>Host</th><th>Status</th><th class=n>Sent</th>"
+            "<th class=n>Received</th><th class=n>Avg out Gbps</th><th class=n>Avg in Gbps</th>"
+            "<th class=n>Peak Gbps</th><th class=n>Util</th><th class=n>Drops</th>"
+            "<th class=n>Retrans</th><th>Findings</th></tr>")
+    body = []
+    # Every device of every node up to DEVICE_ROWS_NODES nodes; beyond, only flagged nodes'
+    # devices (a 1,024 x 32 table helps nobody; the JSON and CSV have them all).
+    show_devices = len(r.nodes) <= DEVICE_ROWS_NODES
+    for n in r.nodes:
+        peak = max([v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None], default=None)
+        cells = [str(n.rank), esc(n.host), esc(n.status), fmt_bytes(n.tx_bytes), fmt_bytes(n.rx_bytes),
+                 fmt_gbps(n.avg_tx_gbps), fmt_gbps(n.avg_rx_gbps), fmt_gbps(peak), fmt_pct(n.util_avg),
+                 fmt_count(n.rx_drops), fmt_count(n.retrans_pkts)]
+        if n.status == "running":
+            cells[5:7] = [f"live {fmt_gbps(n.live_tx_gbps)}", f"live {fmt_gbps(n.live_rx_gbps)}"]
+        cls = ' class="flag"' if n.marks or n.status == "missing" else ""
+        num = (0, 3, 4, 5, 6, 7, 8, 9, 10)
+        tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i not in (1, 2) else c}</td>"
+                      for i, c in enumerate(cells))
+        body.append(f"<tr{cls}>{tds}<td>{esc(', '.join(n.marks))}</td></tr>")
+        if not show_devices and not n.marks:
+            continue
+        for d in sorted(n.devices, key=lambda d: natural_key(d.name)):
+            dpk = max([v for v in (d.peak_tx_gbps, d.peak_rx_gbps) if v is not None], default=None)
+            dc = ["", esc(d.name), "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
+                  fmt_gbps(device_avg(d.tx_bytes, n.elapsed_s)), fmt_gbps(device_avg(d.rx_bytes, n.elapsed_s)),
+                  fmt_gbps(dpk), "", fmt_count(d.counters.get("rx_drops")),
+                  fmt_count(d.counters.get("retrans_pkts"))]
+            tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i != 1 else c}</td>"
+                          for i, c in enumerate(dc))
+            body.append(f'<tr class="dev">{tds}<td>{"reset" if d.resets else ""}</td></tr>')
+    note = "" if show_devices else (f"<p>Device rows shown for flagged nodes only ({len(r.nodes)} "
+                                    "nodes); --format csv or json lists every device.</p>")
+    return f"{note}<table>{head}{''.join(body)}</table>"
+
+
+def _findings(r: "JobReport") -> str:
+    if not r.findings:
+        return "<p>None: nothing unusual in the counters.</p>"
+    out = []
+    for f in r.findings:
+        where = " ".join(esc(x) for x in (f.host, f.device) if x)
+        out.append(f'<p><span class="sev {esc(f.severity)}">{esc(f.severity)}</span> '
+                   f"<b>{esc(f.code)}</b> {where}<br>{esc(f.message)}</p>"
+                   + (f'<p class="advice">{esc(f.advice)}</p>' if f.advice else ""))
+    return "".join(out)
+
+
+def _health(r: "JobReport") -> str:
+    t, o = r.overall.totals, r.overall
+    pairs = [("rx drops", fmt_count(t.get("rx_drops"))),
+             ("SRD retransmitted packets", fmt_count(t.get("retrans_pkts"))),
+             ("retransmit timeouts", fmt_count(t.get("retrans_timeout_events"))),
+             ("impaired remote connections", fmt_count(t.get("impaired_remote_conn_events"))),
+             ("unresponsive remote events", fmt_count(t.get("unresponsive_remote_events"))),
+             ("ENA allowance exceeded", fmt_allowance(o.ena)),
+             ("counter resets", ", ".join(o.resets) or "none")]
+    return f"<table>{_rows([(k, esc(v)) for k, v in pairs])}</table>"
+
+
+def render_html(r: "JobReport", *, tz: Optional[tzinfo] = None) -> str:
+    m = r.meta
+    title = f"EFA job report: job {m.job_id}, cluster {m.cluster}"
+    top = series_top(r.data_nodes)
+    charts = "".join(
+        f'<div class="chart"><p>{esc(n.rank)}. {esc(n.host)} ({esc(n.status)})</p>{chart(n, top)}</div>'
+        for n in r.nodes if n.has_data)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
+        f'<h1>{esc(title)} <span class="verdict {esc(r.verdict)}" id="verdict">{esc(r.verdict)}</span></h1>\n'
+        f"{_header(r, tz)}\n<h2>Overall</h2>\n{_overall(r)}\n"
+        f'<h2>Throughput over time</h2>\n<p class="legend"><span class="tx">&#9632; sent</span> '
+        f'<span class="rx">&#9632; received</span> (Gbps per node, one scale for all nodes)</p>\n<div class="charts">{charts or "<p>No node record yet.</p>"}</div>\n'
+        f"<h2>Per node (ranked by traffic)</h2>\n{_nodes(r)}\n"
+        f"<h2>Health</h2>\n{_health(r)}\n<h2>Findings</h2>\n{_findings(r)}\n"
+        f'<p>Verdict: <span class="verdict {esc(r.verdict)}">{esc(r.verdict)}</span></p>\n'
+        "</body></html>\n")

@@ -1,0 +1,295 @@
+"""The text report (the default of `efajob report`). Pure: JobReport in, str out; golden-tested
+byte for byte.
+
+Sections, as Princeton's jobstats lays them out: header, overall (with bar gauges), per node
+(ranked, outliers marked), health, findings with advice, verdict. Units are decimal (GB = 1e9
+bytes, Gbps = 1e9 bit/s), as link rates are quoted. Absent values print "n/a", never 0.
+"""
+from __future__ import annotations
+
+import textwrap
+from datetime import tzinfo
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+
+from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time
+from efajob.node.readings import natural_key  # noqa: F401  (re-exported: the renderers import it from here)
+from efajob.report.maths import max2
+
+if TYPE_CHECKING:  # pragma: no cover
+    from efajob.report.model import JobReport, NodeReport
+
+WIDTH = 90
+GROUP_LIMIT = 6  # findings of one code shown before "... and N more"
+
+
+def gauge(ratio: Optional[float], width: int = 40) -> str:
+    """`[#########...............]`; over 100% (bursts above the quoted rate) fills the bar."""
+    if ratio is None:
+        return "[" + " " * width + "]"
+    filled = max(0, min(width, int(round(ratio * width))))
+    return "[" + "#" * filled + "." * (width - filled) + "]"
+
+
+# -- colour ----------------------------------------------------------------------------------------
+_COLORS = {"critical": "31;1", "Failure": "31;1", "warning": "33;1", "Warning": "33;1",
+           "Healthy": "32;1", "info": "36", "bold": "1", "dim": "2"}
+
+
+class _Paint:
+    def __init__(self, on: bool):
+        self.on = on
+
+    def __call__(self, text: str, what: str) -> str:
+        code = _COLORS.get(what)
+        return f"\x1b[{code}m{text}\x1b[0m" if self.on and code else text
+
+
+# -- tables --------------------------------------------------------------------------------------
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool],
+          indent: str = "  ") -> List[str]:
+    rows = [list(r) for r in rows]
+    widths = [len(h) for h in headers]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [c.rjust(w) if rt else c.ljust(w) for c, w, rt in zip(cells, widths, right)]
+        return (indent + "  ".join(out)).rstrip()
+
+    return [line(headers)] + [line(r) for r in rows]
+
+
+def _wrap(text: str, indent: str) -> List[str]:
+    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent,
+                         break_on_hyphens=False, break_long_words=False) or [indent.rstrip()]
+
+
+# -- sections ------------------------------------------------------------------------------------
+def _header(r: "JobReport", tz: Optional[tzinfo], paint: _Paint) -> List[str]:
+    m = r.meta
+    title = f"EFA job report: job {m.job_id}, cluster {m.cluster}"
+    verdict = f"Verdict: {r.verdict}"
+    pad = max(1, WIDTH - len(title) - len(verdict))
+    out = [paint(title, "bold") + " " * pad + paint(verdict, r.verdict), "=" * WIDTH]
+    job = m.job_id + (f" ({'array task' if '_' in m.alias else 'het component'} {m.alias})"
+                      if m.alias else "")
+    job += f" (restart {m.restart})" if m.restart or len(r.restarts) > 1 else ""
+    who = m.user or NA
+    if m.account:
+        who += f"  (account {m.account})"
+    rows = [("Job", job), ("Name", m.name or NA), ("User", who), ("Partition", m.partition or NA)]
+    nodes = f"{m.num_nodes if m.num_nodes is not None else NA}"
+    if m.nodelist:
+        nodes += f"  {m.nodelist}"
+    rows.append(("Nodes", nodes))
+    rows.append(("Instance", _instance_line(r)))
+    state = m.state or NA
+    if m.exit_code:
+        state += f", exit code {m.exit_code}"
+    rows.append(("State", state))
+    rows.append(("Start", fmt_time(m.start, tz)))
+    rows.append(("End", "(running)" if r.running and m.end is None else fmt_time(m.end, tz)))
+    run = fmt_duration(m.elapsed_s) + (" so far" if r.running else "")
+    if m.time_limit:
+        run += f"  (limit {fmt_duration(m.time_limit * 60)})"
+    rows.append(("Run time", run))
+    rows.append(("Metadata", "Slurm" if m.source == "slurm" else "job records (no Slurm metadata)"))
+    out += [f"  {k:<10}: {v}" for k, v in rows]
+    for note in r.notes:
+        out += _wrap("note: " + note, "  ")
+    return out
+
+
+def _instance_line(r: "JobReport") -> str:
+    from efajob.node.instances import lookup
+
+    m, o = r.meta, r.overall
+    it = lookup(m.instance_type)
+    if it is not None:
+        return (f"{it.name}, {it.devices} EFA devices x {it.gbps_per_device:g} Gbps "
+                f"= {it.total_gbps:,.0f} Gbps per node")
+    if o.link_gbps:
+        return f"{m.instance_type or 'unknown type'}, {o.link_gbps:,.0f} Gbps EFA per node"
+    return m.instance_type or NA
+
+
+def _overall(r: "JobReport") -> List[str]:
+    o, t = r.overall, r.overall.totals
+    n = o.nodes_with_data
+    out = [f"Overall EFA traffic (sum over {n} node{'s' if n != 1 else ''} with records)"]
+    live = [x for x in r.nodes if x.status == "running" and x.live_age_s is not None]
+    if live:
+        tx = sum(x.live_tx_gbps or 0 for x in live)
+        rx = sum(x.live_rx_gbps or 0 for x in live)
+        out.append(f"  Live now      {fmt_gbps(tx)} Gbps out / {fmt_gbps(rx)} Gbps in, summed over "
+                   f"{len(live)} running node{'s' if len(live) != 1 else ''} (node status files)")
+    if n == 0:
+        return out + ["  no node record yet (records arrive when each node's part of the job ends)"]
+    out.append(f"  Sent          {fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets")
+    out.append(f"  Received      {fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets")
+    out.append(f"  Per node      avg {fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} Gbps in"
+               f";  peak {fmt_gbps(o.peak_tx_gbps)} out / {fmt_gbps(o.peak_rx_gbps)} in")
+    link = f" of {o.link_gbps:,.0f} Gbps per node" if o.link_gbps else " (link rate unknown)"
+    out.append(f"  Utilisation   avg  {gauge(o.util_avg)} {fmt_pct(o.util_avg):>6}{link}")
+    out.append(f"                peak {gauge(o.util_peak)} {fmt_pct(o.util_peak):>6}")
+    if o.rdma_read_share is not None or o.rdma_write_share is not None or o.send_share is not None:
+        out.append(f"  Bytes by op   RDMA read {fmt_pct(o.rdma_read_share)}, RDMA write "
+                   f"{fmt_pct(o.rdma_write_share)}, send/recv {fmt_pct(o.send_share)}")
+    if o.ena:
+        out.append(f"  ENA (TCP/IP)  sent {fmt_bytes(o.ena.get('tx_bytes'))}, received "
+                   f"{fmt_bytes(o.ena.get('rx_bytes'))}  (not EFA: sockets, storage, control)")
+    return out
+
+
+_MARKS = {"straggler_node": "straggler", "device_idle": "idle device", "rx_drops": "drops",
+          "retransmits": "retransmits", "impaired_connections": "impaired",
+          "unresponsive_remote": "unresponsive", "ena_allowance_exceeded": "ENA allowance",
+          "counter_reset": "reset", "incomplete": "incomplete"}
+
+
+def _node_row(n: "NodeReport") -> List[str]:
+    if n.status == "running":
+        if n.live_age_s is None and n.live_tx_gbps is None and n.live_rx_gbps is None:
+            live = "no node status"
+        else:
+            live = (f"live {fmt_gbps(n.live_tx_gbps)} out / {fmt_gbps(n.live_rx_gbps)} in Gbps"
+                    + (f", {fmt_duration(n.live_age_s)} ago" if n.live_age_s is not None else ""))
+        return [str(n.rank), n.host, " ", "running", "", "", "", "", "", "", "", live]
+    if n.status == "missing":
+        return [str(n.rank), n.host, "!", "no record", "", "", "", "", "", "", "", ""]
+    notes = [_MARKS.get(c, c) for c in n.marks]
+    if n.shared:
+        notes.append("shared")
+    return [str(n.rank), n.host, "!" if n.marks else " ", fmt_bytes(n.tx_bytes), fmt_bytes(n.rx_bytes),
+            fmt_gbps(n.avg_tx_gbps), fmt_gbps(n.avg_rx_gbps), fmt_gbps(max2(n.peak_tx_gbps, n.peak_rx_gbps)),
+            fmt_pct(n.util_avg), fmt_count(n.rx_drops), fmt_count(n.retrans_pkts)] + [", ".join(notes)]
+
+
+def device_avg(nbytes: Optional[int], seconds: Optional[float]) -> Optional[float]:
+    """A device's average Gbps over the node's job window."""
+    if nbytes is None or not seconds:
+        return None
+    return nbytes * 8 / seconds / 1e9
+
+
+def _nodes(r: "JobReport", verbose: bool) -> List[str]:
+    headers = ["#", "HOST", "", "SENT", "RECEIVED", "AVG OUT", "AVG IN", "PEAK", "UTIL", "DROPS",
+               "RETRANS", "NOTES"]
+    right = [True, False, False, True, True, True, True, True, True, True, True, False]
+    rows: List[List[str]] = []
+    for n in r.nodes:
+        rows.append(_node_row(n))
+        if verbose:
+            for d in sorted(n.devices, key=lambda d: natural_key(d.name)):
+                atx, arx = device_avg(d.tx_bytes, n.elapsed_s), device_avg(d.rx_bytes, n.elapsed_s)
+                util = (max2(atx, arx) / d.link_gbps) if d.link_gbps and max2(atx, arx) is not None else None
+                rows.append(["", "  " + d.name, "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
+                             fmt_gbps(atx), fmt_gbps(arx),
+                             fmt_gbps(max2(d.peak_tx_gbps, d.peak_rx_gbps)), fmt_pct(util),
+                             fmt_count(d.counters.get("rx_drops")),
+                             fmt_count(d.counters.get("retrans_pkts")),
+                             "reset" if d.resets else ""])
+    out = ["Per node, ranked by traffic (Gbps; ! = see findings" + ("" if verbose else "; -v: per device")
+           + ")"]
+    return out + table(headers, rows, right)
+
+
+_SRD_NA = "n/a (no SRD counters: Nitro v4+ and kernel >= 6.17 have them)"
+
+
+def _health(r: "JobReport") -> List[str]:
+    t, o = r.overall.totals, r.overall
+    out = ["Health (sum over nodes)"]
+    if not r.data_nodes:
+        return out + ["  no node record yet"]
+
+    def line(label: str, value: str) -> None:
+        out.append(f"  {label:<30}{value}")
+
+    line("rx drops", fmt_count(t.get("rx_drops")))
+    if "retrans_pkts" in t:
+        line("SRD retransmitted packets", f"{fmt_count(t.get('retrans_pkts'))}  ({fmt_bytes(t.get('retrans_bytes'))}; "
+             f"{fmt_count(t.get('retrans_timeout_events'))} timeouts)")
+    else:
+        line("SRD retransmitted packets", _SRD_NA)
+    line("impaired remote connections", fmt_count(t.get("impaired_remote_conn_events"))
+         if "impaired_remote_conn_events" in t else _SRD_NA)
+    line("unresponsive remote events", fmt_count(t.get("unresponsive_remote_events"))
+         if "unresponsive_remote_events" in t else _SRD_NA)
+    line("ENA allowance exceeded", fmt_allowance(o.ena))
+    line("counter resets", ", ".join(o.resets[:6]) + (f" (+{len(o.resets) - 6})" if len(o.resets) > 6 else "")
+         if o.resets else "none")
+    return out
+
+
+def _findings(r: "JobReport", paint: _Paint) -> List[str]:
+    out = ["Findings"]
+    if not r.findings:
+        return out + ["  none: nothing unusual in the counters"]
+    seen: Dict[str, int] = {}
+    for f in r.findings:
+        key = f"{f.severity}:{f.code}"
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] == GROUP_LIMIT:
+            total = sum(1 for g in r.findings if g.code == f.code and g.severity == f.severity)
+            out.append(f"  ... and {total - GROUP_LIMIT + 1} more {f.severity} {f.code} findings "
+                       "(--format json lists them all)")
+        if seen[key] >= GROUP_LIMIT:
+            continue
+        where = " ".join(x for x in (f.host, f.device) if x)
+        out.append("  " + paint(f"[{f.severity}]", f.severity) + f" {f.code}" + (f"  {where}" if where else ""))
+        out += _wrap(f.message, "      ")
+        if f.advice:
+            out += _wrap("-> " + f.advice, "      ")
+    return out
+
+
+def render_text(r: "JobReport", *, verbose: bool = False, color: bool = False,
+                tz: Optional[tzinfo] = None) -> str:
+    """The full text report. `tz` None: the machine's local zone."""
+    paint = _Paint(color)
+    rule = "-" * WIDTH
+    counts = {s: sum(1 for f in r.findings if f.severity == s) for s in ("critical", "warning", "info")}
+    summary = ", ".join(f"{v} {k}{'s' if k == 'warning' and v > 1 else ''}"
+                        for k, v in counts.items() if v) or "no findings"
+    parts = [_header(r, tz, paint), [rule], _overall(r), [rule], _nodes(r, verbose), [rule],
+             _health(r), [rule], _findings(r, paint), ["=" * WIDTH],
+             [paint(f"Verdict: {r.verdict}", r.verdict) + f"  ({summary})"]]
+    return "\n".join(line for part in parts for line in part) + "\n"
+
+
+# -- `efajob jobs` ---------------------------------------------------------------------------------
+def fmt_allowance(ena: Mapping[str, int]) -> str:
+    """The ENA allowance counters of a report line: the ones that moved, "none" when every one
+    that was read stayed at 0, "n/a" when none was read (absent is not zero)."""
+    from efajob.report.model import ENA_ALLOWANCE
+
+    read = [k for k in ENA_ALLOWANCE if k in ena]
+    if not read:
+        return "n/a (not recorded)"
+    moved = [f"{k} {fmt_count(ena[k])}" for k in read if ena[k]]
+    return ", ".join(moved) if moved else f"none ({len(read)} counters read)"
+
+
+def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: bool = False) -> str:
+    """One line per job: rows are `jobreports.job_summary` dicts."""
+    paint = _Paint(color)
+    if not rows:
+        return "No jobs in the store match.\n"
+    headers = ["CLUSTER", "JOB", "USER", "STATE", "NODES", "START", "ELAPSED", "SENT", "RECEIVED",
+               "AVG/NODE", "VERDICT"]
+    right = [False, False, False, False, True, False, True, True, True, True, False]
+    body = []
+    for j in rows:
+        body.append([j["cluster"], j["job_id"] + (f".{j['restart']}" if j.get("restart") else ""),
+                     j.get("user") or NA, j.get("state") or NA, str(j.get("num_nodes") or NA),
+                     fmt_time(j.get("start"), tz)[:16] if j.get("start") else NA,
+                     fmt_duration(j.get("elapsed_s")), fmt_bytes(j.get("tx_bytes")),
+                     fmt_bytes(j.get("rx_bytes")),
+                     (fmt_gbps(j.get("avg_gbps_per_node")) + " Gbps") if j.get("avg_gbps_per_node") is not None else NA,
+                     j["verdict"]])
+    lines = table(headers, body, right, indent="")
+    if color:  # colour after alignment: escape codes have no width
+        lines = [lines[0]] + [ln[: len(ln) - len(row[-1])] + paint(row[-1], row[-1])
+                              for ln, row in zip(lines[1:], body)]
+    return "\n".join(lines) + "\n"

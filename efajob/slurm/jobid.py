@@ -1,0 +1,131 @@
+"""Slurm job ids and run-dir keys: validated before they become path components.
+
+Job ids are strings, never ints (ReFrame's lesson): a plain job `123`, an array task `123_4`
+(what users type and sacct prints; the hooks see the unique numeric id), a heterogeneous
+component `123+1`. A run-dir/record key is the job id, plus `.<restart>` when Slurm requeued
+the job (`SLURM_JOB_RESTART_COUNT` > 0: same job id, a new run).
+
+Anything else (`../../etc`, `123/4`, empty, 30 digits, unicode digits) is refused: these
+strings are used as file names under the run dir, the outbox and the shared job store.
+
+On the hook import path: standard library only.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from efajob.errors import UsageError
+
+# 10 digits hold any 32-bit job id (Slurm's are uint32); the het offset is small.
+# [0-9] rather than \d (\d matches unicode digits, which int() accepts); fullmatch rather than
+# `$`, which also matches before a trailing newline.
+_JOB_ID = r"[0-9]{1,10}(?:_[0-9]{1,10}|\+[0-9]{1,5})?"
+JOB_ID_RE = re.compile(_JOB_ID)
+KEY_RE = re.compile(rf"({_JOB_ID})(?:\.([1-9][0-9]{{0,5}}))?")
+MAX_RESTART = 999999
+
+
+def is_job_id(value: object) -> bool:
+    return isinstance(value, str) and JOB_ID_RE.fullmatch(value) is not None
+
+
+def validate_job_id(value: Optional[str]) -> str:
+    """Return `value` when it is a job id (`123`, `123_4`, `123+1`); else raise UsageError."""
+    if not is_job_id(value):
+        raise UsageError(f"job id {value!r} is not valid (expected e.g. 123, 123_4 or 123+1)")
+    return value  # type: ignore[return-value]
+
+
+def parse_restart(value: Optional[str]) -> int:
+    """`SLURM_JOB_RESTART_COUNT` -> int; absent or empty is 0; garbage raises UsageError."""
+    if value is None or value == "":
+        return 0
+    v = value.strip()
+    if not (v.isascii() and v.isdigit()) or int(v) > MAX_RESTART:
+        raise UsageError(f"restart count {value!r} is not a small non-negative integer")
+    return int(v)
+
+
+def job_key(job_id: str, restart: int = 0) -> str:
+    """`123` or `123.1` when restart > 0 (a requeued job keeps its id; its runs must not clash)."""
+    validate_job_id(job_id)
+    if isinstance(restart, bool) or not isinstance(restart, int) or not 0 <= restart <= MAX_RESTART:
+        raise UsageError(f"restart count {restart!r} is not a small non-negative integer")
+    return job_id if restart == 0 else f"{job_id}.{restart}"
+
+
+def parse_key(key: str) -> Tuple[str, int]:
+    """`123.1` -> ("123", 1); raises UsageError when `key` is not a key."""
+    m = KEY_RE.fullmatch(key) if isinstance(key, str) else None
+    if m is None:
+        raise UsageError(f"job key {key!r} is not valid (expected <jobid> or <jobid>.<restart>)")
+    return m.group(1), int(m.group(2) or 0)
+
+
+def is_key(value: object) -> bool:
+    return isinstance(value, str) and KEY_RE.fullmatch(value) is not None
+
+
+@dataclass(frozen=True)
+class JobIdentity:
+    """Who the job is, as the hooks learn it from Slurm's environment (or the active file)."""
+
+    cluster: str
+    job_id: str  # SLURM_JOB_ID: the unique numeric id (array/het forms below when known)
+    restart: int
+    host: str  # SLURMD_NODENAME
+    user: Optional[str] = None
+    uid: Optional[int] = None
+    partition: Optional[str] = None
+    account: Optional[str] = None
+    nodelist: Optional[str] = None
+    num_nodes: Optional[int] = None
+    array_job_id: Optional[str] = None
+    array_task_id: Optional[str] = None
+    het_job_id: Optional[str] = None
+    het_job_offset: Optional[str] = None
+    exit_code: Optional[str] = None  # "exit:signal" as sacct prints it
+    derived_exit_code: Optional[str] = None
+    # When there is no start snapshot: the start from the active file (mono + wall) or from
+    # SLURM_JOB_START_TIME (wall only, Slurm 23.02+).
+    start_wall: Optional[float] = None
+    start_mono: Optional[float] = None
+
+    @property
+    def key(self) -> str:
+        return job_key(self.job_id, self.restart)
+
+
+def format_exit_code(raw: Optional[str], code2: Optional[str] = None) -> Optional[str]:
+    """Slurm's exit code as sacct shows it ("1:0", "0:9"). `code2` is SLURM_JOB_EXIT_CODE2
+    (already "exit:signal"); `raw` is a wait(2) status (SLURM_JOB_EXIT_CODE, _DERIVED_EC)."""
+    if code2:
+        parts = code2.strip().split(":")
+        if len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) < 6 for p in parts):
+            return f"{int(parts[0])}:{int(parts[1])}"
+    if raw is None or not (raw.strip().isascii() and raw.strip().isdigit()) or len(raw.strip()) > 10:
+        return None
+    status = int(raw)
+    # WIFEXITED / WEXITSTATUS / WTERMSIG, as slurmctld computes EXIT_CODE2.
+    if status & 0x7F == 0:
+        return f"{(status >> 8) & 0xFF}:0"
+    return f"0:{status & 0x7F}"
+
+
+def status_job_key(entry: object) -> Optional[Tuple[str, str, int, dict]]:
+    """One `jobs` entry of a node status document (efajob/daemon/nodestatus.py) -> (key, job_id,
+    restart, the entry as a dict), or None when it names no valid job. Entries are objects with
+    `key`, or `job_id` (+ `restart`); a plain key string is accepted too."""
+    j = {"key": entry} if isinstance(entry, str) else entry
+    if not isinstance(j, dict):
+        return None
+    key = j.get("key")
+    if not is_key(key):
+        jid, rs = j.get("job_id"), j.get("restart", 0)
+        if not is_job_id(jid) or isinstance(rs, bool) or not isinstance(rs, int) or rs < 0:
+            return None
+        key = jid if rs == 0 else f"{jid}.{rs}"
+    job_id, restart = parse_key(key)
+    return key, job_id, restart, j

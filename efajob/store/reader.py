@@ -1,0 +1,425 @@
+"""Reading the job store: find a job's records, list recent jobs, read node status files.
+
+    <store>/<cluster>/jobs/<job_id>/<host>[.<restart>].json   one job-node record per node
+    <store>/<cluster>/nodes/<host>.json                         node status (the daemon, ~15 s)
+
+Writers (efajob/hooks/outbox.py, the daemon) rename complete files into place, so a reader sees a
+whole file or none; temp files start with "." and are skipped here. A file that is still
+corrupt (a crash on a filesystem without atomic rename, a hand edit) is skipped with its
+reason: the report turns that into an `incomplete` finding, never into zeros.
+
+Nothing here prints: errors are StoreError (store unreadable), JobNotFoundError,
+AmbiguousJobError (several clusters, array tasks or het components match).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from efajob.errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
+from efajob.slurm.jobid import is_job_id, status_job_key, validate_job_id
+from efajob.values import as_number
+
+JOBS_DIR = "jobs"
+NODES_DIR = "nodes"
+MAX_RECORD_BYTES = 16 << 20  # a 32-device record with a 500-point series is ~40 kB
+MAX_STATUS_BYTES = 1 << 20
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # config.validate_name's alphabet
+_RESTART_SUFFIX = re.compile(r"^(.+)\.([1-9][0-9]{0,5})$")
+# A node status file older than this means its daemon stopped writing it (written every
+# `status_interval`, 15 s by default: four missed writes).
+DEFAULT_MAX_STATUS_AGE = 60.0
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """One run (cluster, job id, restart) of a job and the record files found for it."""
+
+    store: str
+    cluster: str
+    job_id: str
+    restart: int
+    paths: Tuple[str, ...]  # record files of this restart, sorted by file name
+    restarts: Tuple[int, ...] = (0,)  # every restart of the job in this cluster
+    restart_defaulted: bool = False  # several restarts and the caller did not choose
+    live: Dict[str, "NodeStatus"] = field(default_factory=dict)  # host -> status naming the job
+
+    @property
+    def key(self) -> str:
+        return self.job_id if self.restart == 0 else f"{self.job_id}.{self.restart}"
+
+
+@dataclass(frozen=True)
+class LiveJob:
+    """A job a node status file lists as running on that node."""
+
+    key: str
+    job_id: str
+    restart: int
+    user: Optional[str] = None
+    start: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """The parts of a daemon's node status file the report uses (efajob/daemon/nodestatus.py writes it;
+    unknown keys are ignored, missing ones are None)."""
+
+    host: str
+    wall: Optional[float]
+    tx_gbps: Optional[float]
+    rx_gbps: Optional[float]
+    jobs: Tuple[LiveJob, ...]
+    path: str = ""
+    instance_type: Optional[str] = None  # the daemon's (config or IMDS), for live reports
+
+    def age(self, now: float) -> Optional[float]:
+        return None if self.wall is None else max(0.0, now - self.wall)
+
+    def fresh(self, now: float, max_age: float = DEFAULT_MAX_STATUS_AGE) -> bool:
+        age = self.age(now)
+        return age is not None and age <= max_age
+
+
+@dataclass
+class LoadedRecords:
+    records: List[dict] = field(default_factory=list)
+    skipped: List[Tuple[str, str]] = field(default_factory=list)  # (path, why)
+
+
+# -- listing ---------------------------------------------------------------------------------
+def _listdir(path: str, what: str) -> List[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+    except NotADirectoryError:
+        raise StoreError(f"{what} {path} is not a directory") from None
+    except OSError as e:
+        raise StoreError(f"cannot read {what} {path}: {e.strerror}") from None
+
+
+def list_clusters(store: str) -> List[str]:
+    """Cluster directories of the store. A missing or unreadable store is a StoreError."""
+    if not os.path.exists(store):
+        raise StoreError(f"job store {store} does not exist (set `store` in the config, "
+                         "EFAJOB_STORE or --store)")
+    names = _listdir(store, "job store")
+    return sorted(n for n in names if _NAME_RE.match(n) and os.path.isdir(os.path.join(store, n)))
+
+
+def parse_record_name(name: str) -> Optional[Tuple[str, int]]:
+    """`n1.json` -> ("n1", 0); `n1.2.json` -> ("n1", 2); temp files and others -> None."""
+    if not name.endswith(".json") or name.startswith("."):
+        return None
+    stem = name[:-5]
+    m = _RESTART_SUFFIX.match(stem)
+    host, restart = (m.group(1), int(m.group(2))) if m else (stem, 0)
+    return (host, restart) if _NAME_RE.match(host) else None
+
+
+def scan_job_dir(path: str) -> Dict[int, List[str]]:
+    """{restart: [record paths]} of one job directory."""
+    out: Dict[int, List[str]] = {}
+    for name in sorted(_listdir(path, "job directory")):
+        parsed = parse_record_name(name)
+        if parsed is not None:
+            out.setdefault(parsed[1], []).append(os.path.join(path, name))
+    return out
+
+
+def _clusters_to_search(store: str, cluster: Optional[str]) -> List[str]:
+    clusters = list_clusters(store)
+    if cluster is None:
+        return clusters
+    if not _NAME_RE.match(cluster):
+        raise UsageError(f"cluster name {cluster!r} is not valid")
+    return [cluster]
+
+
+def find_job(store: str, job_id: str, *, cluster: Optional[str] = None,
+             restart: Optional[int] = None, now: Optional[float] = None,
+             max_status_age: float = DEFAULT_MAX_STATUS_AGE) -> JobFiles:
+    """Locate one run of a job. Several clusters -> AmbiguousJobError (unless `cluster`);
+    several restarts -> the latest unless `restart` (`restart_defaulted` says so). A job with no
+    record yet but listed by fresh node status files is found too (running: `live`)."""
+    validate_job_id(job_id)
+    now = time.time() if now is None else now
+    clusters = _clusters_to_search(store, cluster)
+    found: Dict[str, Dict[int, List[str]]] = {}
+    for c in clusters:
+        runs = scan_job_dir(os.path.join(store, c, JOBS_DIR, job_id))
+        if runs:
+            found[c] = runs
+    live_by_cluster: Dict[str, Dict[str, NodeStatus]] = {}
+    for c in (clusters if not found else list(found)):
+        live = {h: s for h, s in read_node_statuses(store, c).items()
+                if s.fresh(now, max_status_age) and any(j.job_id == job_id for j in s.jobs)}
+        if live:
+            live_by_cluster[c] = live
+            found.setdefault(c, {})
+    if not found:
+        # Hooks file records under the numeric SLURM_JOB_ID; an array task (7_8) or a het
+        # component (8+1) is found through the ids its records carry.
+        aliases = find_aliases(store, job_id, clusters)
+        if len(aliases) == 1:
+            (c, stored), = aliases
+            return find_job(store, stored, cluster=c, restart=restart, now=now,
+                            max_status_age=max_status_age)
+        if len(aliases) > 1:
+            raise AmbiguousJobError(
+                f"job {job_id} matches several jobs in {store}: "
+                + ", ".join(f"{j} (cluster {c})" for c, j in aliases) + "; choose with --cluster")
+        _raise_not_found(store, job_id, clusters, cluster)
+    if len(found) > 1:
+        raise AmbiguousJobError(
+            f"job {job_id} exists in several clusters of {store}: {', '.join(sorted(found))}; "
+            "choose one with --cluster")
+    (c, runs), = found.items()
+    live = live_by_cluster.get(c, {})
+    live_restarts = {j.restart for s in live.values() for j in s.jobs if j.job_id == job_id}
+    restarts = tuple(sorted(set(runs) | live_restarts))
+    if restart is not None:
+        if restart not in restarts:
+            raise JobNotFoundError(
+                f"job {job_id} in cluster {c} has no restart {restart} "
+                f"(restarts in the store: {', '.join(map(str, restarts))})")
+        chosen, defaulted = restart, False
+    else:
+        chosen, defaulted = restarts[-1], len(restarts) > 1
+    live = {h: s for h, s in live.items()
+            if any(j.job_id == job_id and j.restart == chosen for j in s.jobs)}
+    return JobFiles(store=store, cluster=c, job_id=job_id, restart=chosen,
+                    paths=tuple(runs.get(chosen, ())), restarts=restarts,
+                    restart_defaulted=defaulted, live=live)
+
+
+_ALIAS_RE = re.compile(r"([0-9]{1,10})([_+])([0-9]{1,10})")
+
+
+def find_aliases(store: str, job_id: str, clusters: Sequence[str]) -> List[Tuple[str, str]]:
+    """[(cluster, stored job id)] whose records say they are array task / het component
+    `job_id`. Reads one record per candidate directory (ids >= the array or het job id, which
+    Slurm allocates first); used only when the id is not a directory name and Slurm did not
+    map it."""
+    m = _ALIAS_RE.fullmatch(job_id)
+    if m is None:
+        return []
+    base, sep, part = m.groups()
+    keys = ("array_job_id", "array_task_id") if sep == "_" else ("het_job_id", "het_job_offset")
+    out: List[Tuple[str, str]] = []
+    for c in clusters:
+        jobs = os.path.join(store, c, JOBS_DIR)
+        for name in _listdir(jobs, "jobs directory"):
+            if not (name.isascii() and name.isdigit()) or int(name) < int(base):
+                continue
+            runs = scan_job_dir(os.path.join(jobs, name))
+            if not runs:
+                continue
+            try:
+                with open(runs[max(runs)][0], "rb") as f:
+                    rec = json.loads(f.read(MAX_RECORD_BYTES))
+            except (OSError, ValueError):
+                continue
+            if isinstance(rec, dict) and str(rec.get(keys[0])) == base and str(rec.get(keys[1])) == part:
+                out.append((c, name))
+    return sorted(out)
+
+
+def _raise_not_found(store: str, job_id: str, clusters: Sequence[str],
+                     cluster: Optional[str]) -> None:
+    # `123` may be an array job (dirs 123_1, 123_2, ..) or a het job (123+0, 123+1): say so
+    # rather than mixing its parts into one report.
+    parts: List[str] = []
+    if "_" not in job_id and "+" not in job_id:
+        for c in clusters:
+            for name in _listdir(os.path.join(store, c, JOBS_DIR), "jobs directory"):
+                if (name.startswith(job_id + "_") or name.startswith(job_id + "+")) and is_job_id(name):
+                    parts.append(name if len(clusters) == 1 else f"{name} (cluster {c})")
+    if parts:
+        parts.sort(key=_job_sort_key)
+        kind = "an array job" if "_" in parts[0] else "a heterogeneous job"
+        shown = ", ".join(parts[:20]) + (f", ... ({len(parts)} in all)" if len(parts) > 20 else "")
+        raise AmbiguousJobError(f"job {job_id} is {kind}; report one of its parts: {shown}")
+    where = f"cluster {cluster}" if cluster else (
+        f"clusters {', '.join(clusters)}" if clusters else "any cluster (the store is empty)")
+    raise JobNotFoundError(
+        f"job {job_id} has no records in the job store {store} ({where}). Records arrive after "
+        "the job's epilog, when the node daemons forward them; a running job shows up once the "
+        "daemons write their node status files. `efajob jobs` lists the jobs the store has.")
+
+
+def _job_sort_key(name: str) -> Tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"([_+ ])", name))
+
+
+# -- reading records -----------------------------------------------------------------------------
+def read_records(paths: Sequence[str], *, job_id: Optional[str] = None,
+                 restart: Optional[int] = None) -> LoadedRecords:
+    """Parse record files; bad ones are skipped with a reason, never raised."""
+    out = LoadedRecords()
+    for path in paths:
+        why = None
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MAX_RECORD_BYTES + 1)
+            if len(data) > MAX_RECORD_BYTES:
+                why = f"larger than {MAX_RECORD_BYTES} bytes"
+            else:
+                rec = json.loads(data)
+                why = check_loaded(rec, path, job_id, restart)
+        except FileNotFoundError:
+            why = "vanished while reading"
+        except OSError as e:
+            why = f"unreadable: {e.strerror}"
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+            why = f"not valid JSON ({str(e).splitlines()[0][:80]}): corrupt or half-written"
+        if why is None:
+            out.records.append(rec)
+        else:
+            out.skipped.append((path, why))
+    return out
+
+
+def check_loaded(rec: object, path: str, job_id: Optional[str], restart: Optional[int]) -> Optional[str]:
+    """Why a parsed record cannot be used, or None. Only what the report relies on."""
+    if not isinstance(rec, dict) or rec.get("schema") != "efajob/job-node-record":
+        return "not a job-node record"
+    if rec.get("version") != 1:
+        return f"record version {rec.get('version')!r} is not supported (this efajob reads 1)"
+    host = rec.get("host")
+    if not isinstance(host, str) or not _NAME_RE.match(host):
+        return "no valid host"
+    if job_id is not None and rec.get("job_id") != job_id:
+        return f"holds job {rec.get('job_id')!r}, not {job_id}"
+    if restart is not None and rec.get("restart", 0) != restart:
+        return f"holds restart {rec.get('restart')!r}, not {restart}"
+    parsed = parse_record_name(os.path.basename(path)) if path else None
+    if parsed is not None and parsed[0] != host:
+        return f"holds host {host!r}, not the {parsed[0]!r} of its file name"
+    if not isinstance(rec.get("devices", []), list) or not isinstance(rec.get("totals", {}), dict):
+        return "malformed devices or totals"
+    return None
+
+
+def load_job(files: JobFiles) -> LoadedRecords:
+    return read_records(files.paths, job_id=files.job_id, restart=files.restart)
+
+
+# -- node status files ------------------------------------------------------------------------
+def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
+    """A node status document -> NodeStatus, tolerant of the writer's additions. None if unusable.
+
+    Read (efajob/daemon/nodestatus.py, schema "efajob/node-status" v1): `node`, `time` (epoch seconds
+    of the write), `tx_gbps`/`rx_gbps` (node totals now), `jobs` (objects with `key` or `job_id`
+    (+ `restart`), `user`, `start`; plain key strings are accepted too)."""
+    if not isinstance(d, dict):
+        return None
+    host = d.get("node") or d.get("host")
+    if not isinstance(host, str) or not _NAME_RE.match(host):
+        return None
+    jobs: List[LiveJob] = []
+    raw_jobs = d.get("jobs", [])
+    for entry in raw_jobs if isinstance(raw_jobs, list) else []:
+        parsed = status_job_key(entry)
+        if parsed is None:
+            continue
+        key, jid, rs, j = parsed
+        user = j.get("user") if isinstance(j.get("user"), str) else None
+        start = as_number(j.get("start", j.get("start_wall")))
+        jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start))
+    itype = d.get("instance_type")
+    return NodeStatus(host=host, wall=as_number(d.get("time")),
+                      tx_gbps=as_number(d.get("tx_gbps")), rx_gbps=as_number(d.get("rx_gbps")),
+                      jobs=tuple(jobs), path=path,
+                      instance_type=itype if isinstance(itype, str) and itype else None)
+
+
+def read_node_statuses(store: str, cluster: str) -> Dict[str, NodeStatus]:
+    """{host: NodeStatus} of a cluster; unreadable or corrupt files are left out (they are
+    rewritten every few seconds: the next one will do)."""
+    d = os.path.join(store, cluster, NODES_DIR)
+    out: Dict[str, NodeStatus] = {}
+    for name in sorted(_listdir(d, "node status directory")):
+        if not name.endswith(".json") or name.startswith("."):
+            continue
+        path = os.path.join(d, name)
+        try:
+            with open(path, "rb") as f:
+                doc = json.loads(f.read(MAX_STATUS_BYTES))
+        except (OSError, ValueError):
+            continue
+        st = parse_node_status(doc, path)
+        if st is not None:
+            out[st.host] = st
+    return out
+
+
+# -- recent jobs -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobDir:
+    cluster: str
+    job_id: str
+    path: str
+    mtime: float  # changes when a record is added: a cheap "last heard of" time
+
+
+def list_job_dirs(store: str, *, cluster: Optional[str] = None,
+                  since: Optional[float] = None) -> List[JobDir]:
+    """Job directories, newest first. `since` drops directories not modified since then:
+    a record lands after its job ended, so a job that ended after `since` is never dropped."""
+    out: List[JobDir] = []
+    for c in _clusters_to_search(store, cluster):
+        base = os.path.join(store, c, JOBS_DIR)
+        for name in _listdir(base, "jobs directory"):
+            if not is_job_id(name):
+                continue
+            path = os.path.join(base, name)
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            if since is not None and st.st_mtime < since:
+                continue
+            out.append(JobDir(cluster=c, job_id=name, path=path, mtime=st.st_mtime))
+    out.sort(key=lambda j: (-j.mtime, j.cluster, _job_sort_key(j.job_id)))
+    return out
+
+
+_REL_RE = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float) -> float:
+    """`--since`: epoch seconds, a relative age (`90m`, `6h`, `2d`, `1w`) or an ISO date/time
+    (`2024-05-01`, `2024-05-01T10:00`, local time unless it carries an offset) -> epoch."""
+    from datetime import datetime
+
+    t = text.strip()
+    m = _REL_RE.match(t)
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
+    if t.isascii() and t.isdigit():
+        return float(t)
+    try:
+        dt = datetime.fromisoformat(t.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--since {text!r}: expected e.g. 6h, 2d, 2024-05-01, "
+                         "2024-05-01T10:00 or epoch seconds") from None
+    return dt.timestamp()
+
+
+def status_reader(store: str) -> Callable[[str], Dict[str, NodeStatus]]:
+    """Per-cluster node statuses, read once per cluster (for listing many jobs)."""
+    cache: Dict[str, Dict[str, NodeStatus]] = {}
+
+    def get(cluster: str) -> Dict[str, NodeStatus]:
+        if cluster not in cache:
+            cache[cluster] = read_node_statuses(store, cluster)
+        return cache[cluster]
+
+    return get

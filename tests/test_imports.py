@@ -90,6 +90,39 @@ def test_prolog_and_epilog_paths(tmp_path):
     assert os.listdir(tmp_path / "store" / "c1" / "jobs" / "5") == ["n1.json"]  # it did run
 
 
+# -- entry points written by efajob 0.1.0 (before the package layout) ------------------------------
+# The two wrapper bodies `efajob install hooks` wrote, byte for byte but for the paths, and the
+# ExecStart of its systemd unit: sites keep these files across upgrades.
+OLD_WRAPPER_S = ("import sys; sys.path[:0] = {paths}; from efajob.hook import main; "
+                 "sys.exit(main())")
+
+
+def test_hook_wrappers_from_an_older_install_still_record(tmp_path):
+    env = _hook_env(tmp_path, job_id="6")
+    paths = json.dumps([REPO])
+    for kind in ("prolog", "epilog"):
+        p = subprocess.run([sys.executable, "-I", "-S", "-c", OLD_WRAPPER_S.format(paths=paths),
+                            kind], env=env, capture_output=True, text=True, timeout=120, cwd="/")
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+    env["SLURM_JOB_ID"] = "7"
+    pypath = dict(env, PYTHONPATH=REPO)
+    for kind in ("prolog", "epilog"):  # the other form: `"$PY" -I -m efajob.hook <kind>`
+        p = subprocess.run([sys.executable, "-m", "efajob.hook", kind], env=pypath,
+                           capture_output=True, text=True, timeout=120, cwd="/")
+        assert p.returncode == 0 and p.stderr == "", p.stderr
+    jobs = tmp_path / "store" / "c1" / "jobs"
+    assert sorted(os.listdir(jobs)) == ["6", "7"]
+    assert os.listdir(jobs / "6") == ["n1.json"] and os.listdir(jobs / "7") == ["n1.json"]
+
+
+def test_systemd_unit_from_an_older_install_still_starts_the_cli():
+    p = subprocess.run([sys.executable, "-m", "efajob.cli_node", "daemon", "--help"],
+                       capture_output=True, text=True, timeout=120, cwd="/",
+                       env=dict(os.environ, PYTHONPATH=REPO))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Usage: efajob daemon")
+
+
 # -- the package layout ----------------------------------------------------------------------------
 def _modules() -> Dict[str, str]:
     out = {}

@@ -59,20 +59,36 @@ def test_snapshot_text(tmp_path):
     assert code == 0 and "rdmap16s0 port 1" in out and "tx_bytes" in out and "eth0" not in out
 
 
-def test_top_shows_rates(tmp_path):
-    import threading
+def test_top_shows_rates(tmp_path, monkeypatch):
+    # A fake clock for `top` and its sampler: each of top's sleeps advances it by exactly the
+    # interval and injects exactly that much traffic, so the rate shown is the injected one
+    # whatever the machine's speed (a wall-clock version of this test failed on busy CI).
+    import types
+
+    import efajob.cli.node as cli_node
+    import efajob.node.sysfs as sysfs
 
     node = build_node(str(tmp_path), "p5.48xlarge", "6.17")
-    t = threading.Thread(target=node.traffic, args=(800, 400, 1.2), kwargs={"realtime": True, "step": 0.1})
-    t.start()
-    try:
-        code, out = run("top", "--sysfs-root", str(tmp_path), "--interval", "0.3", "--count", "2",
-                        "--no-clear")
-    finally:
-        t.join()
+    now = [1000.0]
+    injected = []
+
+    def sleep(seconds):
+        now[0] += seconds
+        injected.append(node.traffic(800, 400, seconds))
+
+    fake_time = types.SimpleNamespace(monotonic=lambda: now[0], sleep=sleep)
+    monkeypatch.setattr(cli_node, "time", fake_time)
+    real_sampler = sysfs.Sampler
+    monkeypatch.setattr(sysfs, "Sampler",
+                        lambda *a, **k: real_sampler(*a, clock=fake_time.monotonic, **k))
+    code, out = run("top", "--sysfs-root", str(tmp_path), "--interval", "0.5", "--count", "2",
+                    "--no-clear")
     assert code == 0
     assert out.count("efajob top: 32 EFA device(s)") == 2
-    total = [line for line in out.splitlines() if line.startswith("TOTAL")]
-    assert len(total) == 2
-    tx = float(total[0].split()[1].replace(",", ""))
-    assert 300 < tx < 1300  # ~800 Gbps injected; bounds allow scheduling jitter on a busy machine
+    total = [line.split() for line in out.splitlines() if line.startswith("TOTAL")]
+    assert len(total) == 2 and len(injected) == 2
+    for row, inj in zip(total, injected):
+        assert row[1] == f"{inj.totals['tx_bytes'] * 8 / 0.5 / 1e9:,.2f}" == "800.00"
+        assert row[2] == f"{inj.totals['rx_bytes'] * 8 / 0.5 / 1e9:,.2f}" == "400.00"
+
+

@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 from typing import Dict, List, Set
 
 import pytest
@@ -99,7 +100,8 @@ OLD_WRAPPER_S = ("import sys; sys.path[:0] = {paths}; from efajob.hook import ma
 
 def test_hook_wrappers_from_an_older_install_still_record(tmp_path):
     env = _hook_env(tmp_path, job_id="6")
-    paths = json.dumps([REPO])
+    # What 0.1.0 wrote: efajob's directory and its site-packages (tomli lives there on 3.9).
+    paths = json.dumps([REPO, sysconfig.get_paths()["purelib"]])
     for kind in ("prolog", "epilog"):
         p = subprocess.run([sys.executable, "-I", "-S", "-c", OLD_WRAPPER_S.format(paths=paths),
                             kind], env=env, capture_output=True, text=True, timeout=120, cwd="/")

@@ -128,7 +128,7 @@ def _alive(pid: int) -> bool:
 
 def kill_pids(pids: Iterable[int], *, grace: float = 3.0,
               sleep: Callable[[float], None] = time.sleep) -> None:
-    """SIGTERM, wait up to `grace` seconds, then SIGKILL what is left."""
+    """SIGTERM, wait up to `grace` seconds, then SIGKILL what is left and wait for it to go."""
     pids = [p for p in pids if p > 1]
     for p in pids:
         try:
@@ -144,6 +144,11 @@ def kill_pids(pids: Iterable[int], *, grace: float = 3.0,
                 os.kill(p, signal.SIGKILL)
             except OSError:
                 pass
+    # SIGKILL is not death: a loaded machine may take a while to tear a process down, and the
+    # callers check that nothing is left.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        sleep(0.05)
 
 
 # -- the cluster -----------------------------------------------------------------------------
@@ -181,7 +186,7 @@ class SlurmCluster:
         env["PATH"] = env.get("PATH", "/usr/bin:/bin") + ":/usr/sbin:/sbin"
         return env
 
-    def run(self, *cmd: str, timeout: float = 30, check: bool = True,
+    def run(self, *cmd: str, timeout: float = 120, check: bool = True,
             env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
         try:
             r = subprocess.run(list(cmd), env=env or self.env, capture_output=True, text=True,
@@ -194,7 +199,7 @@ class SlurmCluster:
         return r
 
     # -- start -------------------------------------------------------------------------------
-    def start(self, timeout: float = 60) -> "SlurmCluster":
+    def start(self, timeout: float = 180) -> "SlurmCluster":
         t0 = time.monotonic()
         if os.path.exists(self.lay.p(STATE_FILE)):
             # Checked before anything that stop() would undo: that cluster is not ours.
@@ -260,7 +265,7 @@ class SlurmCluster:
         self._efajob("install", "hooks", "--slurm-scripts-dir", self.lay.scripts,
                      "--config", self.lay.efajob_conf)
 
-    def _efajob(self, *args: str, timeout: float = 60) -> str:
+    def _efajob(self, *args: str, timeout: float = 120) -> str:
         r = self.run(self.efajob, *args, timeout=timeout, check=False)
         if r.returncode != 0:
             raise HarnessError(f"efajob {' '.join(args)} exited {r.returncode}: "
@@ -278,7 +283,7 @@ class SlurmCluster:
         self._spawn("munged", [sbin("munged"), "-F", f"--socket={self.lay.munge_socket}",
                                f"--key-file={key}", f"--log-file={m}/munged.log",
                                f"--pid-file={m}/munged.pid", f"--seed-file={m}/munged.seed"])
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while not os.path.exists(self.lay.munge_socket):
             if self.procs["munged"].poll() is not None or time.monotonic() > deadline:
                 raise HarnessError("munged did not start: " + self._tail("munge/munged.log"))
@@ -346,7 +351,7 @@ class SlurmCluster:
         r = self.run("squeue", "-h", "-t", "all", "-j", job_id, "-o", "%T", check=False)
         return ",".join(sorted(set(r.stdout.split()))) if r.returncode == 0 else ""
 
-    def wait_state(self, job_id: str, want: Callable[[str], bool], timeout: float = 30) -> str:
+    def wait_state(self, job_id: str, want: Callable[[str], bool], timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
         state = ""
         while time.monotonic() < deadline:
@@ -357,10 +362,10 @@ class SlurmCluster:
         raise HarnessError(f"job {job_id}: still {state or 'unknown'} after {timeout} s\n"
                            + self.diagnostics(job_id))
 
-    def wait_running(self, job_id: str, timeout: float = 30) -> str:
+    def wait_running(self, job_id: str, timeout: float = 120) -> str:
         return self.wait_state(job_id, lambda s: s == "RUNNING", timeout)
 
-    def wait_done(self, job_id: str, timeout: float = 60) -> str:
+    def wait_done(self, job_id: str, timeout: float = 180) -> str:
         return self.wait_state(
             job_id, lambda s: all(x in TERMINAL_STATES for x in s.split(",")), timeout)
 
@@ -382,7 +387,7 @@ class SlurmCluster:
         return m.group(1) if m else ""
 
     def wait_nodes(self, states: Sequence[str] = ("idle",), nodes: Optional[Sequence[str]] = None,
-                   timeout: float = 30) -> Dict[str, str]:
+                   timeout: float = 120) -> Dict[str, str]:
         nodes = list(nodes or self.nodes)
         deadline = time.monotonic() + timeout
         cur: Dict[str, str] = {}
@@ -425,7 +430,7 @@ class SlurmCluster:
             return None
 
     def wait_records(self, job_id: str, hosts: Sequence[str], restart: int = 0,
-                     timeout: float = 20) -> Dict[str, dict]:
+                     timeout: float = 120) -> Dict[str, dict]:
         deadline = time.monotonic() + timeout
         got: Dict[str, dict] = {}
         while True:
@@ -456,7 +461,7 @@ class SlurmCluster:
         return "\n".join(f"== efajob.{node}.log\n{self._tail(f'log/efajob.{node}.log', n)}"
                          for node in self.nodes)
 
-    def report(self, job_id: str, *extra: str, timeout: float = 60,
+    def report(self, job_id: str, *extra: str, timeout: float = 120,
                missing_ok: bool = False) -> Optional[dict]:
         """`efajob report --format json`; None for exit 5 (no record nor live node status yet)
         when `missing_ok`."""
@@ -469,7 +474,7 @@ class SlurmCluster:
         return json.loads(self._efajob(*args, timeout=timeout))
 
     # -- between tests and at the end ------------------------------------------------------
-    def cancel_all(self, timeout: float = 20) -> None:
+    def cancel_all(self, timeout: float = 120) -> None:
         r = self.run("squeue", "-h", "-o", "%A", check=False)
         ids = sorted(set(r.stdout.split()))
         if not ids:

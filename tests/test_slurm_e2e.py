@@ -146,6 +146,17 @@ def injected(c: sc.SlurmCluster, job_id: str, tag: Optional[str] = None) -> Dict
     return out
 
 
+def wait_injected(c: sc.SlurmCluster, job_id: str, nodes: int, tag: Optional[str] = None,
+                  timeout: float = 120) -> None:
+    """Until `nodes` nodes have saved their injected totals (the traffic step is done)."""
+    deadline = time.monotonic() + timeout
+    while len(injected(c, job_id, tag)) < nodes:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id}: traffic {tag or ''} not done on {nodes} nodes "
+                                 f"after {timeout} s\n" + c.diagnostics(job_id))
+        time.sleep(sc.POLL)
+
+
 def node_sum(devs: Counters, counter: str) -> int:
     return sum(d.get(counter, 0) for d in devs.values())
 
@@ -178,7 +189,7 @@ def report_nodes(rep: dict) -> Dict[str, dict]:
     return {n["host"]: n for n in rep["nodes"]}
 
 
-def wait_active(c: sc.SlurmCluster, job_id: str, nodes: List[str], timeout: float = 15) -> None:
+def wait_active(c: sc.SlurmCluster, job_id: str, nodes: List[str], timeout: float = 120) -> None:
     """Until the prolog's active-job file exists on every node (the job has really started)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -239,10 +250,14 @@ def test_multi_node_job_exact_totals(cluster):
 # -- 3. two jobs sharing a node -----------------------------------------------------------------
 def test_two_jobs_sharing_a_node_name_each_other(cluster):
     c = cluster
+    # a runs until b has started (a marker b writes), however long b takes to be scheduled:
+    # the two overlap on every machine, not only on a fast one.
+    marker = c.lay.p("out", "share-b.started")
     a = c.sbatch("-p", "shared", "-w", "n1", "-n1",
-                 script(c, "share-a", traffic(c, "a", "10", "10", 1) + "\nsleep 3"))
+                 script(c, "share-a", traffic(c, "a", "10", "10", 1)
+                        + f"\nfor i in $(seq 1500); do [ -e {marker} ] && break; sleep 0.2; done"))
     wait_active(c, a, ["n1"])
-    b = c.sbatch("-p", "shared", "-w", "n1", "-n1", "--wrap", "sleep 0.5")
+    b = c.sbatch("-p", "shared", "-w", "n1", "-n1", "--wrap", f"touch {marker}; sleep 0.5")
     wait_active(c, b, ["n1"])
     assert c.wait_done(b) == "COMPLETED"
     assert c.wait_done(a) == "COMPLETED"
@@ -258,14 +273,12 @@ def test_two_jobs_sharing_a_node_name_each_other(cluster):
 # -- 4. cancelled, failing, requeued, array ----------------------------------------------------
 def test_cancelled_job_has_records_on_every_node(cluster):
     c = cluster
-    body = srun_all(2, traffic(c, "s1", "8", "8", 1)) + "\nsleep 60"
+    body = srun_all(2, traffic(c, "s1", "8", "8", 1)) + "\nsleep 600"  # until cancelled
     job = c.sbatch("-N2", script(c, "cancel", body))
     c.wait_running(job)
     nodes = job_nodes(c, job)
     wait_active(c, job, nodes)
-    deadline = time.monotonic() + 15  # the traffic step done: then the totals are known
-    while len(injected(c, job)) < 2 and time.monotonic() < deadline:
-        time.sleep(sc.POLL)
+    wait_injected(c, job, 2)  # the traffic step done: then the totals are known
     c.run("scancel", job)
     assert c.wait_done(job) == "CANCELLED"
     inj = injected(c, job)
@@ -296,7 +309,7 @@ def test_requeued_job_keeps_its_id_with_restart_count(cluster):
     body = f"""
 if [ "${{SLURM_RESTART_COUNT:-0}}" = 0 ]; then
   {traffic(c, "r0", "6", "2", 1)}
-  sleep 60
+  sleep 600  # until requeued
 else
   {traffic(c, "r1", "9", "1", 1)}
 fi
@@ -305,9 +318,7 @@ fi
     c.wait_running(job)
     first = job_nodes(c, job)
     wait_active(c, job, first)
-    deadline = time.monotonic() + 15
-    while not injected(c, job, "r0") and time.monotonic() < deadline:
-        time.sleep(sc.POLL)
+    wait_injected(c, job, 1, "r0")
     c.run("scontrol", "requeue", job)
     # Slurm holds a requeued job for the credential lifetime (AuthInfo cred_expire, 10 s here;
     # 120 s by default, should a Slurm version ignore the setting).
@@ -395,7 +406,7 @@ def test_job_store_unwritable_for_a_while(cluster):
         job = c.sbatch("-N2", "-w", "n3,n4", script(c, "nostore", body))
         assert c.wait_done(job) == "COMPLETED"
         for n in ("n3", "n4"):  # not lost: waiting in the node's outbox
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 120
             outbox = os.path.join(c.lay.state_dir(n), "outbox")
             while not glob.glob(os.path.join(outbox, f"{job}@{n}@*.json")):
                 assert time.monotonic() < deadline, os.listdir(outbox)
@@ -405,7 +416,7 @@ def test_job_store_unwritable_for_a_while(cluster):
         os.unlink(jobs)
         os.rename(aside, jobs)
     inj = injected(c, job)
-    recs = c.wait_records(job, ["n3", "n4"], timeout=60)  # the daemon's retry backoff
+    recs = c.wait_records(job, ["n3", "n4"], timeout=180)  # the daemon's retry backoff
     for n in ("n3", "n4"):
         assert_exact(recs[n], inj[n])
         assert c.daemon_alive(n)
@@ -444,27 +455,34 @@ def test_counter_reset_mid_job_is_flagged(cluster):
 # -- 6. the report of a running job ---------------------------------------------------------
 def test_report_on_running_job_shows_live_progress(cluster):
     c = cluster
-    job = c.sbatch("-N2", "-w", "n1,n2", script(c, "live", srun_all(
-        2, traffic(c, "s1", "40", "$((10*(SLURM_NODEID+1)))", 5, "--realtime --step 0.1"))))
+    # The job sends traffic in 0.5 s runs until the test, having seen live rates, opens the
+    # gate: however slow the machine, the job is still running when the report is read.
+    gate = c.lay.p("out", "live.gate")
+    loop = ("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do %s; i=$((i+1)); done"
+            % (gate, traffic(c, "s1.$i", "40", "$((10*(SLURM_NODEID+1)))", 0.5,
+                             "--realtime --step 0.1")))
+    job = c.sbatch("-N2", "-w", "n1,n2", script(c, "live", srun_all(2, loop)))
     wait_active(c, job, ["n1", "n2"])
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120  # only bounds a hang: the gate keeps the job running
     live = None
-    while time.monotonic() < deadline and c.job_state(job) == "RUNNING":
-        # Found once the daemons' next status files list the job (every 0.5 s here).
-        rep = c.report(job, missing_ok=True)
-        nodes = report_nodes(rep) if rep else {}
-        if sorted(nodes) == ["n1", "n2"] and all((n.get("live_tx_gbps") or 0) > 0
-                                                 for n in nodes.values()):
-            live = rep
-            break
-        time.sleep(0.3)
+    try:
+        while time.monotonic() < deadline and c.job_state(job) == "RUNNING":
+            # Found once the daemons' next status files list the job (every 0.5 s here).
+            rep = c.report(job, missing_ok=True)
+            nodes = report_nodes(rep) if rep else {}
+            if sorted(nodes) == ["n1", "n2"] and all((n.get("live_tx_gbps") or 0) > 0
+                                                     for n in nodes.values()):
+                live = rep
+                break
+            time.sleep(0.3)
+    finally:
+        open(gate, "w").close()
     assert live is not None, "no live rates while the job ran"
     assert live["running"] is True and live["state"] == "RUNNING"
-    nodes = report_nodes(live)
-    for n in nodes.values():
-        assert n["status"] == "running"
-        # The daemon's newest tick, of 0.1 s traffic steps: near 40 Gb/s, not exact.
-        assert 10 < n["live_tx_gbps"] < 100, n
+    for n in report_nodes(live).values():
+        # A rate of the daemon's newest tick: how near 40 Gb/s depends on the machine's speed,
+        # so only its presence is checked; the totals below are exact.
+        assert n["status"] == "running" and n["live_tx_gbps"] > 0, n
     assert c.wait_done(job) == "COMPLETED"
     inj = injected(c, job)
     c.wait_records(job, ["n1", "n2"])
@@ -534,7 +552,7 @@ def test_stop_leaves_no_process_behind(_pool):
     c = _pool.get(False, NOALLOC_NODES)
     job = c.sbatch("-N1", "--wrap", "sleep 300")
     c.wait_running(job)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 120
     while not any(_cmdline(p).startswith("sleep 300") for p in sc.marked_pids(c.root)):
         assert time.monotonic() < deadline, "the job's processes do not carry the marker"
         time.sleep(sc.POLL)

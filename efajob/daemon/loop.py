@@ -85,7 +85,9 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(msg.encode(), self._addr)
+            # Never block: a manager that stops reading its socket (a full queue of ten
+            # datagrams) must not stall sampling; a lost WATCHDOG=1 is resent next period.
+            self._sock.sendto(msg.encode(), socket.MSG_DONTWAIT, self._addr)
         except OSError as e:
             log.debug("sd_notify %s failed: %s", msg, e)
 

@@ -89,6 +89,10 @@ class Config:
     store: str = "/var/lib/efajob/jobstore"
     interval: float = 1.0
     status_interval: float = 15.0
+    # The longest a hook waits for anything: its record's delivery when no daemon runs, the
+    # run-dir lock for the history file. Short, because slurmd holds the job (and kills the
+    # hook at PrologEpilogTimeout) meanwhile; nothing is lost when it runs out.
+    hook_wait: float = 1.0
     rediscover_interval: float = 30.0
     # The daemon reads the device-level admin counters (a third of a p5's counter files, error
     # counters that rarely move) this often; the hooks read everything every time.
@@ -236,6 +240,9 @@ def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optio
     validate_name("cluster", cfg.cluster)
     if cfg.interval <= 0:
         raise ConfigError(f"config key 'interval' must be > 0, got {cfg.interval}")
+    if not 0 <= cfg.hook_wait <= 3600:
+        raise ConfigError(f"config key 'hook_wait' must be between 0 and 3600 seconds, "
+                          f"got {cfg.hook_wait}")
     if cfg.ethtool not in ("ioctl", "off") and not os.path.isabs(cfg.ethtool):
         raise ConfigError(f"config key 'ethtool' must be \"ioctl\", \"off\" or an absolute "
                           f"directory path, got {cfg.ethtool!r}")

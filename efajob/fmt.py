@@ -7,7 +7,7 @@ print "n/a", never 0.
 from __future__ import annotations
 
 from datetime import datetime, tzinfo
-from typing import Optional
+from typing import Iterable, List, Optional, Sequence
 
 NA = "n/a"
 _SI = ("", "k", "M", "G", "T", "P", "E")
@@ -70,3 +70,19 @@ def fmt_time(t: Optional[float], tz: Optional[tzinfo] = None) -> str:
         return NA
     dt = datetime.fromtimestamp(t, tz) if tz else datetime.fromtimestamp(t).astimezone()
     return dt.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool],
+          indent: str = "  ") -> List[str]:
+    """Aligned columns, two spaces apart: one line for the headers, one a row; `right` says
+    which columns are right-aligned (numbers). Trailing spaces are stripped."""
+    rows = [list(r) for r in rows]
+    widths = [len(h) for h in headers]
+    for r in rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, r)]
+
+    def line(cells: Sequence[str]) -> str:
+        out = [c.rjust(w) if rt else c.ljust(w) for c, w, rt in zip(cells, widths, right)]
+        return (indent + "  ".join(out)).rstrip()
+
+    return [line(headers)] + [line(r) for r in rows]

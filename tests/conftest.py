@@ -12,6 +12,7 @@ import shutil
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+HOOK_WAIT_ENV = {"EFAJOB_HOOK_WAIT": "120"}  # see _utc()
 
 
 def require(name: str, ok: bool, why: str = "") -> None:
@@ -56,6 +57,11 @@ def _utc(monkeypatch):
     # The CLI takes the cluster name from slurm.conf when the config leaves it at "default":
     # never from this machine's (tests that want one point SLURM_CONF at their own).
     monkeypatch.setenv("SLURM_CONF", "/nonexistent/efajob-tests/slurm.conf")
+    # A hook waits at most `hook_wait` (1 s) for its record's delivery and for the run-dir
+    # lock; a busy machine can exceed that and leave a record in the outbox where a test
+    # expects it in the store. 120 s only bounds a hang (hooks in explicit environments set
+    # it too: HOOK_WAIT_ENV).
+    monkeypatch.setenv("EFAJOB_HOOK_WAIT", HOOK_WAIT_ENV["EFAJOB_HOOK_WAIT"])
 
 
 def pytest_addoption(parser):

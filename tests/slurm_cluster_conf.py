@@ -168,4 +168,7 @@ def render_efajob_conf(lay: Layout, *, interval: float) -> str:
         'instance_type = "p5.48xlarge"\n'
         f"interval = {interval}\n"
         f"status_interval = {max(interval, 0.5)}\n"
+        # Hooks wait this long at most for a delivery or a lock: on a busy test machine 1 s
+        # can run out and leave a record in the outbox that the test reads from the store.
+        "hook_wait = 120\n"
     )

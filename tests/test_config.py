@@ -42,6 +42,8 @@ def test_node_from_env(tmp_path):
     ("[thresholds]\nstraggler_ratio = '__import__(\"os\")'\n", "expected a number"),
     ("interval = 'fast'\n", "'interval': expected float"),
     ("interval = 0\n", "must be > 0"),
+    ("hook_wait = -1\n", "'hook_wait' must be between 0 and 3600 seconds, got -1"),
+    ("hook_wait = nan\n", "'hook_wait': expected float, got nan"),
     ("[prometheus]\nport = '80'\n", "prometheus.port': expected int"),
     ("[prometheus]\nenabled = 'yes'\n", "prometheus.enabled': expected bool"),
     ("cluster = '../etc'\n", "cluster name '../etc' is not allowed"),

@@ -224,7 +224,7 @@ def store(tmp_path_factory):
         d["jobs"] = [dict(j, start=now - 90) for j in d["jobs"]]
         write_node_status(os.path.join(root, "store", "c1", "nodes", f"{host}.json"), d)
     old = doc("n4", tx=5.0, jobs=[("71", "dave")])
-    old["time"] = now - 3600
+    old["time"] = now - 30 * 86400  # stale however long this module takes to run
     write_node_status(os.path.join(root, "store", "c1", "nodes", "n4.json"), old)
     with open(os.path.join(root, "store", "c1", "nodes", "n5.json"), "w") as f:
         f.write("{half a file")
@@ -233,18 +233,21 @@ def store(tmp_path_factory):
 
 @pytest.fixture
 def server(store):
-    cfg = build_config({"cluster": "c1", "store": store, "status_interval": 15.0}, env={}, node="head")
+    # Node status written once for the module: a long interval keeps n1-n3 fresh (age under
+    # 4 x 3600 s) however slowly the tests run, while n4, 30 days old, stays stale.
+    cfg = build_config({"cluster": "c1", "store": store, "status_interval": 3600.0}, env={},
+                       node="head")
     srv = DashboardServer("127.0.0.1", 0, Collector(cfg, ttl=0.0), refresh=5)
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     yield srv
     srv.shutdown()
     srv.server_close()
-    t.join(5)
+    t.join(120)
 
 
 def request(srv, method, path, headers=None):
-    c = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=10)
+    c = http.client.HTTPConnection("127.0.0.1", srv.server_address[1], timeout=60)
     try:
         # The path is sent as is (not normalised); a Host header given replaces http.client's.
         c.putrequest(method, path, skip_host="Host" in (headers or {}), skip_accept_encoding=True)
@@ -275,7 +278,7 @@ def test_routes(server):
     assert code == 200 and h["Content-Type"].startswith("application/json")
     assert [(n["host"], n["state"]) for n in nodes["nodes"]] == [
         ("n1", "ok"), ("n2", "ok"), ("n3", "ok"), ("n4", "stale")]
-    assert nodes["totals"]["tx_gbps"] == 300.0 and nodes["max_status_age"] == 60.0
+    assert nodes["totals"]["tx_gbps"] == 300.0 and nodes["max_status_age"] == 4 * 3600.0
     jobs = json.loads(request(server, "GET", "/api/jobs")[2])
     assert [(r["key"], r["hosts"]) for r in jobs["running"]] == [("70", ["n1", "n2"])]
     assert {r["job_id"]: r["verdict"] for r in jobs["recent"]} == {"66": "Failure", "67": "Healthy"}
@@ -287,7 +290,7 @@ def test_routes(server):
     assert request(server, "GET", "/healthz")[:3:2] == (200, "ok\n")
     code, h, body = request(server, "HEAD", "/")
     assert code == 200 and body == "" and int(h["Content-Length"]) > 1000
-    c = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+    c = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
     c.request("GET", "/", headers={"Accept-Encoding": "gzip, deflate"})
     r = c.getresponse()
     raw = r.read()
@@ -376,7 +379,7 @@ def test_summaries_are_cached_until_the_job_dir_changes(store, monkeypatch):
 
 def config_file(tmp_path, store) -> str:
     p = tmp_path / "config.toml"
-    p.write_text(f'cluster = "c1"\nstore = "{store}"\nstatus_interval = 15.0\n')
+    p.write_text(f'cluster = "c1"\nstore = "{store}"\nstatus_interval = 3600.0\n')  # see server()
     return str(p)
 
 
@@ -401,20 +404,20 @@ def test_serve_logs_and_stops_on_sigterm(store, tmp_path):
         line = p.stderr.readline()
         m = re.search(r"dashboard on http://127\.0\.0\.1:([0-9]+)/", line)
         assert m, line
-        c = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=10)
+        c = http.client.HTTPConnection("127.0.0.1", int(m.group(1)), timeout=60)
         c.request("GET", "/api/nodes")
         assert c.getresponse().status == 200
         c.close()
         log_line = p.stderr.readline()
         assert re.search(r'127\.0\.0\.1 "GET /api/nodes" 200 [0-9]+ [0-9.]+ ms', log_line), log_line
         p.send_signal(signal.SIGTERM)
-        assert p.wait(timeout=10) == 0
+        assert p.wait(timeout=60) == 0
         rest = p.stderr.read()
         assert "stopping" in rest and "stopped" in rest
     finally:
         if p.poll() is None:
             p.kill()
-            p.wait(5)
+            p.wait(60)
 
 
 # -- in a browser ------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import uuid
 
 import pytest
 
-from conftest import require, require_binary
+from conftest import HOOK_WAIT_ENV, require, require_binary
 from efajob.node import ethtool as et
 from efajob.config import build_config
 from efajob.node.counters import diff_snapshots
@@ -353,7 +353,7 @@ def netns():
 
 def in_netns(ip, ns, argv):
     p = subprocess.run([ip, "netns", "exec", ns] + argv, capture_output=True, text=True,
-                       timeout=30, cwd=REPO)
+                       timeout=120, cwd=REPO)
     assert p.returncode == 0, p.stderr
     return p.stdout
 
@@ -501,15 +501,15 @@ def run_hook(kind, conf, job_id, node="n1"):
     env = {"EFAJOB_CONFIG": conf, "SLURMD_NODENAME": node, "SLURM_JOB_ID": job_id,
            "SLURM_JOB_USER": "alice", "SLURM_JOB_UID": "1000", "SLURM_NODELIST": "n1",
            "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_RESTART_COUNT": "0",
-           "SLURM_SCRIPT_CONTEXT": f"{kind}_slurmd"}
+           "SLURM_SCRIPT_CONTEXT": f"{kind}_slurmd", **HOOK_WAIT_ENV}
     if kind == "epilog":
         env.update(SLURM_JOB_EXIT_CODE="0", SLURM_JOB_EXIT_CODE2="0:0", SLURM_JOB_DERIVED_EC="0")
     p = subprocess.run([PY, "-m", "efajob.hooks.entry", kind], env=env, capture_output=True, text=True,
-                       timeout=30, cwd="/")
+                       timeout=120, cwd="/")
     assert (p.returncode, p.stderr) == (0, ""), p.stderr
 
 
-def stored(root, job_id, timeout=10.0):
+def stored(root, job_id, timeout=120.0):
     import time
 
     path = os.path.join(str(root), "store", "c1", "jobs", job_id, "n1.json")

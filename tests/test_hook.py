@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from conftest import HOOK_WAIT_ENV
 from efajob.config import build_config
 from efajob.errors import UsageError
 from efajob.hooks.entry import deliver_detached, identity_from_env, resolve_cluster
@@ -51,12 +52,12 @@ def slurm_env(conf, job_id="42", node="n1", **extra):
            "SLURM_JOB_USER": "alice", "SLURM_JOB_UID": "1000", "SLURM_JOB_PARTITION": "gpu",
            "SLURM_CLUSTER_NAME": "slurmname", "SLURM_NODELIST": "n[1-2]",
            "SLURM_JOB_NUM_NODES": "2", "SLURM_JOB_RESTART_COUNT": "0",
-           "SLURM_SCRIPT_CONTEXT": "prolog_slurmd"}
+           "SLURM_SCRIPT_CONTEXT": "prolog_slurmd", **HOOK_WAIT_ENV}
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
 
 
-def hook(kind, env, timeout=20):
+def hook(kind, env, timeout=120):
     """Run the hook as slurmd would: no PATH, no HOME, absolute interpreter."""
     assert "PATH" not in env and "HOME" not in env
     p = subprocess.run([PY, "-m", "efajob.hooks.entry", kind], env=env, capture_output=True, text=True,
@@ -79,7 +80,7 @@ def store_records(root, cluster="c1"):
     return out
 
 
-def wait_for_records(root, n, timeout=10.0):
+def wait_for_records(root, n, timeout=120.0):
     deadline = time.monotonic() + timeout
     while len(store_records(root)) < n and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -337,7 +338,7 @@ def test_bad_environment(site, var, value, words):
 def test_unknown_subcommand_and_no_args():
     for argv in (["nonsense"], []):
         p = subprocess.run([PY, "-m", "efajob.hooks.entry"] + argv, env={}, capture_output=True,
-                           text=True, timeout=20)
+                           text=True, timeout=120)
         one_line(p, "usage: efajob-hook prolog|epilog")
 
 
@@ -474,17 +475,26 @@ def test_deliver_detached_gives_up_waiting_but_delivery_continues(site, monkeypa
     import efajob.hooks.outbox as outbox
 
     real = outbox.deliver_pending
-    monkeypatch.setattr(outbox, "deliver_pending", lambda c, **kw: (time.sleep(1.0), real(c, **kw))[1])
-    t0 = time.monotonic()
-    assert deliver_detached(cfg, wait=0.1, first="5@n1@c1.json") is False  # slow: move on
-    assert time.monotonic() - t0 < 0.9  # the child sleeps 1 s before delivering
-    deadline = time.monotonic() + 10
+    gate = os.path.join(str(root), "gate")
+
+    def held(c, **kw):  # in the child: deliver only once the test opens the gate
+        deadline = time.monotonic() + 300
+        while not os.path.exists(gate) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return real(c, **kw)
+
+    monkeypatch.setattr(outbox, "deliver_pending", held)
+    # The child cannot deliver before the gate opens: False means the parent stopped waiting.
+    assert deliver_detached(cfg, wait=0.1, first="5@n1@c1.json") is False
+    assert list(store_records(root)) == [] and len(load_outbox(cfg)) == 1
+    open(gate, "w").close()
+    deadline = time.monotonic() + 120  # bounds a hang only
     # The child renames into the store, fsyncs, and only then empties the outbox.
     while (not store_records(root) or load_outbox(cfg)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert list(store_records(root)) == ["5/n1.json"] and load_outbox(cfg) == []
     monkeypatch.setattr(outbox, "deliver_pending", real)
-    assert deliver_detached(cfg, wait=5) is True  # nothing left: a quick, clean exit
+    assert deliver_detached(cfg, wait=120) is True  # nothing left: a quick, clean exit
 
 
 # -- efajob install hooks -----------------------------------------------------------------------
@@ -508,11 +518,11 @@ def test_install_hooks_and_run_them_like_slurmd(site, tmp_path):
     assert "00_efajob" < "90_pcluster_health_check_manager" < "99_efajob"
     # Run them as slurmd does: no PATH, no HOME, no EFAJOB_CONFIG.
     env = {k: v for k, v in slurm_env(conf).items() if k != "EFAJOB_CONFIG"}
-    p = subprocess.run([str(prolog)], env=env, capture_output=True, text=True, timeout=20)
+    p = subprocess.run([str(prolog)], env=env, capture_output=True, text=True, timeout=120)
     assert (p.returncode, p.stderr) == (0, "")
     inj = node.traffic(20, 10, 5)
     p = subprocess.run([str(epilog)], env=dict(env, SLURM_SCRIPT_CONTEXT="epilog_slurmd"),
-                       capture_output=True, text=True, timeout=20)
+                       capture_output=True, text=True, timeout=120)
     assert (p.returncode, p.stderr) == (0, "")
     assert store_records(root)["42/n1.json"]["totals"]["tx_bytes"] == inj.totals["tx_bytes"]
     # Installing again replaces the wrappers in place.

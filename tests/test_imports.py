@@ -23,6 +23,8 @@ from typing import Dict, List, Set
 
 import pytest
 
+from conftest import HOOK_WAIT_ENV
+
 from efajob.sim import build_node
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,7 +79,7 @@ def _hook_env(tmp_path, job_id="5"):
     return {"EFAJOB_SYSFS_ROOT": str(tmp_path / "sys"), "EFAJOB_RUN_DIR": str(tmp_path / "run"),
             "EFAJOB_STATE_DIR": str(tmp_path / "state"), "EFAJOB_STORE": str(tmp_path / "store"),
             "SLURMD_NODENAME": "n1", "SLURM_JOB_ID": job_id,
-            "EFAJOB_CONFIG": str(tmp_path / "c.toml")}
+            "EFAJOB_CONFIG": str(tmp_path / "c.toml"), **HOOK_WAIT_ENV}
 
 
 def test_prolog_and_epilog_paths(tmp_path):

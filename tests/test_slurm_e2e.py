@@ -78,12 +78,12 @@ def _pool(tmp_path_factory):
 def _use(pool: _Pool, alloc: bool, nodes: int):
     c = pool.get(alloc, nodes)
     c.ensure_daemons()
-    c.wait_nodes(("idle",), timeout=30)
+    c.wait_nodes(("idle",), timeout=120)
     yield c
     # Leave the cluster as the next test expects it, and fail this test if it drained a node.
     c.cancel_all()
     states = c.wait_nodes(("idle", "drained", "draining", "down", "down*", "drained*"),
-                          timeout=30)
+                          timeout=120)
     bad = {n: f"{s} ({c.node_reason(n)})" for n, s in states.items() if s != "idle"}
     for n in bad:
         c.resume(n)

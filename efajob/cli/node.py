@@ -54,8 +54,6 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
 
     Reads the daemon's local store (read-only, safe while it runs), sysfs and the run dir.
     """
-    import time
-
     from efajob.errors import StoreError
     from efajob.node.instances import lookup
     from efajob.node.localstore import LocalStore, current_boot_id

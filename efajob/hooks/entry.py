@@ -14,7 +14,7 @@ prolog: start snapshot + active-job file (runfiles.write_active).
 epilog: end snapshot, start snapshot, daemon rows from the local store (if any), overlap,
         the job-node record into the outbox, the active file removed (hooks/finish.py, shared with
         the daemon's reconcile); then, when no daemon is running, a detached child delivers
-        the outbox to the job store while the epilog waits at most DELIVERY_WAIT seconds.
+        the outbox to the job store while the epilog waits at most `hook_wait` seconds (1 s).
 """
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ import sys
 import time
 from typing import List, Mapping, Optional
 
-DELIVERY_WAIT = 1.0  # seconds the epilog waits for its delivery child (never longer)
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")  # user, partition, account
 _NODELIST_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,65536}")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
@@ -161,7 +160,7 @@ def epilog_restart(run_dir: str, job_id: str, restart: int, lookback: int = 8) -
 
 
 # -- delivery without a daemon -----------------------------------------------------------------
-def deliver_detached(cfg, wait: float = DELIVERY_WAIT, first: Optional[str] = None) -> Optional[bool]:
+def deliver_detached(cfg, wait: float, first: Optional[str] = None) -> Optional[bool]:
     """Deliver the outbox in a child process in its own session, with stdio on /dev/null (slurmd
     reads our stdout until EOF and kills our process group on timeout: the child must hold
     neither). The child delivers `first` (this epilog's outbox file) before the rest and says
@@ -304,7 +303,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             from efajob.hooks.outbox import daemon_alive
 
             if not daemon_alive(cfg):
-                if deliver_detached(cfg, first=os.path.basename(path)) is False:
+                if deliver_detached(cfg, cfg.hook_wait, first=os.path.basename(path)) is False:
                     log.warning("%s job %s: record not in the job store %s yet (slow or "
                                 "backing off); it stays in the outbox until it lands",
                                 what, job, cfg.store)

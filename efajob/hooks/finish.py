@@ -19,7 +19,6 @@ STORE_TIMEOUT = 0.5  # seconds the epilog waits for a locked local store
 # 20 minutes of raw rows (full-resolution series) is the most that keeps it within budget.
 RAW_WINDOW_MAX = 20 * 60.0
 BUSIEST_MINUTES = 5  # minutes of raw rows read for per-device peaks in a long window
-LOCK_TIMEOUT = 1.0  # seconds a hook waits for the run-dir lock (history file)
 
 
 def identity_from_active(job) -> "object":
@@ -184,7 +183,7 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     path = write_outbox(cfg, record)
     if mono0 is not None and end is not None and not rebooted:
         try:
-            with hooks_lock(cfg.run_dir, LOCK_TIMEOUT):
+            with hooks_lock(cfg.run_dir, cfg.hook_wait):
                 add_finished(cfg.run_dir, key, boot_id, mono0, end.mono)
         except (LockTimeout, OSError) as e:
             log.warning("job %s: history not updated (overlap detection only): %s", key, e)

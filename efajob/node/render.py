@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable, List, Optional, Sequence
 
+from efajob.fmt import table
 from efajob.node.counters import SnapshotDelta, bytes_to_gbps, rate
 from efajob.node.instances import InstanceType
 from efajob.node.readings import Snapshot, natural_key
@@ -10,16 +11,7 @@ from efajob.node.sysfs import DeviceInfo
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool]) -> str:
-    rows = [list(r) for r in rows]
-    widths = [len(h) for h in headers]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if r else c.ljust(w) for c, w, r in zip(cells, widths, right)]
-        return "  ".join(out).rstrip()
-
-    return "\n".join([line(headers)] + [line(r) for r in rows]) + "\n"
+    return "\n".join(table(headers, rows, right, indent="")) + "\n"
 
 
 def _num(v: Optional[float], fmt: str = "{:,.2f}") -> str:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import textwrap
 from datetime import tzinfo
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
 
-from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time
+from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time, table
 from efajob.node.readings import natural_key  # noqa: F401  (re-exported: the renderers import it from here)
 from efajob.report.maths import max2
 
@@ -45,20 +45,6 @@ class _Paint:
 
 
 # -- tables --------------------------------------------------------------------------------------
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool],
-          indent: str = "  ") -> List[str]:
-    rows = [list(r) for r in rows]
-    widths = [len(h) for h in headers]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if rt else c.ljust(w) for c, w, rt in zip(cells, widths, right)]
-        return (indent + "  ".join(out)).rstrip()
-
-    return [line(headers)] + [line(r) for r in rows]
-
-
 def _wrap(text: str, indent: str) -> List[str]:
     return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent,
                          break_on_hyphens=False, break_long_words=False) or [indent.rstrip()]

@@ -20,8 +20,26 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from efajob.errors import ConfigError
 
 DEFAULT_PATH = "/etc/efajob/config.toml"
-_CLUSTER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Used with fullmatch: `$` would also accept a trailing newline ("n1\n" as a path component).
+_CLUSTER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _NODE_RE = _CLUSTER_RE
+_PLACEHOLDER_RE = re.compile(r"\{[^}]*\}")
+
+# (low, high, low allowed): a value outside is a typo or a unit slip, and would otherwise
+# surface later as a traceback (a 1e300 s sleep overflows time_t) or as silent misbehaviour
+# (negative retention deletes every sample).
+_RANGES: Dict[str, Tuple[float, float, bool]] = {
+    "interval": (0, 3600, False),
+    "status_interval": (0, 86400, False),
+    "rediscover_interval": (0, 86400, False),
+    "device_counter_interval": (0, 86400, False),
+    "retention_hours": (0, 24 * 3650, False),
+    "rollup_days": (0, 3650, False),
+    "hook_wait": (0, 3600, True),
+    "cloudwatch.period": (1, 3600, True),
+    "cloudwatch.spool_max_bytes": (0, 1 << 40, True),
+    "prometheus.port": (0, 65535, True),
+}
 
 
 def _load_toml(path: str) -> dict:
@@ -32,6 +50,9 @@ def _load_toml(path: str) -> dict:
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
+    except UnicodeDecodeError as e:  # tomllib decodes the whole file first
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {e.start}: "
+                          f"{e.object[e.start:e.start + 1]!r})") from None
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as e:
@@ -118,6 +139,12 @@ class Config:
     @property
     def outbox_dir(self) -> str:
         return os.path.join(self.state_dir, "outbox")
+
+    @property
+    def spare_outbox_dir(self) -> str:
+        """Where a record goes when the outbox cannot take it (the local disk is full): the
+        run dir, tmpfs on every systemd node, so another filesystem (hooks/outbox.py)."""
+        return os.path.join(self.run_dir, "outbox")
 
 
 # `ethtool` is a path only when it is not "ioctl"/"off"; those hold no {node}, so expanding
@@ -206,7 +233,7 @@ def default_node_name() -> str:
 
 def validate_name(kind: str, value: str) -> str:
     """Cluster and node names become path components: allow a conservative alphabet only."""
-    if not _CLUSTER_RE.match(value or ""):
+    if not isinstance(value, str) or not _CLUSTER_RE.fullmatch(value):
         raise ConfigError(
             f"{kind} name {value!r} is not allowed: use letters, digits, '_', '.', '-' "
             "(at most 64, not starting with '.' or '-')"
@@ -238,15 +265,42 @@ def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optio
     validate_name("node", node_name)
     cfg = Config(**top, **sections, node=node_name, source=source)
     validate_name("cluster", cfg.cluster)
-    if cfg.interval <= 0:
-        raise ConfigError(f"config key 'interval' must be > 0, got {cfg.interval}")
-    if not 0 <= cfg.hook_wait <= 3600:
-        raise ConfigError(f"config key 'hook_wait' must be between 0 and 3600 seconds, "
-                          f"got {cfg.hook_wait}")
+    _check_ranges(cfg)
+    _check_paths(cfg)
     if cfg.ethtool not in ("ioctl", "off") and not os.path.isabs(cfg.ethtool):
         raise ConfigError(f"config key 'ethtool' must be \"ioctl\", \"off\" or an absolute "
                           f"directory path, got {cfg.ethtool!r}")
     return expand_node(cfg, node_name)
+
+
+def _check_ranges(cfg: Config) -> None:
+    for key, (lo, hi, lo_ok) in _RANGES.items():
+        section, _, name = key.rpartition(".")
+        v = getattr(getattr(cfg, section) if section else cfg, name)
+        if (v >= lo if lo_ok else v > lo) and v <= hi:
+            continue
+        unit = {"retention_hours": " hours", "rollup_days": " days", "port": "",
+                "spool_max_bytes": " bytes"}.get(name, " seconds")
+        if lo_ok:
+            raise ConfigError(f"config key {key!r} must be between {lo:g} and {hi:g}{unit}, got {v:g}")
+        raise ConfigError(f"config key {key!r} must be > {lo:g} and at most {hi:g}{unit}, got {v:g}")
+
+
+def _check_paths(cfg: Config) -> None:
+    """Paths are absolute (a relative one would follow whatever directory slurmd or systemd
+    started in) and hold no placeholder but `{node}` (`{nodes}` is a typo, not a directory)."""
+    for key in _PATH_KEYS:
+        value = getattr(cfg, key)
+        if not value or (key == "ethtool" and value in ("ioctl", "off")):
+            continue
+        bad = [p for p in _PLACEHOLDER_RE.findall(value) if p != "{node}"]
+        if bad:
+            raise ConfigError(f"config key {key!r}: unknown placeholder {bad[0]} in {value!r} "
+                              "(only {node} is replaced)")
+        if not os.path.isabs(value):
+            raise ConfigError(f"config key {key!r} must be an absolute path, got {value!r}")
+        if "\n" in value or "\0" in value:
+            raise ConfigError(f"config key {key!r}: a path may not hold a newline or NUL")
 
 
 def expand_node(cfg: Config, node: str) -> Config:

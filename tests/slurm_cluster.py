@@ -36,6 +36,7 @@ import time
 from dataclasses import replace
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from efajob.hooks.runfiles import pid_alive
 from slurm_cluster_conf import (  # noqa: F401  (re-exported for the tests)
     CLUSTER_NAME, MARKER_ENV, PACKAGES, POLL, STATE_FILE, TERMINAL_STATES, HarnessError, Layout,
     node_names, parse_sbatch_id, parse_slurm_version, render_efajob_conf, render_slurm_conf)
@@ -113,12 +114,8 @@ def marked_pids(root: str) -> List[int]:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # a zombie child of ours is dead for our purpose
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"

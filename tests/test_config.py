@@ -44,6 +44,17 @@ def test_node_from_env(tmp_path):
     ("interval = 0\n", "must be > 0"),
     ("hook_wait = -1\n", "'hook_wait' must be between 0 and 3600 seconds, got -1"),
     ("hook_wait = nan\n", "'hook_wait': expected float, got nan"),
+    # Once tracebacks or silent misbehaviour (issue 13, case 8):
+    ("interval = 1e300\n", "'interval' must be > 0 and at most 3600 seconds, got 1e.300"),
+    ("[prometheus]\nport = 70000\n", "'prometheus.port' must be between 0 and 65535, got 70000"),
+    ("retention_hours = -1\n", "'retention_hours' must be > 0 and at most 87600 hours, got -1"),
+    ("rollup_days = 0\n", "'rollup_days' must be > 0"),
+    ("status_interval = -5\n", "'status_interval' must be > 0"),
+    ("[cloudwatch]\nperiod = 0\n", "'cloudwatch.period' must be between 1 and 3600 seconds"),
+    ("store = 'relative/store'\n", "'store' must be an absolute path, got 'relative/store'"),
+    ("state_dir = '/var/{nodes}'\n", "'state_dir': unknown placeholder {nodes} in '/var/{nodes}'"),
+    ("log_file = 'efajob.log'\n", "'log_file' must be an absolute path"),
+    ('cluster = "a\\n"\n', "cluster name 'a.*' is not allowed"),
     ("[prometheus]\nport = '80'\n", "prometheus.port': expected int"),
     ("[prometheus]\nenabled = 'yes'\n", "prometheus.enabled': expected bool"),
     ("cluster = '../etc'\n", "cluster name '../etc' is not allowed"),
@@ -75,3 +86,36 @@ def test_explicit_missing_file_is_an_error(tmp_path):
         load_config(str(tmp_path / "none.toml"), env={}, node="n1")
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(env={"EFAJOB_CONFIG": str(tmp_path / "none.toml")}, node="n1")
+
+
+def test_invalid_utf8_is_a_config_error(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_bytes(b'cluster = "\xff"\n')
+    with pytest.raises(ConfigError, match=r"is not UTF-8 \(byte 11"):
+        load_config(str(f), env={}, node="n1")
+
+
+def test_names_with_a_trailing_newline_are_refused():
+    with pytest.raises(ConfigError, match="node name"):
+        build_config({}, env={}, node="n1\n")
+    with pytest.raises(ConfigError, match="cluster name"):
+        build_config({}, env={"EFAJOB_CLUSTER": "c1\n"}, node="n1")
+
+
+def test_a_log_file_that_cannot_be_opened_is_a_config_error(tmp_path):
+    import logging
+
+    from efajob.daemon.loop import configure_logging
+
+    good = build_config({"log_file": str(tmp_path / "d.log")}, env={}, node="n1")
+    configure_logging(good)
+    bad = build_config({"log_file": str(tmp_path / "missing" / "d.log")}, env={}, node="n1")
+    with pytest.raises(ConfigError, match="cannot open .*missing/d.log: No such file"):
+        configure_logging(bad)
+    # The handler in place stays: a SIGHUP with a bad path keeps logging where it did.
+    handlers = [h for h in logging.getLogger("efajob").handlers if getattr(h, "_efajob_daemon", 0)]
+    assert [h.baseFilename for h in handlers] == [str(tmp_path / "d.log")]
+    for h in handlers:
+        logging.getLogger("efajob").removeHandler(h)
+        h.close()
+

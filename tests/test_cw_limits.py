@@ -251,3 +251,15 @@ def test_emf_event_is_trimmed_under_1mb_keeping_metrics():
     assert doc["totals"] == {"tx_bytes": 5, "rx_bytes": 6}
     with pytest.raises(SinkError):
         render_event({"huge": "x" * 2_000_000})
+
+
+def test_private_records_leave_user_uid_and_account_out_of_emf():
+    record = {"cluster": "c", "job_id": "9", "host": "n1", "end": NOW, "user": "alice",
+              "uid": 1000, "account": "proj", "partition": "gpu", "totals": {"tx_bytes": 5}}
+    (public,) = build_job_events(record, "NS", NOW)
+    assert "alice" in public["message"] and json.loads(public["message"])["uid"] == 1000
+    (private,) = build_job_events(record, "NS", NOW, private=True)
+    doc = json.loads(private["message"])
+    assert not {"user", "uid", "account", "User"} & set(doc)
+    assert "alice" not in private["message"] and doc["JobId"] == "9" and doc["Partition"] == "gpu"
+

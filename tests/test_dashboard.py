@@ -437,3 +437,24 @@ def test_page_in_headless_chromium(server, tmp_path):
     assert "<script" not in dom.lower() and "<img" not in dom
     assert "&lt;img src=x onerror=\"document.title='pwned-user'\"&gt;" in dom
     assert "<title>EFA dashboard: c1</title>" in dom
+
+
+def test_a_fifo_among_node_status_files_is_a_note_not_a_hang(tmp_path):
+    """Issue 13, case 1: one FIFO in nodes/ made `/` and `/api/*` never answer again."""
+    import threading
+
+    from efajob.dashboard.server import read_status_docs
+
+    d = tmp_path / "c1" / "nodes"
+    d.mkdir(parents=True)
+    (d / "n1.json").write_text(json.dumps(doc("n1")))
+    os.mkfifo(d / "n2.json")
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("v", read_status_docs(str(tmp_path), "c1")),
+                         daemon=True)
+    t.start()
+    t.join(120)  # bounds a regression: it would block in open(2) forever
+    assert not t.is_alive()
+    docs, notes = out["v"]
+    assert [c for c, _ in docs] == ["c1"]
+    assert notes == ["node status c1/n2.json unreadable (not a regular file)"]

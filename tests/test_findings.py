@@ -153,3 +153,26 @@ def test_slow_device_is_a_warning(pool):
     assert [(f.code, f.severity, f.host, f.device) for f in r.findings] == [
         ("device_idle", "warning", "n2", dev["name"])]
     assert "far less than its share" in r.findings[0].message
+
+
+def test_a_device_that_appeared_mid_job_is_flagged_not_healthy():
+    """Issue 13, case 7: its traffic was left out of a `complete` record and the job read
+    Healthy. Built through the hooks' record builder from real simulated snapshots."""
+    from efajob.hooks.records import JobIdentity, build_record
+    from efajob.report.build import build_report
+    from efajob.node.readings import Snapshot, DeviceReading
+
+    def snap(t, devs):
+        return Snapshot(wall=1000.0 + t, mono=t, devices={
+            n: DeviceReading(name=n, port=1, port_counters=c, device_counters={})
+            for n, c in devs.items()})
+
+    ident = JobIdentity(cluster="c1", job_id="9", restart=0, host="n1")
+    rec = build_record(ident, snap(0, {"d0": {"tx_bytes": 1}}),
+                       snap(60, {"d0": {"tx_bytes": 5 * 10 ** 11}, "d1": {"tx_bytes": 7}}),
+                       prolog_seen=True)
+    assert rec["complete"] is False and "device_appeared" in rec["incomplete_reasons"]
+    r = build_report([rec], job_id="9", cluster="c1", now=2000.0)
+    assert r.verdict != "Healthy"
+    (f,) = [f for f in r.findings if f.code == "device_idle"]
+    assert (f.host, f.device, f.severity) == ("n1", "d1", "warning") and "appeared" in f.message

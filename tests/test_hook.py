@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import HOOK_WAIT_ENV
+from conftest import HOOK_WAIT_ENV, require
 from efajob.config import build_config
 from efajob.errors import UsageError
 from efajob.hooks.entry import deliver_detached, identity_from_env, resolve_cluster
@@ -197,16 +197,17 @@ def test_overlap_found_without_a_daemon(site):
 def test_concurrent_epilogs(site):
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
-    jobs = [str(i) for i in range(10, 16)]
+    jobs = [str(i) for i in range(10, 26)]
     for j in jobs:
         hook("prolog", slurm_env(conf, j))
     with ThreadPoolExecutor(len(jobs)) as ex:
         results = list(ex.map(lambda j: hook("epilog", epilog_env(conf, j)), jobs))
-    # On a loaded machine a delivery child may take longer than the epilog waits for it: that
-    # is a warning, never a failure, and the record lands anyway.
+    # Each epilog's delivery child delivers every pending record, so most find their own
+    # already delivered by another: that is said at once, never a "not in the job store yet"
+    # warning (issue 13: 12 of 40 false warnings). hook_wait is 120 s here, so any warning
+    # would be false.
     for p in results:
-        assert p.returncode == 0 and p.stdout == ""
-        assert p.stderr == "" or "not in the job store" in p.stderr, p.stderr
+        assert p.returncode == 0 and p.stdout == "" and p.stderr == "", p.stderr
     recs = wait_for_records(root, len(jobs))
     assert sorted(recs) == sorted(f"{j}/n1.json" for j in jobs)
     assert sorted(e["key"] for e in read_finished(str(root / "n1" / "run"))) == sorted(jobs)
@@ -356,15 +357,24 @@ def test_unwritable_run_dir(site):
     assert (root / "n1" / "run").read_text() == "I am a file, not a directory\n"
 
 
-def test_unwritable_outbox_keeps_the_active_file(site):
+def _kept_in_the_spare_outbox(root, p, *words):
+    """The epilog's record went to <run_dir>/outbox, said in one warning line, and its delivery
+    child took it to the store from there: exact, and the run-dir files gone."""
+    line = one_line(p, "not writable", "kept in", str(root / "n1" / "run" / "outbox"), *words)
+    assert "failed" not in line
+    rec = wait_for_records(root, 1)["42/n1.json"]
+    assert rec["source"] == "epilog" and rec["complete"] is True
+    assert not os.path.exists(root / "n1" / "run" / "active" / "42.json")
+    assert os.listdir(root / "n1" / "run" / "outbox") == []
+
+
+def test_unwritable_outbox_keeps_the_record_in_the_run_dir(site):
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
     hook("prolog", slurm_env(conf))
     os.makedirs(root / "n1" / "state")
     (root / "n1" / "state" / "outbox").write_text("")
-    one_line(hook("epilog", epilog_env(conf)), "epilog job 42 failed")
-    # No record was written, so the active file stays for reconcile() to turn into one.
-    assert os.path.exists(root / "n1" / "run" / "active" / "42.json")
+    _kept_in_the_spare_outbox(root, hook("epilog", epilog_env(conf)), "File exists")
 
 
 @pytest.fixture
@@ -373,13 +383,13 @@ def tiny_fs(tmp_path):
     mnt = tmp_path / "tiny"
     mnt.mkdir()
     p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                       capture_output=True, timeout=10)
-    if p.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {p.stderr.decode().strip()}")
+                       capture_output=True, timeout=120)
+    # require(): skipped on a laptop without root, a failure in CI, which runs as root.
+    require("tmpfs mount", p.returncode == 0, p.stderr.decode().strip())
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=10)
+        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=120)
 
 
 def fill(path):
@@ -412,10 +422,23 @@ def test_full_disk_epilog(site, tiny_fs):
     hook("prolog", slurm_env(conf))
     (root / "n1" / "state").symlink_to(tiny_fs)
     fill(str(tiny_fs))
-    one_line(hook("epilog", epilog_env(conf)), "epilog job 42 failed", "No space left on device")
+    # Issue 13, case 4: the exact record was lost (and reconcile later counted 3x the bytes).
+    _kept_in_the_spare_outbox(root, hook("epilog", epilog_env(conf)), "No space left on device")
     outbox = tiny_fs / "outbox"
-    assert not outbox.exists() or os.listdir(outbox) == []
-    assert os.path.exists(root / "n1" / "run" / "active" / "42.json")  # kept for reconcile
+    assert not outbox.exists() or [n for n in os.listdir(outbox) if n.endswith(".json")] == []
+
+
+def test_full_run_dir_and_outbox_keep_the_active_file(site):
+    """Neither outbox can take the record: the epilog fails (one line) and the active file
+    stays for reconcile, the only way left."""
+    root, conf = site
+    build_node(str(root / "n1" / "sys"), "p5.48xlarge")
+    hook("prolog", slurm_env(conf))
+    os.makedirs(root / "n1" / "state")
+    (root / "n1" / "state" / "outbox").write_text("")
+    (root / "n1" / "run" / "outbox").write_text("")
+    one_line(hook("epilog", epilog_env(conf)), "epilog job 42 failed", "File exists")
+    assert os.path.exists(root / "n1" / "run" / "active" / "42.json")
 
 
 # -- the environment parser, in-process -------------------------------------------------------

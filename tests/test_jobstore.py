@@ -11,7 +11,7 @@ import pytest
 from efajob.errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
 from efajob.store.reader import (find_job, list_clusters, list_job_dirs, load_job,
                                  parse_node_status, parse_record_name, parse_since,
-                                 read_node_statuses, read_records)
+                                 read_node_statuses, read_records, scan_job_dir)
 
 NOW = 1714560000.0
 
@@ -46,10 +46,35 @@ def status(store, cluster, node, jobs, t=NOW - 10, **kw):
 @pytest.mark.parametrize("name,want", [
     ("n1.json", ("n1", 0)), ("n1.2.json", ("n1", 2)), ("ip-10-0-0-1.json", ("ip-10-0-0-1", 0)),
     (".n1.json.123.abcd.tmp", None), (".n1.json", None), ("n1.txt", None), ("n1.0.json", ("n1.0", 0)),
-    ("bad name.json", None),
+    ("bad name.json", None), ("gpu.3.0.json", ("gpu.3", 0)), ("gpu.3.2.json", ("gpu.3", 2)),
+    ("gpu.3.json", ("gpu", 3)), ("10.0.0.7.0.json", ("10.0.0.7", 0)),
 ])
 def test_parse_record_name(name, want):
     assert parse_record_name(name) == want
+
+
+@pytest.mark.parametrize("host", ["n1", "gpu.3", "gpu", "a.b.10", "n1.0", "ip-10-0-0-1", "x.07"])
+@pytest.mark.parametrize("restart", [0, 1, 3, 999999])
+def test_record_names_read_back_as_written(host, restart):
+    from efajob.hooks.outbox import store_path
+
+    path = store_path("/s", {"cluster": "c1", "job_id": "5", "host": host, "restart": restart})
+    assert parse_record_name(os.path.basename(path)) == (host, restart)
+
+
+def test_a_host_ending_in_digits_and_another_hosts_restart_do_not_collide(tmp_path):
+    """gpu.3 (restart 0) and gpu (restart 3) once shared gpu.3.json: the later overwrote the
+    earlier, and gpu.3's record read back as gpu's restart 3 and was skipped."""
+    from efajob.hooks.outbox import store_path
+
+    recs = {h: {"cluster": "c1", "job_id": "5", "host": h, "restart": r}
+            for h, r in (("gpu.3", 0), ("gpu", 3))}
+    paths = {h: store_path(str(tmp_path), rec) for h, rec in recs.items()}
+    assert len(set(paths.values())) == 2
+    for p in paths.values():
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        open(p, "w").close()
+    assert scan_job_dir(os.path.dirname(paths["gpu"])) == {0: [paths["gpu.3"]], 3: [paths["gpu"]]}
 
 
 def test_find_plain_and_restarts(tmp_path):
@@ -145,6 +170,37 @@ def test_read_records_skips_bad_files(tmp_path):
     assert "vanished" in dict(read_records([str(tmp_path / "x.json")]).skipped)[str(tmp_path / "x.json")]
 
 
+@pytest.mark.parametrize("text,why", [
+    ("[" * 100000 + "]" * 100000, "nested too deeply"),
+    ('{"schema": "efajob/job-node-record", "totals": {"tx_bytes": 1%s}}' % ("0" * 400,),
+     "integer of 401 digits out of range"),
+    ('{"schema": "efajob/job-node-record", "elapsed_s": 1e400}', "number 1e400 out of range"),
+    ('{"schema": "efajob/job-node-record", "elapsed_s": NaN}', "NaN is not a number"),
+    ('{"schema": "efajob/job-node-record", "elapsed_s": -Infinity}', "-Infinity is not a number"),
+])
+def test_hostile_records_are_skipped_with_a_reason(tmp_path, text, why):
+    """Anyone who can write a record (its job's owner, with private_records) once crashed every
+    listing with RecursionError or OverflowError; now the record is skipped and says why."""
+    path = put(str(tmp_path), rec(host="n1"))
+    with open(path, "w") as f:
+        f.write(text)
+    loaded = read_records([path], job_id="5", restart=0)
+    assert loaded.records == [] and why in dict(loaded.skipped)[path]
+
+
+def test_checked_parser_keeps_every_real_value():
+    """What the writers really write parses exactly as json does: u64 counters to 2^64 - 1,
+    small and large floats, digits and "NaN" inside strings."""
+    from efajob.values import loads_checked
+
+    doc = {"c": (1 << 64) - 1, "neg": -5, "f": 1.5e-300, "g": 1.7976931348623157e+308,
+           "name": "NaN Infinity 123456789012345678901234", "t": 1700000000.123}
+    data = json.dumps(doc).encode()
+    assert loads_checked(data) == json.loads(data) == doc
+    with pytest.raises(ValueError, match="out of range"):
+        loads_checked(json.dumps({"c": 10 ** 20}).encode())  # 21 digits
+
+
 def test_load_job(tmp_path):
     s = str(tmp_path)
     put(s, rec(host="n1"))
@@ -201,3 +257,30 @@ def test_node_status_with_corrupt_numbers_is_tolerated(bad):
                             "jobs": [{"key": "7", "user": "u", "start": bad}]})
     assert st is not None and st.wall is None and st.tx_gbps is None and st.rx_gbps == 1.5
     assert st.jobs[0].start is None
+
+
+def _bounded(fn, timeout=120):
+    """fn() in a thread: a regression that blocks fails the test instead of hanging the run."""
+    import threading
+
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("v", fn()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "blocked reading the store"
+    return out["v"]
+
+
+def test_a_fifo_in_the_store_is_skipped_not_waited_on(tmp_path):
+    """Issue 13, case 1: a FIFO (standing in for a hung mount) made every reader of the store
+    block forever in open(2)."""
+    s = str(tmp_path)
+    good = put(s, rec(host="n1"))
+    fifo = os.path.join(os.path.dirname(good), "n2.json")
+    os.mkfifo(fifo)
+    loaded = _bounded(lambda: read_records([good, fifo], job_id="5", restart=0))
+    assert [r["host"] for r in loaded.records] == ["n1"]
+    assert dict(loaded.skipped)[fifo] == "unreadable: not a regular file"
+    status(s, "c1", "n1", [])
+    os.mkfifo(os.path.join(s, "c1", "nodes", "n2.json"))
+    assert sorted(_bounded(lambda: read_node_statuses(s, "c1"))) == ["n1"]

@@ -283,3 +283,53 @@ def test_reconcile_one_bad_job_does_not_stop_the_others(cfg, node):
     good = active(cfg, "1", boot="old")
     ghost = replace(good, key="2", job_id="2", cluster="bad/name")
     assert reconcile(cfg, [ghost, good], good.start_wall + 5, boot_id="new") == ["1"]
+
+
+def _epilog_then_killed(cfg, job, start):
+    """The epilog writes its record, then dies before removing the active file (SIGKILL at
+    slurmd's timeout, OOM): what it leaves is the outbox record and the run-dir files."""
+    from efajob.hooks.finish import finish_job
+
+    finish_job(cfg, job=job, source="epilog", boot_id=job.boot_id, now_wall=job.start_wall + 100)
+    write_active(cfg.run_dir, job, start)
+
+
+@pytest.mark.parametrize("delivered", [False, True])
+def test_reconcile_never_replaces_the_epilogs_record(cfg, node, delivered):
+    """Issue 13, case 3: the exact record (this job's bytes) was replaced by a `no_epilog` one
+    carrying the next job's traffic."""
+    start = read_snapshot(cfg.sysfs_root)
+    job = active(cfg, boot="b", start=start)
+    mine = node.traffic(10, 5, 4)
+    _epilog_then_killed(cfg, job, start)
+    if delivered:
+        deliver_pending(cfg)
+    node.traffic(300, 300, 10)  # the next job on the node
+    assert reconcile(cfg, [job], job.start_wall + 120, boot_id="b", is_running=lambda j: False) == ["42"]
+    assert read_active(cfg.run_dir, "42") is None  # the leftover is cleaned up
+    deliver_pending(cfg)
+    with open(store_path(cfg.store, record("42"))) as f:
+        kept = json.load(f)
+    assert kept["source"] == "epilog" and kept["totals"]["tx_bytes"] == mine.totals["tx_bytes"]
+    assert pending(cfg) == []
+
+
+def test_delivery_keeps_the_epilogs_record_over_a_reconcile_one(cfg, node):
+    """The guard at delivery too: a reconcile record made before the epilog's reached the store
+    (two nodes' views of one shared store, a slow NFS) does not overwrite it."""
+    from efajob.hooks.finish import finish_job
+
+    start = read_snapshot(cfg.sysfs_root)
+    job = active(cfg, boot="b", start=start)
+    mine = node.traffic(10, 5, 4)
+    finish_job(cfg, job=job, source="epilog", boot_id="b", now_wall=job.start_wall + 100)
+    deliver_pending(cfg)
+    write_active(cfg.run_dir, job, start)
+    node.traffic(300, 300, 10)
+    finish_job(cfg, job=job, source="reconcile", boot_id="b", now_wall=job.start_wall + 200)
+    res = deliver_pending(cfg)
+    assert pending(cfg) == [] and res.delivered == [] and res.records == []  # no sink sees it
+    assert len(res.dropped) == 1
+    with open(store_path(cfg.store, record("42"))) as f:
+        kept = json.load(f)
+    assert kept["source"] == "epilog" and kept["totals"]["tx_bytes"] == mine.totals["tx_bytes"]

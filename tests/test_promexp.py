@@ -221,3 +221,16 @@ def test_server_binds_an_ipv6_address(tmp_path):
             assert r.status == 200 and b"efajob_exporter_dropped_series" in r.read()
     finally:
         sink.close()
+
+
+def test_private_records_keep_user_names_off_the_endpoint(ticked, tmp_path):
+    """Issue 13, case 6: with private_records every local user who can scrape the endpoint
+    saw who runs what. The series stay (same labels), the user is empty."""
+    _, tick, mono = ticked
+    sink = PrometheusSink(replace(cfg_for(tmp_path), private_records=True), clock=mono,
+                          serve=False)
+    sink.on_tick(tick)
+    jobs = {(s.labels["job_id"], s.labels["user"]): s.value
+            for s in families(sink)["efajob_job_active"].samples}
+    assert jobs == {("42", ""): 1, ("43", ""): 1}
+    assert b"alice" not in sink.exposition()

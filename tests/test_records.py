@@ -89,7 +89,10 @@ def test_vanished_and_appeared_devices():
                      snap(5, {"d0": {"tx_bytes": 3}, "d2": {"tx_bytes": 9}}))
     assert r["vanished_devices"] == ["d1"] and r["appeared_devices"] == ["d2"]
     assert [d["name"] for d in r["devices"]] == ["d0"] and r["totals"] == {"tx_bytes": 2}
-    assert r["complete"] is False and r["incomplete_reasons"] == ["device_vanished"]
+    # Both flag the record: once the appeared device's traffic was left out of a "complete"
+    # record and the job read Healthy (issue 13, case 7).
+    assert r["complete"] is False
+    assert r["incomplete_reasons"] == ["device_vanished", "device_appeared"]
 
 
 def test_daemon_rows_add_peaks_and_series_not_totals():

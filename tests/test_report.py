@@ -324,6 +324,28 @@ def test_cli_golden_text(store, update_golden):
     check_golden("cli-77.txt", r.output, update_golden)
 
 
+def test_cli_survives_hostile_records(store, tmp_path):
+    """A record nested 100,000 deep and one holding a 401-digit counter once made `report`,
+    `jobs` and `dashboard build` exit 1 with a traceback: each is now a skipped node, said."""
+    d = os.path.join(store, "prod", "jobs", "77")
+    deep, huge = sorted(os.listdir(d))[:2]
+    with open(os.path.join(d, deep), "w") as f:
+        f.write("[" * 100000 + "]" * 100000)
+    with open(os.path.join(d, huge)) as f:
+        rec = json.load(f)
+    rec["totals"]["tx_bytes"] = 10 ** 400
+    with open(os.path.join(d, huge), "w") as f:
+        f.write(json.dumps(rec))
+    r = run("report", "77", "--store", store, "--no-slurm", "--no-color")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    text = " ".join(r.output.split())
+    assert "nested too deeply" in text and "integer of 401 digits out of range" in text
+    r = run("jobs", "--store", store, "--no-color")
+    assert r.exit_code == 0 and "77" in r.output, r.output
+    r = run("dashboard", "build", "--store", store, "-o", str(tmp_path / "d.html"))
+    assert r.exit_code == 0, r.output
+
+
 def test_cli_slurm_unreachable_is_said(store):
     # No scontrol on PATH: the report still works and says where its header came from.
     r = run("report", "77", "--store", store, env={"PATH": "/nonexistent"})
@@ -438,3 +460,42 @@ def test_allowance_line_names_what_moved_and_tells_absent_from_zero():
     zeros = {"bw_in_allowance_exceeded": 0, "bw_out_allowance_exceeded": 0, "pps_allowance_exceeded": 0}
     assert fmt_allowance(zeros) == "none (3 counters read)"
     assert fmt_allowance(dict(zeros, bw_out_allowance_exceeded=27219)) == "bw_out_allowance_exceeded 27,219"
+
+
+def test_private_records_of_another_user_are_not_yours(pool):
+    """Issue 13, case 6: another user's private records read as a "Warning" job, exit 0.
+    As real other users (the effective uid switched in-process: the venv's interpreter may
+    live where other users cannot run it): the job's owner reads the report; anyone else gets
+    exit 4 and "not yours", and `jobs` does not list the job."""
+    import shutil
+    import tempfile
+
+    from conftest import require
+    from efajob.hooks.outbox import deliver_one
+
+    require("root (to act as other users)", os.geteuid() == 0)
+    root = tempfile.mkdtemp(prefix="efajob-private-", dir="/tmp")
+    try:
+        os.chmod(root, 0o755)
+        store = os.path.join(root, "store")
+        cfg = Config(store=store, private_records=True)
+        for rec in job_records(pool, healthy(2), job_id="88", cluster="c1", user="alice"):
+            deliver_one(cfg, dict(rec, uid=1000))
+
+        def as_user(uid, *args):
+            os.seteuid(uid)
+            try:
+                return run(*args, "--store", store)
+            finally:
+                os.seteuid(0)
+
+        mine = as_user(1000, "report", "88", "--no-slurm", "--no-color")
+        assert mine.exit_code == 0 and "Verdict: Healthy" in mine.output, mine.output
+        other = as_user(65534, "report", "88", "--no-slurm", "--no-color")
+        assert other.exit_code == 4, other.output
+        assert "private (private_records = true) and not yours" in other.output
+        listed = as_user(65534, "jobs", "--no-color")
+        assert listed.exit_code == 0 and " 88 " not in listed.output, listed.output
+        assert " 88 " in as_user(1000, "jobs", "--no-color").output
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -170,3 +170,30 @@ def test_active_from_dict_rejects(field, value):
     d[field] = value
     with pytest.raises(RecordError):
         ActiveJob.from_dict(d)
+
+
+def test_sweep_removes_only_what_dead_writers_left(tmp_path):
+    """Issue 13, case 8: a hook killed inside atomic_write left `.x.json.<pid>.<hex>.tmp`
+    files forever. The sweep takes those of dead pids once old; a live writer's stays."""
+    import subprocess
+    import sys
+
+    from efajob.hooks.runfiles import sweep_temp_files
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, timeout=120)
+    dead_pid = int(dead.stdout)
+    names = {"old_dead": f".42.json.{dead_pid}.0a1b2c3d.tmp",
+             "young_dead": f".43.json.{dead_pid}.0a1b2c3e.tmp",
+             "old_live": f".44.json.{os.getpid()}.0a1b2c3f.tmp",
+             "record": "45.json", "other": ".hidden"}
+    for key, name in names.items():
+        p = tmp_path / name
+        p.write_text("x")
+        if key != "young_dead":
+            os.utime(p, (1000.0, 1000.0))
+    now = 1000.0 + 3600
+    os.utime(tmp_path / names["young_dead"], (now - 5, now - 5))
+    removed = sweep_temp_files([str(tmp_path), str(tmp_path / "missing")], now)
+    assert removed == [str(tmp_path / names["old_dead"])]
+    assert sorted(os.listdir(tmp_path)) == sorted(n for k, n in names.items() if k != "old_dead")

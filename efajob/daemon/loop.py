@@ -31,7 +31,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 from efajob import __version__
 from efajob.config import Config
 from efajob.node.counters import diff_snapshots
-from efajob.errors import StoreError
+from efajob.errors import ConfigError, StoreError
 from efajob.node.localstore import LocalStore, SampleRow, current_boot_id, encode_jobs
 from efajob.sinks.base import DaemonHealth, Sink, Tick
 from efajob.sinks.registry import build_sinks
@@ -99,18 +99,23 @@ class Notifier:
 
 def configure_logging(cfg: Config) -> None:
     """stderr (journald adds time and unit) or `log_file` through a WatchedFileHandler, which
-    reopens the file after logrotate moves it."""
+    reopens the file after logrotate moves it. A `log_file` that cannot be opened is a
+    ConfigError, and the handlers in place stay (a SIGHUP with a bad path keeps logging)."""
     root = logging.getLogger("efajob")
-    for h in list(root.handlers):
-        if getattr(h, "_efajob_daemon", False):
-            root.removeHandler(h)
-            h.close()
     if cfg.log_file:
-        handler: logging.Handler = logging.handlers.WatchedFileHandler(cfg.log_file)
+        try:
+            handler: logging.Handler = logging.handlers.WatchedFileHandler(cfg.log_file)
+        except OSError as e:  # a missing directory, a read-only file: the config's mistake
+            raise ConfigError(f"config key 'log_file': cannot open {cfg.log_file}: "
+                              f"{e.strerror}") from None
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for h in list(root.handlers):
+        if getattr(h, "_efajob_daemon", False):
+            root.removeHandler(h)
+            h.close()
     handler._efajob_daemon = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(getattr(logging, cfg.log_level.upper(), logging.INFO))
@@ -178,7 +183,7 @@ class Daemon:
         self._worker_stop = threading.Event()
         self._worker_kick = threading.Event()  # wakes the worker early (outbox, stop)
         self._deliver_now = False
-        self._outbox_seen: Optional[int] = None
+        self._outbox_seen: Tuple[Optional[int], Optional[int]] = (None, None)
         # From IMDSv2 (worker thread) when the config names no instance type; None until known.
         self._instance_type: Optional[str] = None
         self._jobs_reader = None
@@ -485,7 +490,7 @@ class Daemon:
     def _check_outbox(self) -> None:
         """Main thread, once a tick: an epilog renamed a record into the outbox (its mtime
         moved), so have the worker deliver it now: `efajob report` then sees a job about a
-        second after it ends. One stat(2) a tick, on the node-local state dir."""
+        second after it ends. Two stat(2)s a tick, on node-local directories."""
         mtime = self._outbox_mtime()
         if mtime != self._outbox_seen:
             self._outbox_seen = mtime
@@ -512,11 +517,16 @@ class Daemon:
         self._instance_type = found
         return found
 
-    def _outbox_mtime(self) -> Optional[int]:
-        try:
-            return os.stat(self.cfg.outbox_dir).st_mtime_ns
-        except OSError:
-            return None
+    def _outbox_mtime(self) -> Tuple[Optional[int], Optional[int]]:
+        """Both outboxes' mtimes: the spare one (run dir) takes records when the local disk is
+        full. Two stat(2)s of local directories a tick."""
+        out = []
+        for d in (self.cfg.outbox_dir, self.cfg.spare_outbox_dir):
+            try:
+                out.append(os.stat(d).st_mtime_ns)
+            except OSError:
+                out.append(None)
+        return out[0], out[1]
 
     def run_worker_once(self, due: Optional[Dict[str, float]] = None) -> None:
         """Do whichever worker jobs are due (all of them when `due` is None)."""
@@ -565,6 +575,16 @@ class Daemon:
         made = outbox.reconcile(self.cfg, jobs, self._wall())
         if made:
             log.info("reconciled jobs whose epilog never ran: %s", ", ".join(made))
+        from efajob.hooks.runfiles import ACTIVE_DIR, START_DIR, sweep_temp_files
+
+        cfg = self.cfg
+        swept = sweep_temp_files([os.path.join(cfg.run_dir, ACTIVE_DIR),
+                                  os.path.join(cfg.run_dir, START_DIR), cfg.run_dir,
+                                  cfg.outbox_dir, cfg.spare_outbox_dir, cfg.state_dir],
+                                 self._wall())
+        if swept:
+            log.info("removed %d temp file(s) killed writers left: %s", len(swept),
+                     ", ".join(os.path.basename(p) for p in swept[:5]))
 
 
 WAITING = object()  # _deliver: records are still waiting in the outbox

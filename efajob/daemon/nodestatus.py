@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Seque
 
 from efajob.config import validate_name
 from efajob.node.counters import bytes_to_gbps
+from efajob.values import loads_checked
 
 if TYPE_CHECKING:  # pragma: no cover
     from efajob.node.localstore import SampleRow
@@ -194,4 +195,4 @@ def write_node_status(path: str, doc: dict) -> None:
 
 def read_node_status(path: str) -> dict:
     with open(path, "rb") as f:
-        return json.loads(f.read(1 << 20))
+        return loads_checked(f.read(1 << 20))

@@ -9,7 +9,8 @@ import logging
 from typing import Callable, List, Optional, Sequence
 
 from efajob.hooks.finish import finish_job
-from efajob.hooks.runfiles import read_boot_id
+from efajob.hooks.outbox import epilog_record_exists
+from efajob.hooks.runfiles import read_boot_id, remove_active
 from efajob.slurm.adapter import job_is_running
 
 # The outbox's logger, as before this moved here: sites grep the journal for it.
@@ -45,6 +46,14 @@ def reconcile(cfg, active_jobs: Sequence, now_wall: float, *,
                 continue
             if running is None or running:
                 continue
+        if epilog_record_exists(cfg, job):
+            # The epilog wrote its exact record and was killed before it removed the active
+            # file: a reconcile record (counters up to now, other jobs' traffic included)
+            # must never replace it. Only the leftover files go.
+            remove_active(cfg.run_dir, job.key)
+            log.info("job %s: its epilog's record exists; leftover active file removed", job.key)
+            done.append(job.key)
+            continue
         try:
             finish_job(cfg, job=job, source="reconcile", rebooted=rebooted, boot_id=boot,
                        now_wall=now_wall)

@@ -37,6 +37,7 @@ from efajob import __version__
 from efajob.dashboard.model import CSP, Dashboard, build_dashboard, jobs_to_dict, nodes_to_dict
 from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
 from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, list_clusters, list_job_dirs
+from efajob.values import loads_checked, read_regular
 
 log = logging.getLogger("efajob.dashboard")
 
@@ -67,8 +68,8 @@ def read_status_docs(store: str, cluster: str) -> Tuple[List[Tuple[str, object]]
         if not name.endswith(".json") or name.startswith("."):  # "." prefix: a writer's temp file
             continue
         try:
-            with open(os.path.join(d, name), "rb") as f:
-                docs.append((cluster, json.loads(f.read(MAX_STATUS_BYTES))))
+            data = read_regular(os.path.join(d, name), MAX_STATUS_BYTES)
+            docs.append((cluster, loads_checked(data)))
         except (OSError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) else "not valid JSON"
             notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")

@@ -22,13 +22,14 @@ On the hook import path (the epilog writes its record here): standard library on
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
 
 from efajob.hooks.records import check_record
+from efajob.slurm.jobid import record_stem
+from efajob.values import loads_checked
 from efajob.hooks.runfiles import LazyLogger, atomic_write, dumps, ensure_dir, read_json
 
 log = LazyLogger("efajob.outbox")
@@ -50,28 +51,59 @@ def outbox_name(record: dict) -> str:
 
 
 def store_path(store: str, record: dict) -> str:
-    """`<store>/<cluster>/jobs/<job_id>/<host>[.<restart>].json` (fields already validated)."""
-    restart = record["restart"]
-    name = record["host"] + (f".{restart}" if restart else "") + ".json"
+    """`<store>/<cluster>/jobs/<job_id>/<host>[.<restart>].json` (fields already validated;
+    the name is jobid.record_stem's, which the store reader parses back)."""
+    name = record_stem(record["host"], record["restart"]) + ".json"
     return os.path.join(store, record["cluster"], "jobs", record["job_id"], name)
 
 
 def write_outbox(cfg, record: dict) -> str:
-    """Put a record in the outbox, durably (fsync). Returns its path. OSError propagates."""
+    """Put a record in the outbox, durably (fsync). Returns its path. When the outbox cannot
+    take it (a full or read-only local disk), the spare outbox in the run dir (tmpfs: another
+    filesystem) does, and a warning says so: the exact record is kept rather than left for
+    reconcile to rebuild from later counters. OSError when neither can."""
     check_record(record)
-    ensure_dir(cfg.outbox_dir, OUTBOX_MODE)
-    path = os.path.join(cfg.outbox_dir, outbox_name(record))
-    atomic_write(path, dumps(record), mode=0o600, fsync=True)
+    data, name = dumps(record), outbox_name(record)
+    try:
+        ensure_dir(cfg.outbox_dir, OUTBOX_MODE)
+        path = os.path.join(cfg.outbox_dir, name)
+        atomic_write(path, data, mode=0o600, fsync=True)
+        return path
+    except OSError as e:
+        err = e
+    try:
+        ensure_dir(cfg.spare_outbox_dir, OUTBOX_MODE)
+        path = os.path.join(cfg.spare_outbox_dir, name)
+        atomic_write(path, data, mode=0o600, fsync=True)  # run_dir may be a disk elsewhere
+    except OSError:
+        raise err from None
+    log.warning("outbox %s not writable (%s): record %s kept in %s until delivered",
+                cfg.outbox_dir, err.strerror or err, name, cfg.spare_outbox_dir)
     return path
 
 
+def _outbox_dirs(cfg) -> Tuple[str, str]:
+    return cfg.outbox_dir, cfg.spare_outbox_dir
+
+
 def pending(cfg) -> List[str]:
-    """Outbox file names waiting for delivery, oldest name first."""
-    try:
-        names = os.listdir(cfg.outbox_dir)
-    except FileNotFoundError:
-        return []
+    """Outbox file names waiting for delivery (both outboxes), oldest name first."""
+    names = set()
+    for d in _outbox_dirs(cfg):
+        try:
+            names.update(os.listdir(d))
+        except (FileNotFoundError, NotADirectoryError):
+            pass
     return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
+
+
+def outbox_path(cfg, name: str) -> str:
+    """Where a pending `name` is: the outbox, else the spare outbox."""
+    main = os.path.join(cfg.outbox_dir, name)
+    if os.path.exists(main):
+        return main
+    spare = os.path.join(cfg.spare_outbox_dir, name)
+    return spare if os.path.exists(spare) else main
 
 
 # -- delivery --------------------------------------------------------------------------------
@@ -80,6 +112,7 @@ class DeliveryResult:
     delivered: List[str] = field(default_factory=list)  # store paths written this round
     records: List[dict] = field(default_factory=list)  # the records delivered (for sinks)
     quarantined: List[str] = field(default_factory=list)  # outbox names moved to bad/
+    dropped: List[str] = field(default_factory=list)  # reconcile records an epilog's beat
     pending: int = 0  # still waiting after this round
     skipped: bool = False  # backing off: nothing was tried
     attempts: int = 0  # consecutive failed rounds
@@ -126,9 +159,34 @@ def _ensure_store_dir(path: str) -> None:
         pass
 
 
-def deliver_one(cfg, record: dict) -> str:
-    """Write one record into the job store, durably. Returns the store path; OSError on failure."""
+def _epilog_record_at(path: str, key: str) -> bool:
+    """Whether `path` holds an epilog's record of `key` (unreadable or other: no)."""
+    try:
+        rec = read_json(path, max_bytes=64 << 20)
+    except (OSError, ValueError):
+        return False
+    return isinstance(rec, dict) and rec.get("key") == key and rec.get("source") == "epilog"
+
+
+def epilog_record_exists(cfg, job) -> bool:
+    """An epilog already wrote `job`'s record on this node (in the outbox, or delivered to the
+    store): reconcile leaves it alone. `job` is an ActiveJob."""
+    rec = {"key": job.key, "host": job.node, "cluster": job.cluster, "job_id": job.job_id,
+           "restart": job.restart}
+    name = outbox_name(rec)
+    return (any(_epilog_record_at(os.path.join(d, name), job.key) for d in _outbox_dirs(cfg))
+            or _epilog_record_at(store_path(cfg.store, rec), job.key))
+
+
+def deliver_one(cfg, record: dict) -> Optional[str]:
+    """Write one record into the job store, durably. Returns the store path; OSError on failure.
+    None: a reconcile record that would replace an epilog's record of the same run, which it
+    never does (exact beats flagged); it is dropped."""
     dest = store_path(cfg.store, record)
+    if record.get("source") == "reconcile" and _epilog_record_at(dest, record.get("key")):
+        log.warning("job %s: the store holds its epilog's record; the reconcile record is "
+                    "dropped", record.get("key"))
+        return None
     _ensure_store_dir(os.path.dirname(dest))
     if cfg.private_records:
         uid = record.get("uid")
@@ -142,7 +200,7 @@ def deliver_one(cfg, record: dict) -> str:
 def _quarantine(cfg, name: str, why: str) -> None:
     bad = os.path.join(cfg.outbox_dir, BAD_DIR)
     ensure_dir(bad, OUTBOX_MODE)
-    os.replace(os.path.join(cfg.outbox_dir, name), os.path.join(bad, name))
+    os.replace(outbox_path(cfg, name), os.path.join(bad, name))
     log.error("outbox record %s cannot be delivered (%s): moved to %s", name, why, bad)
 
 
@@ -164,6 +222,8 @@ def deliver_pending(cfg, *, now: Callable[[], float] = time.time, max_files: Opt
         if state:
             _write_state(cfg, {})
         res.attempts = 0
+        if first is not None and on_first is not None:
+            on_first(True)  # delivered by someone else before this round listed the outbox
         return res
     t = now()
     next_try = state.get("next_try")
@@ -174,16 +234,22 @@ def deliver_pending(cfg, *, now: Callable[[], float] = time.time, max_files: Opt
     if first is not None and first in names:
         names.remove(first)
         names.insert(0, first)
-    else:
+    elif first is not None:
+        # Gone already: another epilog's delivery child (or the daemon) delivered it. Said at
+        # once, else the waiting epilog would log a false "not in the job store yet".
+        if on_first is not None:
+            on_first(True)
         first = None
     for i, name in enumerate(names):
         if max_files is not None and i >= max_files:
             break
-        src = os.path.join(cfg.outbox_dir, name)
+        src = outbox_path(cfg, name)
         try:
             record = check_record(read_json(src))
-        except FileNotFoundError:
-            continue  # delivered meanwhile by someone else
+        except FileNotFoundError:  # delivered meanwhile by someone else
+            if name == first and on_first is not None:
+                on_first(True)
+            continue
         except (OSError, ValueError) as e:
             try:
                 _quarantine(cfg, name, str(e))
@@ -204,11 +270,16 @@ def deliver_pending(cfg, *, now: Callable[[], float] = time.time, max_files: Opt
                                "last_error": res.last_error})
             res.pending = len(pending(cfg))
             return res
-        # Only now, with the store copy durable, may the outbox copy go.
+        # Only now, with the store copy durable (or the record dropped), may the outbox copy go.
         try:
             os.unlink(src)
         except FileNotFoundError:
             pass
+        if dest is None:
+            res.dropped.append(name)
+            if name == first and on_first is not None:
+                on_first(True)
+            continue
         res.delivered.append(dest)
         res.records.append(record)
         if name == first and on_first is not None:
@@ -294,8 +365,8 @@ def load_outbox(cfg) -> List[dict]:
     out = []
     for name in pending(cfg):
         try:
-            with open(os.path.join(cfg.outbox_dir, name), "rb") as f:
-                out.append(json.loads(f.read()))
+            with open(outbox_path(cfg, name), "rb") as f:
+                out.append(loads_checked(f.read(64 << 20)))
         except (OSError, ValueError):
             continue
     return out

@@ -269,6 +269,10 @@ def build_record(
         appeared, vanished = delta.appeared, delta.vanished
         if vanished:
             why.append("device_vanished")
+        if appeared:
+            # Absent at the prolog (a driver reload, a device late to probe): its traffic in
+            # the job is unknown, so the totals leave it out and the record says so.
+            why.append("device_appeared")
     elif window or rollups:
         # No end (reboot) or no start: the daemon's rows are all there is.
         if t0_mono is None:

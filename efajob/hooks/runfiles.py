@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional, Tuple
 
 from efajob.errors import RecordError
 from efajob.slurm.jobid import is_key, job_key  # noqa: F401  (job_key is part of this module's API)
 from efajob.node.readings import Snapshot
+from efajob.values import loads_checked, read_regular
 
 
 
@@ -193,11 +195,50 @@ def dumps(obj: object) -> bytes:
 
 def read_json(path: str, max_bytes: int = 64 << 20) -> object:
     """Parse a JSON file; OSError / ValueError propagate. Bounded so garbage cannot eat memory."""
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
+    data = read_regular(path, max_bytes)
     if len(data) > max_bytes:
         raise ValueError(f"{path} is larger than {max_bytes} bytes")
-    return json.loads(data)
+    return loads_checked(data)
+
+
+_TEMP_RE = re.compile(r"\..+\.([0-9]{1,10})\.[0-9a-f]{8}\.tmp")  # atomic_write's temp names
+
+
+def sweep_temp_files(dirs: List[str], now_wall: float, min_age: float = 600.0) -> List[str]:
+    """Remove atomic_write's temp files that a killed writer left (`.<name>.<pid>.<hex>.tmp`):
+    older than `min_age` seconds and whose pid is gone. The daemon's worker calls this with
+    reconcile; a live writer's file is never touched (its pid lives, and it is seconds old).
+    Returns the paths removed; errors are skipped (the next round tries again)."""
+    removed = []
+    for d in dirs:
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            m = _TEMP_RE.fullmatch(e.name)
+            if m is None:
+                continue
+            try:
+                st = e.stat(follow_symlinks=False)
+                if now_wall - st.st_mtime < min_age or pid_alive(int(m.group(1))):
+                    continue
+                os.unlink(e.path)
+                removed.append(e.path)
+            except OSError:
+                continue
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists (one we may not signal still does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- the run dir -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any, List, Optional, Tuple
 
-from efajob.errors import SlurmError
+from efajob.errors import SlurmError, StoreError
 
 
 # -- Slurm (optional) -------------------------------------------------------------------------
@@ -52,6 +52,13 @@ def _store_has(store: str, cluster: Optional[str], job_id: str) -> bool:
                for c in ([cluster] if cluster else list_clusters(store)))
 
 
+def not_yours(loaded, files) -> bool:
+    """Every record of the job refused us (private_records: another user's job) and no daemon
+    shows it live: nothing here is ours to report."""
+    return (not loaded.records and not files.live and bool(loaded.skipped)
+            and all(why == "unreadable: Permission denied" for _, why in loaded.skipped))
+
+
 def build_job_report(cfg, job_id: str, *, cluster: Optional[str] = None,
                      restart: Optional[int] = None, use_slurm: bool = True,
                      now: Optional[float] = None, warn=None):
@@ -91,6 +98,10 @@ def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[s
     files = find_job(cfg.store, target, cluster=cluster, restart=restart, now=now,
                      max_status_age=max(60.0, 4 * cfg.status_interval))
     loaded = load_job(files)
+    if not_yours(loaded, files):
+        raise StoreError(
+            f"job {files.job_id}: its records are private (private_records = true) and not "
+            "yours: only root and the job's user can read them")
     for path, why in loaded.skipped:
         if warn:
             warn(f"skipped {path}: {why}")
@@ -162,6 +173,8 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
             break
         files = find_job(cfg.store, d.job_id, cluster=d.cluster, now=now, max_status_age=max_age)
         loaded = load_job(files)
+        if not_yours(loaded, files):
+            continue  # another user's private job: not listed (it once read as a "Warning")
         r = build_report(loaded.records, job_id=files.job_id, cluster=files.cluster,
                          restart=files.restart, restarts=files.restarts, live=files.live,
                          skipped=loaded.skipped, thresholds=cfg.thresholds, now=now)

@@ -53,6 +53,7 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
         incomplete_reasons=[r for r in rec.get("incomplete_reasons") or [] if isinstance(r, str)],
         resets=[r for r in rec.get("resets") or [] if isinstance(r, str)],
         vanished_devices=[v for v in rec.get("vanished_devices") or [] if isinstance(v, str)],
+        appeared_devices=[v for v in rec.get("appeared_devices") or [] if isinstance(v, str)],
         source=nonempty(rec.get("source")), daemon_samples=rec.get("daemon_samples")
         if isinstance(rec.get("daemon_samples"), int) else None,
         exit_code=nonempty(rec.get("exit_code")), series=dict(series))

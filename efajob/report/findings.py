@@ -146,6 +146,13 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                 "its traffic is missing from the totals.",
                 "Check `dmesg` on the node for efa errors; drain the node and replace the instance "
                 "if the device does not come back.", host=n.host, device=name))
+        for name in n.appeared_devices:
+            out.append(Finding(
+                "device_idle", "warning",
+                f"{name} on {n.host} appeared during the job (absent when it started: a driver "
+                "reload or a device slow to probe): its traffic is not in the totals.",
+                "Check `dmesg` on the node for efa resets or probe errors; a device that comes "
+                "and goes is worth draining the node for.", host=n.host, device=name))
         devs = [(d, d.traffic) for d in n.devices]
         devs = [(d, t) for d, t in devs if t is not None]
         if len(devs) < 2 or (n.traffic or 0) < th["efa_unused_bytes_per_node"]:
@@ -300,6 +307,7 @@ _REASONS = {
     "no_epilog": "the epilog never ran (node crash, slurmd restart): counted up to the daemon's last sample",
     "no_end_snapshot": "no end snapshot: counted up to the daemon's last sample",
     "device_vanished": "a device vanished during the job",
+    "device_appeared": "a device appeared during the job: its traffic is not counted",
 }
 
 

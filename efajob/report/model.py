@@ -79,6 +79,7 @@ class NodeReport(_Traffic):
     incomplete_reasons: List[str] = field(default_factory=list)
     resets: List[str] = field(default_factory=list)
     vanished_devices: List[str] = field(default_factory=list)
+    appeared_devices: List[str] = field(default_factory=list)
     source: Optional[str] = None  # "epilog" | "reconcile"
     daemon_samples: Optional[int] = None
     exit_code: Optional[str] = None

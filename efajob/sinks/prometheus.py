@@ -53,10 +53,14 @@ class EfaCollector:
     """Builds efajob_* families from the latest tick at scrape time."""
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic,
-                 link_gbps: Optional[Callable[[str], Optional[float]]] = None):
+                 link_gbps: Optional[Callable[[str], Optional[float]]] = None,
+                 private: bool = False):
         self._tick: Optional["Tick"] = None
         self._clock = clock
         self._link_gbps = link_gbps
+        # private_records: who runs what is not for every local user who can scrape the
+        # endpoint; the `user` label stays (same series shape), empty.
+        self._private = private
 
     def update(self, tick: "Tick") -> None:
         self._tick = tick  # one reference swap: the scrape thread reads whole ticks
@@ -77,7 +81,7 @@ class EfaCollector:
         yield from self._node_rates(tick, dropped)
         yield from self._info(tick)
         yield from self._health(tick)
-        yield from self._jobs(tick, dropped)
+        yield from self._jobs(tick, dropped, self._private)
         yield from self._exporter(dropped)
 
     # -- counters --------------------------------------------------------------------------
@@ -222,7 +226,7 @@ class EfaCollector:
         yield errs
 
     @staticmethod
-    def _jobs(tick: "Tick", dropped: Dict[str, int]) -> Iterator[Metric]:
+    def _jobs(tick: "Tick", dropped: Dict[str, int], private: bool = False) -> Iterator[Metric]:
         g = GaugeMetricFamily(
             "efajob_job_active",
             "1 for each Slurm job active on this node (run dir): join node series on instance",
@@ -233,7 +237,7 @@ class EfaCollector:
             jobs = jobs[:MAX_JOBS]
         seen = set()
         for j in jobs:
-            labels = (j.job_id, j.user or "")
+            labels = (j.job_id, "" if private else j.user or "")
             if labels not in seen:  # two restarts of one job id cannot both be active; be safe
                 seen.add(labels)
                 g.add_metric(labels, 1)
@@ -262,7 +266,8 @@ class PrometheusSink:
 
         itype = lookup(cfg.instance_type)
         per_device = (lambda _name: itype.gbps_per_device) if itype else None
-        self.collector = EfaCollector(clock=clock, link_gbps=per_device)
+        self.collector = EfaCollector(clock=clock, link_gbps=per_device,
+                                      private=cfg.private_records)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)

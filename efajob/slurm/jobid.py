@@ -129,3 +129,34 @@ def status_job_key(entry: object) -> Optional[Tuple[str, str, int, dict]]:
         key = jid if rs == 0 else f"{jid}.{rs}"
     job_id, restart = parse_key(key)
     return key, job_id, restart, j
+
+
+# -- record file names in the job store: <host>[.<restart>].json ------------------------------
+_DIGITS = re.compile(r"[0-9]+")
+_STEM_SUFFIX = re.compile(r"(.+)\.(0|[1-9][0-9]{0,5})")
+
+
+def _ends_in_digit_label(host: str) -> bool:
+    head, dot, last = host.rpartition(".")
+    return bool(dot and head and _DIGITS.fullmatch(last))
+
+
+def record_stem(host: str, restart: int) -> str:
+    """The file name of a host's record, without `.json`: `n1`, or `n1.2` for restart 2.
+    A host whose name itself ends in `.<digits>` (`gpu.3`) always carries its restart
+    (`gpu.3.0`): else its record would read back as host `gpu` restart 3, and host `gpu`'s
+    restart 3 would overwrite it."""
+    return f"{host}.{restart}" if restart or _ends_in_digit_label(host) else host
+
+
+def split_record_stem(stem: str) -> Tuple[str, int]:
+    """record_stem's inverse: `n1` -> ("n1", 0), `n1.2` -> ("n1", 2), `gpu.3.0` -> ("gpu.3", 0).
+    `n1.0`, which record_stem never writes, is the host `n1.0` (as efajob 0.1 wrote it)."""
+    m = _STEM_SUFFIX.fullmatch(stem)
+    if m is None:
+        return stem, 0
+    host, restart = m.group(1), int(m.group(2))
+    if restart == 0 and not _ends_in_digit_label(host):
+        return stem, 0
+    return host, restart
+

@@ -13,7 +13,6 @@ AmbiguousJobError (several clusters, array tasks or het components match).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -21,15 +20,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from efajob.errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
-from efajob.slurm.jobid import is_job_id, status_job_key, validate_job_id
-from efajob.values import as_number
+from efajob.slurm.jobid import is_job_id, split_record_stem, status_job_key, validate_job_id
+from efajob.values import as_number, loads_checked, read_regular
 
 JOBS_DIR = "jobs"
 NODES_DIR = "nodes"
 MAX_RECORD_BYTES = 16 << 20  # a 32-device record with a 500-point series is ~40 kB
 MAX_STATUS_BYTES = 1 << 20
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # config.validate_name's alphabet
-_RESTART_SUFFIX = re.compile(r"^(.+)\.([1-9][0-9]{0,5})$")
 # A node status file older than this means its daemon stopped writing it (written every
 # `status_interval`, 15 s by default: four missed writes).
 DEFAULT_MAX_STATUS_AGE = 60.0
@@ -113,12 +111,11 @@ def list_clusters(store: str) -> List[str]:
 
 
 def parse_record_name(name: str) -> Optional[Tuple[str, int]]:
-    """`n1.json` -> ("n1", 0); `n1.2.json` -> ("n1", 2); temp files and others -> None."""
+    """`n1.json` -> ("n1", 0); `n1.2.json` -> ("n1", 2); `gpu.3.0.json` -> ("gpu.3", 0)
+    (jobid.record_stem); temp files and others -> None."""
     if not name.endswith(".json") or name.startswith("."):
         return None
-    stem = name[:-5]
-    m = _RESTART_SUFFIX.match(stem)
-    host, restart = (m.group(1), int(m.group(2))) if m else (stem, 0)
+    host, restart = split_record_stem(name[:-5])
     return (host, restart) if _NAME_RE.match(host) else None
 
 
@@ -221,8 +218,7 @@ def find_aliases(store: str, job_id: str, clusters: Sequence[str]) -> List[Tuple
             if not runs:
                 continue
             try:
-                with open(runs[max(runs)][0], "rb") as f:
-                    rec = json.loads(f.read(MAX_RECORD_BYTES))
+                rec = loads_checked(read_regular(runs[max(runs)][0], MAX_RECORD_BYTES))
             except (OSError, ValueError):
                 continue
             if isinstance(rec, dict) and str(rec.get(keys[0])) == base and str(rec.get(keys[1])) == part:
@@ -265,18 +261,17 @@ def read_records(paths: Sequence[str], *, job_id: Optional[str] = None,
     for path in paths:
         why = None
         try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_RECORD_BYTES + 1)
+            data = read_regular(path, MAX_RECORD_BYTES)
             if len(data) > MAX_RECORD_BYTES:
                 why = f"larger than {MAX_RECORD_BYTES} bytes"
             else:
-                rec = json.loads(data)
+                rec = loads_checked(data)
                 why = check_loaded(rec, path, job_id, restart)
         except FileNotFoundError:
             why = "vanished while reading"
         except OSError as e:
             why = f"unreadable: {e.strerror}"
-        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, loads_checked's bounds
             why = f"not valid JSON ({str(e).splitlines()[0][:80]}): corrupt or half-written"
         if why is None:
             out.records.append(rec)
@@ -349,8 +344,7 @@ def read_node_statuses(store: str, cluster: str) -> Dict[str, NodeStatus]:
             continue
         path = os.path.join(d, name)
         try:
-            with open(path, "rb") as f:
-                doc = json.loads(f.read(MAX_STATUS_BYTES))
+            doc = loads_checked(read_regular(path, MAX_STATUS_BYTES))
         except (OSError, ValueError):
             continue
         st = parse_node_status(doc, path)

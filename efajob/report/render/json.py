@@ -41,6 +41,7 @@ def node_to_dict(n: NodeReport) -> dict:
         "source": n.source, "daemon_samples": n.daemon_samples, "exit_code": n.exit_code,
         "start": n.start, "end": n.end, "elapsed_s": n.elapsed_s,
         "resets": list(n.resets), "vanished_devices": list(n.vanished_devices),
+        "appeared_devices": list(n.appeared_devices),
         "live_tx_gbps": _r(n.live_tx_gbps), "live_rx_gbps": _r(n.live_rx_gbps),
         "live_age_s": _r(n.live_age_s, 1), "findings": list(n.marks),
         "counters": n.counters, "ena": n.ena,

@@ -127,9 +127,14 @@ def render_event(doc: Dict[str, Any], max_bytes: int = EMF_MAX_EVENT_BYTES) -> T
         doc["trimmed"] = list(trimmed)
 
 
+PRIVATE_FIELDS = ("user", "uid", "account")  # left out with private_records
+
+
 def build_job_events(record: dict, namespace: str, now: float,
-                     max_bytes: int = EMF_MAX_EVENT_BYTES) -> List[Dict[str, Any]]:
-    """The PutLogEvents events [{"timestamp", "message"}] of one job-node record."""
+                     max_bytes: int = EMF_MAX_EVENT_BYTES,
+                     private: bool = False) -> List[Dict[str, Any]]:
+    """The PutLogEvents events [{"timestamp", "message"}] of one job-node record. `private`
+    (private_records): no user, uid or account in the event."""
     ts = event_timestamp_ms(record, now)
     metrics = []
     for name, unit, path in JOB_METRICS:
@@ -137,10 +142,14 @@ def build_job_events(record: dict, namespace: str, now: float,
         # Absent is not zero: a counter the node does not have is not published as 0.
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             metrics.append((name, unit, v))
-    props: Dict[str, Any] = {k: v for k, v in record.items() if not k.startswith("_")}
+    props: Dict[str, Any] = {k: v for k, v in record.items()
+                             if not k.startswith("_") and not (private and k in PRIVATE_FIELDS)}
     props["devices"] = _compact_devices(record.get("devices"))
-    props.update({"JobId": record.get("job_id"), "User": record.get("user"),
-                  "Host": record.get("host"), "Partition": record.get("partition")})
+    tags = {"JobId": record.get("job_id"), "User": record.get("user"),
+            "Host": record.get("host"), "Partition": record.get("partition")}
+    if private:
+        del tags["User"]
+    props.update(tags)
     dims = {"ClusterName": str(record.get("cluster") or "unknown")}
     events = []
     for doc in build_emf_documents(namespace, ts, dims, metrics, props):

@@ -131,7 +131,8 @@ class CloudWatchSink:
 
     def on_record(self, record: dict) -> None:
         try:
-            events = build_job_events(record, self.namespace, self._wall())
+            events = build_job_events(record, self.namespace, self._wall(),
+                                      private=self.cfg.private_records)
         except Exception as e:
             self.counts["rejected_events"] += 1
             log.error("cloudwatch: job record %s/%s not published: %s", record.get("job_id"),

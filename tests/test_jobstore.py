@@ -284,3 +284,14 @@ def test_a_fifo_in_the_store_is_skipped_not_waited_on(tmp_path):
     status(s, "c1", "n1", [])
     os.mkfifo(os.path.join(s, "c1", "nodes", "n2.json"))
     assert sorted(_bounded(lambda: read_node_statuses(s, "c1"))) == ["n1"]
+
+
+def test_names_with_a_trailing_newline_are_not_names(tmp_path):
+    """`$` matches before a final newline: a record naming host "n1\\n", or a cluster directory
+    "c1\\n", would pass a `^...$` check. The reader's checks end at the end."""
+    s = str(tmp_path)
+    path = put(s, rec(host="n1\n"), name="n1.json")
+    assert dict(read_records([path]).skipped)[path] == "no valid host"
+    os.makedirs(os.path.join(s, "c2\n"))
+    assert list_clusters(s) == ["c1"]
+    assert parse_record_name("n1\n.json") is None

@@ -29,9 +29,9 @@ PATHS = {
     "region": "placement/region",
 }
 VALID = {
-    "instance_id": re.compile(r"^i-[0-9a-f]{8,17}$"),
-    "instance_type": re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}$"),
-    "region": re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$"),
+    "instance_id": re.compile(r"^i-[0-9a-f]{8,17}\Z"),
+    "instance_type": re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}\Z"),
+    "region": re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}\Z"),
 }
 
 Opener = Callable[[urllib.request.Request, float], bytes]

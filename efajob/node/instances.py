@@ -85,7 +85,7 @@ def lookup(name: Optional[str]) -> Optional[InstanceType]:
 # The daemon learns the instance type from IMDSv2 when the config does not name it, and leaves
 # it here for the hooks, which must never touch the network (docs/hooks.md).
 INSTANCE_TYPE_FILE = "instance-type"
-_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}$")
+_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}\Z")
 
 
 def read_cached_instance_type(state_dir: str) -> Optional[str]:

@@ -39,7 +39,7 @@ MAX_COUNTERS = 128
 MAX_NETDEVS = 16
 MAX_JOBS = 64
 ERROR_KINDS = ("sample", "store", "sink", "status", "deliver", "reconcile", "worker")
-_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 # A kernel counter whose name would land in one of our own families is skipped rather than
 # allowed to collide with it.
 _RESERVED = ("node_", "device_", "net_", "daemon_", "job_", "exporter_")

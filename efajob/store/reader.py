@@ -27,7 +27,7 @@ JOBS_DIR = "jobs"
 NODES_DIR = "nodes"
 MAX_RECORD_BYTES = 16 << 20  # a 32-device record with a 500-point series is ~40 kB
 MAX_STATUS_BYTES = 1 << 20
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # config.validate_name's alphabet
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # validate_name's alphabet; \Z: no "\n"
 # A node status file older than this means its daemon stopped writing it (written every
 # `status_interval`, 15 s by default: four missed writes).
 DEFAULT_MAX_STATUS_AGE = 60.0

@@ -9,16 +9,31 @@ import errno
 import json
 import math
 import os
-import re
 import stat
 from typing import NoReturn, Optional
 
 # Counters are u64: 20 digits at most, and any integer of 20 digits converts to a float. A
 # longer run of digits, an exponent of 100 or more, or NaN/Infinity (Python's json accepts
 # them) sends the text through the checking parser below; everything else takes json's C fast
-# path untouched (a 39 kB record: ~20 us of scanning).
+# path untouched. The test maps every byte through one table (digits -> 0, e/E/+ -> e, N/I ->
+# N, the rest -> space) and looks for three substrings: ~60 us on a 32 kB p5 snapshot, a third
+# of json.loads (a regex was 1.5 ms). A false alarm (a capital N in a name) only costs the
+# slower parse.
 MAX_INT_DIGITS = 20
-_SUSPECT = re.compile(rb"[0-9]{21}|[eE]\+?[0-9]{3}|NaN|Infinity")
+_MAP = bytearray(b" " * 256)
+for _c in b"0123456789":
+    _MAP[_c] = ord("0")
+for _c in b"eE+":
+    _MAP[_c] = ord("e")
+for _c in b"NI":
+    _MAP[_c] = ord("N")
+_MAP = bytes(_MAP)  # type: ignore[assignment]
+_LONG_INT = b"0" * (MAX_INT_DIGITS + 1)
+
+
+def _suspect(data: bytes) -> bool:
+    m = data.translate(_MAP)
+    return _LONG_INT in m or b"e000" in m or b"N" in m
 
 
 def _int(s: str) -> int:
@@ -43,7 +58,7 @@ def loads_checked(data: bytes) -> object:
     that later overflows) for nesting deeper than the interpreter's recursion limit, integers
     of more than 20 digits (u64 has 20), non-finite numbers. The caller bounds the size when it reads."""
     try:
-        if _SUSPECT.search(data) is None:
+        if not _suspect(data):
             return json.loads(data)
         return json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError:

@@ -40,7 +40,7 @@ def _rows(inj: sim.Injected, seconds: int, jobs: Sequence[str]) -> List[SampleRo
     """`seconds` one-second rows carrying the injected totals (the first row at MONO0 + 1)."""
     rows = []
     for i in range(seconds):
-        def share(v: int) -> int:
+        def share(v: int, i: int = i) -> int:
             return v * (i + 1) // seconds - v * i // seconds
 
         rows.append(SampleRow(

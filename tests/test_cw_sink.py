@@ -146,7 +146,7 @@ def test_persistent_throttling_spools_then_drains_in_order(tmp_path):
     sink = sink_for(tmp_path, cw=cw, clock=clock, backoff_base=1.0, backoff_cap=8.0)
     node = Node()
     sent = 0
-    for minute in range(5):
+    for _minute in range(5):
         sent += feed(sink, node, 60)
         sink.process()
         clock.t += 60

@@ -80,7 +80,7 @@ def advance(mono, wall, s):
 def port_totals(inj, port_names):
     """What a node total should be: injected per-device deltas of port counters, summed."""
     out = {}
-    for dev, counters in inj.devices.items():
+    for counters in inj.devices.values():
         for k, v in counters.items():
             if k in port_names:
                 out[k] = out.get(k, 0) + v

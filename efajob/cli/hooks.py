@@ -147,7 +147,7 @@ def _install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: O
         written = install_wrappers(slurm_scripts_dir, python or sys.executable, config_path)
     except OSError as e:
         raise EfajobError(f"cannot write the hooks under {slurm_scripts_dir}: {e.strerror}") from None
-    for kind, path in written:
+    for _kind, path in written:
         click.echo(f"wrote {path}")
     d = os.path.abspath(slurm_scripts_dir)
     click.echo(f"slurm.conf: Prolog={d}/prolog.d/*  Epilog={d}/epilog.d/*  PrologFlags=Alloc")

@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:  # pragma: no cover - a name for an annotation; imported lazily where used
+    import array
 
 # Names verbatim from the ENA driver (amzn-drivers kernel/linux/ena/ena_ethtool.c, ENI stats).
 ALLOWANCE_COUNTERS: Tuple[str, ...] = (

@@ -376,7 +376,8 @@ def get_backend(prefer: Optional[str] = None, *, timeout: float = TIMEOUT):
             return PyslurmBackend(pyslurm)
         except Exception:  # ImportError, or a pyslurm built for another Slurm
             if prefer == "pyslurm":
-                raise SlurmError("pyslurm is not importable here (it must match the Slurm version)")
+                raise SlurmError("pyslurm is not importable here (it must match the "
+                                 "Slurm version)") from None
     return CommandBackend(timeout=timeout)
 
 

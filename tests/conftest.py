@@ -24,6 +24,19 @@ def require(name: str, ok: bool, why: str = "") -> None:
     pytest.skip(msg)
 
 
+def wait_until(pred, timeout: float = 120.0) -> bool:
+    """Poll `pred` until true; False after `timeout`. The timeout only bounds a hang: a test's
+    verdict must never depend on how fast the machine got there."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def require_binary(binary: str) -> str:
     path = shutil.which(binary) or next(
         (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.path.exists(p)), None)

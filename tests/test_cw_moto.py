@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
+from conftest import wait_until
 from efajob.sinks.cloudwatch.sink import CloudWatchSink
 from efajob.config import build_config
 from efajob.sinks.cloudwatch.dashboard import build_dashboard, metric_refs
@@ -267,15 +268,6 @@ def test_job_record_becomes_an_emf_event_with_its_totals(tmp_path, moto):
     assert events[0]["timestamp"] == int(record["end"] * 1000)
 
 
-def wait_for(cond, timeout=120.0):  # bounds a hang only
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_outage_then_restart_loses_nothing(tmp_path):
     server = MotoServer(tmp_path)
     server.start()
@@ -287,10 +279,10 @@ def test_outage_then_restart_loses_nothing(tmp_path):
         before = dict(sim.sent)
         server.stop()
         sim.run(180)  # three minutes with the endpoint down
-        assert wait_for(lambda: sink.stats()["spooled_now"] >= 3 and not sink.stats()["queued"])
+        assert wait_until(lambda: sink.stats()["spooled_now"] >= 3 and not sink.stats()["queued"])
         server.start()  # same port, fresh state: only what was spooled and later can be there
         sim.run(60)
-        assert wait_for(lambda: sink.stats()["spooled_now"] == 0)
+        assert wait_until(lambda: sink.stats()["spooled_now"] == 0)
         sim.close()
         st = sink.stats()
         # Spooled while down (and until the spool drained), then every one of them sent.

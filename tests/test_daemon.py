@@ -18,6 +18,7 @@ from typing import List
 import pytest
 from click.testing import CliRunner
 
+from conftest import wait_until
 from efajob.config import build_config
 from efajob.daemon.loop import Daemon, Notifier, configure_logging
 from efajob.errors import ConfigError, StoreError
@@ -426,12 +427,12 @@ def test_worker_delivers_a_new_outbox_record_at_once(tmp_path, proc, small, monk
     loop = threading.Thread(target=d.run, daemon=True)
     loop.start()
     try:
-        assert _wait_for(lambda: calls and any(sampled for _, sampled in kick.waits))
+        assert wait_until(lambda: calls and any(sampled for _, sampled in kick.waits))
         assert calls == ["deliver"]  # the first round at start
         with open(os.path.join(cfg.outbox_dir, "7.json.tmp"), "w") as f:
             f.write("{}")
         os.rename(os.path.join(cfg.outbox_dir, "7.json.tmp"), os.path.join(cfg.outbox_dir, "7.json"))
-        assert _wait_for(lambda: len(calls) >= 2)
+        assert wait_until(lambda: len(calls) >= 2)
     finally:
         d.stop()
         loop.join(120)
@@ -559,15 +560,6 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _wait_for(pred, timeout=120.0):  # bounds a hang only: healthy runs return at once
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _drain(sock, into):
     try:
         while True:
@@ -596,7 +588,7 @@ def test_sigterm_and_sighup_on_a_real_process(tmp_path, small):
         notes: List[bytes] = []
         threading.Thread(target=_drain, args=(srv, notes), daemon=True).start()
         status = tmp_path / "store" / "c1" / "nodes" / "n1.json"
-        assert _wait_for(status.exists)
+        assert wait_until(status.exists)
         # SIGHUP: the new config turns the Prometheus endpoint on.
         port = _free_port()
         _write_cfg(cfg, tmp_path, port)
@@ -609,11 +601,11 @@ def test_sigterm_and_sighup_on_a_real_process(tmp_path, small):
             except OSError:
                 return False
 
-        assert _wait_for(scraped), open(tmp_path / "stderr").read()
+        assert wait_until(scraped), open(tmp_path / "stderr").read()
         # A broken config on SIGHUP keeps the old one.
         cfg.write_text("bogus_key = 1\n")
         p.send_signal(signal.SIGHUP)
-        assert _wait_for(lambda: "keeping the old config" in open(tmp_path / "stderr").read())
+        assert wait_until(lambda: "keeping the old config" in open(tmp_path / "stderr").read())
         assert scraped()
         p.send_signal(signal.SIGTERM)
         assert p.wait(timeout=120) == 0

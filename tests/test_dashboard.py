@@ -24,7 +24,7 @@ from efajob.dashboard.server import Collector, DashboardServer, job_href, max_st
 from efajob.daemon.nodestatus import write_node_status
 from efajob.dashboard.page import render_dashboard
 
-from conftest import chromium_dump_dom
+from conftest import chromium_dump_dom, wait_until
 from jobsim import NodePool, NodeSpec, healthy, job_records, write_store
 
 NOW = 1_800_000_000.0
@@ -458,3 +458,45 @@ def test_a_fifo_among_node_status_files_is_a_note_not_a_hang(tmp_path):
     docs, notes = out["v"]
     assert [c for c, _ in docs] == ["c1"]
     assert notes == ["node status c1/n2.json unreadable (not a regular file)"]
+
+
+def test_a_store_that_does_not_answer_never_wedges_the_dashboard(tmp_path):
+    """Issue 13, case 1: one blocking read hung `/` and `/api/*` for good (a lock held across
+    the read), while /healthz said ok. Now a request waits at most the deadline: the last
+    snapshot with a note, or 503 before there is one; /healthz says the store is stuck; and
+    all is well again once the store answers. The hang is an Event, not a clock: the verdict
+    does not depend on the machine's speed (the 0.05 s deadline only shortens the waits)."""
+    from efajob.dashboard.server import Collector
+
+    cfg = build_config({"cluster": "c1", "store": str(tmp_path)}, env={}, node="head")
+    col = Collector(cfg, ttl=0.0, deadline=0.05)
+    real, gate, calls = col.collect, threading.Event(), []
+
+    def collect():
+        calls.append(1)
+        if len(calls) in (1, 3):  # the first read, and the third, hang until the gate opens
+            assert gate.wait(120)
+        return real()
+
+    col.collect = collect
+    srv = DashboardServer("127.0.0.1", 0, col)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        code, _, body = request(srv, "GET", "/")
+        assert code == 503 and "has not answered" in body
+        assert request(srv, "GET", "/healthz")[0] in (200, 503)  # stuck only past the deadline
+        assert request(srv, "GET", "/api/nodes")[0] == 503
+        gate.set()
+        assert wait_until(lambda: request(srv, "GET", "/api/nodes")[0] == 200)
+        gate.clear()  # the next read (the third) hangs again: the last snapshot is served
+        code, _, body = request(srv, "GET", "/api/nodes")
+        assert code == 200 and "has not answered" in body and "showing what it held" in body
+        assert request(srv, "GET", "/healthz")[0] == 503
+        gate.set()
+        assert wait_until(lambda: request(srv, "GET", "/healthz")[0] == 200)
+    finally:
+        gate.set()
+        srv.shutdown()
+        srv.server_close()
+

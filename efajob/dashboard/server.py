@@ -5,7 +5,8 @@
     GET /api/jobs    running and recent jobs as JSON (dashboard.jobs_to_dict)
     GET /job/<id>    one job's HTML report (`efajob report <id> --format html`); optional
                      ?cluster=NAME&restart=N when the id is ambiguous
-    GET /healthz     "ok" (for a load balancer or a systemd watchdog script)
+    GET /healthz     "ok"; 503 while a store read hangs past its deadline (for a load
+                     balancer or a systemd watchdog script)
 
 Anything else is 404; any method but GET and HEAD is 405. The job id is unquoted, then
 validated by slurm/jobid.py before it reaches find_job (which builds paths), so `/job/..%2F..%2Fetc`
@@ -29,6 +30,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -44,6 +46,9 @@ log = logging.getLogger("efajob.dashboard")
 DEFAULT_PORT = 9815
 GZIP_MIN = 4096
 SUMMARY_TTL = 300.0  # a cached job summary is rebuilt at least this often (coarse NFS mtimes)
+# How long a request waits for a store read before it answers from the last snapshot (or 503):
+# a hung mount must cost each request this much at most, never the whole dashboard.
+STORE_DEADLINE = 10.0
 _LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
 
@@ -77,23 +82,73 @@ def read_status_docs(store: str, cluster: str) -> Tuple[List[Tuple[str, object]]
 
 
 class Collector:
-    """Reads the store into a Dashboard, at most once per `ttl` seconds, for every thread."""
+    """Reads the store into a Dashboard, at most once per `ttl` seconds, for every thread.
+
+    The read runs in one refresh thread at a time; a request waits for it at most `deadline`
+    seconds. A store that does not answer (a hung NFS mount) then gets the last snapshot with
+    a note saying how old it is, or a StoreError (503) when there is none; the lock is never
+    held across a read, so one hung read cannot wedge the other requests or outlive the hang.
+    """
 
     def __init__(self, cfg, *, cluster: Optional[str] = None, limit: int = 20, ttl: float = 2.0,
                  use_slurm: bool = False, clock: Callable[[], float] = time.time,
-                 mono: Callable[[], float] = time.monotonic):
+                 mono: Callable[[], float] = time.monotonic, deadline: float = STORE_DEADLINE):
         self.cfg, self.cluster, self.limit, self.ttl = cfg, cluster, limit, ttl
-        self.use_slurm, self.clock, self.mono = use_slurm, clock, mono
+        self.use_slurm, self.clock, self.mono, self.deadline = use_slurm, clock, mono, deadline
         self.max_age = max_status_age(cfg.status_interval)
         self._lock = threading.Lock()
         self._snap: Optional[Tuple[float, Dashboard]] = None
         self._summaries: Dict[Tuple[str, str, float], Tuple[float, dict]] = {}
+        self._refresh: Optional[threading.Thread] = None
+        self._refresh_since = 0.0
+        self._error: Optional[BaseException] = None
 
     def snapshot(self) -> Dashboard:
         with self._lock:
-            if self._snap is None or self.mono() - self._snap[0] >= self.ttl:
-                self._snap = (self.mono(), self.collect())
+            if self._snap is not None and self.mono() - self._snap[0] < self.ttl:
+                return self._snap[1]
+            t = self._refresh
+            if t is None:
+                t = self._refresh = threading.Thread(target=self._run_refresh,
+                                                     name="efajob-dashboard-refresh", daemon=True)
+                self._refresh_since = self.mono()
+                t.start()
+            # What is left of the read's deadline: once it is stuck, requests answer at once.
+            wait = max(0.0, self.deadline - (self.mono() - self._refresh_since))
+        t.join(wait)
+        with self._lock:
+            if t.is_alive():  # the store has not answered
+                stuck = self.mono() - self._refresh_since
+                if self._snap is None:
+                    raise StoreError(f"the job store {self.cfg.store} has not answered for "
+                                     f"{stuck:.0f} s (a hung filesystem?)")
+                age, d = self.mono() - self._snap[0], self._snap[1]
+                note = (f"the job store has not answered for {stuck:.0f} s: showing what it "
+                        f"held {age:.0f} s ago")
+                return replace(d, notes=list(d.notes) + [note])
+            if self._error is not None:
+                raise self._error
+            assert self._snap is not None
             return self._snap[1]
+
+    def stuck_for(self) -> float:
+        """Seconds the current store read has run beyond the deadline (0: none is stuck)."""
+        with self._lock:
+            if self._refresh is None:
+                return 0.0
+            return max(0.0, self.mono() - self._refresh_since - self.deadline)
+
+    def _run_refresh(self) -> None:
+        d: Optional[Dashboard] = None
+        err: Optional[BaseException] = None
+        try:
+            d = self.collect()
+        except Exception as e:  # noqa: BLE001 - handed to the waiting requests
+            err = e
+        with self._lock:
+            if d is not None:
+                self._snap = (self.mono(), d)
+            self._error, self._refresh = err, None
 
     def collect(self) -> Dashboard:
         now = self.clock()
@@ -201,7 +256,12 @@ class Handler(BaseHTTPRequestHandler):
             elif path.startswith("/job/"):
                 self._job(unquote(path[len("/job/"):]), parse_qs(url.query))
             elif path == "/healthz":
-                self._send(200, "text/plain", b"ok\n")
+                stuck = self.server.collector.stuck_for()
+                if stuck:
+                    self._send(503, "text/plain", f"store not answering: {stuck:.0f} s past the "
+                               f"{self.server.collector.deadline:g} s deadline\n".encode())
+                else:
+                    self._send(200, "text/plain", b"ok\n")
             else:
                 self._send(404, "text/plain", b"not found\n")
         except (JobNotFoundError, UsageError) as e:  # an unknown or malformed job id

@@ -1,5 +1,6 @@
 """Checks for what is read from files other processes wrote (records, node status files, the
-outbox, the spool): JSON parsed within bounds, numbers that are finite and in range.
+run dir and the outbox): regular files only, JSON parsed within bounds, numbers that are
+finite and in range.
 
 Standard library only: the hooks use it.
 """
@@ -20,14 +21,9 @@ from typing import NoReturn, Optional
 # of json.loads (a regex was 1.5 ms). A false alarm (a capital N in a name) only costs the
 # slower parse.
 MAX_INT_DIGITS = 20
-_MAP = bytearray(b" " * 256)
-for _c in b"0123456789":
-    _MAP[_c] = ord("0")
-for _c in b"eE+":
-    _MAP[_c] = ord("e")
-for _c in b"NI":
-    _MAP[_c] = ord("N")
-_MAP = bytes(_MAP)  # type: ignore[assignment]
+_CLASSES = {**dict.fromkeys(b"0123456789", ord("0")), **dict.fromkeys(b"eE+", ord("e")),
+            **dict.fromkeys(b"NI", ord("N"))}
+_MAP = bytes(_CLASSES.get(c, ord(" ")) for c in range(256))
 _LONG_INT = b"0" * (MAX_INT_DIGITS + 1)
 
 

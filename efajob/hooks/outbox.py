@@ -29,7 +29,6 @@ from typing import Callable, List, Optional, Tuple
 
 from efajob.hooks.records import check_record
 from efajob.slurm.jobid import record_stem
-from efajob.values import loads_checked
 from efajob.hooks.runfiles import LazyLogger, atomic_write, dumps, ensure_dir, read_json
 
 log = LazyLogger("efajob.outbox")
@@ -365,8 +364,7 @@ def load_outbox(cfg) -> List[dict]:
     out = []
     for name in pending(cfg):
         try:
-            with open(outbox_path(cfg, name), "rb") as f:
-                out.append(loads_checked(f.read(64 << 20)))
+            out.append(read_json(outbox_path(cfg, name)))
         except (OSError, ValueError):
             continue
     return out

@@ -70,11 +70,12 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
         store_error = str(e)
     devices = discover_devices(cfg.sysfs_root) if os.path.isdir(cfg.sysfs_root) else []
     itype = lookup(cfg.instance_type)
+    active = ActiveJobsReader(cfg.run_dir)
     doc = build_local_status(
         cluster=cfg.cluster, node=cfg.node, instance_type=cfg.instance_type,
         interval=cfg.interval, rows=rows, boot_id=current_boot_id(),
         now_mono=time.monotonic(), now_wall=time.time(), devices=devices,
-        jobs=ActiveJobsReader(cfg.run_dir).read(), store_error=store_error,
+        jobs=active.read(), private_jobs=active.private, store_error=store_error,
         link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None)
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))

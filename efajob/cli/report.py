@@ -69,7 +69,8 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color
 
     JOB_ID as Slurm shows it: 123, an array task 123_4, a het component 123+1. Exit codes:
     0 report printed (whatever the verdict), 2 bad job id, 4 store unreadable (or another
-    user's private records), 5 no such job, 6 ambiguous (several clusters: use --cluster).
+    user's private records or running job), 5 no such job, 6 ambiguous (several clusters: use
+    --cluster).
     """
     from efajob.report.render.csv import render_csv
     from efajob.report.render.html import render_html

@@ -229,7 +229,8 @@ class Daemon:
         try:
             store = LocalStore.open(cfg.db_path, timeout=self._store_timeout,
                                     retention_hours=cfg.retention_hours,
-                                    rollup_days=cfg.rollup_days)
+                                    rollup_days=cfg.rollup_days,
+                                    private=cfg.private_records)
             if fatal:
                 store.check()
         except StoreError as e:
@@ -552,7 +553,8 @@ class Daemon:
             return
         cfg = self.cfg
         doc = build_node_status(tick, interval=cfg.interval, pid=os.getpid(), version=__version__,
-                                now_mono=self._clock(), now_wall=self._wall())
+                                now_mono=self._clock(), now_wall=self._wall(),
+                                private=cfg.private_records)
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
 
     def _deliver(self) -> object:

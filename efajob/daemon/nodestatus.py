@@ -13,6 +13,9 @@ Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) 
      "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps"}],
      "jobs": [{"key", "job_id", "user", "partition", "start"}]}
 
+With `private_records = true` the file is still world-readable (the dashboard and live reports
+read it) but says only which job ids run here, as squeue does: `user` and `partition` are null.
+
 Pure builders and a renderer, plus two thin file functions.
 """
 from __future__ import annotations
@@ -49,9 +52,10 @@ def _gbps(bps: Optional[float]) -> Optional[float]:
     return None if bps is None else bytes_to_gbps(bps, 1.0)
 
 
-def _jobs(jobs: Iterable["ActiveJob"]) -> List[dict]:
-    return [{"key": j.key, "job_id": j.job_id, "user": j.user, "partition": j.partition,
-             "start": j.start_wall} for j in sorted(jobs, key=lambda j: j.key)]
+def _jobs(jobs: Iterable["ActiveJob"], private: bool = False) -> List[dict]:
+    return [{"key": j.key, "job_id": j.job_id, "user": None if private else j.user,
+             "partition": None if private else j.partition, "start": j.start_wall}
+            for j in sorted(jobs, key=lambda j: j.key)]
 
 
 def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
@@ -62,8 +66,9 @@ def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
 
 def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
                       now_mono: float, now_wall: float,
-                      link_gbps: Optional[Mapping[str, Optional[float]]] = None) -> dict:
-    """The document the daemon publishes, from its latest tick."""
+                      link_gbps: Optional[Mapping[str, Optional[float]]] = None,
+                      private: bool = False) -> dict:
+    """The document the daemon publishes, from its latest tick (`private`: private_records)."""
     h = tick.health
     age = max(0.0, now_mono - tick.snapshot.mono)
     dev_tx = {d: r["tx_bytes"] for d, r in tick.device_rates.items() if "tx_bytes" in r}
@@ -94,7 +99,7 @@ def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
         "tx_gbps": _gbps(tick.rates.get("tx_bytes")),
         "rx_gbps": _gbps(tick.rates.get("rx_bytes")),
         "devices": _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx),
-        "jobs": _jobs(tick.jobs),
+        "jobs": _jobs(tick.jobs, private),
     }
 
 
@@ -102,8 +107,11 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
                        interval: float, rows: Sequence["SampleRow"], boot_id: str,
                        now_mono: float, now_wall: float, devices: Sequence["DeviceInfo"],
                        jobs: Sequence["ActiveJob"], store_error: Optional[str],
-                       link_gbps: Optional[Mapping[str, Optional[float]]] = None) -> dict:
-    """What `efajob status` shows, from the local store's newest rows (no daemon needed)."""
+                       link_gbps: Optional[Mapping[str, Optional[float]]] = None,
+                       private_jobs: Sequence[str] = ()) -> dict:
+    """What `efajob status` shows, from the local store's newest rows (no daemon needed).
+    `private_jobs`: keys of active-job files we may not read (private_records): listed by key
+    only, marked private."""
     last = rows[-1] if rows else None
     age: Optional[float] = None
     if last is not None:
@@ -135,7 +143,9 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
         "tx_gbps": _gbps(rates.get("tx_bytes")),
         "rx_gbps": _gbps(rates.get("rx_bytes")),
         "devices": _devices(devices, link_gbps or {}, dev_tx, dev_rx),
-        "jobs": _jobs(jobs),
+        "jobs": sorted(_jobs(jobs) + [{"key": k, "job_id": None, "user": None, "partition": None,
+                                        "start": None, "private": True} for k in private_jobs],
+                       key=lambda j: j["key"]),
     }
 
 
@@ -180,7 +190,8 @@ def render_status(doc: dict) -> str:
     jobs = doc["jobs"]
     lines.append(f"active jobs ({len(jobs)}):" if jobs else "active jobs: none")
     for j in jobs:
-        lines.append(f"  {j['key']:<14} user {j['user'] or '-':<12} partition "
+        user = j["user"] or ("(private)" if j.get("private") else "-")
+        lines.append(f"  {j['key']:<14} user {user:<12} partition "
                      f"{j['partition'] or '-':<10} since {_fmt_time(j['start'])}")
     return "\n".join(lines) + "\n"
 

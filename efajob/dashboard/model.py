@@ -151,7 +151,7 @@ def _devices(raw: object) -> List[DeviceView]:
     return sorted(out, key=lambda d: natural_key(d.name))
 
 
-def _jobs(raw: object) -> List[NodeJob]:
+def _jobs(raw: object, private: bool = False) -> List[NodeJob]:
     """The document's `jobs` (objects with `key`, or `job_id` + `restart`); bad entries left out."""
     out = []
     for entry in raw[:1000] if isinstance(raw, list) else []:
@@ -159,12 +159,15 @@ def _jobs(raw: object) -> List[NodeJob]:
         if parsed is None:
             continue
         key, job_id, restart, j = parsed
-        out.append(NodeJob(key=key, job_id=job_id, restart=restart, user=_text(j.get("user")),
-                           partition=_text(j.get("partition")), start=as_number(j.get("start"))))
+        out.append(NodeJob(key=key, job_id=job_id, restart=restart,
+                           user=None if private else _text(j.get("user")),
+                           partition=None if private else _text(j.get("partition")),
+                           start=as_number(j.get("start"))))
     return out
 
 
-def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float) -> Optional[NodeView]:
+def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float,
+                    private: bool = False) -> Optional[NodeView]:
     """A node status document (efajob/daemon/nodestatus.py) -> NodeView; None when it names no valid
     host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
     the dashboard shows more of the document, and one corrupt number must not hide a node.)"""
@@ -175,7 +178,7 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
         return None
     n = NodeView(cluster=cluster, host=host, instance_type=_text(doc.get("instance_type")),
                  time=as_number(doc.get("time")), tx_gbps=as_number(doc.get("tx_gbps")),
-                 rx_gbps=as_number(doc.get("rx_gbps")), jobs=_jobs(doc.get("jobs")))
+                 rx_gbps=as_number(doc.get("rx_gbps")), jobs=_jobs(doc.get("jobs"), private))
     daemon = doc.get("daemon") if isinstance(doc.get("daemon"), dict) else {}
     healthy = daemon.get("healthy")
     n.daemon_healthy = healthy if isinstance(healthy, bool) else None
@@ -248,12 +251,16 @@ def _totals(nodes: Sequence[NodeView], running: Sequence[RunningJob]) -> Totals:
 
 
 def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping], *, now: float,
-                    max_status_age: float, notes: Sequence[str] = ()) -> Dashboard:
-    """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first."""
+                    max_status_age: float, notes: Sequence[str] = (),
+                    private: bool = False) -> Dashboard:
+    """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first.
+    `private` (private_records): no user or partition anywhere on the page, whatever the
+    files say (the service may run as root and read every record)."""
     nodes: Dict[Tuple[str, str], NodeView] = {}
     skipped = 0
     for cluster, doc in docs:
-        n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age) \
+        n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age,
+                            private=private) \
             if isinstance(cluster, str) and NAME_RE.fullmatch(cluster) else None
         if n is None:
             skipped += 1
@@ -266,7 +273,8 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
     return Dashboard(generated=now, max_status_age=max_status_age,
                      clusters=sorted({n.cluster for n in views} | {str(r.get("cluster")) for r in recent}),
                      nodes=views, totals=_totals(views, running), running=running,
-                     recent=[dict(r) for r in recent], notes=all_notes)
+                     recent=[dict(r, user=None) if private else dict(r) for r in recent],
+                     notes=all_notes)
 
 
 def _rounded(v: object) -> object:

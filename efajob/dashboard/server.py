@@ -161,7 +161,8 @@ class Collector:
             docs += d
             notes += n
         recent = self._recent(now, notes)
-        return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes)
+        return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes,
+                               private=self.cfg.private_records)
 
     def _recent(self, now: float, notes: List[str]) -> List[dict]:
         from efajob.report.assemble import job_summary
@@ -203,6 +204,10 @@ class Collector:
         r = build_job_report(self.cfg, job_id, cluster=cluster or self.cluster, restart=restart,
                              use_slurm=self.use_slurm, now=self.clock(),
                              warn=lambda m: log.warning("job %s: %s", job_id, m))
+        if self.cfg.private_records:
+            from efajob.report.model import without_owner
+
+            r = without_owner(r)  # the page is for anyone who reaches the port
         return render_html(r)
 
 

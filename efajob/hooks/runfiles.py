@@ -61,6 +61,7 @@ START_DIR = "start"
 # anyway); the daemon and `efajob status` read them.
 DIR_MODE = 0o755
 FILE_MODE = 0o644
+PRIVATE_FILE_MODE = 0o600
 
 
 @dataclass(frozen=True)
@@ -256,16 +257,18 @@ def _checked(key: str) -> str:
     return key
 
 
-def write_active(run_dir: str, job: ActiveJob, start: Snapshot) -> None:
+def write_active(run_dir: str, job: ActiveJob, start: Snapshot, private: bool = False) -> None:
     """The prolog's output: the start snapshot first, then the active file, each atomic. In
-    that order so that whoever sees an active file also finds its start snapshot."""
+    that order so that whoever sees an active file also finds its start snapshot. `private`
+    (private_records): both files root's only, 0600; their names (job keys) stay visible."""
     if job_key(job.job_id, job.restart) != job.key:
         raise RecordError(f"active job key {job.key!r} does not match its job id")
     for sub in (START_DIR, ACTIVE_DIR):
         ensure_dir(os.path.join(run_dir, sub))
-    atomic_write(start_path(run_dir, job.key), dumps(start.to_dict()))
+    mode = PRIVATE_FILE_MODE if private else FILE_MODE
+    atomic_write(start_path(run_dir, job.key), dumps(start.to_dict()), mode=mode)
     try:
-        atomic_write(active_path(run_dir, job.key), dumps(job.to_dict()))
+        atomic_write(active_path(run_dir, job.key), dumps(job.to_dict()), mode=mode)
     except BaseException:
         # All or nothing: a start file without its active file would be a stray.
         try:
@@ -317,9 +320,12 @@ class ActiveJobsReader:
         self.run_dir = run_dir
         self._dir = os.path.join(run_dir, ACTIVE_DIR)
         self._cache: Dict[str, Tuple[int, Optional[ActiveJob]]] = {}
+        # Keys of active files we may not read (private_records and we are not root).
+        self.private: List[str] = []
 
     def read(self) -> List[ActiveJob]:
         seen: Dict[str, Tuple[int, Optional[ActiveJob]]] = {}
+        private: List[str] = []
         try:
             it = os.scandir(self._dir)
         except FileNotFoundError:
@@ -341,8 +347,11 @@ class ActiveJobsReader:
                 if cached is not None and cached[0] == mtime:
                     seen[name] = cached
                     continue
-                seen[name] = (mtime, self._parse(entry.path, name[:-5]))
-        self._cache = seen
+                try:
+                    seen[name] = (mtime, self._parse(entry.path, name[:-5]))
+                except PermissionError:
+                    private.append(name[:-5])  # private_records and we are not root
+        self._cache, self.private = seen, sorted(private)
         return sorted((j for _, j in seen.values() if j is not None), key=lambda j: j.key)
 
     @staticmethod
@@ -351,6 +360,8 @@ class ActiveJobsReader:
             job = ActiveJob.from_dict(read_json(path, max_bytes=1 << 20))
         except FileNotFoundError:
             return None
+        except PermissionError:
+            raise
         except (OSError, ValueError, RecordError) as e:
             log.warning("skipping active-job file %s: %s", path, e)
             return None

@@ -154,6 +154,26 @@ def _classify(path: str, e: sqlite3.Error, doing: str) -> StoreError:
     return StoreError(f"local store {path}: {doing} failed: {msg}")
 
 
+def _readable(path: str) -> bool:
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
+    except PermissionError:
+        return False
+    except OSError:
+        pass  # anything else: let SQLite say what it is
+    return True
+
+
+def _set_modes(path: str, mode: int) -> None:
+    """The database and its WAL files (SQLite creates those with the database's mode, but
+    they may predate a change of private_records)."""
+    for p in (path, path + "-wal", path + "-shm"):
+        try:
+            os.chmod(p, mode)
+        except FileNotFoundError:
+            pass
+
+
 # -- packing -----------------------------------------------------------------------------------
 def _pack(values: Sequence[int]) -> bytes:
     a = array("Q", values)
@@ -194,12 +214,18 @@ class LocalStore:
     # -- opening ---------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str, *, readonly: bool = False, timeout: float = 2.0,
-             retention_hours: float = 24.0, rollup_days: float = 30.0) -> "LocalStore":
-        """Open (and create or migrate, unless readonly) the store. Raises StoreError."""
+             retention_hours: float = 24.0, rollup_days: float = 30.0,
+             private: bool = False) -> "LocalStore":
+        """Open (and create or migrate, unless readonly) the store. Raises StoreError.
+        `private` (private_records; the writer's): the file and its WAL are root's only, 0600,
+        since its rows say which jobs ran here when."""
         try:
             if readonly:
                 if not os.path.exists(path):
                     raise StoreError(f"local store {path} does not exist (is the daemon running?)")
+                if not _readable(path):
+                    raise StoreError(f"local store {path} is not readable by you (with "
+                                     "private_records = true it is root's only)")
                 from urllib.parse import quote
 
                 db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout,
@@ -217,12 +243,17 @@ class LocalStore:
         try:
             store = cls(db, path, readonly, retention_hours, rollup_days)
             store._prepare(timeout)
+            if not readonly:
+                _set_modes(path, 0o600 if private else 0o644)
         except sqlite3.Error as e:
             db.close()
             raise _classify(path, e, "opening") from None
         except StoreError:
             db.close()
             raise
+        except OSError as e:
+            db.close()
+            raise StoreError(f"local store {path}: cannot set its mode: {e.strerror}") from None
         return store
 
     def _prepare(self, timeout: float) -> None:

@@ -52,11 +52,35 @@ def _store_has(store: str, cluster: Optional[str], job_id: str) -> bool:
                for c in ([cluster] if cluster else list_clusters(store)))
 
 
-def not_yours(loaded, files) -> bool:
-    """Every record of the job refused us (private_records: another user's job) and no daemon
-    shows it live: nothing here is ours to report."""
-    return (not loaded.records and not files.live and bool(loaded.skipped)
-            and all(why == "unreadable: Permission denied" for _, why in loaded.skipped))
+DENIED = "unreadable: Permission denied"
+
+
+def private_view(cfg, euid: Optional[int] = None) -> bool:
+    """private_records and we are not root: a job is ours only when we can read its records
+    (or, while it runs, when Slurm says it is ours)."""
+    return bool(cfg.private_records) and (os.geteuid() if euid is None else euid) != 0
+
+
+def not_yours(loaded, files, private: bool = False) -> bool:
+    """Nothing here is ours to report. Every record of the job refused us (another user's
+    private job) and no daemon shows it live; or, in a private view, not one record is
+    readable while the job runs or some record refused us (its live data is not ours either)."""
+    if loaded.records:
+        return False
+    denied = bool(loaded.skipped) and all(why == DENIED for _, why in loaded.skipped)
+    if private:
+        return bool(files.live) or any(why == DENIED for _, why in loaded.skipped)
+    return denied and not files.live
+
+
+def _slurm_says_ours(info) -> bool:
+    import pwd
+
+    user = getattr(info, "user", None)
+    try:
+        return bool(user) and pwd.getpwuid(os.geteuid()).pw_name == user
+    except KeyError:
+        return False
 
 
 def build_job_report(cfg, job_id: str, *, cluster: Optional[str] = None,
@@ -69,7 +93,7 @@ def build_job_report(cfg, job_id: str, *, cluster: Optional[str] = None,
     now = time.time() if now is None else now
     info, note = slurm_lookup(job_id) if use_slurm else (None, None)
     with _no_gc():
-        return _build(cfg, job_id, info, note, cluster, restart, now, warn)
+        return _build(cfg, job_id, info, note, cluster, restart, now, warn, use_slurm)
 
 
 @contextlib.contextmanager
@@ -87,7 +111,7 @@ def _no_gc():
 
 
 def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[str],
-           restart: Optional[int], now: float, warn):
+           restart: Optional[int], now: float, warn, use_slurm: bool = True):
     from efajob.store.reader import find_job, load_job
     from efajob.report.build import build_report
 
@@ -98,7 +122,13 @@ def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[s
     files = find_job(cfg.store, target, cluster=cluster, restart=restart, now=now,
                      max_status_age=max(60.0, 4 * cfg.status_interval))
     loaded = load_job(files)
-    if not_yours(loaded, files):
+    private = private_view(cfg)
+    if not_yours(loaded, files, private) and not (private and _slurm_says_ours(info)):
+        if private and files.live and not loaded.skipped:
+            raise StoreError(
+                f"job {files.job_id} is running: with private_records = true its live data is "
+                "shown to root and the job's user only, and Slurm "
+                + ("was not asked (--no-slurm)" if not use_slurm else "does not say it is yours"))
         raise StoreError(
             f"job {files.job_id}: its records are private (private_records = true) and not "
             "yours: only root and the job's user can read them")
@@ -130,9 +160,11 @@ def job_summary(r) -> dict:
 
 def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
               state: Optional[str] = None, limit: int = 20, cluster: Optional[str] = None,
-              now: Optional[float] = None) -> List[dict]:
+              now: Optional[float] = None, euid: Optional[int] = None) -> List[dict]:
     """Recent jobs, newest first (by when their records arrived), with totals and verdicts.
-    Reports are built from the records only (no Slurm: one query per job would be slow)."""
+    Reports are built from the records only (no Slurm: one query per job would be slow).
+    In a private view (private_records, not root) only jobs with a record we can read are
+    listed: a running job has none yet, and whose it is would take a Slurm query per job."""
     from efajob.store.reader import (find_job, list_clusters, list_job_dirs, load_job,
                                      read_node_statuses)
     from efajob.report.build import build_report
@@ -140,6 +172,7 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
     now = time.time() if now is None else now
     max_age = max(60.0, 4 * cfg.status_interval)
     out: List[dict] = []
+    private = private_view(cfg, euid)
 
     def keep(row: dict) -> bool:
         if user and row.get("user") != user:
@@ -152,7 +185,7 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
 
     # Running jobs first: in node status files but without a job directory yet.
     seen = set()
-    for c in ([cluster] if cluster else list_clusters(cfg.store)):
+    for c in ([] if private else [cluster] if cluster else list_clusters(cfg.store)):
         for st in read_node_statuses(cfg.store, c).values():
             if not st.fresh(now, max_age):
                 continue
@@ -173,7 +206,7 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
             break
         files = find_job(cfg.store, d.job_id, cluster=d.cluster, now=now, max_status_age=max_age)
         loaded = load_job(files)
-        if not_yours(loaded, files):
+        if not_yours(loaded, files, private):
             continue  # another user's private job: not listed (it once read as a "Warning")
         r = build_report(loaded.records, job_id=files.job_id, cluster=files.cluster,
                          restart=files.restart, restarts=files.restarts, live=files.live,

@@ -36,6 +36,7 @@ _RANGES: Dict[str, Tuple[float, float, bool]] = {
     "retention_hours": (0, 24 * 3650, False),
     "rollup_days": (0, 3650, False),
     "hook_wait": (0, 3600, True),
+    "store_timeout": (0, 86400, False),
     "cloudwatch.period": (1, 3600, True),
     "cloudwatch.spool_max_bytes": (0, 1 << 40, True),
     "prometheus.port": (0, 65535, True),
@@ -114,6 +115,9 @@ class Config:
     # run-dir lock for the history file. Short, because slurmd holds the job (and kills the
     # hook at PrologEpilogTimeout) meanwhile; nothing is lost when it runs out.
     hook_wait: float = 1.0
+    # report, jobs and dashboard build give up (exit 4) when the job store answers nothing for
+    # this long: a hung NFS mount. Progress resets it, so a big but moving read is never cut.
+    store_timeout: float = 60.0
     rediscover_interval: float = 30.0
     # The daemon reads the device-level admin counters (a third of a p5's counter files, error
     # counters that rarely move) this often; the hooks read everything every time.

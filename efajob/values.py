@@ -73,6 +73,20 @@ def as_number(v: object) -> Optional[float]:
     return f if math.isfinite(f) and f >= 0 else None
 
 
+# Store reads completed by this process: a watchdog (store/watchdog.py) tells a slow store
+# from a hung one by whether this still moves. A list, so the increment needs no global.
+_READS = [0]
+
+
+def reads_done() -> int:
+    return _READS[0]
+
+
+def note_read() -> None:
+    """One more read of the store completed (a listing, say: read_regular counts itself)."""
+    _READS[0] += 1
+
+
 def read_regular(path: str, max_bytes: int) -> bytes:
     """At most `max_bytes` + 1 bytes of a file someone else may have planted. Opened
     non-blocking and refused unless it is a regular file: a FIFO (or a device) in the store
@@ -89,6 +103,7 @@ def read_regular(path: str, max_bytes: int) -> bytes:
                 break
             chunks.append(chunk)
             left -= len(chunk)
+        _READS[0] += 1
         return b"".join(chunks)
     finally:
         os.close(fd)

@@ -94,13 +94,15 @@ def build(config_path: Optional[str], store: Optional[str], cluster: Optional[st
     import os
 
     from efajob.dashboard.server import Collector
+    from efajob.store.watchdog import call_watched
     from efajob.errors import UsageError
     from efajob.dashboard.page import render_dashboard
     from efajob.hooks.runfiles import atomic_write
 
     cfg = get_config(config_path, store=store)
     _check_cluster(cluster)
-    d = Collector(cfg, cluster=cluster, limit=limit, clock=time.time).collect()
+    d = call_watched(Collector(cfg, cluster=cluster, limit=limit, clock=time.time).collect,
+                     store=cfg.store, timeout=cfg.store_timeout)
     page = render_dashboard(d, refresh=refresh, store=cfg.store)
     try:
         os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)

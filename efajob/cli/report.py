@@ -17,6 +17,7 @@ import click
 
 from efajob.cli.common import config_option, format_option, get_config, handle_errors
 from efajob.report.assemble import build_job_report, list_jobs
+from efajob.store.watchdog import call_watched
 
 
 def _use_color(no_color: bool, output: Optional[str]) -> bool:
@@ -79,8 +80,9 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color
 
     gc.disable()  # a short-lived process that builds one big acyclic tree: see _no_gc()
     cfg = get_config(config_path, store=store)
-    r = build_job_report(cfg, job_id, cluster=cluster, restart=restart, use_slurm=not no_slurm,
-                         warn=_warn)
+    r = call_watched(lambda: build_job_report(cfg, job_id, cluster=cluster, restart=restart,
+                                              use_slurm=not no_slurm, warn=_warn),
+                     store=cfg.store, timeout=cfg.store_timeout)
     if fmt == "json":
         text = render_json(r)
     elif fmt == "csv":
@@ -116,7 +118,9 @@ def jobs(user: Optional[str], since: Optional[str], state: Optional[str], limit:
     cfg = get_config(config_path, store=store)
     now = time.time()
     t = parse_since(since, now) if since else None
-    rows = list_jobs(cfg, user=user, since=t, state=state, limit=limit, cluster=cluster, now=now)
+    rows = call_watched(lambda: list_jobs(cfg, user=user, since=t, state=state, limit=limit,
+                                          cluster=cluster, now=now),
+                        store=cfg.store, timeout=cfg.store_timeout)
     if fmt == "json":
         click.echo(json.dumps({"store": cfg.store, "jobs": rows}, indent=2))
     else:

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from efajob.errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
 from efajob.slurm.jobid import is_job_id, split_record_stem, status_job_key, validate_job_id
-from efajob.values import as_number, loads_checked, read_regular
+from efajob.values import as_number, loads_checked, note_read, read_regular
 
 JOBS_DIR = "jobs"
 NODES_DIR = "nodes"
@@ -92,7 +92,9 @@ class LoadedRecords:
 # -- listing ---------------------------------------------------------------------------------
 def _listdir(path: str, what: str) -> List[str]:
     try:
-        return os.listdir(path)
+        names = os.listdir(path)
+        note_read()
+        return names
     except FileNotFoundError:
         return []
     except NotADirectoryError:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import pytest
 
@@ -104,3 +105,11 @@ def _efajob_logger_restored():
         if h not in saved[1]:
             lg.removeHandler(h)
             h.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's table (tests/faults), when any of its scenarios ran."""
+    ledger = sys.modules.get("fault_ledger")
+    if ledger is not None and ledger.ROWS:
+        terminalreporter.write_sep("=", "fault suite (docs/reliability.md)")
+        terminalreporter.write(ledger.write_table())

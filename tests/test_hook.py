@@ -372,7 +372,7 @@ def test_unwritable_outbox_keeps_the_record_in_the_run_dir(site):
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p4d.24xlarge")
     hook("prolog", slurm_env(conf))
-    os.makedirs(root / "n1" / "state")
+    os.makedirs(root / "n1" / "state", exist_ok=True)  # the prolog made it (durable copy)
     (root / "n1" / "state" / "outbox").write_text("")
     _kept_in_the_spare_outbox(root, hook("epilog", epilog_env(conf)), "File exists")
 
@@ -419,8 +419,10 @@ def test_full_disk_prolog(site, tiny_fs):
 def test_full_disk_epilog(site, tiny_fs):
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p5.48xlarge")
-    hook("prolog", slurm_env(conf))
+    (root / "n1").mkdir(exist_ok=True)
     (root / "n1" / "state").symlink_to(tiny_fs)
+    hook("prolog", slurm_env(conf))
+    assert (tiny_fs / "active" / "42.json").exists()  # the durable copy, while there was room
     fill(str(tiny_fs))
     # Issue 13, case 4: the exact record was lost (and reconcile later counted 3x the bytes).
     _kept_in_the_spare_outbox(root, hook("epilog", epilog_env(conf)), "No space left on device")
@@ -434,7 +436,7 @@ def test_full_run_dir_and_outbox_keep_the_active_file(site):
     root, conf = site
     build_node(str(root / "n1" / "sys"), "p5.48xlarge")
     hook("prolog", slurm_env(conf))
-    os.makedirs(root / "n1" / "state")
+    os.makedirs(root / "n1" / "state", exist_ok=True)  # the prolog made it (durable copy)
     (root / "n1" / "state" / "outbox").write_text("")
     (root / "n1" / "run" / "outbox").write_text("")
     one_line(hook("epilog", epilog_env(conf)), "epilog job 42 failed", "File exists")
@@ -607,7 +609,7 @@ def test_epilog_uses_the_instance_type_the_daemon_cached(site):
     text = open(conf).read().replace('instance_type = "p5.48xlarge"\n', "")
     open(conf, "w").write(text)
     build_node(str(root / "n1" / "sys"), "p5en.48xlarge")
-    os.makedirs(root / "n1" / "state")
+    os.makedirs(root / "n1" / "state", exist_ok=True)  # the prolog made it (durable copy)
     (root / "n1" / "state" / "instance-type").write_text("p5en.48xlarge\n")
     assert hook("prolog", slurm_env(conf)).returncode == 0
     assert hook("epilog", epilog_env(conf)).returncode == 0

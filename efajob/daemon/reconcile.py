@@ -10,7 +10,7 @@ from typing import Callable, List, Optional, Sequence
 
 from efajob.hooks.finish import finish_job
 from efajob.hooks.outbox import epilog_record_exists
-from efajob.hooks.runfiles import read_boot_id, remove_active
+from efajob.hooks.runfiles import ActiveJobsReader, read_boot_id, remove_active
 from efajob.slurm.adapter import job_is_running
 
 # The outbox's logger, as before this moved here: sites grep the journal for it.
@@ -31,7 +31,7 @@ def reconcile(cfg, active_jobs: Sequence, now_wall: float, *,
     """
     boot = boot_id or read_boot_id()
     done: List[str] = []
-    for job in active_jobs:
+    for job in _with_durable_copies(cfg, active_jobs, boot):
         rebooted = job.boot_id != boot
         if not rebooted:
             if now_wall - job.start_wall < min_age:
@@ -50,7 +50,7 @@ def reconcile(cfg, active_jobs: Sequence, now_wall: float, *,
             # The epilog wrote its exact record and was killed before it removed the active
             # file: a reconcile record (counters up to now, other jobs' traffic included)
             # must never replace it. Only the leftover files go.
-            remove_active(cfg.run_dir, job.key)
+            remove_active(cfg.run_dir, job.key, cfg.state_dir)
             log.info("job %s: its epilog's record exists; leftover active file removed", job.key)
             done.append(job.key)
             continue
@@ -64,3 +64,22 @@ def reconcile(cfg, active_jobs: Sequence, now_wall: float, *,
                  "node rebooted" if rebooted else "no longer running")
         done.append(job.key)
     return done
+
+
+def _with_durable_copies(cfg, active_jobs: Sequence, boot: str) -> List:
+    """The run dir's active jobs, and the jobs of an earlier boot that only the state dir's
+    durable copies remember (the run dir is a tmpfs: a crash wiped theirs). A durable copy of
+    this boot without its run-dir file is what a finished epilog leaves when killed before its
+    last unlink: removed."""
+    jobs = list(active_jobs)
+    known = {j.key for j in jobs}
+    for job in ActiveJobsReader(cfg.state_dir).read():
+        if job.key in known:
+            continue
+        if job.boot_id != boot:
+            jobs.append(job)
+            log.info("job %s ran here before a reboot (boot %s): its record comes from the "
+                     "durable copy of its active file", job.key, job.boot_id)
+        else:
+            remove_active(cfg.state_dir, job.key)
+    return jobs

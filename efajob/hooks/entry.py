@@ -120,7 +120,7 @@ def run_prolog(cfg, env: Mapping[str, str]) -> str:
         partition=ident.partition, account=ident.account, cluster=ident.cluster, node=ident.host,
         nodelist=ident.nodelist, num_nodes=ident.num_nodes, start_wall=snap.wall,
         start_mono=snap.mono, boot_id=read_boot_id())
-    write_active(cfg.run_dir, job, snap, private=cfg.private_records)
+    write_active(cfg.run_dir, job, snap, private=cfg.private_records, durable_dir=cfg.state_dir)
     return job.key
 
 

@@ -187,5 +187,5 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
                 add_finished(cfg.run_dir, key, boot_id, mono0, end.mono)
         except (LockTimeout, OSError) as e:
             log.warning("job %s: history not updated (overlap detection only): %s", key, e)
-    remove_active(cfg.run_dir, key)
+    remove_active(cfg.run_dir, key, cfg.state_dir)
     return path

@@ -257,18 +257,27 @@ def _checked(key: str) -> str:
     return key
 
 
-def write_active(run_dir: str, job: ActiveJob, start: Snapshot, private: bool = False) -> None:
+def write_active(run_dir: str, job: ActiveJob, start: Snapshot, private: bool = False,
+                 durable_dir: Optional[str] = None) -> None:
     """The prolog's output: the start snapshot first, then the active file, each atomic. In
     that order so that whoever sees an active file also finds its start snapshot. `private`
-    (private_records): both files root's only, 0600; their names (job keys) stay visible."""
+    (private_records): both files root's only, 0600; their names (job keys) stay visible.
+
+    `durable_dir` (the state dir, on disk): a copy of the active file there, last. The run dir
+    is a tmpfs that a crash wipes, and with it every trace of the jobs that ran: from this
+    copy the restarted daemon makes their records (daemon/reconcile.py), from the old boot's
+    samples. Not fsynced (a crash within the first seconds of a job may lose it; a fsync per
+    job start costs more than it saves). When it cannot be written the job still runs with
+    accounting: OSError is not raised, a warning is logged."""
     if job_key(job.job_id, job.restart) != job.key:
         raise RecordError(f"active job key {job.key!r} does not match its job id")
     for sub in (START_DIR, ACTIVE_DIR):
         ensure_dir(os.path.join(run_dir, sub))
     mode = PRIVATE_FILE_MODE if private else FILE_MODE
     atomic_write(start_path(run_dir, job.key), dumps(start.to_dict()), mode=mode)
+    data = dumps(job.to_dict())
     try:
-        atomic_write(active_path(run_dir, job.key), dumps(job.to_dict()), mode=mode)
+        atomic_write(active_path(run_dir, job.key), data, mode=mode)
     except BaseException:
         # All or nothing: a start file without its active file would be a stray.
         try:
@@ -276,6 +285,14 @@ def write_active(run_dir: str, job: ActiveJob, start: Snapshot, private: bool = 
         except OSError:
             pass
         raise
+    if durable_dir is not None:
+        try:
+            ensure_dir(os.path.join(durable_dir, ACTIVE_DIR), 0o700)
+            atomic_write(active_path(durable_dir, job.key), data, mode=PRIVATE_FILE_MODE)
+        except OSError as e:
+            log.warning("job %s: no durable copy of its active file in %s (%s): a node crash "
+                        "during the job would leave it without a record", job.key, durable_dir,
+                        e.strerror or e)
 
 
 def read_active(run_dir: str, key: str) -> Optional[ActiveJob]:
@@ -302,10 +319,14 @@ def read_start(run_dir: str, key: str) -> Optional[Snapshot]:
         raise RecordError(f"start snapshot for {key} is malformed: {e!r}") from None
 
 
-def remove_active(run_dir: str, key: str) -> None:
-    """Forget a job: the active file first (the daemon stops tagging it), then its start.
-    Missing files are fine (an epilog may run twice, or without a prolog)."""
-    for path in (active_path(run_dir, key), start_path(run_dir, key)):
+def remove_active(run_dir: str, key: str, durable_dir: Optional[str] = None) -> None:
+    """Forget a job: the active file first (the daemon stops tagging it), then its start,
+    then the durable copy (write_active). Missing files are fine (an epilog may run twice, or
+    without a prolog)."""
+    paths = [active_path(run_dir, key), start_path(run_dir, key)]
+    if durable_dir is not None:
+        paths.append(active_path(durable_dir, key))
+    for path in paths:
         try:
             os.unlink(path)
         except FileNotFoundError:

@@ -113,3 +113,34 @@ def pytest_terminal_summary(terminalreporter):
     if ledger is not None and ledger.ROWS:
         terminalreporter.write_sep("=", "fault suite (docs/reliability.md)")
         terminalreporter.write(ledger.write_table())
+
+
+def mount_tmpfs(path, size: str):
+    """A small tmpfs at `path` (root and mount(2)): a disk that fills up. A context manager;
+    require()s the mount, so CI (root) fails where a laptop skips."""
+    import contextlib
+    import subprocess
+
+    @contextlib.contextmanager
+    def mounted():
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, timeout=120)
+        require("tmpfs mount", p.returncode == 0, p.stderr.decode().strip())
+        try:
+            yield path
+        finally:
+            subprocess.run(["umount", str(path)], capture_output=True, timeout=120)
+
+    return mounted()
+
+
+def fill_disk(path) -> None:
+    """Write `<path>/filler` until the file system says ENOSPC."""
+    fd = os.open(os.path.join(str(path), "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        while True:
+            os.write(fd, b"x" * 4096)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

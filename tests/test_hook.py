@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import HOOK_WAIT_ENV, require
+from conftest import HOOK_WAIT_ENV, fill_disk, mount_tmpfs
 from efajob.config import build_config
 from efajob.errors import UsageError
 from efajob.hooks.entry import deliver_detached, identity_from_env, resolve_cluster
@@ -379,28 +379,13 @@ def test_unwritable_outbox_keeps_the_record_in_the_run_dir(site):
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    """A 64 KiB tmpfs (needs root and mount(2)): a disk that fills up."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)],
-                       capture_output=True, timeout=120)
-    # require(): skipped on a laptop without root, a failure in CI, which runs as root.
-    require("tmpfs mount", p.returncode == 0, p.stderr.decode().strip())
-    try:
+    """A 64 KiB tmpfs: a disk that fills up."""
+    (tmp_path / "tiny").mkdir()
+    with mount_tmpfs(tmp_path / "tiny", "64k") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=120)
 
 
-def fill(path):
-    fd = os.open(os.path.join(path, "filler"), os.O_WRONLY | os.O_CREAT)
-    try:
-        while True:
-            os.write(fd, b"x" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+fill = fill_disk
 
 
 def test_full_disk_prolog(site, tiny_fs):

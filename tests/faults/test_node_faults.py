@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import require, wait_until
+from conftest import fill_disk, mount_tmpfs, wait_until
 from efajob.hooks.outbox import deliver_pending, pending
 from fault_site import PY, Site
 
@@ -40,6 +40,11 @@ def _start_daemon(site, host):
     return p
 
 
+def _stop(daemon):
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=120) == 0
+
+
 def test_daemon_killed_and_restarted(tmp_path):
     """SIGKILL at the worst moments: before an epilog (it must deliver itself) and right after
     one (its record sits in the outbox until the restarted daemon forwards it)."""
@@ -62,8 +67,7 @@ def test_daemon_killed_and_restarted(tmp_path):
         cfg = site.cfg("n1")
         assert wait_until(lambda: not pending(cfg)), pending(cfg)
     finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(timeout=120)
+        _stop(daemon)
     site.row("daemon SIGKILLed, restarted", "6 kills: 3 before an epilog, 3 after",
              exact_required=True).check()
 
@@ -83,8 +87,7 @@ def test_two_daemons_on_one_node(tmp_path):
         cfg = site.cfg("n1")
         assert wait_until(lambda: not pending(cfg) and len(site.records()) == 3)
     finally:
-        first.send_signal(signal.SIGTERM)
-        first.wait(timeout=120)
+        _stop(first)
     site.row("two daemons", "a second daemon started on the same node",
              exact_required=True).check()
 
@@ -118,33 +121,15 @@ def _redeliver(cfg):
 
 @pytest.fixture
 def tiny_fs(tmp_path):
-    """A small tmpfs (root and mount(2)): a disk that fills up."""
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
-                       capture_output=True, timeout=120)
-    require("tmpfs mount", p.returncode == 0, p.stderr.decode().strip())
-    try:
+    (tmp_path / "tiny").mkdir()
+    with mount_tmpfs(tmp_path / "tiny", "256k") as mnt:
         yield str(mnt)
-    finally:
-        subprocess.run(["umount", str(mnt)], capture_output=True, timeout=120)
-
-
-def _fill(path):
-    fd = os.open(os.path.join(path, "filler"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    try:
-        while True:
-            os.write(fd, b"x" * 4096)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def test_store_full_then_freed(tmp_path, tiny_fs):
     site = Site(tmp_path, hosts=["n1"])
     os.symlink(tiny_fs, site.store)
-    _fill(tiny_fs)
+    fill_disk(tiny_fs)
     for j in range(4):
         site.job(str(500 + j), ["n1"])
     assert site.records() == {}
@@ -165,7 +150,7 @@ def test_local_disk_full(tmp_path, tiny_fs):
         site.hook("prolog", job, "n1")
         site.traffic(job, "n1")
         if j == 0:
-            _fill(tiny_fs)
+            fill_disk(tiny_fs)
         p = site.hook("epilog", job, "n1")
         assert "kept in" in p.stderr, p.stderr  # said, in one line; not an error exit
     site.row("local disk full", "ENOSPC in the state dir from the first job on",

@@ -73,6 +73,11 @@ def as_number(v: object) -> Optional[float]:
     return f if math.isfinite(f) and f >= 0 else None
 
 
+def as_object(v: object) -> dict:
+    """A JSON object as it is, anything else (absent, a list, a string) an empty one."""
+    return v if isinstance(v, dict) else {}
+
+
 def read_regular(path: str, max_bytes: int) -> bytes:
     """At most `max_bytes` + 1 bytes of a file someone else may have planted. Opened
     non-blocking and refused unless it is a regular file: a FIFO (or a device) in the store

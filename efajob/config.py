@@ -235,7 +235,7 @@ def default_node_name() -> str:
     return socket.gethostname().split(".")[0] or "localhost"
 
 
-def validate_name(kind: str, value: str) -> str:
+def validate_name(kind: str, value: object) -> str:
     """Cluster and node names become path components: allow a conservative alphabet only."""
     if not isinstance(value, str) or not _CLUSTER_RE.fullmatch(value):
         raise ConfigError(

@@ -73,6 +73,11 @@ def as_number(v: object) -> Optional[float]:
     return f if math.isfinite(f) and f >= 0 else None
 
 
+def as_object(v: object) -> dict:
+    """A JSON object as it is, anything else (absent, a list, a string) an empty one."""
+    return v if isinstance(v, dict) else {}
+
+
 # Store reads completed by this process: a watchdog (store/watchdog.py) tells a slow store
 # from a hung one by whether this still moves. A list, so the increment needs no global.
 _READS = [0]

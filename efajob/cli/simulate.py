@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import click
 
@@ -65,8 +65,8 @@ def init(instance_type: str, kernel: str, root: str, nodes: Optional[int], mlx5:
     """Build a simulated node (or --nodes N of them) under --root."""
     if force and os.path.exists(os.path.join(root, sim.MARKER)):
         sim.remove_tree(root)
-    kw = dict(instance_type=instance_type, kernel=kernel, mlx5=mlx5, ena=not no_ena,
-              efa_names=efa_names, seed=seed)
+    kw: Dict[str, Any] = dict(instance_type=instance_type, kernel=kernel, mlx5=mlx5,
+                              ena=not no_ena, efa_names=efa_names, seed=seed)
     if nodes is None:
         built = {"": sim.build_node(root, **kw)}
     else:

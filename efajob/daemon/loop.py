@@ -26,7 +26,9 @@ import socket
 import sys
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import (TYPE_CHECKING, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple,
+                    TypeVar)
 
 from efajob import __version__
 from efajob.config import Config
@@ -36,7 +38,13 @@ from efajob.node.localstore import LocalStore, SampleRow, current_boot_id, encod
 from efajob.sinks.base import DaemonHealth, Sink, Tick
 from efajob.sinks.registry import build_sinks
 
+if TYPE_CHECKING:
+    from efajob.hooks.runfiles import ActiveJob, ActiveJobsReader
+    from efajob.node.readings import Snapshot
+    from efajob.node.sysfs import Sampler
+
 log = logging.getLogger("efajob.daemon")
+T = TypeVar("T")
 
 MAX_PENDING_ROWS = 600  # ~10 min at 1 Hz kept while the store is locked (a few MB)
 ROWS_PER_TICK = 100  # pending rows flushed per tick once the store is back
@@ -71,7 +79,7 @@ class RateLimiter:
 class Notifier:
     """sd_notify(3) without libsystemd: datagrams to $NOTIFY_SOCKET. A no-op without it."""
 
-    def __init__(self, env=os.environ):
+    def __init__(self, env: Mapping[str, str] = os.environ) -> None:
         addr = env.get("NOTIFY_SOCKET") or ""
         self._addr = "\0" + addr[1:] if addr.startswith("@") else addr
         self._sock: Optional[socket.socket] = None
@@ -116,7 +124,7 @@ def configure_logging(cfg: Config) -> None:
         if getattr(h, "_efajob_daemon", False):
             root.removeHandler(h)
             h.close()
-    handler._efajob_daemon = True  # type: ignore[attr-defined]
+    handler._efajob_daemon = True  # type: ignore[attr-defined]  # our marker on a stdlib object
     root.addHandler(handler)
     root.setLevel(getattr(logging, cfg.log_level.upper(), logging.INFO))
     root.propagate = False
@@ -167,12 +175,12 @@ class Daemon:
         self._stop = self._reload = False
         self._lock_fd: Optional[int] = None
         self.sinks: List[Sink] = []
-        self.sampler = None
+        self.sampler: Optional[Sampler] = None
         self.store: Optional[LocalStore] = None
         self.store_error: Optional[str] = None
         self._store_retry_at = 0.0
         self._pending: Deque[SampleRow] = collections.deque(maxlen=MAX_PENDING_ROWS)
-        self._prev = None
+        self._prev: Optional[Snapshot] = None
         self.last_tick: Optional[Tick] = None
         self.ticks = self.skipped = 0
         self.errors: Dict[str, int] = collections.Counter()
@@ -186,7 +194,7 @@ class Daemon:
         self._outbox_seen: Tuple[Optional[int], Optional[int]] = (None, None)
         # From IMDSv2 (worker thread) when the config names no instance type; None until known.
         self._instance_type: Optional[str] = None
-        self._jobs_reader = None
+        self._jobs_reader: Optional[ActiveJobsReader] = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -196,7 +204,7 @@ class Daemon:
             self._lock_fd = acquire_lock(cfg.state_dir)
         try:
             self._open_store(fatal=True)
-            self._open_sampler()
+            sampler = self._open_sampler()
             self.sinks = self._given_sinks if self._given_sinks is not None else build_sinks(
                 cfg, clock=self._clock)
         except BaseException:
@@ -209,10 +217,10 @@ class Daemon:
             self._worker.start()
         log.info("efajob daemon %s: node %s, cluster %s, %d EFA devices, interval %gs, "
                  "store %s, sinks: %s", __version__, cfg.node, cfg.cluster,
-                 len(self.sampler.devices), cfg.interval, cfg.db_path,
+                 len(sampler.devices), cfg.interval, cfg.db_path,
                  ", ".join(s.name for s in self.sinks) or "none")
 
-    def _open_sampler(self) -> None:
+    def _open_sampler(self) -> Sampler:
         from efajob.node.ethtool import ethtool_reader_from_config
         from efajob.hooks.runfiles import ActiveJobsReader
         from efajob.node.sysfs import Sampler
@@ -223,6 +231,7 @@ class Daemon:
                                clock=self._clock, wall_clock=self._wall)
         self._prev = None
         self._jobs_reader = ActiveJobsReader(self.cfg.run_dir)
+        return self.sampler
 
     def _open_store(self, fatal: bool = False) -> None:
         cfg = self.cfg
@@ -339,8 +348,10 @@ class Daemon:
 
     def tick(self) -> Tick:
         """One sample: read, diff, tag, store, feed sinks. Never raises for data problems."""
+        sampler = self.sampler
+        assert sampler is not None  # start() opened it
         t0 = self._clock()
-        snap = self.sampler.sample()
+        snap = sampler.sample()
         t1 = self._clock()
         prev, self._prev = self._prev, snap
         jobs = tuple(self._read_jobs())
@@ -362,7 +373,7 @@ class Daemon:
         self.ticks += 1
         tick = Tick(
             snapshot=snap, delta=delta, rates=rates, jobs=jobs,
-            devices=self.sampler.devices, instance_type=self.cfg.instance_type or self._instance_type,
+            devices=sampler.devices, instance_type=self.cfg.instance_type or self._instance_type,
             cluster=self.cfg.cluster, node=self.cfg.node, boot_id=self._boot_id,
             health=DaemonHealth(
                 started_wall=self._started_wall, ticks=self.ticks, skipped_ticks=self.skipped,
@@ -376,7 +387,7 @@ class Daemon:
         self._tick_seconds = self._clock() - t0
         return tick
 
-    def _read_jobs(self) -> list:
+    def _read_jobs(self) -> List[ActiveJob]:
         if self._jobs_reader is None:
             return []
         try:
@@ -427,7 +438,7 @@ class Daemon:
         if not self._pending:
             self.store_error = None
 
-    def _guard(self, kind: str, fn: Callable, *args) -> object:
+    def _guard(self, kind: str, fn: Callable[..., T], *args) -> Optional[T]:
         try:
             return fn(*args)
         except Exception as e:
@@ -451,7 +462,8 @@ class Daemon:
         if self._manage_logging:
             self._guard("worker", configure_logging, new)
         if (old.sysfs_root, old.rediscover_interval) != (new.sysfs_root, new.rediscover_interval):
-            self.sampler.close()
+            if self.sampler is not None:
+                self.sampler.close()
             self._guard("sample", self._open_sampler)
         elif old.run_dir != new.run_dir:
             from efajob.hooks.runfiles import ActiveJobsReader
@@ -521,7 +533,7 @@ class Daemon:
     def _outbox_mtime(self) -> Tuple[Optional[int], Optional[int]]:
         """Both outboxes' mtimes: the spare one (run dir) takes records when the local disk is
         full. Two stat(2)s of local directories a tick."""
-        out = []
+        out: List[Optional[int]] = []
         for d in (self.cfg.outbox_dir, self.cfg.spare_outbox_dir):
             try:
                 out.append(os.stat(d).st_mtime_ns)
@@ -560,7 +572,7 @@ class Daemon:
     def _deliver(self) -> object:
         outbox = _outbox()
         if outbox is None:
-            return
+            return None
         result = outbox.deliver_pending(self.cfg)
         for record in getattr(result, "records", None) or ():
             for s in list(self.sinks):
@@ -590,24 +602,21 @@ class Daemon:
 
 
 WAITING = object()  # _deliver: records are still waiting in the outbox
-_OUTBOX_MISSING = object()
-_outbox_module = None
+_outbox_module: Optional[SimpleNamespace] = None
+_outbox_missing = False
 
 
-def _outbox():
+def _outbox() -> Optional[SimpleNamespace]:
     """Delivery (hooks/outbox.py) and reconcile (reconcile.py), imported on first use (None,
     logged once, when they cannot be imported)."""
-    global _outbox_module
-    if _outbox_module is None:
+    global _outbox_module, _outbox_missing
+    if _outbox_module is None and not _outbox_missing:
         try:
-            from types import SimpleNamespace
-
             from efajob.daemon.reconcile import reconcile
             from efajob.hooks.outbox import deliver_pending
 
-            mod = SimpleNamespace(deliver_pending=deliver_pending, reconcile=reconcile)
+            _outbox_module = SimpleNamespace(deliver_pending=deliver_pending, reconcile=reconcile)
         except ImportError as e:
             log.warning("outbox delivery disabled: %s", e)
-            mod = _OUTBOX_MISSING
-        _outbox_module = mod
-    return None if _outbox_module is _OUTBOX_MISSING else _outbox_module
+            _outbox_missing = True
+    return _outbox_module

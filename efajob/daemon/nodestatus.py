@@ -204,6 +204,6 @@ def write_node_status(path: str, doc: dict) -> None:
     atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
 
 
-def read_node_status(path: str) -> dict:
+def read_node_status(path: str) -> object:
     with open(path, "rb") as f:
         return loads_checked(f.read(1 << 20))

@@ -20,7 +20,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from efajob.values import as_number  # noqa: F401  (re-exported for the server)
+from efajob.values import as_number as as_number  # re-exported for the server
+from efajob.values import as_object
 from efajob.slurm.jobid import status_job_key
 from efajob.fmt import fmt_duration
 from efajob.node.readings import natural_key
@@ -179,11 +180,11 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
     n = NodeView(cluster=cluster, host=host, instance_type=_text(doc.get("instance_type")),
                  time=as_number(doc.get("time")), tx_gbps=as_number(doc.get("tx_gbps")),
                  rx_gbps=as_number(doc.get("rx_gbps")), jobs=_jobs(doc.get("jobs"), private))
-    daemon = doc.get("daemon") if isinstance(doc.get("daemon"), dict) else {}
+    daemon = as_object(doc.get("daemon"))
     healthy = daemon.get("healthy")
     n.daemon_healthy = healthy if isinstance(healthy, bool) else None
     n.daemon_version = _text(daemon.get("version"), 32)
-    rates = doc.get("rates") if isinstance(doc.get("rates"), dict) else {}
+    rates = as_object(doc.get("rates"))
     n.rates = {k: v for k, v in ((k, as_number(rates.get(k))) for k in HEALTH_RATES) if v is not None}
     n.devices = _devices(doc.get("devices"))
     n.link_gbps = _sum(d.link_gbps for d in n.devices)
@@ -282,10 +283,14 @@ def _rounded(v: object) -> object:
     if isinstance(v, float):
         return round(v, 4)
     if isinstance(v, dict):
-        return {k: _rounded(x) for k, x in v.items()}
+        return _rounded_object(v)
     if isinstance(v, list):
         return [_rounded(x) for x in v]
     return v
+
+
+def _rounded_object(d: dict) -> dict:
+    return {k: _rounded(x) for k, x in d.items()}
 
 
 def nodes_to_dict(d: Dashboard) -> dict:
@@ -295,13 +300,15 @@ def nodes_to_dict(d: Dashboard) -> dict:
         row = asdict(n)
         row["state"] = n.state
         nodes.append(row)
-    return _rounded({"schema": "efajob/dashboard-nodes", "version": 1, "generated": d.generated,
-                     "max_status_age": d.max_status_age, "clusters": d.clusters,
-                     "totals": asdict(d.totals), "nodes": nodes, "notes": d.notes})
+    return _rounded_object({"schema": "efajob/dashboard-nodes", "version": 1,
+                            "generated": d.generated, "max_status_age": d.max_status_age,
+                            "clusters": d.clusters, "totals": asdict(d.totals), "nodes": nodes,
+                            "notes": d.notes})
 
 
 def jobs_to_dict(d: Dashboard) -> dict:
     """`GET /api/jobs`: running jobs (from fresh node status files) and recent jobs (records)."""
-    return _rounded({"schema": "efajob/dashboard-jobs", "version": 1, "generated": d.generated,
-                     "running": [asdict(r) for r in d.running], "recent": d.recent})
+    return _rounded_object({"schema": "efajob/dashboard-jobs", "version": 1,
+                            "generated": d.generated,
+                            "running": [asdict(r) for r in d.running], "recent": d.recent})
 

@@ -59,10 +59,11 @@ def _link(text: str, href: Optional[str]) -> str:
 def _job_link(text: str, href: Optional[JobHref], cluster: object, job_id: object, restart: object) -> str:
     """A job id linked to its report, only when every part is what the server accepts (a
     record's fields are data from a shared filesystem)."""
-    ok = (href is not None and is_job_id(job_id) and isinstance(cluster, str)
-          and NAME_RE.fullmatch(cluster) is not None and isinstance(restart, int)
-          and not isinstance(restart, bool) and restart >= 0)
-    return _link(text, href(cluster, job_id, restart) if ok else None)  # type: ignore[misc,arg-type]
+    if (href is not None and is_job_id(job_id) and isinstance(cluster, str)
+            and NAME_RE.fullmatch(cluster) is not None and isinstance(restart, int)
+            and not isinstance(restart, bool) and restart >= 0):
+        return _link(text, href(cluster, job_id, restart))
+    return _link(text, None)
 
 
 def _device_bars(devs: Sequence[DeviceView]) -> str:
@@ -184,7 +185,8 @@ def _recent_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
         key = f"{jid}" + (f".{restart}" if restart else "")
         verdict = str(j.get("verdict") or NA) + (" (running)" if j.get("running") else "")
         vcls = j.get("verdict") if j.get("verdict") in _VERDICTS else "unknown"
-        findings = j.get("findings") if isinstance(j.get("findings"), list) else []
+        findings = j.get("findings")
+        findings = findings if isinstance(findings, list) else []
         avg = as_number(j.get("avg_gbps_per_node"))
         cells = [_job_link(key, href, cluster, jid, restart), esc(cluster or NA),
                  esc(j.get("user") or NA), esc(j.get("state") or NA), esc(j.get("num_nodes") or NA),

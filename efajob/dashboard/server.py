@@ -223,6 +223,7 @@ def _printable(s: str, limit: int = 200) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     server: "DashboardServer"
+    _logged: Optional[Tuple[int, int]] = None  # (code, bytes) of the answer, for the log line
     server_version = f"efajob-dashboard/{__version__}"
     sys_version = ""
     timeout = 30  # a client that stops sending mid-request frees its thread
@@ -295,13 +296,13 @@ class Handler(BaseHTTPRequestHandler):
         from efajob.slurm.jobid import parse_restart, validate_job_id
 
         validate_job_id(job_id)  # before the id comes near a path: UsageError -> 404
-        cluster = (query.get("cluster") or [None])[0]
+        cluster = _first(query, "cluster")
         if cluster is not None:
             try:
                 validate_name("cluster", cluster)
             except EfajobError as e:
                 raise UsageError(str(e)) from None
-        restart = (query.get("restart") or [None])[0]
+        restart = _first(query, "restart")
         html = self.server.collector.job_report_html(
             job_id, cluster, parse_restart(restart) if restart is not None else None)
         self._send(200, "text/html", html.encode("utf-8"))
@@ -343,6 +344,12 @@ class Handler(BaseHTTPRequestHandler):
                      _printable(self.path), code, size, (time.monotonic() - t0) * 1000)
 
 
+def _first(query: Dict[str, List[str]], name: str) -> Optional[str]:
+    """The first value of a query parameter, None when it is absent."""
+    values = query.get(name)
+    return values[0] if values else None
+
+
 def _host_name(host: str) -> str:
     """`localhost:9815` -> `localhost`; `[::1]:9815` -> `[::1]`."""
     if host.startswith("["):
@@ -375,6 +382,7 @@ class DashboardServer(ThreadingHTTPServer):
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
+        assert isinstance(host, str)  # AF_INET or AF_INET6: (host, port, ...), host a string
         return f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
 
 

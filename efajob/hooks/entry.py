@@ -22,7 +22,10 @@ import os
 import re
 import sys
 import time
-from typing import List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
+
+if TYPE_CHECKING:  # imported where it is used: the happy path logs nothing
+    import logging
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")  # user, partition, account
 _NODELIST_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,65536}")
@@ -251,7 +254,7 @@ def _setup_logging() -> None:
             log.warning("cannot open log_file %s: %s", _log_file, e.strerror)
 
 
-def _lazy_syslog_class():
+def _lazy_syslog_class() -> Callable[[logging.Formatter], logging.Handler]:
     import logging
 
     class LazySyslog(logging.Handler):

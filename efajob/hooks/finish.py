@@ -11,7 +11,7 @@ On the hook import path: standard library only, imported lazily like the hook it
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Set
 
 STORE_TIMEOUT = 0.5  # seconds the epilog waits for a locked local store
 # Job windows longer than this read the daemon's minute rollups for their whole minutes
@@ -156,7 +156,7 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     rows: list = []
     rollups: list = []
     peak_rows: list = []
-    shared = set()
+    shared: Set[str] = set()
     # Order matters with concurrent epilogs: a finishing job enters the history before it
     # leaves the active files, so reading the active files first and the history second
     # cannot miss it.

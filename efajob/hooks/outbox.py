@@ -158,7 +158,7 @@ def _ensure_store_dir(path: str) -> None:
         pass
 
 
-def _epilog_record_at(path: str, key: str) -> bool:
+def _epilog_record_at(path: str, key: Optional[str]) -> bool:
     """Whether `path` holds an epilog's record of `key` (unreadable or other: no)."""
     try:
         rec = read_json(path, max_bytes=64 << 20)
@@ -364,7 +364,9 @@ def load_outbox(cfg) -> List[dict]:
     out = []
     for name in pending(cfg):
         try:
-            out.append(read_json(outbox_path(cfg, name)))
+            rec = read_json(outbox_path(cfg, name))
         except (OSError, ValueError):
             continue
+        if isinstance(rec, dict):  # JSON that is not an object is no record, like bad JSON
+            out.append(rec)
     return out

@@ -24,7 +24,8 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 from efajob import __version__
 from efajob.node.counters import diff_snapshots
 from efajob.node.instances import lookup
-from efajob.slurm.jobid import JobIdentity, format_exit_code  # noqa: F401  (part of this module's API)
+from efajob.slurm.jobid import JobIdentity as JobIdentity  # part of this module's API
+from efajob.slurm.jobid import format_exit_code as format_exit_code
 from efajob.node.readings import Snapshot
 
 RECORD_SCHEMA = "efajob/job-node-record"
@@ -43,7 +44,7 @@ def link_rates(instance_type: Optional[str], device_names: Iterable[str],
     names = sorted(device_names)
     itype = lookup(instance_type)
     if itype is not None:
-        per = {n: itype.gbps_per_device for n in names}
+        per: Dict[str, Optional[float]] = {n: itype.gbps_per_device for n in names}
         return itype.total_gbps, per
     per = {n: (device_rates or {}).get(n) for n in names}
     known = [v for v in per.values() if v is not None]
@@ -233,6 +234,8 @@ def build_record(
     t1_mono = end.mono if end is not None else end_mono
     t1_wall = end.wall if end is not None else end_wall
     start_source: Optional[str] = None
+    t0_mono: Optional[float]
+    t0_wall: Optional[float]
     if start is not None:
         t0_mono, t0_wall, start_source = start.mono, start.wall, "prolog"
     elif ident.start_mono is not None:
@@ -259,10 +262,10 @@ def build_record(
     measured = window  # rows whose deltas the counters cover (for rates)
     if start is not None and end is not None:
         delta = diff_snapshots(start, end)
-        for name, d in delta.devices.items():
-            devices[name] = {"counters": dict(d.port_counters),
-                             "device_counters": dict(d.device_counters), "resets": list(d.resets)}
-            for k, v in d.port_counters.items():
+        for name, dd in delta.devices.items():
+            devices[name] = {"counters": dict(dd.port_counters),
+                             "device_counters": dict(dd.device_counters), "resets": list(dd.resets)}
+            for k, v in dd.port_counters.items():
                 totals[k] = totals.get(k, 0) + v
         resets = list(delta.resets)
         ena = {i: dict(s) for i, s in delta.net.items()}
@@ -397,8 +400,8 @@ def check_record(record: object) -> dict:
     if isinstance(restart, bool) or not isinstance(restart, int) or restart < 0:
         raise ValueError(f"record restart {restart!r} is not valid")
     try:
-        validate_name("cluster", record.get("cluster"))  # type: ignore[arg-type]
-        validate_name("node", record.get("host"))  # type: ignore[arg-type]
+        validate_name("cluster", record.get("cluster"))
+        validate_name("node", record.get("host"))
     except ConfigError as e:
         raise ValueError(str(e)) from None
     uid = record.get("uid")

@@ -23,10 +23,11 @@ import json
 import os
 import re
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from efajob.errors import RecordError
-from efajob.slurm.jobid import is_key, job_key  # noqa: F401  (job_key is part of this module's API)
+from efajob.slurm.jobid import is_key
+from efajob.slurm.jobid import job_key as job_key  # part of this module's API
 from efajob.node.readings import Snapshot
 from efajob.values import loads_checked, read_regular
 
@@ -37,7 +38,7 @@ class LazyLogger:
     on the happy path, and importing logging costs a few ms of every job's start
     (bench/hooks.py). `on_first_use` (set by the hook) configures handlers first."""
 
-    on_first_use = None  # type: Optional[Callable[[], None]]
+    on_first_use: Optional[Callable[[], None]] = None
 
     def __init__(self, name: str):
         self._name = name
@@ -314,6 +315,7 @@ def read_start(run_dir: str, key: str) -> Optional[Snapshot]:
     except (OSError, ValueError) as e:
         raise RecordError(f"start snapshot for {key}: {e}") from None
     try:
+        # Anything but an object fails inside from_dict (AttributeError), caught just below.
         return Snapshot.from_dict(d)  # type: ignore[arg-type]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise RecordError(f"start snapshot for {key} is malformed: {e!r}") from None

@@ -79,7 +79,7 @@ class SnapshotDelta:
     @property
     def devices(self) -> Dict[str, DeviceDelta]:
         if self._devices is None:
-            layout, values = self.flat  # type: ignore[misc]
+            layout, values = self.flat  # type: ignore[misc]  # set when _devices is not (__init__)
             self._devices = {t[0]: DeviceDelta(t[0], t[2], t[3]) for t in layout.per_device(values)}
         return self._devices
 
@@ -95,7 +95,7 @@ class SnapshotDelta:
     def port_column(self, name: str) -> Dict[str, int]:
         """One port counter's delta per device (devices without it left out)."""
         if self._devices is None:
-            got = self.flat[0].port_column(self.flat[1], name)  # type: ignore[index]
+            got = self.flat[0].port_column(self.flat[1], name)  # type: ignore[index]  # as above
             if got is not None:
                 return got
         return {n: d.port_counters[name] for n, d in self.devices.items() if name in d.port_counters}
@@ -182,7 +182,7 @@ def sum_net(delta: SnapshotDelta) -> Dict[str, int]:
     return out
 
 
-def rate(delta: Optional[int], seconds: float) -> Optional[float]:
+def rate(delta: Optional[float], seconds: float) -> Optional[float]:
     """Per-second rate; None when the counter is absent or no time passed."""
     if delta is None or seconds <= 0:
         return None

@@ -30,8 +30,16 @@ import os
 import struct
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-if TYPE_CHECKING:  # pragma: no cover - a name for an annotation; imported lazily where used
+if TYPE_CHECKING:  # pragma: no cover - names for annotations; array is imported lazily where used
     import array
+    from typing import Protocol, Union
+
+    # What the parsers read: the answered ioctl buffer, or bytes in the tests.
+    Buffer = Union[bytes, bytearray, "array.array[int]"]
+
+    class _Socket(Protocol):
+        def fileno(self) -> int: ...
+        def close(self) -> None: ...
 
 # Names verbatim from the ENA driver (amzn-drivers kernel/linux/ena/ena_ethtool.c, ENI stats).
 ALLOWANCE_COUNTERS: Tuple[str, ...] = (
@@ -101,7 +109,7 @@ def build_sset_info_request() -> bytes:
     return _SSET.pack(ETHTOOL_GSSET_INFO, 0, 1 << ETH_SS_STATS) + b"\0" * 4
 
 
-def parse_sset_info(buf: bytes) -> Optional[int]:
+def parse_sset_info(buf: Buffer) -> Optional[int]:
     """The ETH_SS_STATS count from an answered ETHTOOL_GSSET_INFO, or None when the driver has
     no statistics (the kernel clears the mask bit of a set the driver does not answer)."""
     if len(buf) < _SSET_SIZE:
@@ -120,7 +128,7 @@ def build_gstrings_request(count: int) -> bytes:
         (count + _SLACK) * ETH_GSTRING_LEN)
 
 
-def parse_gstrings(buf: bytes, expected: int) -> Optional[List[str]]:
+def parse_gstrings(buf: Buffer, expected: int) -> Optional[List[str]]:
     """The names from an answered ETHTOOL_GSTRINGS, or None when the answer is not the
     `expected` number of names (the driver changed between the calls: ask again later)."""
     if len(buf) < _GSTR.size:
@@ -143,7 +151,7 @@ def build_gstats_request(count: int) -> bytes:
     return _GSTATS.pack(ETHTOOL_GSTATS, count) + b"\0" * ((count + _SLACK) * 8)
 
 
-def parse_gstats(buf: bytes, expected: int, positions: Sequence[int]) -> Optional[List[int]]:
+def parse_gstats(buf: Buffer, expected: int, positions: Sequence[int]) -> Optional[List[int]]:
     """The values at `positions` from an answered ETHTOOL_GSTATS, or None when the answer does
     not hold the `expected` number of values (the names we cached no longer match them)."""
     if len(buf) < _GSTATS.size:
@@ -213,11 +221,11 @@ class _Reader:
         pass
 
 
-def _default_socket():
+def _default_socket() -> _Socket:
     try:
         import _socket as sockmod  # the C module: `socket` builds enums at import (ms)
     except ImportError:  # pragma: no cover - every CPython has it
-        import socket as sockmod  # type: ignore[no-redef]
+        import socket as sockmod  # type: ignore[no-redef]  # the same API under the same name
     return sockmod.socket(sockmod.AF_INET, sockmod.SOCK_DGRAM)
 
 
@@ -225,7 +233,7 @@ def _default_ifindex(ifname: str) -> Optional[int]:
     try:
         import _socket as sockmod  # the C module: `socket` builds enums at import (ms)
     except ImportError:  # pragma: no cover
-        import socket as sockmod  # type: ignore[no-redef]
+        import socket as sockmod  # type: ignore[no-redef]  # the same API under the same name
     try:
         return sockmod.if_nametoindex(ifname)
     except OSError:
@@ -256,7 +264,7 @@ class IoctlReader(_Reader):
 
     def __init__(self, sysfs_root: Optional[str] = "/sys", *,
                  ioctl: Optional[Callable[[int, int, bytes], bytes]] = None,
-                 make_socket: Callable[[], object] = _default_socket,
+                 make_socket: Callable[[], _Socket] = _default_socket,
                  ifindex: Callable[[str], Optional[int]] = _default_ifindex):
         if ioctl is None:
             import fcntl
@@ -266,7 +274,7 @@ class IoctlReader(_Reader):
         self._ioctl = ioctl
         self._make_socket = make_socket
         self._ifindex = ifindex
-        self._sock = None
+        self._sock: Optional[_Socket] = None
         self._cache: Dict[str, _IfCache] = {}
         self._not_kernel: Dict[str, bool] = {}
 
@@ -274,7 +282,7 @@ class IoctlReader(_Reader):
         sock, self._sock = self._sock, None
         if sock is not None:
             try:
-                sock.close()  # type: ignore[attr-defined]
+                sock.close()
             except OSError:
                 pass
 
@@ -284,9 +292,9 @@ class IoctlReader(_Reader):
                 self._sock = self._make_socket()
             except OSError:
                 return None
-        return self._sock.fileno()  # type: ignore[attr-defined]
+        return self._sock.fileno()
 
-    def _call(self, ifname: str, request: bytes) -> Optional["array.array"]:
+    def _call(self, ifname: str, request: bytes) -> Optional[array.array[int]]:
         """One SIOCETHTOOL with `request` as the ethtool buffer; the answered buffer or None."""
         import array  # here: a hook on a node without a kernel interface to read never needs it
 

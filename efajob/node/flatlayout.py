@@ -40,12 +40,13 @@ class Layout:
             per.append((name, first, pc, dc, others))
         self.devices = per
         self.complete = all(pc or dc or others for _, _, pc, dc, others in per)
-        spans = [pc for _, _, pc, _, _ in per]
-        names = {pc[2] for pc in spans if pc is not None}
+        spans = [pc for _, _, pc, _, _ in per if pc is not None]
+        port_names = {pc[2] for pc in spans}
         # Every device has the same port counters (the usual case): node totals are column sums.
-        self._columns = (spans[0][2], [(s, e) for s, e, _ in spans]) if (
-            spans and None not in spans and len(names) == 1) else None
-        self._index = {name: k for k, name in enumerate(spans[0][2])} if self._columns else {}
+        self._columns: Optional[Tuple[Tuple[str, ...], List[Tuple[int, int]]]] = (
+            spans[0][2], [(s, e) for s, e, _ in spans]) if (
+            spans and len(spans) == len(per) and len(port_names) == 1) else None
+        self._index = {name: k for k, name in enumerate(self._columns[0])} if self._columns else {}
 
     def per_device(self, values: Sequence[int]):
         """(name, first port, port counters, device counters, other ports) per device."""

@@ -311,6 +311,12 @@ class LocalStore:
         self.close()
 
     # -- ids -------------------------------------------------------------------------------
+    def _insert_id(self, sql: str, args: Tuple[str, ...]) -> int:
+        """Run one INSERT; the new row's id."""
+        rowid = self._db.execute(sql, args).lastrowid
+        assert rowid is not None  # sqlite3 sets it after every INSERT of a row
+        return rowid
+
     def _boot_key(self, boot_id: str, create: bool) -> Optional[int]:
         k = self._boots.get(boot_id)
         if k is None:
@@ -318,7 +324,7 @@ class LocalStore:
             if row is None:
                 if not create:
                     return None
-                k = self._db.execute("INSERT INTO boots (boot_id) VALUES (?)", (boot_id,)).lastrowid
+                k = self._insert_id("INSERT INTO boots (boot_id) VALUES (?)", (boot_id,))
             else:
                 k = row[0]
             self._boots[boot_id] = k
@@ -329,8 +335,7 @@ class LocalStore:
         k = self._layouts.get(spec)
         if k is None:
             row = self._db.execute("SELECT id FROM layouts WHERE spec = ?", (spec,)).fetchone()
-            k = row[0] if row else self._db.execute(
-                "INSERT INTO layouts (spec) VALUES (?)", (spec,)).lastrowid
+            k = row[0] if row else self._insert_id("INSERT INTO layouts (spec) VALUES (?)", (spec,))
             self._layouts[spec] = k
             self._layout_names[k] = (extra, tx, rx)
         return k

@@ -6,7 +6,7 @@ This module is on the hook import path: standard library only.
 from __future__ import annotations
 
 import re
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from efajob.node.flatlayout import Layout
 
@@ -89,14 +89,14 @@ class Snapshot:
     @property
     def devices(self) -> Dict[str, DeviceReading]:
         if self._devices is None:
-            layout, values = self.flat  # type: ignore[misc]
+            layout, values = self.flat  # type: ignore[misc]  # set when _devices is not (__init__)
             # Two threads may both build it (the worker's status file, a scrape): same result.
             self._devices = {t[0]: DeviceReading(*t) for t in layout.per_device(values)}
         return self._devices
 
     def replace(self, **changes) -> "Snapshot":
         """A copy with some of mono, wall, devices, net changed (dataclasses.replace's job)."""
-        kw = {"mono": self.mono, "wall": self.wall, "net": self.net}
+        kw: Dict[str, Any] = {"mono": self.mono, "wall": self.wall, "net": self.net}
         if "devices" not in changes and self._devices is None:
             kw["flat"] = self.flat
         else:
@@ -154,7 +154,8 @@ def _parse_all(raws: List[Optional[bytes]]) -> _Values:
     if not n:
         return out
     try:
-        joined = b" ".join(raws)  # TypeError when a slot is None (read failed)
+        # TypeError when a slot is None (read failed): deliberate, the per-file path below.
+        joined = b" ".join(raws)  # type: ignore[arg-type]
     except TypeError:
         joined = b""
     if joined:
@@ -173,7 +174,7 @@ def _parse_all(raws: List[Optional[bytes]]) -> _Values:
 
 def counter_names(snapshots: Iterable[Snapshot]) -> List[str]:
     """Every port counter name seen in any snapshot, sorted (for table headers)."""
-    names = set()
+    names: Set[str] = set()
     for s in snapshots:
         for d in s.devices.values():
             names.update(d.port_counters)

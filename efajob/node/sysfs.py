@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
 from efajob.errors import SysfsError
-from efajob.node.flatlayout import DEV, NET, PORT, Layout
+from efajob.node.flatlayout import DEV, NET, PORT, Group, Layout
 from efajob.node.readings import DeviceReading, Snapshot, _parse_all, natural_key
 from efajob.node.instances import EFA_VENDOR
 
@@ -166,8 +166,8 @@ def _same_file(fd: int, path: str) -> bool:
     return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
 
 
-def _group_slots(slots):
-    groups = []
+def _group_slots(slots: List[Tuple[int, int, int, str]]) -> List[Group]:
+    groups: List[Group] = []
     start = 0
     for k in range(1, len(slots) + 1):
         if k == len(slots) or slots[k][:3] != slots[start][:3]:
@@ -377,7 +377,7 @@ class Sampler:
         if not values.absent and self._layout is not None and self._layout.complete:
             flat = self._flat(values, full, mono)
             if flat is not None:
-                net = {}
+                net: Dict[str, Dict[str, int]] = {}
                 for kind, owner, _, start, end, names in self._groups:
                     if kind == _NET:
                         net[self._netdevs[owner]] = dict(zip(names, values[start:end]))
@@ -389,7 +389,7 @@ class Sampler:
         ports: List[Dict[int, Dict[str, int]]] = [{} for _ in range(ndev)]
         devc: List[Dict[str, int]] = [{} for _ in range(ndev)]
         seen = [False] * ndev
-        net: Dict[str, Dict[str, int]] = {}
+        net = {}
         for kind, owner, port, start, end, names in self._groups:
             if kind == _DEV and not full:
                 continue
@@ -450,7 +450,7 @@ class Sampler:
         reader = self._ethtool
         for ifname in self._netdevs:
             try:
-                extra = reader(ifname)  # type: ignore[misc]
+                extra = reader(ifname)  # type: ignore[misc]  # callers check it is not None
             except Exception:  # noqa: BLE001 - a reader bug must not cost the EFA sample
                 extra = None
             if not extra:

@@ -17,6 +17,7 @@ from efajob.report.maths import (ints, max2, maxv, mean, nonempty, num, ratio,
 from efajob.report.model import (ALIVE_STATES, DeviceReport, JobMeta, JobReport, NodeReport,
                                  Overall)
 from efajob.slurm.hostlist import expand, fold
+from efajob.values import as_object
 
 # -- records -> nodes --------------------------------------------------------------------------
 def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
@@ -33,9 +34,9 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
     totals = ints(rec.get("totals"))
     if not totals and devices:  # an older writer without totals: the sum is the definition
         totals = sum_counters(d.counters for d in devices)
-    ena_raw = rec.get("ena") if isinstance(rec.get("ena"), dict) else {}
-    rates = rec.get("rates") if isinstance(rec.get("rates"), dict) else {}
-    series = rec.get("series") if isinstance(rec.get("series"), dict) else {}
+    ena_raw = as_object(rec.get("ena"))
+    rates = as_object(rec.get("rates"))
+    series = as_object(rec.get("series"))
     complete = rec.get("complete") is True
     link = num(rec.get("link_gbps"))
     if link is None:
@@ -137,7 +138,7 @@ def meta_from_records(job_id: str, cluster: str, restart: int,
     m.account = _first(nonempty(r.get("account")) for r in records)
     m.partition = _first(nonempty(r.get("partition")) for r in records)
     m.nodelist = _first(nonempty(r.get("nodelist")) for r in records)
-    nn = [r.get("num_nodes") for r in records if isinstance(r.get("num_nodes"), int)]
+    nn = [n for n in (r.get("num_nodes") for r in records) if isinstance(n, int)]
     m.num_nodes = max(nn) if nn else None
     m.instance_type = _first(nonempty(r.get("instance_type")) for r in records)
     starts = [s for s in (num(r.get("start")) for r in records) if s is not None]

@@ -94,7 +94,7 @@ def efa_unused(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     nodes = [n for n in report.data_nodes if n.traffic is not None]
     if not _multi_node(report) or not nodes or report.running:
         return []
-    per_node = sum(n.traffic for n in nodes) / len(nodes)  # type: ignore[misc]
+    per_node = sum(n.traffic or 0 for n in nodes) / len(nodes)  # (no None: filtered above)
     if per_node >= th["efa_unused_bytes_per_node"]:
         return []
     ena_nodes = [n for n in nodes if "tx_bytes" in n.ena or "rx_bytes" in n.ena]
@@ -115,18 +115,18 @@ def efa_unused(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
 
 @rule("straggler_node")
 def straggler_node(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
-    nodes = [n for n in report.data_nodes if n.traffic is not None]
+    nodes = [(n, t) for n, t in ((n, n.traffic) for n in report.data_nodes) if t is not None]
     if len(nodes) < 2:
         return []
-    median = statistics.median(n.traffic for n in nodes)  # type: ignore[misc]
+    median = statistics.median(t for _, t in nodes)
     if median < th["efa_unused_bytes_per_node"]:
         return []  # nobody moved much: efa_unused speaks, not this
     out = []
-    for n in nodes:
-        if n.traffic < th["straggler_ratio"] * median:  # type: ignore[operator]
+    for n, traffic in nodes:
+        if traffic < th["straggler_ratio"] * median:
             out.append(Finding(
                 "straggler_node", "warning",
-                f"{n.host} moved {fmt_bytes(n.traffic)}, {fmt_pct(n.traffic / median)} of the median "
+                f"{n.host} moved {fmt_bytes(traffic)}, {fmt_pct(traffic / median)} of the median "
                 f"node ({fmt_bytes(median)}): in collective operations every node waits for the "
                 "slowest.",
                 "Look at this node's EFA devices (device findings, `efajob devices` on it), its GPUs "
@@ -153,8 +153,7 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                 "reload or a device slow to probe): its traffic is not in the totals.",
                 "Check `dmesg` on the node for efa resets or probe errors; a device that comes "
                 "and goes is worth draining the node for.", host=n.host, device=name))
-        devs = [(d, d.traffic) for d in n.devices]
-        devs = [(d, t) for d, t in devs if t is not None]
+        devs = [(d, t) for d, t in ((d, d.traffic) for d in n.devices) if t is not None]
         if len(devs) < 2 or (n.traffic or 0) < th["efa_unused_bytes_per_node"]:
             continue
         # The LOW median: idle devices must be a strict minority. A job that uses 4 of 8 GPUs

@@ -170,12 +170,8 @@ class JobReport:
         return [n for n in self.nodes if n.has_data]
 
 
-# Who ran a job: left out where private_records hides it from others (the dashboard).
-OWNER_FIELDS = ("name", "user", "account", "partition")
-
-
 def without_owner(r: JobReport) -> JobReport:
     """The report with its job's name, user, account and partition left out."""
     from dataclasses import replace
 
-    return replace(r, meta=replace(r.meta, **{k: None for k in OWNER_FIELDS}))
+    return replace(r, meta=replace(r.meta, name=None, user=None, account=None, partition=None))

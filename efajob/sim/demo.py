@@ -25,9 +25,16 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence, Union
 
 from efajob.errors import EfajobError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from efajob.sim.tree import SimNode
+
+    SignalHandler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
 
 CLUSTER = "demo"
 INSTANCE_TYPE = "p5.48xlarge"
@@ -195,7 +202,7 @@ def _wait_for(pred: Callable[[], bool], timeout: float, what: str, procs: Option
         time.sleep(0.1)
 
 
-def _drive(sim_nodes: Dict[str, object], names: Sequence[str], job: DemoJob) -> None:
+def _drive(sim_nodes: Dict[str, SimNode], names: Sequence[str], job: DemoJob) -> None:
     """Real-time traffic on every node at once (one thread per node: each sleeps between
     steps, so the daemons sample a moving counter)."""
     errors: List[BaseException] = []
@@ -203,7 +210,7 @@ def _drive(sim_nodes: Dict[str, object], names: Sequence[str], job: DemoJob) -> 
     def one(i: int, name: str) -> None:
         kw = job.traffic.get(str(i), job.traffic["*"])
         try:
-            sim_nodes[name].traffic(realtime=True, **kw)  # type: ignore[attr-defined]
+            sim_nodes[name].traffic(realtime=True, **kw)
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(e)
 
@@ -291,13 +298,13 @@ def run_demo(*, keep: Optional[str] = None, nodes: int = 4, seconds: float = 3.0
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _term_as_interrupt():
+def _term_as_interrupt() -> SignalHandler:
     """SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the daemons are stopped too.
     Returns the previous handler (None when not in the main thread: nothing installed)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
-    def handler(signum, frame):
+    def handler(signum: int, frame: Optional[FrameType]) -> None:
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, handler)

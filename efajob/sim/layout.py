@@ -105,7 +105,7 @@ def counter_layout(kernel: str, instance_type: str) -> Tuple[Tuple[str, ...], Tu
     """
     version = _kernel_key(kernel)
     it = _instance(instance_type)
-    port = _BASIC + _MESSAGES + _RDMA_READ
+    port: Tuple[str, ...] = _BASIC + _MESSAGES + _RDMA_READ
     if version >= (6, 6):
         port += _RDMA_WRITE
     if version >= (6, 17) and it.srd_counters:

@@ -20,7 +20,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from efajob.node.readings import parse_counter
 from efajob.errors import SimulatorError
@@ -389,8 +389,8 @@ class _Plan:
         inj.totals = {k: totals[k] for k in sorted(totals, key=_counter_order)}
         if self.ena_paths:
             d = {os.path.basename(p): 0 for p in self.ena_paths}
-            for acc in self.ena_steps:
-                for k, v in acc.items():
+            for ena_acc in self.ena_steps:
+                for k, v in ena_acc.items():
                     if k in d:
                         d[k] += v
             inj.ena = {"eth0": d}
@@ -465,9 +465,9 @@ class _Plan:
                     elif cum.get(name):
                         _add_value(path, cum[name])
             self._reset_pending = False
-            for s in self.ena_steps[self._done:upto + 1]:
+            for ena_step in self.ena_steps[self._done:upto + 1]:
                 for path in self.ena_paths:
-                    delta = s.get(os.path.basename(path), 0)
+                    delta = ena_step.get(os.path.basename(path), 0)
                     if delta:
                         _add_value(path, delta)
             self._write_ethtool(self.ethtool_steps[self._done:upto + 1])
@@ -530,7 +530,7 @@ def _add_value(path: str, delta: int) -> None:
 
 
 def _device_counter_files(devpath: str) -> List[str]:
-    out = []
+    out: List[str] = []
     ports = os.path.join(devpath, "ports")
     for p in sorted(os.listdir(ports)) if os.path.isdir(ports) else []:
         d = os.path.join(ports, p, "hw_counters")
@@ -620,7 +620,7 @@ def run_plans(plans: Sequence[_Plan], *, realtime: bool,
                 p.maybe_vanish(i)
 
 
-def cluster_traffic(nodes: Dict[str, NodeTree], tx_gbps: float, rx_gbps: float, seconds: float,
+def cluster_traffic(nodes: Mapping[str, NodeTree], tx_gbps: float, rx_gbps: float, seconds: float,
                     *, realtime: bool = False, clock: Callable[[], float] = time.monotonic,
                     sleep: Callable[[float], None] = time.sleep, **kw) -> Dict[str, Injected]:
     """The same traffic on every node (in lockstep when realtime); {name: Injected}."""

@@ -130,7 +130,7 @@ class SimNode:
 
     def counter_files(self) -> List[str]:
         """Every EFA counter file of the tree (not `lifespan`), as paths."""
-        out = []
+        out: List[str] = []
         for dev in self.present_devices():
             base = self.device_path(dev)
             for sub in (os.path.join("ports", "1", "hw_counters"), "hw_counters"):

@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Iterator, List, Optional, Tuple, Type
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest, make_wsgi_app
@@ -271,7 +271,7 @@ class PrometheusSink:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self.collector)
         ProcessCollector(registry=self.registry)
-        self._httpd = None
+        self._httpd: Optional[MetricsServer] = None
         self.address: Optional[Tuple[str, int]] = None
         if serve:
             self._serve(cfg.prometheus.bind, cfg.prometheus.port)
@@ -322,9 +322,11 @@ class MetricsServer:
     def __init__(self, registry: CollectorRegistry, bind: str, port: int):
         family, _, _, _, sockaddr = socket.getaddrinfo(
             bind, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-        server_class = type("_Server", (ThreadingMixIn, WSGIServer),
-                            {"address_family": family, "daemon_threads": True})
-        self._httpd = make_server(sockaddr[0], port, make_wsgi_app(registry), server_class,
+        server_class: Type[WSGIServer] = type("_Server", (ThreadingMixIn, WSGIServer),
+                                              {"address_family": family, "daemon_threads": True})
+        host = sockaddr[0]
+        assert isinstance(host, str)  # AF_INET or AF_INET6: (host, port, ...), host a string
+        self._httpd = make_server(host, port, make_wsgi_app(registry), server_class,
                                   handler_class=_SilentHandler)
         self._httpd.timeout = 1.0  # handle_request() is only called once the socket is readable
         self.port: int = self._httpd.server_port

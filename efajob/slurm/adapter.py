@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from efajob.errors import SlurmError
 from efajob.slurm.hostlist import expand
 from efajob.slurm.jobid import validate_job_id
+from efajob.values import as_object
 
 TIMEOUT = 10.0
 # Slurm's own bin dirs when PATH lacks them (systemd units, ParallelCluster's /opt/slurm).
@@ -210,13 +211,12 @@ def parse_sacct_json(text: str) -> List[JobInfo]:
         raw = str(_int(j.get("job_id")) or "")
         if not raw:
             continue
-        arr = j.get("array") if isinstance(j.get("array"), dict) else {}
-        het = j.get("het") if isinstance(j.get("het"), dict) else {}
+        arr, het = as_object(j.get("array")), as_object(j.get("het"))
         ajob, atask = _int(arr.get("job_id")), _int(arr.get("task_id"))
         hjob, hoff = _int(het.get("job_id")), _int(het.get("job_offset"))
         jid = _display_id(raw, str(ajob) if ajob else None, str(atask) if atask is not None else None,
                           str(hjob) if hjob else None, str(hoff) if hoff is not None else None)
-        t = j.get("time") if isinstance(j.get("time"), dict) else {}
+        t = as_object(j.get("time"))
         nodelist = j.get("nodes") if isinstance(j.get("nodes"), str) else None
         nodelist = None if nodelist in (None, "", "None assigned") else nodelist
         start, end = _int(t.get("start")), _int(t.get("end"))
@@ -371,7 +371,7 @@ def get_backend(prefer: Optional[str] = None, *, timeout: float = TIMEOUT):
     """pyslurm when importable (and not told otherwise), else the commands."""
     if prefer in (None, "pyslurm"):
         try:
-            import pyslurm  # type: ignore[import-not-found]
+            import pyslurm
 
             return PyslurmBackend(pyslurm)
         except Exception:  # ImportError, or a pyslurm built for another Slurm

@@ -24,7 +24,9 @@ _LAST_NUMBER = re.compile(r"^(.*?)([0-9]+)([^0-9]*)$")
 
 def _split_top(expr: str) -> List[str]:
     """Split on commas outside brackets."""
-    parts, depth, cur = [], 0, []
+    parts: List[str] = []
+    cur: List[str] = []
+    depth = 0
     for ch in expr:
         if ch == "[":
             if depth:

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 from efajob.errors import UsageError
+
+if TYPE_CHECKING:  # typing.TypeGuard is 3.10+; annotations are never evaluated at run time
+    from typing_extensions import TypeGuard
 
 # 10 digits hold any 32-bit job id (Slurm's are uint32); the het offset is small.
 # [0-9] rather than \d (\d matches unicode digits, which int() accepts); fullmatch rather than
@@ -27,7 +30,7 @@ KEY_RE = re.compile(rf"({_JOB_ID})(?:\.([1-9][0-9]{{0,5}}))?")
 MAX_RESTART = 999999
 
 
-def is_job_id(value: object) -> bool:
+def is_job_id(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and JOB_ID_RE.fullmatch(value) is not None
 
 
@@ -35,7 +38,7 @@ def validate_job_id(value: Optional[str]) -> str:
     """Return `value` when it is a job id (`123`, `123_4`, `123+1`); else raise UsageError."""
     if not is_job_id(value):
         raise UsageError(f"job id {value!r} is not valid (expected e.g. 123, 123_4 or 123+1)")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def parse_restart(value: Optional[str]) -> int:
@@ -64,7 +67,7 @@ def parse_key(key: str) -> Tuple[str, int]:
     return m.group(1), int(m.group(2) or 0)
 
 
-def is_key(value: object) -> bool:
+def is_key(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and KEY_RE.fullmatch(value) is not None
 
 

@@ -276,6 +276,7 @@ def read_records(paths: Sequence[str], *, job_id: Optional[str] = None,
         except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, loads_checked's bounds
             why = f"not valid JSON ({str(e).splitlines()[0][:80]}): corrupt or half-written"
         if why is None:
+            assert isinstance(rec, dict)  # check_loaded passed it: a usable record
             out.records.append(rec)
         else:
             out.skipped.append((path, why))

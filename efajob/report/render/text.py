@@ -12,8 +12,8 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
 
 from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time, table
-from efajob.node.readings import natural_key  # noqa: F401  (re-exported: the renderers import it from here)
-from efajob.report.maths import max2
+from efajob.node.readings import natural_key as natural_key  # re-exported: the renderers import it from here
+from efajob.report.maths import max2, ratio
 
 if TYPE_CHECKING:  # pragma: no cover
     from efajob.report.model import JobReport, NodeReport
@@ -168,7 +168,7 @@ def _nodes(r: "JobReport", verbose: bool) -> List[str]:
         if verbose:
             for d in sorted(n.devices, key=lambda d: natural_key(d.name)):
                 atx, arx = device_avg(d.tx_bytes, n.elapsed_s), device_avg(d.rx_bytes, n.elapsed_s)
-                util = (max2(atx, arx) / d.link_gbps) if d.link_gbps and max2(atx, arx) is not None else None
+                util = ratio(max2(atx, arx), d.link_gbps)
                 rows.append(["", "  " + d.name, "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
                              fmt_gbps(atx), fmt_gbps(arx),
                              fmt_gbps(max2(d.peak_tx_gbps, d.peak_rx_gbps)), fmt_pct(util),

@@ -185,6 +185,7 @@ class PeriodAggregator:
 
     def _fold(self, tick: "Tick") -> None:
         delta = tick.delta
+        assert delta is not None  # add() folds only ticks with a delta
         secs = delta.seconds
         idn = self.ident
         node = (("ClusterName", idn.cluster), ("InstanceId", idn.instance_id))
@@ -210,7 +211,7 @@ class PeriodAggregator:
                 self.capped["devices"] += len(names) - MAX_DEVICES
                 names = names[:MAX_DEVICES]
             for dev in names:
-                dims = node + (("Device", dev),)
+                dims: Tuple[Tuple[str, str], ...] = node + (("Device", dev),)
                 for name, col in cols:
                     if dev in col:
                         self._put(name, dims, col[dev], secs)

@@ -53,11 +53,15 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
     """This node: daemon health, devices, live rates and active jobs.
 
     Reads the daemon's local store (read-only, safe while it runs), sysfs and the run dir.
+    Exit codes, for health checks: 0 healthy; 1 degraded (the daemon samples, but EFA devices
+    are missing or records cannot reach the job store); 2 not running (no daemon, or no
+    samples) or stale (the newest sample is older than three intervals).
     """
     from efajob.errors import StoreError
     from efajob.node.instances import lookup
     from efajob.node.localstore import LocalStore, current_boot_id
-    from efajob.daemon.nodestatus import build_local_status, render_status
+    from efajob.daemon.nodestatus import STATE_EXIT, build_local_status, render_status
+    from efajob.hooks.outbox import daemon_alive, delivery_error, pending
     from efajob.hooks.runfiles import ActiveJobsReader
     from efajob.node.sysfs import discover_devices
 
@@ -70,16 +74,20 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
         store_error = str(e)
     devices = discover_devices(cfg.sysfs_root) if os.path.isdir(cfg.sysfs_root) else []
     itype = lookup(cfg.instance_type)
+    failing = delivery_error(cfg)
     doc = build_local_status(
         cluster=cfg.cluster, node=cfg.node, instance_type=cfg.instance_type,
         interval=cfg.interval, rows=rows, boot_id=current_boot_id(),
         now_mono=time.monotonic(), now_wall=time.time(), devices=devices,
         jobs=ActiveJobsReader(cfg.run_dir).read(), store_error=store_error,
-        link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None)
+        link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None,
+        daemon_running=daemon_alive(cfg), expected_devices=itype.devices if itype else None,
+        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0)
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         click.echo(render_status(doc), nl=False)
+    sys.exit(STATE_EXIT[doc["state"]])
 
 
 # -- this node's devices and counters --------------------------------------------------------

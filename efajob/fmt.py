@@ -79,12 +79,14 @@ class Column:
     `drop` 0: always shown; when the table is too wide, the columns with the highest `drop`
     go first, a level at a time. `flex`: free text (the last column, NOTES): it takes what
     the others leave, at least FLEX_MIN, and wraps onto continuation lines under itself.
+    `width`: at least this wide (a live view whose columns must not jump between frames).
     """
 
     header: str
     right: bool = False
     drop: int = 0
     flex: bool = False
+    width: int = 0
 
 
 FLEX_MIN = 16  # a flex column narrower than this wraps a note into word-per-line stubs
@@ -100,7 +102,8 @@ def fit_table(columns: Sequence[Column], rows: Iterable[Sequence[str]], width: O
     and runs over the rest (a running node's "running, live ..." in place of its numbers),
     wrapped to `width`; spans take no part in the column widths."""
     body = [list(r) for r in rows]
-    natural = [max([len(c.header)] + [len(r[i]) for r in body if i < len(r) - (len(r) < len(columns))])
+    natural = [max([len(c.header), c.width] + [len(r[i]) for r in body
+                                               if i < len(r) - (len(r) < len(columns))])
                for i, c in enumerate(columns)]
 
     def need(kept: Sequence[int]) -> int:

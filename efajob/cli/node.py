@@ -1,5 +1,5 @@
-"""This node's commands: `efajob devices`, `snapshot`, `top` (sysfs, no daemon needed), `daemon`
-and `status`."""
+"""This node's commands: `efajob devices`, `snapshot` (sysfs, no daemon needed), `daemon` and
+`status`; `top` has a module of its own (top.py)."""
 from __future__ import annotations
 
 import json
@@ -145,46 +145,3 @@ def snapshot(sysfs_root: Optional[str], config_path: Optional[str], fmt: str, no
         click.echo(json.dumps(d, indent=2))
     else:
         click.echo(render_snapshot(snap), nl=False)
-
-
-@click.command()
-@sysfs_option
-@config_option
-@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              help="Seconds between readings.")
-@click.option("--count", type=click.IntRange(min=1), default=None,
-              help="Stop after this many tables (default: until Ctrl-C).")
-@click.option("--no-clear", is_flag=True, help="Do not clear the screen between tables.")
-@handle_errors
-def top(sysfs_root: Optional[str], config_path: Optional[str], interval: float,
-        count: Optional[int], no_clear: bool) -> None:
-    """Live per-device rates: Gbps, packets/s, drops and retransmits, refreshed every interval."""
-    from efajob.node.counters import diff_snapshots
-    from efajob.node.ethtool import ethtool_reader_from_config
-    from efajob.node.instances import lookup
-    from efajob.node.render import render_top
-    from efajob.node.sysfs import Sampler
-
-    cfg = get_config(config_path, sysfs_root=sysfs_root)
-    itype = lookup(cfg.instance_type)
-    clear = sys.stdout.isatty() and not no_clear
-    with Sampler(cfg.sysfs_root, rediscover_interval=cfg.rediscover_interval,
-                 ethtool=ethtool_reader_from_config(cfg)) as sampler:
-        prev = sampler.sample()
-        shown = 0
-        next_at = prev.mono + interval
-        try:
-            while count is None or shown < count:
-                time.sleep(max(0.0, next_at - time.monotonic()))
-                next_at += interval
-                cur = sampler.sample()
-                table = render_top(diff_snapshots(prev, cur), sampler.devices, itype)
-                if clear:
-                    click.echo("\x1b[H\x1b[2J", nl=False)
-                click.echo(table, nl=False)
-                if not clear:
-                    click.echo("")
-                prev = cur
-                shown += 1
-        except KeyboardInterrupt:
-            pass

@@ -164,24 +164,25 @@ def demo(keep: Optional[str], nodes: int, seconds: float, verbose: bool, wide: b
         click.echo(f"job {r.meta.job_id}: {r.verdict:<8} "
                    + (", ".join(sorted({f.code for f in r.findings if f.severity != 'info'})) or "no findings"))
     click.echo("")
-    click.echo(next_steps(res.root, res.store, res.kept), nl=False)
+    click.echo(next_steps(res.root, res.kept), nl=False)
 
 
-def next_steps(root: str, store: str, kept: bool) -> str:
-    """What to run after the demo: with --keep, commands on the kept cluster (paths quoted
-    for the shell); without, how to keep one."""
+def next_steps(root: str, kept: bool) -> str:
+    """What to run after the demo: with --keep, commands on the kept cluster; without, how to
+    keep one."""
     if not kept:
-        return (f"The demo's files were in {root} and are deleted now. To keep a cluster to "
-                "explore:\n  efajob demo --keep ./efajob-demo\n")
+        return (f"The demo's files were in {root} and are deleted now.\n"
+                "To keep a cluster to explore: efajob demo --keep ./efajob-demo\n")
     q = shlex.quote
-    node = q(f"{root}/sys/n1")
-    return (f"Kept in {root}: config.toml, store/ (the job store), sys/n1.. (the simulated "
-            "nodes), log/. Next:\n"
-            f"  efajob jobs --store {q(store)}\n"
-            f"  efajob report 102 --store {q(store)} --no-slurm -v\n"
-            f"  efajob report 102 --store {q(store)} --no-slurm --format html -o report.html\n"
-            f"  efajob dashboard serve --store {q(store)} --no-slurm   # http://127.0.0.1:9815/\n"
-            f"  efajob devices --sysfs-root {node}\n"
-            f"  efajob simulate traffic --root {node} --tx-gbps 800 --rx-gbps 800 --seconds 120 "
-            "--realtime &\n"
-            f"  efajob top --sysfs-root {node}\n")
+    # Paths relative to the kept directory: commands short enough to copy from 80 columns.
+    return (f"Kept in {root}:\n"
+            "  config.toml, store/ (the job store), sys/n1.. (the simulated nodes), log/\n"
+            f"Next, in that directory (cd {q(root)}):\n"
+            "  efajob jobs --store store\n"
+            "  efajob report 102 --store store --no-slurm -v\n"
+            "  efajob report 102 --store store --no-slurm --format html -o report.html\n"
+            "  efajob dashboard serve --store store --no-slurm    # http://127.0.0.1:9815/\n"
+            "  efajob devices --sysfs-root sys/n1\n"
+            "  efajob simulate traffic --root sys/n1 --tx-gbps 800 --rx-gbps 800 \\\n"
+            "      --seconds 120 --realtime &\n"
+            "  efajob top --sysfs-root sys/n1\n")

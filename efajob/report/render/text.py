@@ -125,7 +125,7 @@ def _overall(r: "JobReport", pw: int) -> List[str]:
     out += _field("Sent", f"{fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets", pw)
     out += _field("Received", f"{fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets", pw)
     out += _field("Per node", f"avg {fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} "
-                  f"Gbps in;  peak {fmt_gbps(o.peak_tx_gbps)} out / {fmt_gbps(o.peak_rx_gbps)} in", pw)
+                  f"in;  peak {fmt_gbps(o.peak_tx_gbps)} out / {fmt_gbps(o.peak_rx_gbps)} in", pw)
     link = f" of {o.link_gbps:,.0f} Gbps per node" if o.link_gbps else " (link rate unknown)"
     # The bar takes what the line leaves: 21 columns of label, 7 of percentage, the link text.
     bar = max(10, min(40, pw - 21 - 2 - 7 - len(link)))

@@ -109,6 +109,7 @@ def start(node, width: int, height: int) -> Pane:
                 width, height, env)
 
 
+@pytest.mark.integration
 def test_top_80x24_header_sort_and_q(node):
     pane = start(node, 80, 24)
     try:
@@ -126,6 +127,7 @@ def test_top_80x24_header_sort_and_q(node):
         pane.close()
 
 
+@pytest.mark.integration
 def test_top_200x50_every_device_sort_and_ctrl_c(node):
     pane = start(node, 200, 50)
     try:

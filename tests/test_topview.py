@@ -79,6 +79,15 @@ def test_screen_fits_and_shows_the_busiest(view, height, width, update_golden):
     assert tx[header + 1].split()[0] == "rdmap201s0"
 
 
+def test_the_footer_names_the_keys_top_reads():
+    from efajob.cli.top import SORT_KEYS
+    from efajob.node.topview import HELP, SHORT_HELP, SORTS
+
+    assert tuple(SORT_KEYS.values()) == SORTS
+    assert HELP.endswith("  ".join(f"{k} {v}" for k, v in SORT_KEYS.items()))
+    assert SHORT_HELP.endswith(" ".join(SORT_KEYS))
+
+
 def test_waiting_screen_before_the_first_interval():
     lines, header = render_screen(None, [], P5, sort="name", height=24, width=80, interval=2.0)
     assert header == -1 and "first rates in 2 s" in lines[1] and lines[-1].startswith("q quit")

@@ -111,8 +111,10 @@ def render_man(root: click.Command, version: str) -> str:
         out.append(f'.SS "{_roff(path)} {_roff(usage)}"')
         for p in _paragraphs(cmd.help or ""):
             out += [_roff(p), ".PP"]
+        # Options only: arguments are in the synopsis (and click >= 8.2 gives them a record
+        # of their own where 8.1 does not: the page must not depend on click's version).
         for param in cmd.get_params(ctx):
-            rec = param.get_help_record(ctx)
+            rec = param.get_help_record(ctx) if isinstance(param, click.Option) else None
             if rec is None:
                 continue
             opts, help_ = rec

@@ -18,7 +18,11 @@ from typing import Optional
 import click
 
 from efajob.cli.common import config_option, get_config, handle_errors, sysfs_option, terminal_width
-from efajob.node.topview import SORT_KEYS, SORTS, render_screen, render_top
+
+# The full screen's keys and the sort each picks: the first letters of the columns (top's own
+# P and M are CPU and memory there). Here, not in node/topview.py: importing the view at
+# start-up would cost every efajob command its imports (sysfs, counters).
+SORT_KEYS = {"n": "name", "t": "tx", "r": "rx", "u": "util", "d": "drops", "x": "retrans"}
 
 
 def _full_screen_possible() -> bool:
@@ -34,7 +38,8 @@ def _full_screen_possible() -> bool:
               help="Seconds between readings.")
 @click.option("--count", type=click.IntRange(min=1), default=None,
               help="Stop after this many readings (default: until q or Ctrl-C).")
-@click.option("--sort", type=click.Choice(SORTS), default="name", show_default=True,
+@click.option("--sort", type=click.Choice(tuple(SORT_KEYS.values())), default="name",
+              show_default=True,
               help="Order of the devices (full screen: keys n t r u d x change it).")
 @click.option("--plain", is_flag=True, help="Line mode on a terminal too: one table per "
               "interval, as on a pipe.")
@@ -67,6 +72,7 @@ def top(sysfs_root: Optional[str], config_path: Optional[str], interval: float,
 
 def _lines(sampler, itype, interval: float, count: Optional[int], sort: str) -> None:
     from efajob.node.counters import diff_snapshots
+    from efajob.node.topview import render_top
 
     width = terminal_width()
     prev = sampler.sample()
@@ -130,6 +136,8 @@ class _Screen:
 
     def draw(self, scr) -> None:
         import curses
+
+        from efajob.node.topview import render_screen
 
         height, width = scr.getmaxyx()
         lines, header = render_screen(self.delta, self.sampler.devices, self.itype,

@@ -16,10 +16,8 @@ from efajob.node.instances import InstanceType
 from efajob.node.readings import natural_key
 from efajob.node.sysfs import DeviceInfo
 
-# Keys of the full-screen view and the sort each one picks (top's own keys are taken: P, M
-# are CPU and memory there; these are the first letters of the columns).
-SORT_KEYS = {"n": "name", "t": "tx", "r": "rx", "u": "util", "d": "drops", "x": "retrans"}
-SORTS = tuple(SORT_KEYS.values())
+# The sorts, and the keys cli/top.py gives them (the footer names them).
+SORTS = ("name", "tx", "rx", "util", "drops", "retrans")
 HELP = "q quit  sort: n name  t tx  r rx  u util  d drops  x retrans"
 SHORT_HELP = "q quit  sort: n t r u d x"
 

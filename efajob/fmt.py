@@ -6,8 +6,10 @@ print "n/a", never 0.
 """
 from __future__ import annotations
 
+import textwrap
+from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence, Tuple
 
 NA = "n/a"
 _SI = ("", "k", "M", "G", "T", "P", "E")
@@ -53,16 +55,14 @@ def fmt_pct(ratio: Optional[float], nd: int = 1) -> str:
 
 
 def fmt_duration(s: Optional[float]) -> str:
+    """Slurm's elapsed-time format, as sacct, seff and squeue print it: `HH:MM:SS`, and
+    `D-HH:MM:SS` from a day on (a reader of efajob's report has those tools' output beside it)."""
     if s is None:
         return NA
-    s = int(round(s))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60}m {s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60:02d}m"
-    return f"{s // 86400}d {s % 86400 // 3600:02d}h"
+    s = max(0, int(round(s)))
+    days, s = divmod(s, 86400)
+    hms = f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+    return f"{days}-{hms}" if days else hms
 
 
 def fmt_time(t: Optional[float], tz: Optional[tzinfo] = None) -> str:
@@ -72,17 +72,90 @@ def fmt_time(t: Optional[float], tz: Optional[tzinfo] = None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S %Z").strip()
 
 
+@dataclass(frozen=True)
+class Column:
+    """One column of a table that fits a width, as `ps` and `sacct` choose theirs.
+
+    `drop` 0: always shown; when the table is too wide, the columns with the highest `drop`
+    go first, a level at a time. `flex`: free text (the last column, NOTES): it takes what
+    the others leave, at least FLEX_MIN, and wraps onto continuation lines under itself.
+    `width`: at least this wide (a live view whose columns must not jump between frames).
+    """
+
+    header: str
+    right: bool = False
+    drop: int = 0
+    flex: bool = False
+    width: int = 0
+
+
+FLEX_MIN = 16  # a flex column narrower than this wraps a note into word-per-line stubs
+
+
+def fit_table(columns: Sequence[Column], rows: Iterable[Sequence[str]], width: Optional[int],
+              indent: str = "  ") -> Tuple[List[str], List[Column]]:
+    """(lines, dropped columns): aligned columns two spaces apart, dropping columns by `drop`
+    level until the table fits `width` (None: no limit, every column). Columns that cannot
+    be dropped may still overflow a very narrow width: a table is never cut mid-cell.
+
+    A row with fewer cells than columns ends in a span: its last cell starts at its column
+    and runs over the rest (a running node's "running, live ..." in place of its numbers),
+    wrapped to `width`; spans take no part in the column widths."""
+    body = [list(r) for r in rows]
+    natural = [max([len(c.header), c.width] + [len(r[i]) for r in body
+                                               if i < len(r) - (len(r) < len(columns))])
+               for i, c in enumerate(columns)]
+
+    def need(kept: Sequence[int]) -> int:
+        ws = [min(natural[i], max(FLEX_MIN, len(columns[i].header))) if columns[i].flex
+              else natural[i] for i in kept]
+        return len(indent) + sum(ws) + 2 * (len(ws) - 1)
+
+    kept = list(range(len(columns)))
+    levels = sorted({c.drop for c in columns if c.drop > 0}, reverse=True)
+    while width is not None and need(kept) > width and levels:
+        level = levels.pop(0)
+        kept = [i for i in kept if columns[i].drop != level]
+    widths = {i: natural[i] for i in kept}
+    flex = [i for i in kept if columns[i].flex]
+    if width is not None and flex:
+        rest = need([i for i in kept if i != flex[0]]) + 2
+        floor = min(natural[flex[0]], max(FLEX_MIN, len(columns[flex[0]].header)))
+        widths[flex[0]] = max(floor, min(natural[flex[0]], width - rest))
+
+    def offset(col: int) -> int:
+        return len(indent) + sum(widths[i] + 2 for i in kept if i < col)
+
+    def wrapped(text: str, w: int) -> List[str]:
+        return textwrap.wrap(text, max(w, FLEX_MIN), break_long_words=False,
+                             break_on_hyphens=False) or [""]
+
+    def lines_of(cells: Sequence[str]) -> List[str]:
+        out, cont, at = [], [], 0
+        span = len(cells) - 1 if len(cells) < len(columns) else None
+        for i in kept:
+            if span is not None and i >= span:
+                at = offset(span)
+                parts = wrapped(cells[span], width - at) if width is not None else [cells[span]]
+                out.append(parts[0])
+                cont = parts[1:]
+                break
+            c, w = cells[i], widths[i]
+            if columns[i].flex and len(c) > w:
+                parts = wrapped(c, w)
+                c, cont, at = parts[0], parts[1:], offset(i)
+            out.append(c.rjust(w) if columns[i].right else c.ljust(w))
+        first = (indent + "  ".join(out)).rstrip()
+        return [first] + [" " * at + c for c in cont]
+
+    lines = lines_of([c.header for c in columns])
+    for r in body:
+        lines += lines_of(r)
+    return lines, [c for i, c in enumerate(columns) if i not in kept]
+
+
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool],
           indent: str = "  ") -> List[str]:
     """Aligned columns, two spaces apart: one line for the headers, one a row; `right` says
     which columns are right-aligned (numbers). Trailing spaces are stripped."""
-    rows = [list(r) for r in rows]
-    widths = [len(h) for h in headers]
-    for r in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, r)]
-
-    def line(cells: Sequence[str]) -> str:
-        out = [c.rjust(w) if rt else c.ljust(w) for c, w, rt in zip(cells, widths, right)]
-        return (indent + "  ".join(out)).rstrip()
-
-    return [line(headers)] + [line(r) for r in rows]
+    return fit_table([Column(h, r) for h, r in zip(headers, right)], rows, None, indent)[0]

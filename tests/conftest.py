@@ -65,6 +65,9 @@ def chromium_dump_dom(url: str, profile_dir: str, timeout: float = 90):
 def _utc(monkeypatch):
     # Reports print times: keep them independent of the machine's zone.
     monkeypatch.setenv("TZ", "UTC")
+    # Text output fits $COLUMNS (else the terminal, else 80): tests choose their width, the
+    # terminal that runs them must not.
+    monkeypatch.delenv("COLUMNS", raising=False)
     # Never ask the EC2 instance metadata service from a test (daemons started by tests
     # without an instance type would, from their worker thread): tests reach 127.0.0.1 only.
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")

@@ -65,7 +65,7 @@ def test_top_shows_rates(tmp_path, monkeypatch):
     # whatever the machine's speed (a wall-clock version of this test failed on busy CI).
     import types
 
-    import efajob.cli.node as cli_node
+    import efajob.cli.top as cli_top
     import efajob.node.sysfs as sysfs
 
     node = build_node(str(tmp_path), "p5.48xlarge", "6.17")
@@ -77,7 +77,7 @@ def test_top_shows_rates(tmp_path, monkeypatch):
         injected.append(node.traffic(800, 400, seconds))
 
     fake_time = types.SimpleNamespace(monotonic=lambda: now[0], sleep=sleep)
-    monkeypatch.setattr(cli_node, "time", fake_time)
+    monkeypatch.setattr(cli_top, "time", fake_time)
     real_sampler = sysfs.Sampler
     monkeypatch.setattr(sysfs, "Sampler",
                         lambda *a, **k: real_sampler(*a, clock=fake_time.monotonic, **k))

@@ -62,7 +62,7 @@ def test_fresh_stale_totals_and_running_jobs():
                doc("n10", age=125.0, tx=999.0, rx=999.0, jobs=[("9", "eve")])])
     assert [n.host for n in d.nodes] == ["n1", "n2", "n10"]  # natural order
     assert [n.state for n in d.nodes] == ["ok", "ok", "stale"]
-    assert d.nodes[2].problems == ["no status for 2m 05s"]
+    assert d.nodes[2].problems == ["no status for 00:02:05"]
     t = d.totals
     # The stale node's old numbers are out of the totals and of the running jobs.
     assert (t.nodes, t.fresh, t.stale, t.warn) == (3, 2, 1, 0)
@@ -98,7 +98,7 @@ def test_problems_device_down_unhealthy_skew_store_error():
     assert n1.state == "warn" and n1.problems == [
         "daemon unhealthy (last sample 0 s old)", "local store: database is locked",
         "devices not active: rdmap1s0"]
-    assert n2.state == "warn" and n2.problems == ["node clock 2m 00s ahead"] and n2.age_s == 0.0
+    assert n2.state == "warn" and n2.problems == ["node clock 00:02:00 ahead"] and n2.age_s == 0.0
     assert d.totals.warn == 2
     assert 'fill="#c62828"' in render_dashboard(d)  # the down device's bar is red
     hot = render_dashboard(build([doc("n1", rates={"rx_drops": 5440.0, "retrans_pkts": 0.0})]))

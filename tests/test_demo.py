@@ -49,12 +49,23 @@ def test_config_and_hook_env(tmp_path):
     assert [j.job_id for j in demo_jobs(3.0)] == ["101", "102", "103"]
 
 
+def test_next_steps_run_from_the_kept_directory(tmp_path):
+    from efajob.cli.report import next_steps
+
+    text = next_steps("/tmp/my demo", True)
+    assert "(cd '/tmp/my demo')" in text and "efajob report 102 --store store --no-slurm" in text
+    assert "efajob top --sysfs-root sys/n1" in text and all(len(ln) <= 80 for ln in text.splitlines())
+    text = next_steps("/tmp/efajob-demo-x", False)
+    assert "deleted" in text and "efajob demo --keep" in text
+
+
 @pytest.mark.integration
 def test_demo_end_to_end(tmp_path):
     keep = str(tmp_path / "demo")
     # No bound on how long it takes: that is the machine's speed, not the demo's verdict.
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
     p = subprocess.run(DEMO + ["--keep", keep, "--no-color"], capture_output=True, text=True,
-                       timeout=600, env=dict(os.environ, EFAJOB_CONFIG=""))
+                       timeout=600, env=dict(env, EFAJOB_CONFIG=""))
     assert p.returncode == 0, p.stderr[-3000:] + p.stdout[-3000:]
     out = p.stdout
     assert "job 101: Healthy  no findings" in out
@@ -63,6 +74,12 @@ def test_demo_end_to_end(tmp_path):
     assert "NCCL or MPI most likely fell back to sockets" in " ".join(out.split())
     assert out.count("EFA job report: job ") == 3
     assert "[" in p.stderr and "done" in p.stderr  # progress went to stderr
+    assert f"config {keep}/config.toml, logs in {keep}/log, job store {keep}/store" in p.stderr
+    assert f"Next, in that directory (cd {keep}):" in out and "efajob dashboard serve --store store" in out
+    # The reports fit 80 columns (stdout is a pipe: no $COLUMNS in the environment); only
+    # the lines naming the kept directory are as long as its path.
+    wide = [ln for ln in out.splitlines() if len(ln) > 80 and keep not in ln]
+    assert wide == []
     # Records came through the real hooks and daemons: one per node per job, complete.
     import json
 

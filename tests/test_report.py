@@ -62,7 +62,14 @@ def report_of(records, **kw):
 
 
 # -- golden outputs ------------------------------------------------------------------------------
-@pytest.mark.parametrize("fmt", ["text", "text-v", "json", "csv"])
+def check_width(text: str, width: int) -> None:
+    """Every line of a report rendered for `width` columns fits them."""
+    wide = [(len(ln), ln) for ln in text.splitlines() if len(ln) > width]
+    assert wide == [], f"lines wider than {width} columns: {wide[:3]}"
+
+
+@pytest.mark.parametrize("fmt", ["text", "text-v", "text-200", "text-v-200", "text-wide", "json",
+                                 "csv"])
 def test_golden_mixed(mixed, fmt, update_golden):
     r = report_of(mixed)
     if fmt == "json":
@@ -70,15 +77,33 @@ def test_golden_mixed(mixed, fmt, update_golden):
     elif fmt == "csv":
         out, name = render_csv(r), "mixed.csv"
     else:
-        out = render_text(r, verbose=fmt == "text-v", tz=timezone.utc)
-        name = "mixed-v.txt" if fmt == "text-v" else "mixed.txt"
+        width = 200 if fmt.endswith("-200") else None if fmt == "text-wide" else 80
+        out = render_text(r, verbose="-v" in fmt, tz=timezone.utc, width=width)
+        name = {"text": "mixed.txt", "text-v": "mixed-v.txt"}.get(fmt, f"mixed-{fmt[5:]}.txt")
+        check_width(out, width or 200)
     check_golden(name, out, update_golden)
 
 
-def test_golden_ena_fallback(pool, update_golden):
+@pytest.mark.parametrize("width", [80, 200])
+def test_golden_ena_fallback(pool, width, update_golden):
     recs = job_records(pool, healthy(2, tx_gbps=0.001, rx_gbps=0.001, ena_tx_gbps=8, ena_rx_gbps=8),
                        job_id="77", user="bob")
-    check_golden("ena-fallback.txt", render_text(report_of(recs), tz=timezone.utc), update_golden)
+    out = render_text(report_of(recs), tz=timezone.utc, width=width)
+    check_width(out, width)
+    check_golden("ena-fallback.txt" if width == 80 else f"ena-fallback-{width}.txt", out,
+                 update_golden)
+
+
+def test_narrow_tables_drop_columns_and_say_so(mixed):
+    r = report_of(mixed)
+    narrow, wide = render_text(r, tz=timezone.utc), render_text(r, tz=timezone.utc, width=None)
+    head = [ln for ln in narrow.splitlines() if ln.startswith("  #  HOST")][0]
+    assert "AVG OUT" not in head and "SENT" in head and "NOTES" in head
+    assert "--wide all columns" in narrow and "--wide" not in wide
+    assert "AVG OUT" in [ln for ln in wide.splitlines() if ln.startswith("  #  HOST")][0]
+    # Long host names cost more columns, never the width.
+    long = [dict(rec, host="compute-dy-p5-48xlarge-" + rec["host"]) for rec in mixed]
+    check_width(render_text(report_of(long), tz=timezone.utc, verbose=True), 80)
 
 
 def test_golden_p4d_old_kernel(pool, update_golden):
@@ -108,7 +133,10 @@ def test_golden_running(pool, update_golden):
     assert [n.status for n in r.nodes] == ["complete", "running", "running", "running"]
     assert r.meta.elapsed_s == NOW - T0
     assert not [f for f in r.findings if f.code in ("efa_unused", "short_job")]
-    check_golden("running.txt", render_text(r, tz=timezone.utc), update_golden)
+    for width in (80, 200):
+        out = render_text(r, tz=timezone.utc, width=width)
+        check_width(out, width)
+        check_golden("running.txt" if width == 80 else f"running-{width}.txt", out, update_golden)
     # A status file written just before n1's epilog still lists the job there: n1 is done.
     live["n1"] = live["n2"]
     assert report_of(recs, live=live).nodes[0].status == "complete"
@@ -190,7 +218,7 @@ def test_slurm_header_and_hostile_strings(mixed):
     assert r.meta.elapsed_s == 75 and r.meta.time_limit == 60
     text = render_text(r, tz=timezone.utc)
     assert "Metadata  : Slurm" in text and "Name      : <script>alert(1)</script>" in text
-    assert "Run time  : 1m 15s  (limit 1h 00m)" in text
+    assert "Run time  : 00:01:15  (limit 01:00:00)" in text
 
 
 class FakeBackend:
@@ -273,8 +301,9 @@ def test_missing_node_and_restart_note(pool):
     (fmt_count, None, "n/a"), (fmt_count, 12345, "12,345"), (fmt_count, 3.41e6, "3.41 M"),
     (fmt_gbps, None, "n/a"), (fmt_gbps, 0, "0.0"), (fmt_gbps, 0.001, "<0.1"), (fmt_gbps, 1234.56, "1,234.6"),
     (fmt_pct, None, "n/a"), (fmt_pct, 0.1234, "12.3%"),
-    (fmt_duration, None, "n/a"), (fmt_duration, 12, "12 s"), (fmt_duration, 61, "1m 01s"),
-    (fmt_duration, 7260, "2h 01m"), (fmt_duration, 90000, "1d 01h"),
+    (fmt_duration, None, "n/a"), (fmt_duration, 12, "00:00:12"), (fmt_duration, 61, "00:01:01"),
+    (fmt_duration, 7260, "02:01:00"), (fmt_duration, 90000, "1-01:00:00"),
+    (fmt_duration, 86399.6, "1-00:00:00"), (fmt_duration, 12 * 86400 + 5, "12-00:00:05"),
 ])
 def test_formats(fn, value, want):
     assert fn(value) == want
@@ -424,8 +453,18 @@ def test_cli_jobs(store):
     assert [j["job_id"] for j in json.loads(r.output)["jobs"]] == ["77"]
     r = run("jobs", "--store", store, "--state", "failed", "--format", "json")
     assert json.loads(r.output)["jobs"] == []
-    r = run("jobs", "--store", store, "--limit", "1")
+    r = run("jobs", "--store", store, "--limit", "1", "--wide")
     assert r.exit_code == 0 and len(r.output.splitlines()) == 2 and r.output.startswith("CLUSTER")
+
+
+@pytest.mark.parametrize("columns", ["80", "200"])
+def test_cli_jobs_golden(store, columns, update_golden):
+    # $COLUMNS is the width, as for ps and sacct: 80 drops the cluster, start and average.
+    r = run("jobs", "--store", store, env={"COLUMNS": columns})
+    assert r.exit_code == 0, r.output
+    check_width(r.output, int(columns))
+    check_golden(f"jobs-{columns}.txt", r.output, update_golden)
+    assert ("CLUSTER" in r.output) == (columns == "200")
     r = run("jobs", "--store", store, "--since", "yesterday")
     assert r.exit_code == 2 and "--since" in r.output
 
@@ -496,6 +535,6 @@ def test_private_records_of_another_user_are_not_yours(pool):
         assert "private (private_records = true) and not yours" in other.output
         listed = as_user(65534, "jobs", "--no-color")
         assert listed.exit_code == 0 and " 88 " not in listed.output, listed.output
-        assert " 88 " in as_user(1000, "jobs", "--no-color").output
+        assert " 88 " in as_user(1000, "jobs", "--no-color", "--wide").output
     finally:
         shutil.rmtree(root, ignore_errors=True)

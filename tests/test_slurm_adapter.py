@@ -20,7 +20,8 @@ from efajob.errors import SlurmError, UsageError
 from efajob.slurm.hostlist import expand
 from efajob.slurm.adapter import (CommandBackend, JobInfo, PyslurmBackend, from_pyslurm,
                                   get_backend, job_is_running, parse_kv_line, parse_sacct_json,
-                                  parse_scontrol_job, parse_slurm_time, parse_time_limit, pick)
+                                  parse_scontrol_job, parse_slurm_time, parse_time_limit, pick,
+                                  summarize_stderr)
 
 # fmt: off
 CANCEL = (
@@ -220,6 +221,42 @@ def test_backend_sacct_failure_is_an_error():
                     ("-j", "5", "--json"): (1, "", "sacct: error: slurmdbd: connection refused\n")})
     with pytest.raises(SlurmError):
         b.job("5")
+
+
+CONFIGLESS = ("scontrol: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host\n"
+              "scontrol: error: fetch_config: DNS SRV lookup failed\n"
+              "scontrol: error: _establish_config_source: failed to fetch config\n"
+              "scontrol: fatal: Could not establish a configuration source\n")
+
+
+@pytest.mark.parametrize("stderr,want", [
+    (CONFIGLESS, "Could not establish a configuration source"),
+    ("slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n",
+     "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"),
+    ("sacct: error: Problem talking to the database: Connection refused\n",
+     "Problem talking to the database: Connection refused"),
+    ("  lots   of\tspace  \n\n", "lots of space"),
+    ("", "no message"), (None, "no message"),
+])
+def test_summarize_stderr_is_one_clean_line(stderr, want):
+    assert summarize_stderr(stderr) == want
+
+
+def test_summarize_stderr_cuts_at_a_word():
+    out = summarize_stderr("error: " + "averyveryverylongword " * 20, limit=50)
+    assert out.endswith(" ...") and len(out) <= 54 and "\n" not in out
+    assert all(w in ("averyveryverylongword", "...") for w in out.split())
+
+
+def test_backend_error_is_summarised_and_logged_in_full(caplog):
+    import logging
+
+    b, _ = backend({("-o", "show", "job", "5"): (1, "", CONFIGLESS)})
+    with caplog.at_level(logging.DEBUG, logger="efajob.slurm"):
+        with pytest.raises(SlurmError) as e:
+            b.job("5")
+    assert str(e.value) == "scontrol show job 5 failed: Could not establish a configuration source"
+    assert "DNS SRV lookup failed" in caplog.text  # the whole chain, for --debug
 
 
 def test_backend_missing_command():

@@ -44,7 +44,7 @@ def test_cli_uses_slurms_cluster_name_unless_the_config_names_one(tmp_path, monk
     assert get_config(str(cfg_file), node="n1", cluster="other").cluster == "other"
     res = CliRunner().invoke(main, ["status", "--config", str(cfg_file), "--node", "n1",
                                    "--format", "json"])
-    assert res.exit_code == 0, res.output
+    assert res.exit_code == 2, res.output  # no daemon ever ran here
     assert json.loads(res.output)["cluster"] == "trn2-prod"
     conf.write_text("ClusterName=bad/name\n")  # unusable in paths: "default", as the hooks do
     assert get_config(str(cfg_file), node="n1").cluster == "default"

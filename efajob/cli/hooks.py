@@ -126,8 +126,8 @@ def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) 
               help="Config file the hooks read (baked into the wrappers: slurmd passes no "
                    "EFAJOB_CONFIG). Default: none, i.e. /etc/efajob/config.toml.")
 @click.option("--python", "python", default=None, type=click.Path(dir_okay=False),
-              help="Interpreter the hooks run (default: this one, "
-                   f"{sys.executable}).")
+              help="Interpreter the hooks run (default: the one running this command; "
+                   "the wrappers name it by its absolute path).")
 def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str]) -> None:
     """Write the Slurm Prolog/Epilog wrappers: prolog.d/00_efajob and epilog.d/99_efajob.
 

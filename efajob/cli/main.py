@@ -25,7 +25,8 @@ def main() -> None:
 def _register() -> None:
     """The commands, one module per group (main.py only builds the group: none of the command
     modules imports it back)."""
-    from efajob.cli.node import daemon, devices, snapshot, status, top
+    from efajob.cli.node import daemon, devices, snapshot, status
+    from efajob.cli.top import top
 
     for cmd in (devices, snapshot, top, daemon, status):
         main.add_command(cmd)

@@ -1,5 +1,5 @@
-"""This node's commands: `efajob devices`, `snapshot`, `top` (sysfs, no daemon needed), `daemon`
-and `status`."""
+"""This node's commands: `efajob devices`, `snapshot` (sysfs, no daemon needed), `daemon` and
+`status`; `top` has a module of its own (top.py)."""
 from __future__ import annotations
 
 import json
@@ -53,11 +53,15 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
     """This node: daemon health, devices, live rates and active jobs.
 
     Reads the daemon's local store (read-only, safe while it runs), sysfs and the run dir.
+    Exit codes, for health checks: 0 healthy; 1 degraded (the daemon samples, but EFA devices
+    are missing or records cannot reach the job store); 2 not running (no daemon, or no
+    samples) or stale (the newest sample is older than three intervals).
     """
     from efajob.errors import StoreError
     from efajob.node.instances import lookup
     from efajob.node.localstore import LocalStore, current_boot_id
-    from efajob.daemon.nodestatus import build_local_status, render_status
+    from efajob.daemon.nodestatus import STATE_EXIT, build_local_status, render_status
+    from efajob.hooks.outbox import daemon_alive, delivery_error, pending
     from efajob.hooks.runfiles import ActiveJobsReader
     from efajob.node.sysfs import discover_devices
 
@@ -71,16 +75,20 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
     devices = discover_devices(cfg.sysfs_root) if os.path.isdir(cfg.sysfs_root) else []
     itype = lookup(cfg.instance_type)
     active = ActiveJobsReader(cfg.run_dir)
+    failing = delivery_error(cfg)
     doc = build_local_status(
         cluster=cfg.cluster, node=cfg.node, instance_type=cfg.instance_type,
         interval=cfg.interval, rows=rows, boot_id=current_boot_id(),
         now_mono=time.monotonic(), now_wall=time.time(), devices=devices,
         jobs=active.read(), private_jobs=active.private, store_error=store_error,
-        link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None)
+        link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None,
+        daemon_running=daemon_alive(cfg), expected_devices=itype.devices if itype else None,
+        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0)
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
         click.echo(render_status(doc), nl=False)
+    sys.exit(STATE_EXIT[doc["state"]])
 
 
 # -- this node's devices and counters --------------------------------------------------------
@@ -138,46 +146,3 @@ def snapshot(sysfs_root: Optional[str], config_path: Optional[str], fmt: str, no
         click.echo(json.dumps(d, indent=2))
     else:
         click.echo(render_snapshot(snap), nl=False)
-
-
-@click.command()
-@sysfs_option
-@config_option
-@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
-              help="Seconds between readings.")
-@click.option("--count", type=click.IntRange(min=1), default=None,
-              help="Stop after this many tables (default: until Ctrl-C).")
-@click.option("--no-clear", is_flag=True, help="Do not clear the screen between tables.")
-@handle_errors
-def top(sysfs_root: Optional[str], config_path: Optional[str], interval: float,
-        count: Optional[int], no_clear: bool) -> None:
-    """Live per-device rates: Gbps, packets/s, drops and retransmits, refreshed every interval."""
-    from efajob.node.counters import diff_snapshots
-    from efajob.node.ethtool import ethtool_reader_from_config
-    from efajob.node.instances import lookup
-    from efajob.node.render import render_top
-    from efajob.node.sysfs import Sampler
-
-    cfg = get_config(config_path, sysfs_root=sysfs_root)
-    itype = lookup(cfg.instance_type)
-    clear = sys.stdout.isatty() and not no_clear
-    with Sampler(cfg.sysfs_root, rediscover_interval=cfg.rediscover_interval,
-                 ethtool=ethtool_reader_from_config(cfg)) as sampler:
-        prev = sampler.sample()
-        shown = 0
-        next_at = prev.mono + interval
-        try:
-            while count is None or shown < count:
-                time.sleep(max(0.0, next_at - time.monotonic()))
-                next_at += interval
-                cur = sampler.sample()
-                table = render_top(diff_snapshots(prev, cur), sampler.devices, itype)
-                if clear:
-                    click.echo("\x1b[H\x1b[2J", nl=False)
-                click.echo(table, nl=False)
-                if not clear:
-                    click.echo("")
-                prev = cur
-                shown += 1
-        except KeyboardInterrupt:
-            pass

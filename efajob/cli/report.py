@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import sys
+import shlex
 import time
 from typing import Optional
 
 import click
 
-from efajob.cli.common import config_option, format_option, get_config, handle_errors
+from efajob.cli.common import (color_option, config_option, format_option, get_config,
+                               handle_errors, output_width, resolve_color, setup_logging,
+                               wide_option)
 from efajob.report.assemble import build_job_report, list_jobs
 from efajob.store.watchdog import call_watched
-
-
-def _use_color(no_color: bool, output: Optional[str]) -> bool:
-    if no_color or output or os.environ.get("NO_COLOR"):
-        return False
-    return sys.stdout.isatty()
 
 
 def _emit(text: str, output: Optional[str]) -> None:
@@ -55,23 +50,27 @@ cluster_option = click.option("--cluster", help="Cluster name in the store (defa
 @format_option("text", "json", "csv", "html")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to FILE instead of stdout.")
 @click.option("-v", "--verbose", is_flag=True, help="Text: add a row per EFA device under each node.")
-@click.option("--no-color", is_flag=True, help="Text: no ANSI colours (also: NO_COLOR, not a tty).")
+@wide_option
+@color_option
 @store_option
 @cluster_option
 @click.option("--restart", type=click.IntRange(min=0), default=None,
               help="Which run of a requeued job (default: the latest).")
 @click.option("--no-slurm", is_flag=True, help="Do not ask Slurm for the header (records only).")
+@click.option("--debug", is_flag=True, help="Debug log on stderr, with the full text of Slurm's "
+              "errors (the report's note has one line).")
 @config_option
 @handle_errors
-def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color: bool,
-           store: Optional[str], cluster: Optional[str], restart: Optional[int], no_slurm: bool,
-           config_path: Optional[str]) -> None:
+def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bool, color: str,
+           no_color: bool, store: Optional[str], cluster: Optional[str], restart: Optional[int],
+           no_slurm: bool, debug: bool, config_path: Optional[str]) -> None:
     """Report one job's EFA traffic: totals, per node and device, health, findings, verdict.
 
-    JOB_ID as Slurm shows it: 123, an array task 123_4, a het component 123+1. Exit codes:
-    0 report printed (whatever the verdict), 2 bad job id, 4 store unreadable (or another
-    user's private records or running job), 5 no such job, 6 ambiguous (several clusters: use
-    --cluster).
+    JOB_ID as Slurm shows it: 123, an array task 123_4, a het component 123+1. The text fits
+    the terminal ($COLUMNS; 80 for a pipe or a file): the per-node table drops its least
+    needed columns first (--wide keeps them all). Exit codes: 0 report printed (whatever the
+    verdict), 2 bad job id, 4 store unreadable (or another user's private records or
+    running job), 5 no such job, 6 ambiguous (several clusters: use --cluster).
     """
     from efajob.report.render.csv import render_csv
     from efajob.report.render.html import render_html
@@ -79,6 +78,8 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color
     from efajob.report.render.json import render_json
 
     gc.disable()  # a short-lived process that builds one big acyclic tree: see _no_gc()
+    if debug:
+        setup_logging(verbose=True)
     cfg = get_config(config_path, store=store)
     r = call_watched(lambda: build_job_report(cfg, job_id, cluster=cluster, restart=restart,
                                               use_slurm=not no_slurm, warn=_warn),
@@ -90,7 +91,8 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color
     elif fmt == "html":
         text = render_html(r)
     else:
-        text = render_text(r, verbose=verbose, color=_use_color(no_color, output))
+        text = render_text(r, verbose=verbose, color=resolve_color(color, no_color, output),
+                           width=output_width(wide, output))
     _emit(text, output)
 
 
@@ -100,13 +102,14 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, no_color
 @click.option("--state", help="Only jobs in this state (COMPLETED, FAILED, RUNNING, ENDED).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
 @format_option("text", "json")
-@click.option("--no-color", is_flag=True, help="No ANSI colours.")
+@wide_option
+@color_option
 @store_option
 @cluster_option
 @config_option
 @handle_errors
 def jobs(user: Optional[str], since: Optional[str], state: Optional[str], limit: int, fmt: str,
-         no_color: bool, store: Optional[str], cluster: Optional[str],
+         wide: bool, color: str, no_color: bool, store: Optional[str], cluster: Optional[str],
          config_path: Optional[str]) -> None:
     """Recent jobs in the job store with their EFA totals and verdicts (newest first).
 
@@ -124,43 +127,66 @@ def jobs(user: Optional[str], since: Optional[str], state: Optional[str], limit:
     if fmt == "json":
         click.echo(json.dumps({"store": cfg.store, "jobs": rows}, indent=2))
     else:
-        click.echo(render_jobs(rows, color=_use_color(no_color, None)), nl=False)
+        click.echo(render_jobs(rows, color=resolve_color(color, no_color),
+                               width=output_width(wide)), nl=False)
 
 
 # -- efajob demo ------------------------------------------------------------------------------
 @click.command()
 @click.option("--keep", type=click.Path(file_okay=False), default=None,
               help="Build everything in DIR (missing or empty) and keep it: the store, the "
-              "simulated nodes, the config and the logs.")
+              "simulated nodes, the config and the logs, a cluster to explore afterwards.")
 @click.option("--nodes", type=click.IntRange(min=2, max=16), default=4, show_default=True,
               help="Simulated p5.48xlarge nodes.")
 @click.option("--seconds", type=click.FloatRange(min=1.0, max=60.0), default=3.0, show_default=True,
               help="Seconds of simulated traffic per job.")
 @click.option("-v", "--verbose", is_flag=True, help="Per-device rows in the reports.")
-@click.option("--no-color", is_flag=True, help="No ANSI colours.")
+@wide_option
+@color_option
 @handle_errors
-def demo(keep: Optional[str], nodes: int, seconds: float, verbose: bool, no_color: bool) -> None:
+def demo(keep: Optional[str], nodes: int, seconds: float, verbose: bool, wide: bool, color: str,
+         no_color: bool) -> None:
     """See efajob work in ~20 s: no root, no Slurm, no AWS.
 
-    Builds a simulated cluster of p5.48xlarge nodes in a temporary directory, starts a real
-    `efajob daemon` per node, runs three jobs through the real Slurm hooks (a healthy
-    all-reduce; a straggler node with a dead EFA device; a job whose traffic went over ENA
-    instead of EFA) and prints their reports. Stops every process it started, also on Ctrl-C.
+    Builds a simulated cluster of p5.48xlarge nodes in a temporary directory (deleted at the
+    end; --keep DIR keeps it), starts a real `efajob daemon` per node, runs three jobs through
+    the real Slurm hooks (a healthy all-reduce; a straggler node with a dead EFA device; a job
+    whose traffic went over ENA instead of EFA) and prints their reports, then the commands to
+    try next. Stops every process it started, also on Ctrl-C.
     """
     from efajob.sim.demo import run_demo
     from efajob.report.render.text import render_text
 
-    color = _use_color(no_color, None)
+    on = resolve_color(color, no_color)
+    width = output_width(wide)
     res = run_demo(keep=keep, nodes=nodes, seconds=seconds, say=lambda s: click.echo(s, err=True))
     for r in res.reports:
         click.echo("")
-        click.echo(render_text(r, verbose=verbose, color=color), nl=False)
+        click.echo(render_text(r, verbose=verbose, color=on, width=width), nl=False)
     click.echo("")
     for r in res.reports:
         click.echo(f"job {r.meta.job_id}: {r.verdict:<8} "
                    + (", ".join(sorted({f.code for f in r.findings if f.severity != 'info'})) or "no findings"))
-    if res.kept:
-        click.echo(f"\nKept in {res.root}. Try:\n"
-                   f"  efajob jobs --store {res.store}\n"
-                   f"  efajob report 102 --store {res.store} --no-slurm -v\n"
-                   f"  efajob report 102 --store {res.store} --no-slurm --format html -o report.html")
+    click.echo("")
+    click.echo(next_steps(res.root, res.kept), nl=False)
+
+
+def next_steps(root: str, kept: bool) -> str:
+    """What to run after the demo: with --keep, commands on the kept cluster; without, how to
+    keep one."""
+    if not kept:
+        return (f"The demo's files were in {root} and are deleted now.\n"
+                "To keep a cluster to explore: efajob demo --keep ./efajob-demo\n")
+    q = shlex.quote
+    # Paths relative to the kept directory: commands short enough to copy from 80 columns.
+    return (f"Kept in {root}:\n"
+            "  config.toml, store/ (the job store), sys/n1.. (the simulated nodes), log/\n"
+            f"Next, in that directory (cd {q(root)}):\n"
+            "  efajob jobs --store store\n"
+            "  efajob report 102 --store store --no-slurm -v\n"
+            "  efajob report 102 --store store --no-slurm --format html -o report.html\n"
+            "  efajob dashboard serve --store store --no-slurm    # http://127.0.0.1:9815/\n"
+            "  efajob devices --sysfs-root sys/n1\n"
+            "  efajob simulate traffic --root sys/n1 --tx-gbps 800 --rx-gbps 800 \\\n"
+            "      --seconds 120 --realtime &\n"
+            "  efajob top --sysfs-root sys/n1\n")

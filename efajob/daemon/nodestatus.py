@@ -39,6 +39,9 @@ NODE_STATUS_SCHEMA = "efajob/node-status"
 NODE_STATUS_VERSION = 1
 # A daemon whose newest sample is older than this many intervals is reported unhealthy.
 STALE_INTERVALS = 3.0
+# `efajob status`'s states and exit codes (docs/cli.md): health checks and scripts test them.
+# Degraded: the daemon samples, but something it should do or see is missing.
+STATE_EXIT = {"healthy": 0, "degraded": 1, "stale": 2, "not running": 2}
 
 
 def node_status_path(store: str, cluster: str, node: str) -> str:
@@ -108,10 +111,18 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
                        now_mono: float, now_wall: float, devices: Sequence["DeviceInfo"],
                        jobs: Sequence["ActiveJob"], store_error: Optional[str],
                        link_gbps: Optional[Mapping[str, Optional[float]]] = None,
-                       private_jobs: Sequence[str] = ()) -> dict:
+                       private_jobs: Sequence[str] = (),
+                       daemon_running: Optional[bool] = None,
+                       expected_devices: Optional[int] = None,
+                       delivery_error: Optional[str] = None, outbox_pending: int = 0) -> dict:
     """What `efajob status` shows, from the local store's newest rows (no daemon needed).
-    `private_jobs`: keys of active-job files we may not read (private_records): listed by key
-    only, marked private."""
+
+    `state` (STATE_EXIT) and `problems` judge them: "not running" (no samples, or no daemon
+    holds the lock: `daemon_running` False), "stale" (the newest sample is older than
+    STALE_INTERVALS intervals), "degraded" (fewer EFA devices than `expected_devices`, none
+    at all, or the outbox cannot deliver to the job store: `delivery_error`), else
+    "healthy". `daemon.healthy` keeps its meaning: a fresh sample. `private_jobs`: keys of
+    active-job files we may not read (private_records): listed by key only, marked private."""
     last = rows[-1] if rows else None
     age: Optional[float] = None
     if last is not None:
@@ -124,6 +135,8 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
     dev_tx = {d: v / secs for d, v in last.device_tx_bytes.items()} if last and secs > 0 else {}
     dev_rx = {d: v / secs for d, v in last.device_rx_bytes.items()} if last and secs > 0 else {}
     healthy = age is not None and age <= STALE_INTERVALS * interval
+    state, problems = _judge(last is not None, healthy, age, interval, store_error, daemon_running,
+                             len(devices), expected_devices, delivery_error, outbox_pending)
     return {
         "schema": NODE_STATUS_SCHEMA,
         "version": NODE_STATUS_VERSION,
@@ -146,7 +159,32 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
         "jobs": sorted(_jobs(jobs) + [{"key": k, "job_id": None, "user": None, "partition": None,
                                         "start": None, "private": True} for k in private_jobs],
                        key=lambda j: j["key"]),
+        "state": state,
+        "problems": problems,
     }
+
+
+def _judge(sampled: bool, fresh: bool, age: Optional[float], interval: float,
+           store_error: Optional[str], running: Optional[bool], found: int,
+           expected: Optional[int], delivery_error: Optional[str], pending: int):
+    if not sampled:
+        return "not running", ["no samples in the local store" + (f" ({store_error})" if store_error
+                                                                  else "")]
+    if running is False:
+        return "not running", ["no daemon holds the state dir's lock: it exited or was never "
+                               "started (systemctl status efajob-node)"]
+    if not fresh:
+        return "stale", [f"the newest sample is {age:.0f} s old, more than {STALE_INTERVALS:g} "
+                         f"intervals of {interval:g} s: the daemon is stuck or stopped sampling"]
+    problems = []
+    if found == 0:
+        problems.append("no EFA devices found under the sysfs root")
+    elif expected is not None and found < expected:
+        problems.append(f"{found} of the instance type's {expected} EFA devices found")
+    if delivery_error:
+        problems.append(f"records cannot reach the job store ({delivery_error}): {pending} "
+                        "waiting in the outbox")
+    return ("degraded" if problems else "healthy"), problems
 
 
 def _fmt_gbps(v: Optional[float]) -> str:
@@ -162,11 +200,12 @@ def render_status(doc: dict) -> str:
     d = doc["daemon"]
     lines = [f"node {doc['node']} (cluster {doc['cluster']}"
              + (f", {doc['instance_type']}" if doc.get("instance_type") else "") + ")"]
+    if doc.get("state"):
+        lines.append(f"state: {doc['state']}" + "".join(f"\n  - {p}" for p in doc.get("problems", ())))
     if d.get("last_sample") is None:
         state = "no samples" + (f" ({d['store']})" if d.get("store") != "ok" else "")
     else:
-        state = ("healthy" if d["healthy"] else "STALE") + \
-            f", last sample {d['last_sample_age']:.1f} s ago ({_fmt_time(d['last_sample'])})"
+        state = f"last sample {d['last_sample_age']:.1f} s ago ({_fmt_time(d['last_sample'])})"
         if d.get("store") not in (None, "ok"):
             state += f"; store: {d['store']}"
     lines.append(f"daemon: {state}")

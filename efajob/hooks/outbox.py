@@ -96,6 +96,15 @@ def pending(cfg) -> List[str]:
     return sorted(n for n in names if n.endswith(".json") and not n.startswith("."))
 
 
+def delivery_error(cfg) -> Optional[str]:
+    """The last delivery error while the daemon is backing off from an unwritable job store
+    (None when the last round delivered, or nothing failed): for `efajob status`."""
+    state = _read_state(cfg)
+    if not int(state.get("attempts", 0) or 0):
+        return None
+    return str(state.get("last_error") or "job store not writable")
+
+
 def outbox_path(cfg, name: str) -> str:
     """Where a pending `name` is: the outbox, else the spare outbox."""
     main = os.path.join(cfg.outbox_dir, name)

@@ -1,21 +1,15 @@
-"""Text renderers for this node's devices, snapshots and live rates. Pure: data in, str out."""
+"""Text renderers for this node's devices and snapshots (`top`: topview.py). Pure: data in, str out."""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence
+from typing import Iterable, List, Sequence
 
 from efajob.fmt import table
-from efajob.node.counters import SnapshotDelta, bytes_to_gbps, rate
-from efajob.node.instances import InstanceType
 from efajob.node.readings import Snapshot, natural_key
 from efajob.node.sysfs import DeviceInfo
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[bool]) -> str:
     return "\n".join(table(headers, rows, right, indent="")) + "\n"
-
-
-def _num(v: Optional[float], fmt: str = "{:,.2f}") -> str:
-    return "-" if v is None else fmt.format(v)
 
 
 def render_devices(devices: Sequence[DeviceInfo], netdevs: Sequence[str], root: str) -> str:
@@ -64,42 +58,3 @@ def render_snapshot(snap: Snapshot) -> str:
     if not lines:
         lines.append("No EFA devices found.")
     return "\n".join(lines) + "\n"
-
-
-def render_top(delta: SnapshotDelta, devices: Sequence[DeviceInfo],
-               itype: Optional[InstanceType]) -> str:
-    """One table of per-device rates over `delta.seconds`."""
-    secs = delta.seconds
-    link = {d.name: (itype.gbps_per_device if itype else d.rate_gbps) for d in devices}
-    rows = []
-    for name in sorted(delta.devices, key=natural_key):
-        c = delta.devices[name].port_counters
-        tx = bytes_to_gbps(c.get("tx_bytes"), secs)
-        rx = bytes_to_gbps(c.get("rx_bytes"), secs)
-        lk = link.get(name)
-        util = None if (lk is None or tx is None or rx is None) else 100.0 * max(tx, rx) / lk
-        rows.append([
-            name,
-            _num(tx), _num(rx),
-            _num(rate(c.get("tx_pkts"), secs), "{:,.0f}"),
-            _num(rate(c.get("rx_pkts"), secs), "{:,.0f}"),
-            _num(util, "{:.1f}%"),
-            _num(c.get("rx_drops"), "{:,}"),
-            _num(c.get("retrans_pkts"), "{:,}"),
-            "reset" if delta.devices[name].resets else "",
-        ])
-    tot = delta.port_totals()
-    rows.append([
-        "TOTAL",
-        _num(bytes_to_gbps(tot.get("tx_bytes"), secs)), _num(bytes_to_gbps(tot.get("rx_bytes"), secs)),
-        _num(rate(tot.get("tx_pkts"), secs), "{:,.0f}"), _num(rate(tot.get("rx_pkts"), secs), "{:,.0f}"),
-        "", _num(tot.get("rx_drops"), "{:,}"), _num(tot.get("retrans_pkts"), "{:,}"), "",
-    ])
-    head = f"efajob top: {len(delta.devices)} EFA device(s), interval {secs:.2f} s"
-    if delta.vanished:
-        head += f", vanished: {', '.join(delta.vanished)}"
-    if delta.appeared:
-        head += f", appeared: {', '.join(delta.appeared)}"
-    return head + "\n" + _table(
-        ["DEVICE", "TX_GBPS", "RX_GBPS", "TX_PPS", "RX_PPS", "UTIL", "RX_DROPS", "RETRANS", ""],
-        rows, [False, True, True, True, True, True, True, True, False])

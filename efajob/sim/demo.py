@@ -254,7 +254,8 @@ def run_demo(*, keep: Optional[str] = None, nodes: int = 4, seconds: float = 3.0
     try:
         names = [f"n{i}" for i in range(1, nodes + 1)]
         step(f"building a simulated {nodes}-node {INSTANCE_TYPE} cluster (32 EFA devices per node) "
-             f"in {root}")
+             f"in {root}" + ("" if keep else " (deleted at the end; --keep DIR keeps it)"))
+        step(f"config {config}, logs in {logdir}, job store {result.store}")
         sim_nodes = sim.build_cluster(os.path.join(root, "sys"), names, instance_type=INSTANCE_TYPE)
         write_config(config, root)
         base = _base_env(config)

@@ -19,6 +19,7 @@ job" is None, not an error.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -31,6 +32,8 @@ from efajob.errors import SlurmError
 from efajob.slurm.hostlist import expand
 from efajob.slurm.jobid import validate_job_id
 from efajob.values import as_object
+
+log = logging.getLogger("efajob.slurm")
 
 TIMEOUT = 10.0
 # Slurm's own bin dirs when PATH lacks them (systemd units, ParallelCluster's /opt/slurm).
@@ -249,6 +252,37 @@ def pick(jobs: Sequence[JobInfo], job_id: str) -> Optional[JobInfo]:
 Runner = Callable[..., "subprocess.CompletedProcess"]
 
 
+_PREFIX = re.compile(r"^(?:[\w./-]+:\s*)?(?:(?:fatal|error)\s*:\s*)+", re.I)
+SUMMARY_LIMIT = 160
+
+
+def summarize_stderr(text: Optional[str], limit: int = SUMMARY_LIMIT) -> str:
+    """Slurm's stderr as one clean line for a report note or an `error:` line.
+
+    Slurm commands print a chain of lines, the cause last and a `fatal:` line for what
+    stopped them ("scontrol: error: fetch_config: DNS SRV lookup failed" ... "scontrol:
+    fatal: Could not establish a configuration source"): the `fatal:` line, else the last
+    `error:` line, else the last line, without the "scontrol: error:" prefix, white space
+    folded, and cut at a word (never mid-word) past `limit`. The full text goes to the debug
+    log (`efajob report --debug`)."""
+    lines = [" ".join(ln.split()) for ln in (text or "").splitlines()]
+    lines = [ln for ln in lines if ln]
+    if not lines:
+        return "no message"
+    pick_ = (next((ln for ln in reversed(lines) if re.search(r"\bfatal\s*:", ln, re.I)), None)
+             or next((ln for ln in reversed(lines) if re.search(r"\berror\s*:", ln, re.I)), None)
+             or lines[-1])
+    line = _PREFIX.sub("", pick_) or pick_
+    if len(line) > limit:
+        line = line[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+    return line
+
+
+def _failed(what: str, p: "subprocess.CompletedProcess") -> SlurmError:
+    log.debug("%s exited %s; stderr:\n%s", what, p.returncode, (p.stderr or "").rstrip())
+    return SlurmError(f"{what} failed: {summarize_stderr(p.stderr)}")
+
+
 def find_command(name: str) -> Optional[str]:
     path = shutil.which(name)
     if path:
@@ -289,7 +323,7 @@ class CommandBackend:
             if found is not None:
                 return found
         elif "Invalid job id" not in (p.stderr or ""):
-            raise SlurmError(f"scontrol show job {job_id} failed: {(p.stderr or '').strip()[:200]}")
+            raise _failed(f"scontrol show job {job_id}", p)
         # Gone from slurmctld (MinJobAge): ask accounting, if there is any.
         return self.accounting_job(job_id)
 
@@ -299,13 +333,13 @@ class CommandBackend:
             err = (p.stderr or "").strip()
             if "disabled" in err or "accounting_storage/none" in err or "not configured" in err:
                 return None  # no accounting: the job is simply unknown
-            raise SlurmError(f"sacct -j {job_id} failed: {err[:200]}")
+            raise _failed(f"sacct -j {job_id}", p)
         return pick(parse_sacct_json(p.stdout), job_id)
 
     def hostnames(self, expr: str) -> List[str]:
         p = self._cmd(["scontrol", "show", "hostnames", expr])
         if p.returncode != 0:
-            raise SlurmError(f"scontrol show hostnames failed: {(p.stderr or '').strip()[:200]}")
+            raise _failed("scontrol show hostnames", p)
         return [h for h in p.stdout.split() if h]
 
 
@@ -355,11 +389,13 @@ class PyslurmBackend:
                 return from_pyslurm(ps.Job.load(int(job_id)))
         except Exception as e:  # pyslurm.RPCError: not in slurmctld any more (or an error)
             if "Invalid job id" not in str(e) and "ESLURM_INVALID_JOB_ID" not in str(e):
-                raise SlurmError(f"pyslurm Job.load({job_id}): {e}") from None
+                log.debug("pyslurm Job.load(%s): %s", job_id, e)
+                raise SlurmError(f"pyslurm Job.load({job_id}): {summarize_stderr(str(e))}") from None
         try:
             jobs = ps.db.Jobs.load(ps.db.JobFilter(ids=[job_id]))
         except Exception as e:  # noqa: BLE001 - pyslurm raises its own RPCError
-            raise SlurmError(f"pyslurm db.Jobs.load({job_id}): {e}") from None
+            log.debug("pyslurm db.Jobs.load(%s): %s", job_id, e)
+            raise SlurmError(f"pyslurm db.Jobs.load({job_id}): {summarize_stderr(str(e))}") from None
         values = list(jobs.values()) if hasattr(jobs, "values") else list(jobs)
         return pick([from_pyslurm(j) for j in values], job_id)
 

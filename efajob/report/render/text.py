@@ -11,14 +11,16 @@ import textwrap
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
 
-from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time, table
+from efajob.fmt import (NA, Column, fit_table, fmt_bytes, fmt_count, fmt_duration, fmt_gbps,
+                        fmt_pct, fmt_time)
 from efajob.node.readings import natural_key as natural_key  # re-exported: the renderers import it from here
 from efajob.report.maths import max2, ratio
 
 if TYPE_CHECKING:  # pragma: no cover
     from efajob.report.model import JobReport, NodeReport
 
-WIDTH = 90
+WIDTH = 80  # the default: a report must read in an 80x24 terminal (and in an e-mail)
+MAX_PROSE = 100  # wider terminals widen the tables, not the sentences (long lines read badly)
 GROUP_LIMIT = 6  # findings of one code shown before "... and N more"
 
 
@@ -45,18 +47,25 @@ class _Paint:
 
 
 # -- tables --------------------------------------------------------------------------------------
-def _wrap(text: str, indent: str) -> List[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent,
-                         break_on_hyphens=False, break_long_words=False) or [indent.rstrip()]
+def _wrap(text: str, indent: str, width: int, first: Optional[str] = None) -> List[str]:
+    """`text` wrapped to `width`; the first line starts with `first` (default: `indent`)."""
+    return textwrap.wrap(text, width, initial_indent=indent if first is None else first,
+                         subsequent_indent=indent, break_on_hyphens=False,
+                         break_long_words=False) or [(first or indent).rstrip()]
+
+
+def _field(label: str, text: str, width: int, label_width: int = 14) -> List[str]:
+    """`  Label         value`, the value wrapped under itself."""
+    return _wrap(text, " " * (2 + label_width), width, first=f"  {label:<{label_width}}")
 
 
 # -- sections ------------------------------------------------------------------------------------
-def _header(r: "JobReport", tz: Optional[tzinfo], paint: _Paint) -> List[str]:
+def _header(r: "JobReport", tz: Optional[tzinfo], paint: _Paint, pw: int, rw: int) -> List[str]:
     m = r.meta
     title = f"EFA job report: job {m.job_id}, cluster {m.cluster}"
     verdict = f"Verdict: {r.verdict}"
-    pad = max(1, WIDTH - len(title) - len(verdict))
-    out = [paint(title, "bold") + " " * pad + paint(verdict, r.verdict), "=" * WIDTH]
+    pad = max(1, rw - len(title) - len(verdict))
+    out = [paint(title, "bold") + " " * pad + paint(verdict, r.verdict), "=" * rw]
     job = m.job_id + (f" ({'array task' if '_' in m.alias else 'het component'} {m.alias})"
                       if m.alias else "")
     job += f" (restart {m.restart})" if m.restart or len(r.restarts) > 1 else ""
@@ -80,9 +89,10 @@ def _header(r: "JobReport", tz: Optional[tzinfo], paint: _Paint) -> List[str]:
         run += f"  (limit {fmt_duration(m.time_limit * 60)})"
     rows.append(("Run time", run))
     rows.append(("Metadata", "Slurm" if m.source == "slurm" else "job records (no Slurm metadata)"))
-    out += [f"  {k:<10}: {v}" for k, v in rows]
+    for k, v in rows:
+        out += _wrap(v, " " * 14, pw, first=f"  {k:<10}: ")
     for note in r.notes:
-        out += _wrap("note: " + note, "  ")
+        out += _wrap("note: " + note, "        ", pw, first="  ")
     return out
 
 
@@ -99,7 +109,7 @@ def _instance_line(r: "JobReport") -> str:
     return m.instance_type or NA
 
 
-def _overall(r: "JobReport") -> List[str]:
+def _overall(r: "JobReport", pw: int) -> List[str]:
     o, t = r.overall, r.overall.totals
     n = o.nodes_with_data
     out = [f"Overall EFA traffic (sum over {n} node{'s' if n != 1 else ''} with records)"]
@@ -107,23 +117,26 @@ def _overall(r: "JobReport") -> List[str]:
     if live:
         tx = sum(x.live_tx_gbps or 0 for x in live)
         rx = sum(x.live_rx_gbps or 0 for x in live)
-        out.append(f"  Live now      {fmt_gbps(tx)} Gbps out / {fmt_gbps(rx)} Gbps in, summed over "
-                   f"{len(live)} running node{'s' if len(live) != 1 else ''} (node status files)")
+        out += _field("Live now", f"{fmt_gbps(tx)} Gbps out / {fmt_gbps(rx)} Gbps in, summed over "
+                      f"{len(live)} running node{'s' if len(live) != 1 else ''} (node status files)", pw)
     if n == 0:
-        return out + ["  no node record yet (records arrive when each node's part of the job ends)"]
-    out.append(f"  Sent          {fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets")
-    out.append(f"  Received      {fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets")
-    out.append(f"  Per node      avg {fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} Gbps in"
-               f";  peak {fmt_gbps(o.peak_tx_gbps)} out / {fmt_gbps(o.peak_rx_gbps)} in")
+        return out + _wrap("no node record yet (records arrive when each node's part of the job "
+                           "ends)", "  ", pw)
+    out += _field("Sent", f"{fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets", pw)
+    out += _field("Received", f"{fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets", pw)
+    out += _field("Per node", f"avg {fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} "
+                  f"in;  peak {fmt_gbps(o.peak_tx_gbps)} out / {fmt_gbps(o.peak_rx_gbps)} in", pw)
     link = f" of {o.link_gbps:,.0f} Gbps per node" if o.link_gbps else " (link rate unknown)"
-    out.append(f"  Utilisation   avg  {gauge(o.util_avg)} {fmt_pct(o.util_avg):>6}{link}")
-    out.append(f"                peak {gauge(o.util_peak)} {fmt_pct(o.util_peak):>6}")
+    # The bar takes what the line leaves: 21 columns of label, 7 of percentage, the link text.
+    bar = max(10, min(40, pw - 21 - 2 - 7 - len(link)))
+    out.append(f"  Utilisation   avg  {gauge(o.util_avg, bar)} {fmt_pct(o.util_avg):>6}{link}")
+    out.append(f"                peak {gauge(o.util_peak, bar)} {fmt_pct(o.util_peak):>6}")
     if o.rdma_read_share is not None or o.rdma_write_share is not None or o.send_share is not None:
-        out.append(f"  Bytes by op   RDMA read {fmt_pct(o.rdma_read_share)}, RDMA write "
-                   f"{fmt_pct(o.rdma_write_share)}, send/recv {fmt_pct(o.send_share)}")
+        out += _field("Bytes by op", f"RDMA read {fmt_pct(o.rdma_read_share)}, RDMA write "
+                      f"{fmt_pct(o.rdma_write_share)}, send/recv {fmt_pct(o.send_share)}", pw)
     if o.ena:
-        out.append(f"  ENA (TCP/IP)  sent {fmt_bytes(o.ena.get('tx_bytes'))}, received "
-                   f"{fmt_bytes(o.ena.get('rx_bytes'))}  (not EFA: sockets, storage, control)")
+        out += _field("ENA (TCP/IP)", f"sent {fmt_bytes(o.ena.get('tx_bytes'))}, received "
+                      f"{fmt_bytes(o.ena.get('rx_bytes'))}  (not EFA: sockets, storage, control)", pw)
     return out
 
 
@@ -140,9 +153,9 @@ def _node_row(n: "NodeReport") -> List[str]:
         else:
             live = (f"live {fmt_gbps(n.live_tx_gbps)} out / {fmt_gbps(n.live_rx_gbps)} in Gbps"
                     + (f", {fmt_duration(n.live_age_s)} ago" if n.live_age_s is not None else ""))
-        return [str(n.rank), n.host, " ", "running", "", "", "", "", "", "", "", live]
+        return [str(n.rank), n.host, " ", f"running: {live}"]
     if n.status == "missing":
-        return [str(n.rank), n.host, "!", "no record", "", "", "", "", "", "", "", ""]
+        return [str(n.rank), n.host, "!", "no record"]
     notes = [_MARKS.get(c, c) for c in n.marks]
     if n.shared:
         notes.append("shared")
@@ -158,10 +171,17 @@ def device_avg(nbytes: Optional[int], seconds: Optional[float]) -> Optional[floa
     return nbytes * 8 / seconds / 1e9
 
 
-def _nodes(r: "JobReport", verbose: bool) -> List[str]:
-    headers = ["#", "HOST", "", "SENT", "RECEIVED", "AVG OUT", "AVG IN", "PEAK", "UTIL", "DROPS",
-               "RETRANS", "NOTES"]
-    right = [True, False, False, True, True, True, True, True, True, True, True, False]
+# What a narrow table gives up first: the averages (the overall section has the per-node
+# mean), then the peak, then retransmits and drops (NOTES and the findings name the nodes
+# that have them), then utilisation. Rank, host, bytes and notes always stay.
+NODE_COLUMNS = (Column("#", True), Column("HOST"), Column(""), Column("SENT", True),
+                Column("RECEIVED", True), Column("AVG OUT", True, drop=5),
+                Column("AVG IN", True, drop=5), Column("PEAK", True, drop=4),
+                Column("UTIL", True, drop=1), Column("DROPS", True, drop=2),
+                Column("RETRANS", True, drop=3), Column("NOTES", flex=True))
+
+
+def _nodes(r: "JobReport", verbose: bool, width: Optional[int], pw: int) -> List[str]:
     rows: List[List[str]] = []
     for n in r.nodes:
         rows.append(_node_row(n))
@@ -175,22 +195,23 @@ def _nodes(r: "JobReport", verbose: bool) -> List[str]:
                              fmt_count(d.counters.get("rx_drops")),
                              fmt_count(d.counters.get("retrans_pkts")),
                              "reset" if d.resets else ""])
-    out = ["Per node, ranked by traffic (Gbps; ! = see findings" + ("" if verbose else "; -v: per device")
-           + ")"]
-    return out + table(headers, rows, right)
+    lines, dropped = fit_table(NODE_COLUMNS, rows, width)
+    head = ("Per node, by traffic (Gbps; ! see findings" + ("" if verbose else "; -v per device")
+            + ("; --wide all columns" if dropped else "") + ")")
+    return _wrap(head, "  ", pw, first="") + lines
 
 
-_SRD_NA = "n/a (no SRD counters: Nitro v4+ and kernel >= 6.17 have them)"
+_SRD_NA = "n/a (no SRD counters: they need Nitro v4+ and kernel 6.17+)"
 
 
-def _health(r: "JobReport") -> List[str]:
+def _health(r: "JobReport", pw: int) -> List[str]:
     t, o = r.overall.totals, r.overall
     out = ["Health (sum over nodes)"]
     if not r.data_nodes:
         return out + ["  no node record yet"]
 
     def line(label: str, value: str) -> None:
-        out.append(f"  {label:<30}{value}")
+        out.extend(_field(label, value, pw, label_width=30))
 
     line("rx drops", fmt_count(t.get("rx_drops")))
     if "retrans_pkts" in t:
@@ -208,7 +229,7 @@ def _health(r: "JobReport") -> List[str]:
     return out
 
 
-def _findings(r: "JobReport", paint: _Paint) -> List[str]:
+def _findings(r: "JobReport", paint: _Paint, pw: int) -> List[str]:
     out = ["Findings"]
     if not r.findings:
         return out + ["  none: nothing unusual in the counters"]
@@ -218,28 +239,34 @@ def _findings(r: "JobReport", paint: _Paint) -> List[str]:
         seen[key] = seen.get(key, 0) + 1
         if seen[key] == GROUP_LIMIT:
             total = sum(1 for g in r.findings if g.code == f.code and g.severity == f.severity)
-            out.append(f"  ... and {total - GROUP_LIMIT + 1} more {f.severity} {f.code} findings "
-                       "(--format json lists them all)")
+            out += _wrap(f"... and {total - GROUP_LIMIT + 1} more {f.severity} {f.code} findings "
+                         "(--format json lists them all)", "      ", pw, first="  ")
         if seen[key] >= GROUP_LIMIT:
             continue
         where = " ".join(x for x in (f.host, f.device) if x)
         out.append("  " + paint(f"[{f.severity}]", f.severity) + f" {f.code}" + (f"  {where}" if where else ""))
-        out += _wrap(f.message, "      ")
+        out += _wrap(f.message, "      ", pw)
         if f.advice:
-            out += _wrap("-> " + f.advice, "      ")
+            out += _wrap("-> " + f.advice, "      ", pw)
     return out
 
 
 def render_text(r: "JobReport", *, verbose: bool = False, color: bool = False,
-                tz: Optional[tzinfo] = None) -> str:
-    """The full text report. `tz` None: the machine's local zone."""
+                tz: Optional[tzinfo] = None, width: Optional[int] = WIDTH) -> str:
+    """The full text report. `tz` None: the machine's local zone. `width`: the terminal's
+    columns (None: `--wide`, every column of the per-node table whatever its width); prose
+    wraps at MAX_PROSE at most, rules span the wider of prose and table."""
     paint = _Paint(color)
-    rule = "-" * WIDTH
+    pw = min(width or MAX_PROSE, MAX_PROSE)
+    nodes = _nodes(r, verbose, width, pw)
+    rw = max([pw] + [len(ln) for ln in nodes])
+    rw = min(rw, width) if width else rw
+    rule = "-" * rw
     counts = {s: sum(1 for f in r.findings if f.severity == s) for s in ("critical", "warning", "info")}
     summary = ", ".join(f"{v} {k}{'s' if k == 'warning' and v > 1 else ''}"
                         for k, v in counts.items() if v) or "no findings"
-    parts = [_header(r, tz, paint), [rule], _overall(r), [rule], _nodes(r, verbose), [rule],
-             _health(r), [rule], _findings(r, paint), ["=" * WIDTH],
+    parts = [_header(r, tz, paint, pw, rw), [rule], _overall(r, pw), [rule], nodes, [rule],
+             _health(r, pw), [rule], _findings(r, paint, pw), ["=" * rw],
              [paint(f"Verdict: {r.verdict}", r.verdict) + f"  ({summary})"]]
     return "\n".join(line for part in parts for line in part) + "\n"
 
@@ -257,14 +284,21 @@ def fmt_allowance(ena: Mapping[str, int]) -> str:
     return ", ".join(moved) if moved else f"none ({len(read)} counters read)"
 
 
-def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: bool = False) -> str:
-    """One line per job: rows are `jobreports.job_summary` dicts."""
+# The job list at 80 columns gives up the cluster name first (most stores hold one), then
+# the start time, the per-node average, the node count and the user; job, state, run time,
+# traffic and verdict stay.
+JOB_COLUMNS = (Column("CLUSTER", drop=5), Column("JOB"), Column("USER", drop=1), Column("STATE"),
+               Column("NODES", True, drop=2), Column("START", drop=4), Column("ELAPSED", True),
+               Column("SENT", True), Column("RECEIVED", True), Column("AVG/NODE", True, drop=3),
+               Column("VERDICT"))
+
+
+def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: bool = False,
+                width: Optional[int] = WIDTH) -> str:
+    """One line per job: rows are `jobreports.job_summary` dicts. `width` as render_text's."""
     paint = _Paint(color)
     if not rows:
         return "No jobs in the store match.\n"
-    headers = ["CLUSTER", "JOB", "USER", "STATE", "NODES", "START", "ELAPSED", "SENT", "RECEIVED",
-               "AVG/NODE", "VERDICT"]
-    right = [False, False, False, False, True, False, True, True, True, True, False]
     body = []
     for j in rows:
         body.append([j["cluster"], j["job_id"] + (f".{j['restart']}" if j.get("restart") else ""),
@@ -274,7 +308,7 @@ def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: boo
                      fmt_bytes(j.get("rx_bytes")),
                      (fmt_gbps(j.get("avg_gbps_per_node")) + " Gbps") if j.get("avg_gbps_per_node") is not None else NA,
                      j["verdict"]])
-    lines = table(headers, body, right, indent="")
+    lines, _ = fit_table(JOB_COLUMNS, body, width, indent="")
     if color:  # colour after alignment: escape codes have no width
         lines = [lines[0]] + [ln[: len(ln) - len(row[-1])] + paint(row[-1], row[-1])
                               for ln, row in zip(lines[1:], body)]

@@ -12,8 +12,10 @@ where key = `<jobid>` or `<jobid>.<restart>` (jobid.job_key). Every file is writ
 file in the same directory and renamed over the target, so a reader sees the old file, the new
 file or nothing, never a half-written one. Temp files start with "." and readers skip them.
 
-The run dir is meant to be on local disk (/run is a tmpfs): nothing here fsyncs, because after
-a reboot these files are stale anyway (reconcile() in hooks/outbox.py turns them into records).
+The run dir is meant to be on local disk (/run is a tmpfs): nothing here fsyncs, because a
+reboot wipes these files anyway. What must outlive a crash is a copy of the active file in
+`<state_dir>/active/<key>.json` (write_active's `durable_dir`, on disk): from it the daemon's
+reconcile (daemon/reconcile.py) makes the record of a job that ran before the reboot.
 
 On the hook import path: standard library only.
 """

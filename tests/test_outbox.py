@@ -333,3 +333,25 @@ def test_delivery_keeps_the_epilogs_record_over_a_reconcile_one(cfg, node):
     with open(store_path(cfg.store, record("42"))) as f:
         kept = json.load(f)
     assert kept["source"] == "epilog" and kept["totals"]["tx_bytes"] == mine.totals["tx_bytes"]
+
+
+@pytest.mark.parametrize("planted", ["symlink", "file"])
+def test_delivery_never_follows_a_planted_symlink(cfg, tmp_path, planted):
+    # A user who can write to the store plants jobs/42 -> a directory of theirs (or of root's,
+    # /etc): root's delivery must not write there. The record stays in the outbox, not lost.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    jobs = os.path.join(cfg.store, "c1", "jobs")
+    os.makedirs(jobs)
+    if planted == "symlink":
+        os.symlink(elsewhere, os.path.join(jobs, "42"))
+    else:
+        open(os.path.join(jobs, "42"), "w").close()
+    write_outbox(cfg, record("42"))
+    res = deliver_pending(cfg, now=Clock())
+    assert res.delivered == [] and res.pending == 1
+    assert ("a symlink" if planted == "symlink" else "not a directory") in res.last_error
+    assert os.listdir(elsewhere) == []
+    os.unlink(os.path.join(jobs, "42"))
+    res = deliver_pending(cfg, now=Clock(2000.0))
+    assert [os.path.relpath(p, cfg.store) for p in res.delivered] == ["c1/jobs/42/n1.json"]

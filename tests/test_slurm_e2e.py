@@ -21,6 +21,7 @@ import pytest
 
 import slurm_cluster as sc
 from conftest import require
+from fault_ledger import Row, record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -176,6 +177,28 @@ def assert_exact(rec: dict, inj: Counters) -> None:
         assert {k: got[dev].get(k) for k in counters} == counters, dev
     for k in ("tx_bytes", "rx_bytes", "tx_pkts", "rx_pkts"):
         assert rec["totals"][k] == node_sum(inj, k), k
+
+
+def slurm_row(c: sc.SlurmCluster, scenario: str, faults: str, job: str,
+              recs: Dict[str, dict], inj: Dict[str, Counters], expected: int,
+              flagged_ok: bool = False) -> Row:
+    """The fault suite's row for a fault run through the real Slurm (docs/reliability.md).
+    A record is exact when every injected counter matches it, flagged when it says it is not
+    (complete false, a reset, a reason); a hook that exits non-zero drains its node, so drained
+    nodes count as hook non-zero exits."""
+    exact = flagged = wrong = 0
+    for host, rec in recs.items():
+        try:
+            assert_exact(rec, inj[host])
+            exact += 1
+        except AssertionError:
+            if flagged_ok and (not rec["complete"] or rec["resets"] or rec["incomplete_reasons"]):
+                flagged += 1
+            else:
+                wrong += 1
+    drained = sum(1 for n in recs if c.node_state(n) != "idle" or c.node_reason(n))
+    return record(Row(f"real Slurm: {scenario}", faults, 1, expected, len(recs), exact, flagged,
+                      wrong, drained))
 
 
 def assert_idle(c: sc.SlurmCluster, *nodes: str) -> None:
@@ -367,6 +390,8 @@ def test_daemon_killed_during_job(cluster):
     assert c.wait_done(job) == "COMPLETED"
     inj = injected(c, job)
     recs = c.wait_records(job, ["n1", "n2"])
+    slurm_row(c, "daemon killed mid-job", "SIGKILL of n1's daemon while a 2-node job runs",
+              job, recs, inj, 2).check()
     for n in ("n1", "n2"):
         assert_exact(recs[n], inj[n])  # totals come from the hooks' snapshots, not the daemon
     assert recs["n2"]["daemon_samples"] > 0  # n2's daemon was there all along
@@ -385,6 +410,8 @@ def test_run_dir_unusable(cluster):
         job = c.sbatch("-N1", "-w", "n2", script(c, "norun", traffic(c, "s1", "5", "5", 1)))
         assert c.wait_done(job) == "COMPLETED", c.diagnostics(job)
         rec = c.wait_records(job, ["n2"])["n2"]
+        slurm_row(c, "run dir unusable", "a file where n2's run dir should be", job,
+                  {"n2": rec}, injected(c, job), 1, flagged_ok=True).check()
         assert rec["complete"] is False and rec["incomplete_reasons"], rec
         assert_idle(c, "n2")
         assert c.daemon_alive("n2")
@@ -417,6 +444,8 @@ def test_job_store_unwritable_for_a_while(cluster):
         os.rename(aside, jobs)
     inj = injected(c, job)
     recs = c.wait_records(job, ["n3", "n4"], timeout=180)  # the daemon's retry backoff
+    slurm_row(c, "store unwritable", "a file where the store's jobs dir should be, for the "
+              "whole job", job, recs, inj, 2).check()
     for n in ("n3", "n4"):
         assert_exact(recs[n], inj[n])
         assert c.daemon_alive(n)
@@ -433,6 +462,8 @@ def test_counter_reset_mid_job_is_flagged(cluster):
     job = c.sbatch("-N1", "-w", "n1", script(c, "reset", body))
     assert c.wait_done(job) == "COMPLETED"
     rec = c.wait_records(job, ["n1"])["n1"]
+    slurm_row(c, "counter reset mid-job", "one device's counters reset between two steps", job,
+              {"n1": rec}, injected(c, job), 1, flagged_ok=True).check()
     with open(glob.glob(c.lay.p("out", f"inj.{job}.s2.n1.json"))[0]) as f:
         s2 = json.load(f)
     (dev,) = s2["resets"]

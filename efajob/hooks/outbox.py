@@ -22,7 +22,9 @@ On the hook import path (the epilog writes its record here): standard library on
 """
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Tuple
@@ -153,18 +155,31 @@ def backoff_delay(attempts: int) -> float:
     return min(BACKOFF_MAX, BACKOFF_BASE * (2 ** max(0, attempts - 1)))
 
 
-def _ensure_store_dir(path: str) -> None:
-    """mkdir -p with STORE_DIR_MODE on each level we create (never chmod what exists)."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        _ensure_store_dir(parent)
-    try:
-        os.mkdir(path, STORE_DIR_MODE)
-        os.chmod(path, STORE_DIR_MODE)  # the umask must not decide
-    except FileExistsError:
-        pass
+def _ensure_store_dir(store: str, parts: List[str]) -> None:
+    """mkdir -p of `store`/`parts` with STORE_DIR_MODE on each level we create (never chmod
+    what exists). Root writes here into a filesystem users may write too: a level below the
+    store that is a symlink (a user's `jobs/123 -> /etc`) or not a directory raises OSError
+    rather than being followed, so the record stays in the outbox and the log says why. The
+    store itself may be a symlink: the admin chose it, and it is created when missing."""
+    if not os.path.isdir(store):
+        if os.path.lexists(store):
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", store)
+        os.makedirs(store, STORE_DIR_MODE, exist_ok=True)
+    path = store
+    for part in parts:
+        path = os.path.join(path, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            try:
+                os.mkdir(path, STORE_DIR_MODE)
+                os.chmod(path, STORE_DIR_MODE)  # the umask must not decide
+            except FileExistsError:
+                pass
+            st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise OSError(errno.ENOTDIR, f"{path} is {kind}: refusing to write a record there")
 
 
 def _epilog_record_at(path: str, key: Optional[str]) -> bool:
@@ -195,7 +210,7 @@ def deliver_one(cfg, record: dict) -> Optional[str]:
         log.warning("job %s: the store holds its epilog's record; the reconcile record is "
                     "dropped", record.get("key"))
         return None
-    _ensure_store_dir(os.path.dirname(dest))
+    _ensure_store_dir(cfg.store, [record["cluster"], "jobs", record["job_id"]])
     if cfg.private_records:
         uid = record.get("uid")
         atomic_write(dest, dumps(record), mode=PRIVATE_MODE, fsync=True,

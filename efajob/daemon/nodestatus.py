@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Seque
 
 from efajob.config import validate_name
 from efajob.node.counters import bytes_to_gbps
+from efajob.node.render import render_driver
 from efajob.values import loads_checked
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -114,7 +115,8 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
                        private_jobs: Sequence[str] = (),
                        daemon_running: Optional[bool] = None,
                        expected_devices: Optional[int] = None,
-                       delivery_error: Optional[str] = None, outbox_pending: int = 0) -> dict:
+                       delivery_error: Optional[str] = None, outbox_pending: int = 0,
+                       efa_driver: Optional[str] = None) -> dict:
     """What `efajob status` shows, from the local store's newest rows (no daemon needed).
 
     `state` (STATE_EXIT) and `problems` judge them: "not running" (no samples, or no daemon
@@ -122,7 +124,8 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
     STALE_INTERVALS intervals), "degraded" (fewer EFA devices than `expected_devices`, none
     at all, or the outbox cannot deliver to the job store: `delivery_error`), else
     "healthy". `daemon.healthy` keeps its meaning: a fresh sample. `private_jobs`: keys of
-    active-job files we may not read (private_records): listed by key only, marked private."""
+    active-job files we may not read (private_records): listed by key only, marked private.
+    `efa_driver`: the AWS driver's version from module/efa/version (None: in-tree)."""
     last = rows[-1] if rows else None
     age: Optional[float] = None
     if last is not None:
@@ -161,6 +164,7 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
                        key=lambda j: j["key"]),
         "state": state,
         "problems": problems,
+        "efa_driver": efa_driver,
     }
 
 
@@ -202,6 +206,8 @@ def render_status(doc: dict) -> str:
              + (f", {doc['instance_type']}" if doc.get("instance_type") else "") + ")"]
     if doc.get("state"):
         lines.append(f"state: {doc['state']}" + "".join(f"\n  - {p}" for p in doc.get("problems", ())))
+    if "efa_driver" in doc:
+        lines.append(render_driver(doc["efa_driver"]))
     if d.get("last_sample") is None:
         state = "no samples" + (f" ({d['store']})" if d.get("store") != "ok" else "")
     else:

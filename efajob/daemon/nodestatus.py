@@ -11,7 +11,8 @@ Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) 
                 "store": "ok" | <error>, "store_pending"},
      "rates": {port counter: per second}, "tx_gbps", "rx_gbps",
      "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps"}],
-     "jobs": [{"key", "job_id", "user", "partition", "start"}]}
+     "jobs": [{"key", "job_id", "user", "partition", "start"}],
+     "efa_driver": AWS driver version from module/efa/version ("2.17.0g") | null (in-tree)}
 
 With `private_records = true` the file is still world-readable (the dashboard and live reports
 read it) but says only which job ids run here, as squeue does: `user` and `partition` are null.
@@ -71,8 +72,9 @@ def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
 def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
                       now_mono: float, now_wall: float,
                       link_gbps: Optional[Mapping[str, Optional[float]]] = None,
-                      private: bool = False) -> dict:
-    """The document the daemon publishes, from its latest tick (`private`: private_records)."""
+                      private: bool = False, efa_driver: Optional[str] = None) -> dict:
+    """The document the daemon publishes, from its latest tick (`private`: private_records;
+    `efa_driver`: sysfs.read_efa_driver_version's answer)."""
     h = tick.health
     age = max(0.0, now_mono - tick.snapshot.mono)
     dev_tx = {d: r["tx_bytes"] for d, r in tick.device_rates.items() if "tx_bytes" in r}
@@ -104,6 +106,7 @@ def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
         "rx_gbps": _gbps(tick.rates.get("rx_bytes")),
         "devices": _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx),
         "jobs": _jobs(tick.jobs, private),
+        "efa_driver": efa_driver,
     }
 
 

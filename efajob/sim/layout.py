@@ -1,4 +1,5 @@
-"""The simulator's layouts: counter names per kernel and instance type, the constants both the
+"""The simulator's layouts: counter names per driver (in-tree by kernel, AWS's by version) and
+instance type, the constants both the
 tree builder (tree.py) and the traffic (traffic.py) follow, deterministic "random" numbers, and
 `NodeTree`, what the traffic needs of a tree. Facts followed: shared/notes/efa-sysfs.md.
 

@@ -1,5 +1,5 @@
-"""Simulated sysfs trees for EFA nodes: building, opening, copying (the layouts per kernel are
-layout.py's).
+"""Simulated sysfs trees for EFA nodes: building, opening, copying (the layouts per driver and
+kernel are layout.py's).
 
 `build_node()` writes, under any directory, the part of `/sys` efajob reads on an EFA node:
 `class/infiniband/<dev>` (EFA devices and, optionally, an mlx5 neighbour), `class/net/eth0`

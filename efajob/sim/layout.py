@@ -1,7 +1,7 @@
 """The simulator's layouts: counter names per driver (in-tree by kernel, AWS's by version) and
-instance type, the constants both the
-tree builder (tree.py) and the traffic (traffic.py) follow, deterministic "random" numbers, and
-`NodeTree`, what the traffic needs of a tree. Facts followed: shared/notes/efa-sysfs.md.
+instance type, the constants both the tree builder (tree.py) and the traffic (traffic.py)
+follow, deterministic "random" numbers, and `NodeTree`, what the traffic needs of a tree.
+Facts followed: shared/notes/efa-sysfs.md and the driver sources named at DRIVERS.
 
 Standard library only.
 """

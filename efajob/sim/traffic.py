@@ -485,7 +485,8 @@ class _Plan:
     # the node: two traffic calls on one node at once (two jobs sharing a node) add up, as real
     # counters do, and each call's Injected stays exactly its own contribution.
     def start(self) -> None:
-        """Faults that happen before any traffic: garbage content, a reset (realtime)."""
+        """Faults that happen before any traffic: a missing device, garbage content, a reset
+        (realtime)."""
         self._reset_pending = self.reset_dev is not None
         with _locked(self.node.root):
             if self.missing_dev is not None:

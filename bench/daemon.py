@@ -78,7 +78,8 @@ class Run:
     def __init__(self, name: str, root: str, *, prometheus: bool, boto3: bool,
                  cloudwatch_endpoint: str = ""):
         self.name, self.root = name, root
-        self.node = build_node(os.path.join(root, "sys"), "p5.48xlarge")
+        # The in-tree 6.17 layout (1,088 files): the configuration docs/performance.md reports.
+        self.node = build_node(os.path.join(root, "sys"), "p5.48xlarge", driver="in-tree")
         self.port = free_port() if prometheus else None
         cfg = ['cluster = "bench"', f'sysfs_root = "{root}/sys"', f'run_dir = "{root}/run"',
                f'state_dir = "{root}/state"', f'store = "{root}/store"', "interval = 1.0",
@@ -190,7 +191,7 @@ def breakdown(tmp: str, rounds: int = 200) -> dict:
     from efajob.sinks.prometheus import PrometheusSink
 
     root = os.path.join(tmp, "inproc")
-    node = build_node(os.path.join(root, "sys"), "p5.48xlarge")
+    node = build_node(os.path.join(root, "sys"), "p5.48xlarge", driver="in-tree")
     cfg = build_config({"sysfs_root": f"{root}/sys", "run_dir": f"{root}/run",
                         "state_dir": f"{root}/state", "store": f"{root}/store",
                         "instance_type": "p5.48xlarge"}, env={}, node="bench")

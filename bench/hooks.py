@@ -92,7 +92,7 @@ def main() -> None:
             f.write(f'cluster = "bench"\nsysfs_root = "{tmp}/sys"\nrun_dir = "{tmp}/run"\n'
                     f'state_dir = "{tmp}/state"\nstore = "{tmp}/store"\n'
                     'instance_type = "p5.48xlarge"\n')
-        node = build_node(os.path.join(tmp, "sys"), "p5.48xlarge")
+        node = build_node(os.path.join(tmp, "sys"), "p5.48xlarge", driver="in-tree")  # as in docs
         cfg = load_config(conf, env={}, node="p5-1")
         env = {"EFAJOB_CONFIG": conf, "SLURMD_NODENAME": "p5-1", "SLURM_JOB_USER": "alice",
                "SLURM_JOB_UID": "1000", "SLURM_JOB_PARTITION": "gpu", "SLURM_CLUSTER_NAME": "bench",

@@ -33,13 +33,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--instance-type", default="p5.48xlarge")
     ap.add_argument("--kernel", default="6.17")
+    # in-tree by default: the layout (1,088 files) the figures in docs/performance.md are for.
+    ap.add_argument("--driver", default="in-tree")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds (medians over these)")
     ap.add_argument("--per-round", type=int, default=50, help="calls per round")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="efajob-bench-") as tmp:
-        build_node(tmp, args.instance_type, args.kernel)
+        build_node(tmp, args.instance_type, args.kernel, driver=args.driver)
         with Sampler(tmp, include_net=False, rediscover_interval=float("inf")) as s:
             fds = list(s._fds)
             paths = list(s._paths)

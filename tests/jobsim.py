@@ -55,8 +55,8 @@ def _rows(inj: sim.Injected, seconds: int, jobs: Sequence[str]) -> List[SampleRo
 class NodePool:
     """Simulated node trees reused across records: building a tree creates hundreds of files
     (slow on some disks), while a snapshot-traffic-snapshot cycle on an existing tree gives the
-    same record. Faults that leave the tree changed or depend on its values (vanish, garbage, reset) get a
-    fresh tree, so records do not depend on which test ran before."""
+    same record. Faults that leave the tree changed or depend on its values (vanish, garbage, reset,
+    missing-device) get a fresh tree, so records do not depend on which test ran before."""
 
     def __init__(self, root: str):
         self.root = root
@@ -64,12 +64,13 @@ class NodePool:
         self.built = 0
 
     def node(self, instance_type: str, kernel: str, device_limit: Optional[int],
-             fresh: bool = False) -> sim.SimNode:
-        key = (instance_type, kernel, device_limit)
+             fresh: bool = False, driver: str = sim.DEFAULT_DRIVER) -> sim.SimNode:
+        key = (instance_type, kernel, device_limit, driver)
         if fresh or key not in self.nodes:
             self.built += 1
             node = sim.build_node(os.path.join(self.root, f"sim{self.built}"), instance_type,
-                                  kernel, name=f"sim{self.built}", device_limit=device_limit)
+                                  kernel, driver=driver, name=f"sim{self.built}",
+                                  device_limit=device_limit)
             if fresh:
                 return node
             self.nodes[key] = node
@@ -79,14 +80,15 @@ class NodePool:
 def job_records(pool: NodePool, specs: Dict[str, NodeSpec], *, job_id: str = "100",
                 cluster: str = "test", seconds: int = 60, instance_type: str = "p5.48xlarge",
                 kernel: str = "6.17", device_limit: Optional[int] = 8, user: str = "alice",
-                restart: int = 0, start: float = T0, **ident_kw) -> List[dict]:
+                restart: int = 0, start: float = T0, driver: str = sim.DEFAULT_DRIVER,
+                **ident_kw) -> List[dict]:
     """One record per node of `specs`, as the epilog would build it."""
     out = []
     hosts = sorted(specs)
     nodelist = ",".join(hosts)
     for host, spec in specs.items():
-        node = pool.node(instance_type, kernel, device_limit,
-                         fresh=spec.fault in ("vanish", "garbage", "reset"))
+        node = pool.node(instance_type, kernel, device_limit, driver=driver,
+                         fresh=spec.fault in ("vanish", "garbage", "reset", "missing-device"))
         before = read_snapshot(node.root, clock=lambda: MONO0, wall_clock=lambda: start)
         inj = node.traffic(spec.tx_gbps, spec.rx_gbps, seconds, fault=spec.fault,
                            devices=spec.devices, ena_tx_gbps=spec.ena_tx_gbps,

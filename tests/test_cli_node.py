@@ -19,12 +19,22 @@ def test_devices_text_and_json(tmp_path):
     code, out = run("devices", "--sysfs-root", str(tmp_path))
     assert code == 0
     assert "4 EFA device(s)" in out and "mlx5_0" not in out
-    assert "SRD retransmit/connection counters: absent" in out  # p4d is Nitro v3
+    assert "EFA driver: AWS out-of-tree 2.17.0g (module/efa/version)" in out
     code, out = run("devices", "--sysfs-root", str(tmp_path), "--format", "json")
     d = json.loads(out)
-    assert [x["name"] for x in d["devices"]] == ["rdmap16s0", "rdmap32s0", "rdmap144s0", "rdmap160s0"]
+    assert [x["name"] for x in d["devices"]] == ["rdmap16s27", "rdmap32s27", "rdmap144s27",
+                                                 "rdmap160s27"]
     assert all(x["vendor"] == "0x1d0f" for x in d["devices"])
-    assert d["netdevs"] == ["eth0"]
+    assert d["netdevs"] == ["eth0"] and d["efa_driver_version"] == "2.17.0g"
+
+
+def test_devices_in_tree_driver_and_old_kernel(tmp_path):
+    build_node(str(tmp_path), "p4d.24xlarge", "6.6", driver="in-tree")
+    code, out = run("devices", "--sysfs-root", str(tmp_path))
+    assert code == 0 and "EFA driver: in-tree (no module/efa/version)" in out
+    assert "SRD retransmit/connection counters: absent" in out  # kernel 6.6
+    code, out = run("devices", "--sysfs-root", str(tmp_path), "--format", "json")
+    assert json.loads(out)["efa_driver_version"] is None
 
 
 def test_devices_on_a_machine_without_efa(tmp_path):
@@ -54,9 +64,9 @@ def test_snapshot_json_shape_and_absent_counters(tmp_path):
 
 
 def test_snapshot_text(tmp_path):
-    build_node(str(tmp_path), "p4d.24xlarge", "5.10")
+    build_node(str(tmp_path), "p4d.24xlarge", "5.10", driver="in-tree")
     code, out = run("snapshot", "--sysfs-root", str(tmp_path), "--no-net")
-    assert code == 0 and "rdmap16s0 port 1" in out and "tx_bytes" in out and "eth0" not in out
+    assert code == 0 and "rdmap16s27 port 1" in out and "tx_bytes" in out and "eth0" not in out
 
 
 def test_top_shows_rates(tmp_path, monkeypatch):

@@ -312,6 +312,7 @@ def test_status_file_and_unwritable_job_store(tmp_path, proc, small):
         assert doc["schema"] == "efajob/node-status" and doc["node"] == "n1"
         assert doc["tx_gbps"] == pytest.approx(200) and len(doc["devices"]) == 4
         assert doc["daemon"]["healthy"] and doc["devices"][0]["link_gbps"] == 100.0
+        assert doc["efa_driver"] == "2.17.0g"  # the simulated AWS driver's module/efa/version
         # The job store goes away (a file where the cluster dir was): logged, counted, no raise.
         path.unlink()
         os.rmdir(path.parent)

@@ -226,7 +226,7 @@ def test_daemon_rows_give_peaks_and_series(site):
     for i in range(5):
         store.add_sample(SampleRow(boot, now + i * 0.001, time.time(), 0.1,
                                    {"tx_bytes": (i + 1) * 10 ** 8, "rx_bytes": 0},
-                                   {"rdmap16s0": (i + 1) * 10 ** 8}, {"rdmap16s0": 0},
+                                   {"rdmap16s27": (i + 1) * 10 ** 8}, {"rdmap16s27": 0},
                                    ("42", "99"), ()))
     store.close()
     time.sleep(0.05)
@@ -256,7 +256,7 @@ def test_long_window_uses_rollups(site):
     for i in range(n):
         age = span - i * step - 1.0
         tx = 25 * 10 ** 9 if i == spike else 10 ** 9  # the spike: 40 Gb/s node, 30 on one device
-        dev = {"rdmap16s0": tx * 3 // 4, "rdmap32s0": tx // 4}
+        dev = {"rdmap16s27": tx * 3 // 4, "rdmap32s27": tx // 4}
         store.add_sample(SampleRow(boot, now_m - age, now_w - age, step, {"tx_bytes": tx, "rx_bytes": 0},
                                    dev, {d: 0 for d in dev}, ("42", "7") if i == 10 else ("42",), ()))
     store.close()
@@ -270,7 +270,7 @@ def test_long_window_uses_rollups(site):
     assert n - 2 <= r["daemon_samples"] <= n
     assert r["rates"]["peak_tx_gbps"] == pytest.approx(40.0)
     peaks = {d["name"]: d["peak_tx_gbps"] for d in r["devices"]}
-    assert peaks["rdmap16s0"] == pytest.approx(30.0) and peaks["rdmap32s0"] == pytest.approx(10.0)
+    assert peaks["rdmap16s27"] == pytest.approx(30.0) and peaks["rdmap32s27"] == pytest.approx(10.0)
     assert r["series"]["interval_s"] == 60.0 and 170 <= len(r["series"]["t"]) <= 182
     assert r["shared"] == ["7"] and r["complete"] is True
 

@@ -32,6 +32,7 @@ DEV12 = ("submitted_cmds completed_cmds cmds_err no_completion_cmds keep_alive_r
 WRITE = [n for n in PORT22 if n.startswith("rdma_write")]
 SRD = PORT22[-5:]
 PORT_510 = [n for n in PORT22 if n not in WRITE and n not in SRD]
+DEV14 = DEV12 + ["alloc_mr_err", "get_dma_mr_err"]  # AWS's driver >= 2.12.0 (kernel verbs)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -113,8 +114,8 @@ def tree_listing(root):
     ("5.15", "trn2.48xlarge", PORT_510, DEV12),
     ("6.6", "p4d.24xlarge", PORT_510 + WRITE, DEV12),
     ("6.6", "p5en.48xlarge", PORT_510 + WRITE, DEV12),
-    ("6.17", "p4d.24xlarge", PORT_510 + WRITE, DEV12),
-    ("6.17", "p4de.24xlarge", PORT_510 + WRITE, DEV12),
+    ("6.17", "p4d.24xlarge", PORT22, DEV12),  # SRD names on Nitro v3 too (they read 0)
+    ("6.17", "p4de.24xlarge", PORT22, DEV12),
     ("6.17", "p5.48xlarge", PORT22, DEV12),
     ("6.17", "p5en.48xlarge", PORT22, DEV12),
     ("6.17", "p6-b200.48xlarge", PORT22, DEV12),
@@ -123,6 +124,54 @@ def tree_listing(root):
 ])
 def test_counter_layout(kernel, itype, port, dev):
     assert sim.counter_layout(kernel, itype) == (tuple(port), tuple(dev))
+    assert sim.counter_layout(kernel, itype, "in-tree") == (tuple(port), tuple(dev))
+
+
+@pytest.mark.parametrize("driver,port,dev", [
+    ("aws-1.14.0", PORT_510, DEV12),  # split on every kernel, even 5.10
+    ("aws-2.4.1", PORT_510, DEV12),
+    ("aws-2.5.0", PORT_510 + WRITE, DEV12),
+    ("aws-2.12.0", PORT_510 + WRITE, DEV14),
+    ("aws-2.13.0", PORT_510 + WRITE, DEV14),
+    ("aws-2.15.3", PORT_510 + WRITE, DEV14),
+    ("aws-2.17.0", PORT22, DEV14),
+    ("aws-3.1.0", PORT22, DEV14),
+])
+@pytest.mark.parametrize("kernel", sim.KERNELS)
+@pytest.mark.parametrize("itype", ["p4d.24xlarge", "p5.48xlarge"])
+def test_counter_layout_aws_driver(driver, port, dev, kernel, itype):
+    assert sim.counter_layout(kernel, itype, driver) == (tuple(port), tuple(dev))
+
+
+@pytest.mark.parametrize("driver,version", [
+    ("in-tree", None), ("aws-2.17.0", "2.17.0g"), ("aws-1.14.0", "1.14.0g"), ("aws-3.1.0", "3.1.0g")])
+def test_module_version(tmp_path, driver, version):
+    assert sim.module_version(driver) == version
+    sim.build_node(str(tmp_path), "p5.48xlarge", driver=driver, device_limit=1)
+    path = tmp_path / "module" / "efa" / "version"
+    assert (path.read_text() if path.exists() else None) == (version and version + "\n")
+    assert sim.open_node(str(tmp_path)).driver == driver
+
+
+@pytest.mark.parametrize("driver", ["aws-1.13.0", "aws-3.2.0", "aws-2.17", "mlx5", "AWS-2.17.0", ""])
+def test_driver_unknown(driver):
+    with pytest.raises(SimulatorError, match="unknown driver|not modelled"):
+        sim.counter_layout("6.17", "p5.48xlarge", driver)
+
+
+def test_default_driver_is_a_recent_aws_driver():
+    assert sim.DEFAULT_DRIVER == "aws-2.17.0" and sim.DEFAULT_DRIVER in sim.DRIVERS
+    assert all(sim.aws_version(d) is not None for d in sim.DRIVERS[1:])
+
+
+@pytest.mark.parametrize("itype,write,srd", [
+    ("p4d.24xlarge", False, False), ("p4de.24xlarge", False, False),
+    ("p5.48xlarge", True, True), ("trn1.32xlarge", True, True), ("p6-b200.48xlarge", True, True)])
+def test_supported_counters(itype, write, srd):
+    got = set(sim.supported_counters(INSTANCE_TYPES[itype], PORT22 + DEV14))
+    assert set(WRITE) <= got if write else not set(WRITE) & got
+    assert set(SRD) <= got if srd else not set(SRD) & got
+    assert set(PORT_510 + DEV14) <= got
 
 
 def test_layout_constants():
@@ -145,13 +194,22 @@ def test_rate_text(kernel, gbps, rate):
     assert sim.rate_text(kernel, gbps) == rate
 
 
+@pytest.mark.parametrize("driver,gbps,rate", [
+    ("aws-2.12.0", 400, "100 Gb/sec (4X EDR)"), ("aws-2.13.0", 200, "200 Gb/sec (4X HDR)"),
+    ("aws-2.17.0", 400, "400 Gb/sec (8X HDR)"), ("aws-2.17.0", 100, "100 Gb/sec (4X EDR)"),
+])
+def test_rate_text_aws_driver(driver, gbps, rate):
+    for kernel in sim.KERNELS:  # AWS's driver reports the real rate since 2.13.0, on any kernel
+        assert sim.rate_text(kernel, gbps, driver) == rate
+
+
 # -- building --------------------------------------------------------------------------------
 @pytest.mark.parametrize("itype", sorted(INSTANCE_TYPES))
 def test_build_discovered_like_sysfs(tmp_path, itype):
     kernel = "6.17"
     node = sim.build_node(str(tmp_path), itype, kernel, device_limit=3)
     it = INSTANCE_TYPES[itype]
-    port, dev = sim.counter_layout(kernel, itype)
+    port, dev = sim.counter_layout(kernel, itype, sim.DEFAULT_DRIVER)
     found = discover_devices(str(tmp_path))
     assert [d.name for d in found] == sorted(it.device_names[:3], key=natural_key)
     assert node.device_order == it.device_names[:3]
@@ -170,19 +228,25 @@ def test_build_discovered_like_sysfs(tmp_path, itype):
     for r in snap.devices.values():
         assert r.port_counters["tx_bytes"] > 10**9 and r.port_counters["rx_pkts"] > 0
         assert r.device_counters["submitted_cmds"] >= r.device_counters["completed_cmds"] > 0
+        # Registered but not fetched on this type: the files read 0.
+        unsupported = set(port) - set(sim.supported_counters(it, port))
+        assert all(r.port_counters[k] == 0 for k in unsupported)
+        assert bool(unsupported) == (it.nitro < 4)
     # Like sysfs: class entries and device/driver are symlinks (readers must follow them).
     assert os.path.islink(os.path.join(str(tmp_path), "class", "infiniband", it.device_names[0]))
     assert os.path.islink(os.path.join(found[0].path, "device", "driver"))
 
 
-@pytest.mark.parametrize("kernel,rate", [("6.6", 100.0), ("6.17", 400.0)])
-def test_rate_file_follows_kernel(tmp_path, kernel, rate):
-    sim.build_node(str(tmp_path), "p6-b200.48xlarge", kernel, device_limit=1)
+@pytest.mark.parametrize("kernel,driver,rate", [
+    ("6.6", "in-tree", 100.0), ("6.17", "in-tree", 400.0), ("5.10", "aws-2.12.0", 100.0),
+    ("5.10", "aws-2.13.0", 400.0)])
+def test_rate_file_follows_kernel_or_driver(tmp_path, kernel, driver, rate):
+    sim.build_node(str(tmp_path), "p6-b200.48xlarge", kernel, driver=driver, device_limit=1)
     assert discover_devices(str(tmp_path))[0].rate_gbps == rate
 
 
 def test_kernel_510_lists_everything_twice(tmp_path):
-    sim.build_node(str(tmp_path), "p4d.24xlarge", "5.10")
+    sim.build_node(str(tmp_path), "p4d.24xlarge", "5.10", driver="in-tree")
     snap = read_snapshot(str(tmp_path))
     for r in snap.devices.values():
         assert set(r.port_counters) == set(r.device_counters) == set(DEV12 + PORT_510)
@@ -236,28 +300,37 @@ def test_build_errors(tmp_path):
 
 
 def test_open_node_reads_back(tmp_path):
-    built = sim.build_node(str(tmp_path), "trn2.48xlarge", "6.6", seed=9, device_limit=4)
+    built = sim.build_node(str(tmp_path), "trn2.48xlarge", "6.6", driver="in-tree", seed=9,
+                           device_limit=4)
     node = sim.open_node(str(tmp_path))
-    assert (node.instance_type, node.kernel, node.seed, node.device_order) == (
-        built.instance_type, "6.6", 9, built.device_order)
+    assert (node.instance_type, node.kernel, node.seed, node.device_order, node.driver) == (
+        built.instance_type, "6.6", 9, built.device_order, "in-tree")
     assert len(node.counter_files()) == 4 * (17 + 12)
+    aws = sim.build_node(str(tmp_path / "aws"), "trn2.48xlarge", "6.6", seed=9, device_limit=4)
+    assert sim.open_node(aws.root).driver == "aws-2.17.0"
+    assert len(aws.counter_files()) == 4 * (22 + 14)
 
 
 # -- traffic round trips -------------------------------------------------------------------------
 ROUND_TRIPS = [
-    # instance type, kernel, pattern, realtime (in steps of 0.5 s with a fake clock)
+    # instance type, kernel, pattern, realtime (in steps of 0.5 s with a fake clock); in-tree
+    # driver (the kernel's layouts), then AWS's (kernel "aws-...": its layouts on kernel 5.15)
     ("p4d.24xlarge", "5.10", "steady", False), ("p5.48xlarge", "5.15", "bursty", True),
     ("p5en.48xlarge", "6.6", "allreduce", True), ("p4d.24xlarge", "6.6", "bursty", False),
     ("p5.48xlarge", "6.17", "steady", True), ("p4d.24xlarge", "6.17", "allreduce", True),
     ("p6-b200.48xlarge", "6.17", "bursty", True), ("trn1n.32xlarge", "6.17", "allreduce", False),
     ("trn2.48xlarge", "5.15", "steady", True),
+    ("p4d.24xlarge", "aws-1.14.0", "bursty", True), ("p5.48xlarge", "aws-2.5.0", "steady", False),
+    ("p4d.24xlarge", "aws-2.17.0", "steady", True), ("p5en.48xlarge", "aws-2.17.0", "allreduce", True),
 ]
 
 
 @pytest.mark.parametrize("itype,kernel,pattern,realtime", ROUND_TRIPS)
 def test_round_trip_exact(tmp_path, itype, kernel, pattern, realtime):
     # 3 devices: the bytes do not divide evenly.
-    node = sim.build_node(str(tmp_path), itype, kernel, seed=5, device_limit=3)
+    driver = kernel if kernel.startswith("aws-") else "in-tree"
+    kernel = "5.15" if driver != "in-tree" else kernel
+    node = sim.build_node(str(tmp_path), itype, kernel, driver=driver, seed=5, device_limit=3)
     before = read_snapshot(node.root)
     t = FakeTime()
     inj = node.traffic(123.4, 77.7, 2.5, pattern=pattern, realtime=realtime, step=0.5,
@@ -284,6 +357,8 @@ def test_round_trip_exact(tmp_path, itype, kernel, pattern, realtime):
             assert d["tx_bytes"] == d["send_bytes"] + d["rdma_read_resp_bytes"]
             assert d["rx_bytes"] == d["recv_bytes"] + d["rdma_read_bytes"]
             assert d["rdma_read_wrs"] > 0 and d.get("rdma_write_bytes", 0) == 0
+        for k in set(d) - set(sim.supported_counters(INSTANCE_TYPES[itype], list(d))):
+            assert d[k] == 0, k  # registered, not fetched: never moves
     assert inj.totals == {k: sum(d[k] for d in inj.devices.values()) for k in inj.totals}
 
 
@@ -378,6 +453,46 @@ def test_realtime_steps_with_open_sampler(tmp_path):
     assert sum(tx) == 80e9 and len(set(x for x in tx if x)) == 1
 
 
+class LateTime(FakeTime):
+    """A fake clock on which some sleeps overshoot (a busy machine): sleep number k (0-based)
+    in `late` wakes up `late[k]` seconds after it was due."""
+
+    def __init__(self, late, on_sleep=None):
+        super().__init__(on_sleep)
+        self.late = late
+
+    def sleep(self, d):
+        self.now += self.late.get(len(self.sleeps), 0.0)
+        super().sleep(d)
+
+
+def test_realtime_late_steps_slip_instead_of_bursting(tmp_path):
+    # Step 2 wakes up 0.6 s late; catching up would then write step 3 only 0.4 s after step 2,
+    # 2.5x the planned rate, which is the link rate here (4 x 100 Gbps on a p4d).
+    node = sim.build_node(str(tmp_path), "p4d.24xlarge")
+    s = Sampler(node.root, rediscover_interval=float("inf"))
+    snaps = [(1000.0, s.sample())]
+    t = LateTime({2: 0.6})
+    t.on_sleep = lambda: snaps.append((t.now, s.sample()))
+    inj = node.traffic(400, 400, 6, realtime=True, step=1, clock=t.clock, sleep=t.sleep)
+    snaps.append((t.now, s.sample()))
+    s.close()
+    # snaps[k + 1] is taken just before step k is written (at its time), snaps[-1] after the
+    # last: step k's bytes are snaps[k + 1] -> snaps[k + 2], written snaps[k + 1] - snaps[k]
+    # after the previous step (or the start).
+    assert len(snaps) == 8
+    gaps = []
+    for k in range(6):
+        moved = sum(c["tx_bytes"] for c in deltas(snaps[k + 1][1], snaps[k + 2][1]).values())
+        gap = snaps[k + 1][0] - snaps[k][0]
+        gaps.append(round(gap, 6))
+        assert moved == 50 * 10**9 and moved * 8 / gap <= 400e9, (k, gap)
+    assert gaps == [1.0, 1.0, 1.6, 1.0, 1.0, 1.0]
+    assert deltas(snaps[0][1], snaps[-1][1]) == inj.devices  # totals still exact
+    assert inj.totals["tx_bytes"] == 400e9 / 8 * 6
+    assert t.now == pytest.approx(1006.6)  # the run slipped by the lateness
+
+
 def test_realtime_allreduce_and_short_last_step(tmp_path):
     node = sim.build_node(str(tmp_path), "trn2.48xlarge", device_limit=2)
     before = read_snapshot(node.root)
@@ -436,18 +551,96 @@ def test_fault_srd(tmp_path, fault, moved):
         assert all(c[k] > 0 for k in moved)
         assert all(c[k] == 0 for k in SRD if k not in moved)
     assert inj.notes == []
-    for itype, kernel in (("p4d.24xlarge", "6.17"), ("p5.48xlarge", "6.6")):
-        node = sim.build_node(str(tmp_path / kernel), itype, kernel, device_limit=2)
+    for itype, kernel, driver in (("p5.48xlarge", "6.6", "in-tree"),
+                                  ("p5.48xlarge", "6.17", "aws-2.15.3")):
+        node = sim.build_node(str(tmp_path / driver), itype, kernel, driver=driver, device_limit=2)
         before = read_snapshot(node.root)
         inj = node.traffic(50, 50, 20, fault=fault)
         assert deltas(before, read_snapshot(node.root)) == inj.devices
         assert "no SRD counters" in inj.notes[0]
         assert not any(k in c for c in inj.devices.values() for k in SRD)
+    # Nitro v3: the files exist (kernel 6.17, AWS 2.17.0), read 0 and stay 0.
+    for driver in ("in-tree", "aws-2.17.0"):
+        node = sim.build_node(str(tmp_path / ("p4d-" + driver)), "p4d.24xlarge", "6.17",
+                              driver=driver, device_limit=2)
+        before = read_snapshot(node.root)
+        inj = node.traffic(50, 50, 20, fault=fault)
+        after = read_snapshot(node.root)
+        assert deltas(before, after) == inj.devices
+        assert "Nitro v3" in inj.notes[0] and "read 0" in inj.notes[0]
+        for r in after.devices.values():
+            assert {k: r.port_counters[k] for k in SRD} == dict.fromkeys(SRD, 0)
+
+
+@pytest.mark.parametrize("itype,kernel,driver,write", [
+    ("p5.48xlarge", "6.17", "aws-2.17.0", True), ("p5.48xlarge", "5.10", "in-tree", False),
+    ("p4d.24xlarge", "6.17", "aws-2.17.0", False), ("p4d.24xlarge", "6.17", "in-tree", False)])
+def test_fault_wr_errors(tmp_path, itype, kernel, driver, write):
+    node = sim.build_node(str(tmp_path), itype, kernel, driver=driver, device_limit=3)
+    before = read_snapshot(node.root)
+    inj = node.traffic(50, 50, 100, fault="wr-errors", devices=[1, 2])
+    assert deltas(before, read_snapshot(node.root)) == inj.devices
+    hit, d = node.device_order[1], inj.devices
+    assert d[hit]["rdma_read_wr_err"] == sim.RDMA_READ_WR_ERR_PER_S * 100 == 500
+    if write:  # only a device with RDMA write counts write errors
+        assert d[hit]["rdma_write_wr_err"] == 300
+    else:
+        assert d[hit].get("rdma_write_wr_err", 0) == 0
+        assert any("no RDMA write" in n for n in inj.notes) == (INSTANCE_TYPES[itype].nitro < 4)
+    for other in (node.device_order[0], node.device_order[2]):
+        assert d[other]["rdma_read_wr_err"] == d[other].get("rdma_write_wr_err", 0) == 0
+    assert inj.totals["rdma_read_wr_err"] == 500
+
+
+@pytest.mark.parametrize("kernel,driver", [("6.17", "aws-2.17.0"), ("5.10", "in-tree")])
+def test_fault_admin_errors(tmp_path, kernel, driver):
+    node = sim.build_node(str(tmp_path), "p5.48xlarge", kernel, driver=driver, device_limit=2)
+    before = read_snapshot(node.root)
+    inj = node.traffic(10, 10, 60, fault="admin-errors")
+    after = read_snapshot(node.root)
+    assert deltas(before, after) == inj.devices  # on 5.10 also: both lists agree
+    hit, ok = inj.devices["rdmap79s0"], inj.devices["rdmap80s0"]
+    assert (hit["cmds_err"], hit["no_completion_cmds"]) == (60, 12)
+    assert hit["submitted_cmds"] - hit["completed_cmds"] == 12  # timed out: never completed
+    assert (ok["cmds_err"], ok["no_completion_cmds"]) == (0, 0)
+    assert ok["submitted_cmds"] == ok["completed_cmds"] > 0
+    r = after.devices["rdmap79s0"]
+    assert r.device_counters["cmds_err"] == before.devices["rdmap79s0"].device_counters["cmds_err"] + 60
+
+
+def test_fault_missing_device_traffic(tmp_path):
+    node = sim.build_node(str(tmp_path), "p4d.24xlarge", "6.17")
+    before = read_snapshot(node.root)
+    inj = node.traffic(40, 40, 5, fault="missing-device")
+    after = read_snapshot(node.root)
+    gone = "rdmap160s27"
+    assert inj.missing == [gone] and gone not in inj.devices and inj.vanished == []
+    assert sorted(after.devices) == ["rdmap144s27", "rdmap16s27", "rdmap32s27"]
+    assert deltas(before, after) == inj.devices and inj.totals["tx_bytes"] == 25 * 10**9
+    assert "3 of its instance type's 4 devices" in inj.notes[0]
+    with pytest.raises(SimulatorError, match="only selected device"):
+        node.traffic(1, 1, 1, fault="missing-device", devices=["rdmap144s27"])
+
+
+def test_fault_missing_device_tree(tmp_path):
+    node = sim.build_node(str(tmp_path), "p5.48xlarge", fault="missing-device")
+    assert node.missing == ("rdmap201s0",) and len(node.device_order) == 31
+    assert len(discover_devices(node.root)) == 31
+    assert sim.open_node(node.root).missing == ("rdmap201s0",)
+    r = CliRunner().invoke(simulate_cli, ["init", "--root", str(tmp_path / "c"), "--instance-type",
+                                          "p4d.24xlarge", "--fault", "missing-device"])
+    assert r.exit_code == 0, r.output
+    assert r.output.endswith("3 EFA devices (rdmap16s27..rdmap144s27), 108 counter files, +eth0 "
+                             "missing rdmap160s27\n")
+    with pytest.raises(SimulatorError, match="unknown tree fault"):
+        sim.build_node(str(tmp_path / "d"), fault="drops")
+    with pytest.raises(SimulatorError, match="at least two"):
+        sim.build_node(str(tmp_path / "e"), device_limit=1, fault="missing-device")
 
 
 @pytest.mark.parametrize("kernel", ["5.10", "6.17"])
 def test_fault_reset(tmp_path, kernel):
-    node = sim.build_node(str(tmp_path), "p5.48xlarge", kernel, device_limit=3)
+    node = sim.build_node(str(tmp_path), "p5.48xlarge", kernel, driver="in-tree", device_limit=3)
     before = read_snapshot(node.root)
     inj = node.traffic(30, 30, 10, fault="reset", devices=["rdmap80s0", "rdmap81s0"])
     after = read_snapshot(node.root)
@@ -538,7 +731,7 @@ def test_vanish_realtime_midway(tmp_path):
 
 @pytest.mark.parametrize("kernel", ["5.10", "6.17"])
 def test_fault_garbage(tmp_path, kernel):
-    node = sim.build_node(str(tmp_path), "p5.48xlarge", kernel, device_limit=2)
+    node = sim.build_node(str(tmp_path), "p5.48xlarge", kernel, driver="in-tree", device_limit=2)
     before = read_snapshot(node.root)
     inj = node.traffic(10, 10, 1, fault="garbage")
     after = read_snapshot(node.root)
@@ -593,8 +786,8 @@ def test_cli_init_and_traffic_json(tmp_path):
     r = runner.invoke(simulate_cli, ["init", "--instance-type", "p5en.48xlarge", "--kernel", "6.6",
                                      "--root", root, "--seed", "2"])
     assert r.exit_code == 0, r.output
-    assert r.output == (f"{root}: p5en.48xlarge kernel 6.6, 16 EFA devices (rdmap80s0..rdmap207s0), "
-                        "464 counter files, +eth0\n")
+    assert r.output == (f"{root}: p5en.48xlarge kernel 6.6 driver aws-2.17.0, 16 EFA devices "
+                        "(rdmap80s0..rdmap207s0), 576 counter files, +eth0\n")
     before = read_snapshot(root)
     r = runner.invoke(simulate_cli, ["traffic", "--root", root, "--tx-gbps", "160", "--rx-gbps", "80",
                                      "--seconds", "2", "--devices", "0,rdmap81s0", "--format", "json",
@@ -612,16 +805,18 @@ def test_cli_cluster_text(tmp_path):
     runner = CliRunner()
     root = str(tmp_path)
     r = runner.invoke(simulate_cli, ["init", "--instance-type", "p4d.24xlarge", "--kernel", "5.10",
-                                     "--root", root, "--nodes", "2", "--mlx5", "--no-ena", "--efa-names"])
+                                     "--driver", "in-tree", "--root", root, "--nodes", "2", "--mlx5",
+                                     "--no-ena", "--efa-names"])
     assert r.exit_code == 0, r.output
     assert r.output.splitlines() == [
-        f"{root}/n{i}: p4d.24xlarge kernel 5.10, 4 EFA devices (efa_0..efa_3), 200 counter files, "
-        "+mlx5_0 no ENA" for i in (1, 2)]
+        f"{root}/n{i}: p4d.24xlarge kernel 5.10 driver in-tree, 4 EFA devices (efa_0..efa_3), "
+        "200 counter files, +mlx5_0 no ENA" for i in (1, 2)]
     r = runner.invoke(simulate_cli, ["traffic", "--root", root, "--tx-gbps", "8", "--rx-gbps", "8",
                                      "--seconds", "1", "--fault", "retrans"])
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
-    assert lines[0] == "n1: 1 s of steady traffic, fault retrans (p4d.24xlarge, kernel 5.10, 4 devices)"
+    assert lines[0] == ("n1: 1 s of steady traffic, fault retrans (p4d.24xlarge, kernel 5.10, "
+                        "driver in-tree, 4 devices)")
     assert lines[1].split() == ["tx_bytes", "1,000,000,000", "8.000", "Gbps"]
     assert any(line.startswith("n2: ") for line in lines)
     assert sum("no SRD counters" in line for line in lines) == 2
@@ -651,6 +846,8 @@ def test_cli_errors(tmp_path):
     assert r.exit_code == 2
     r = runner.invoke(simulate_cli, ["init", "--root", root, "--kernel", "4.19"])
     assert r.exit_code == 2
+    r = runner.invoke(simulate_cli, ["init", "--root", str(tmp_path / "x"), "--driver", "aws-1.2.3"])
+    assert r.exit_code == 2 and "not modelled" in r.output
     for cmd in ([], ["init"], ["traffic"]):
         assert runner.invoke(simulate_cli, cmd + ["--help"]).exit_code == 0
 
@@ -672,22 +869,32 @@ def test_fixtures_are_reproducible(tmp_path):
     assert committed - {"__pycache__"} == set(mod.TREES)
 
 
-@pytest.mark.parametrize("name,itype,devices,port", [
-    ("k5.10-p4d", "p4d.24xlarge", ["rdmap16s0", "rdmap32s0"], DEV12 + PORT_510),
-    ("k5.15-p5", "p5.48xlarge", ["rdmap79s0", "rdmap80s0"], PORT_510),
-    ("k6.6-p5en", "p5en.48xlarge", ["rdmap80s0", "rdmap81s0"], PORT_510 + WRITE),
-    ("k6.17-p5", "p5.48xlarge", ["rdmap79s0", "rdmap80s0"], PORT22),
-    ("k6.17-p4d", "p4d.24xlarge", ["rdmap16s0", "rdmap32s0"], PORT_510 + WRITE),
-    ("efa-names", "p5.48xlarge", ["efa_0", "efa_1"], PORT22),
-    ("mlx5-neighbour", "p6-b200.48xlarge", ["rdmap76s0", "rdmap98s0"], PORT22),
+P4D = ["rdmap16s27", "rdmap32s27"]
+
+
+@pytest.mark.parametrize("name,itype,devices,port,dev,driver", [
+    ("k5.10-p4d", "p4d.24xlarge", P4D, DEV12 + PORT_510, DEV12 + PORT_510, "in-tree"),
+    ("k5.15-p5", "p5.48xlarge", ["rdmap79s0", "rdmap80s0"], PORT_510, DEV12, "in-tree"),
+    ("k6.6-p5en", "p5en.48xlarge", ["rdmap80s0", "rdmap81s0"], PORT_510 + WRITE, DEV12, "in-tree"),
+    ("k6.17-p5", "p5.48xlarge", ["rdmap79s0", "rdmap80s0"], PORT22, DEV12, "in-tree"),
+    ("k6.17-p4d", "p4d.24xlarge", P4D, PORT22, DEV12, "in-tree"),
+    ("efa-names", "p5.48xlarge", ["efa_0", "efa_1"], PORT22, DEV12, "in-tree"),
+    ("mlx5-neighbour", "p6-b200.48xlarge", ["rdmap76s0", "rdmap98s0"], PORT22, DEV12, "in-tree"),
+    ("aws1.14-k5.10-p4d", "p4d.24xlarge", P4D, PORT_510, DEV12, "aws-1.14.0"),
+    ("aws2.5-k5.15-p5", "p5.48xlarge", ["rdmap79s0", "rdmap80s0"], PORT_510 + WRITE, DEV12, "aws-2.5.0"),
+    ("aws2.13-k5.15-p5en", "p5en.48xlarge", ["rdmap80s0", "rdmap81s0"], PORT_510 + WRITE, DEV14,
+     "aws-2.13.0"),
+    ("aws2.17-k5.15-p5", "p5.48xlarge", ["rdmap79s0", "rdmap80s0"], PORT22, DEV14, "aws-2.17.0"),
+    ("aws2.17-k5.15-p4d", "p4d.24xlarge", P4D, PORT22, DEV14, "aws-2.17.0"),
 ])
-def test_fixture_trees(name, itype, devices, port):
+def test_fixture_trees(name, itype, devices, port, dev, driver):
     root = os.path.join(FIXTURES, name)
     snap = read_snapshot(root)
     assert sorted(snap.devices) == devices and list(snap.net) == ["eth0"]
     for r in snap.devices.values():
-        assert set(r.port_counters) == set(port)
-    assert sim.open_node(root).instance_type.name == itype
+        assert set(r.port_counters) == set(port) and set(r.device_counters) == set(dev)
+    node = sim.open_node(root)
+    assert (node.instance_type.name, node.driver) == (itype, driver)
 
 
 def test_fixture_garbage():

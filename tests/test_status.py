@@ -64,6 +64,23 @@ def test_healthy_is_0(tmp_path, lock):
     assert "state: healthy" in out and "daemon: last sample" in out
     doc = json.loads(status(cfg_file(tmp_path), "--format", "json")[1])
     assert doc["state"] == "healthy" and doc["problems"] == [] and doc["daemon"]["healthy"]
+    # Which driver the node runs: AWS's shows its version in module/efa/version.
+    assert "EFA driver: AWS out-of-tree 2.17.0g" in out and doc["efa_driver"] == "2.17.0g"
+
+
+def test_in_tree_driver_named(tmp_path, lock):
+    build_node(str(tmp_path / "sys"), "p4d.24xlarge", driver="in-tree")
+    add_row(tmp_path, 0)
+    code, out = status(cfg_file(tmp_path))
+    assert code == 0 and "EFA driver: in-tree (no module/efa/version)" in out
+    assert json.loads(status(cfg_file(tmp_path), "--format", "json")[1])["efa_driver"] is None
+
+
+def test_missing_device_fault_is_degraded_1(tmp_path, lock):
+    build_node(str(tmp_path / "sys"), "p4d.24xlarge", fault="missing-device")
+    add_row(tmp_path, 0)
+    code, out = status(cfg_file(tmp_path))
+    assert code == 1 and "3 of the instance type's 4 EFA devices found" in out
 
 
 def test_stale_is_2(tmp_path, lock):

@@ -1,5 +1,6 @@
 """The sampler against the committed fixture trees (tests/fixtures/README.md), one per kernel
-layout variant, plus kernel naming, an mlx5 neighbour and garbage files."""
+layout variant of the in-tree driver and per layout change of AWS's driver, plus kernel naming,
+an mlx5 neighbour and garbage files."""
 from __future__ import annotations
 
 import os
@@ -16,16 +17,24 @@ WRITE = {"rdma_write_wrs", "rdma_write_bytes", "rdma_write_wr_err", "rdma_write_
 ADMIN = {"submitted_cmds", "completed_cmds", "cmds_err", "no_completion_cmds", "keep_alive_rcvd",
          "alloc_pd_err", "create_qp_err", "create_cq_err", "reg_mr_err", "alloc_ucontext_err",
          "create_ah_err", "mmap_err"}
+KVERBS = {"alloc_mr_err", "get_dma_mr_err"}  # AWS's driver >= 2.12.0 only
+P4D = ["rdmap16s27", "rdmap32s27"]
 
 
 @pytest.mark.parametrize("tree,devices,nport,ndev,has_write,has_srd,rate", [
-    ("k5.10-p4d", ["rdmap16s0", "rdmap32s0"], 25, 25, False, False, 100.0),
+    ("k5.10-p4d", P4D, 25, 25, False, False, 100.0),
     ("k5.15-p5", ["rdmap79s0", "rdmap80s0"], 13, 12, False, False, 100.0),
     ("k6.6-p5en", ["rdmap80s0", "rdmap81s0"], 17, 12, True, False, 100.0),  # rate lies < 6.13
     ("k6.17-p5", ["rdmap79s0", "rdmap80s0"], 22, 12, True, True, 100.0),
-    ("k6.17-p4d", ["rdmap16s0", "rdmap32s0"], 17, 12, True, False, 100.0),  # Nitro v3: no SRD
+    ("k6.17-p4d", P4D, 22, 12, True, True, 100.0),  # Nitro v3: SRD files present, reading 0
     ("efa-names", ["efa_0", "efa_1"], 22, 12, True, True, 100.0),
     ("mlx5-neighbour", ["rdmap76s0", "rdmap98s0"], 22, 12, True, True, 400.0),
+    # AWS's driver: split on any kernel, its own version decides the rest
+    ("aws1.14-k5.10-p4d", P4D, 13, 12, False, False, 100.0),
+    ("aws2.5-k5.15-p5", ["rdmap79s0", "rdmap80s0"], 17, 12, True, False, 100.0),
+    ("aws2.13-k5.15-p5en", ["rdmap80s0", "rdmap81s0"], 17, 14, True, False, 200.0),  # real rate
+    ("aws2.17-k5.15-p5", ["rdmap79s0", "rdmap80s0"], 22, 14, True, True, 100.0),
+    ("aws2.17-k5.15-p4d", P4D, 22, 14, True, True, 100.0),
 ])
 def test_layout_variants(tree, devices, nport, ndev, has_write, has_srd, rate):
     root = os.path.join(FIX, tree)
@@ -41,11 +50,35 @@ def test_layout_variants(tree, devices, nport, ndev, has_write, has_srd, rate):
         assert bool(SRD & set(r.port_counters)) == has_srd  # all five or none
         assert d.rate_gbps == rate and d.vendor == "0x1d0f"
         assert ADMIN.issubset(r.device_counters)
+        assert KVERBS.issubset(r.device_counters) == (ndev == 14)
         assert r.port_counters["tx_bytes"] > 0  # cumulative since launch
     if tree == "k5.10-p4d":
-        r = snap.devices["rdmap16s0"]
+        r = snap.devices["rdmap16s27"]
         assert r.port_counters == r.device_counters  # one combined list in both places
     assert set(snap.net) == {"eth0"}  # lo has no device link
+
+
+@pytest.mark.parametrize("tree", ["k6.17-p4d", "aws2.17-k5.15-p4d"])
+def test_nitro_v3_registers_srd_and_rdma_write_reading_zero(tree):
+    # The drivers' name tables are static: p4d has the files, but no RDMA write and no SRD
+    # statistics (Nitro v4+ only), so they read 0 forever. Telling "not supported" from a
+    # measured 0 is the reader's job (the instance table), not the tree's.
+    snap = read_snapshot(os.path.join(FIX, tree))
+    for r in snap.devices.values():
+        assert {k: r.port_counters[k] for k in SRD | WRITE} == dict.fromkeys(SRD | WRITE, 0)
+        assert r.port_counters["rdma_read_bytes"] > 0
+
+
+@pytest.mark.parametrize("tree,version", [
+    ("aws1.14-k5.10-p4d", "1.14.0g"), ("aws2.17-k5.15-p5", "2.17.0g"), ("k6.17-p5", None)])
+def test_module_version_file(tree, version):
+    # AWS's driver has MODULE_VERSION ("<x.y.z>g"); the in-tree driver has none.
+    path = os.path.join(FIX, tree, "module", "efa", "version")
+    if version is None:
+        assert not os.path.exists(path)
+    else:
+        with open(path) as f:
+            assert f.read() == version + "\n"
 
 
 def test_garbage_files_are_absent_never_zero():

@@ -63,7 +63,7 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
     from efajob.daemon.nodestatus import STATE_EXIT, build_local_status, render_status
     from efajob.hooks.outbox import daemon_alive, delivery_error, pending
     from efajob.hooks.runfiles import ActiveJobsReader
-    from efajob.node.sysfs import discover_devices
+    from efajob.node.sysfs import discover_devices, read_efa_driver_version
 
     cfg = get_config(config_path, node=node)
     rows, store_error = [], None
@@ -72,7 +72,8 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
             rows = store.last_samples(1)
     except StoreError as e:
         store_error = str(e)
-    devices = discover_devices(cfg.sysfs_root) if os.path.isdir(cfg.sysfs_root) else []
+    present = os.path.isdir(cfg.sysfs_root)
+    devices = discover_devices(cfg.sysfs_root) if present else []
     itype = lookup(cfg.instance_type)
     active = ActiveJobsReader(cfg.run_dir)
     failing = delivery_error(cfg)
@@ -83,7 +84,8 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
         jobs=active.read(), private_jobs=active.private, store_error=store_error,
         link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None,
         daemon_running=daemon_alive(cfg), expected_devices=itype.devices if itype else None,
-        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0)
+        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0,
+        efa_driver=read_efa_driver_version(cfg.sysfs_root) if present else None)
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:
@@ -103,7 +105,7 @@ def devices(sysfs_root: Optional[str], config_path: Optional[str], fmt: str) -> 
     Other RDMA devices (mlx5) are left out: EFA is told by PCI vendor 0x1d0f.
     """
     from efajob.node.render import render_devices
-    from efajob.node.sysfs import discover_devices, discover_netdevs
+    from efajob.node.sysfs import discover_devices, discover_netdevs, read_efa_driver_version
     from efajob.errors import SysfsError
     import os
 
@@ -112,11 +114,12 @@ def devices(sysfs_root: Optional[str], config_path: Optional[str], fmt: str) -> 
         raise SysfsError(f"sysfs root {cfg.sysfs_root!r} is not a directory")
     devs = discover_devices(cfg.sysfs_root)
     nets = discover_netdevs(cfg.sysfs_root)
+    driver = read_efa_driver_version(cfg.sysfs_root)
     if fmt == "json":
         click.echo(json.dumps({"sysfs_root": cfg.sysfs_root, "devices": [d.to_dict() for d in devs],
-                               "netdevs": nets}, indent=2))
+                               "netdevs": nets, "efa_driver_version": driver}, indent=2))
     else:
-        click.echo(render_devices(devs, nets, cfg.sysfs_root), nl=False)
+        click.echo(render_devices(devs, nets, cfg.sysfs_root, driver), nl=False)
 
 
 @click.command()

@@ -44,8 +44,16 @@ def simulate() -> None:
               show_default=True, help="EC2 instance type: sets the number, names, PCI id and link "
               "rate of the EFA devices and whether SRD counters exist (Nitro v4+).")
 @click.option("--kernel", type=click.Choice(sim.KERNELS), default="6.17", show_default=True,
-              help="Kernel whose counter layout to reproduce: 5.10 (one combined list in both "
-              "hw_counters dirs), 5.15 (split), 6.6 (+rdma_write_*), 6.17 (+SRD counters).")
+              help="Kernel whose counter layout the in-tree driver follows: 5.10 (one combined "
+              "list in both hw_counters dirs), 5.15 (split), 6.6 (+rdma_write_*), 6.17 (+SRD "
+              "counters; real link rate from 6.13).")
+@click.option("--driver", callback=lambda _ctx, _param, value: _check_driver(value),
+              default=sim.DEFAULT_DRIVER, show_default=True, metavar="in-tree|aws-X.Y.Z",
+              help="EFA driver: in-tree (follows --kernel) or AWS's out-of-tree driver, whose "
+              "layout follows its version on any kernel: aws-1.14.0 (split), aws-2.5.0 "
+              "(+rdma_write_*), aws-2.12.0 (+alloc_mr_err, get_dma_mr_err), aws-2.13.0 (real "
+              "link rate), aws-2.17.0 (+SRD counters), up to aws-3.1.0. AWS's driver also "
+              "shows module/efa/version.")
 @click.option("--root", "root", required=True, type=click.Path(file_okay=False),
               help="Directory to build into (missing or empty). It plays the role of /sys.")
 @click.option("--nodes", type=click.IntRange(min=1), default=None,
@@ -57,22 +65,34 @@ def simulate() -> None:
               "..) instead of rdma-core's udev names (rdmap79s0, ..).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed of the deterministic starting counter values.")
+@click.option("--fault", "tree_fault", type=click.Choice(sim.TREE_FAULTS), default=None,
+              help="Build a faulty node: missing-device leaves out the instance type's last EFA "
+              "device (one fewer than the type has).")
 @click.option("--force", is_flag=True, help="Replace DIR if it already holds a simulated tree "
               "(never deletes anything else).")
 @_handle_errors
-def init(instance_type: str, kernel: str, root: str, nodes: Optional[int], mlx5: bool,
-         no_ena: bool, efa_names: bool, seed: int, force: bool) -> None:
+def init(instance_type: str, kernel: str, driver: str, root: str, nodes: Optional[int], mlx5: bool,
+         no_ena: bool, efa_names: bool, seed: int, tree_fault: Optional[str], force: bool) -> None:
     """Build a simulated node (or --nodes N of them) under --root."""
     if force and os.path.exists(os.path.join(root, sim.MARKER)):
         sim.remove_tree(root)
-    kw: Dict[str, Any] = dict(instance_type=instance_type, kernel=kernel, mlx5=mlx5,
-                              ena=not no_ena, efa_names=efa_names, seed=seed)
+    kw: Dict[str, Any] = dict(instance_type=instance_type, kernel=kernel, driver=driver,
+                              mlx5=mlx5, ena=not no_ena, efa_names=efa_names, seed=seed,
+                              fault=tree_fault)
     if nodes is None:
         built = {"": sim.build_node(root, **kw)}
     else:
         built = sim.build_cluster(root, nodes, **kw)
     for node in built.values():
         click.echo(render_node_line(node))
+
+
+def _check_driver(value: str) -> str:
+    try:
+        sim.aws_version(value)
+    except SimulatorError as e:
+        raise click.BadParameter(str(e)) from None
+    return value
 
 
 def render_node_line(node: sim.SimNode) -> str:
@@ -82,8 +102,11 @@ def render_node_line(node: sim.SimNode) -> str:
     if node.mlx5:
         extra.append("+mlx5_0")
     extra.append("+eth0" if node.ena else "no ENA")
-    return (f"{node.root}: {node.instance_type.name} kernel {node.kernel}, {len(devs)} EFA devices "
-            f"({span}), {len(node.counter_files())} counter files, {' '.join(extra)}")
+    if node.missing:
+        extra.append(f"missing {', '.join(node.missing)}")
+    return (f"{node.root}: {node.instance_type.name} kernel {node.kernel} driver {node.driver}, "
+            f"{len(devs)} EFA devices ({span}), {len(node.counter_files())} counter files, "
+            f"{' '.join(extra)}")
 
 
 def _parse_devices(text: Optional[str]) -> Optional[List[str]]:
@@ -116,7 +139,10 @@ def _parse_devices(text: Optional[str]) -> Optional[List[str]]:
               "(remote connection events), reset (one device's counters go down), dead-device "
               "(first device moves nothing), vanish (last device disappears), garbage (a counter "
               "file becomes unparsable), ena-allowance (eth0's bw_out/pps allowance counters "
-              "rise in the tree's ethtool file).")
+              "rise in the tree's ethtool file), wr-errors (rdma_read_wr_err and "
+              "rdma_write_wr_err rise on the first device), admin-errors (cmds_err and "
+              "no_completion_cmds rise on the first device), missing-device (the node's last "
+              "device is removed before the traffic).")
 @click.option("--ena-tx-gbps", type=click.FloatRange(min=0), default=0.0,
               help="ENA (eth0) send rate in Gbit/s: TCP traffic, e.g. NCCL fallen back to sockets.")
 @click.option("--ena-rx-gbps", type=click.FloatRange(min=0), default=0.0,
@@ -163,7 +189,8 @@ def render_injected(inj: sim.Injected, node: sim.SimNode) -> str:
     """Human summary of an Injected: nonzero totals with their rate, then faults and notes."""
     lines = [f"{inj.node}: {inj.seconds:g} s of {inj.pattern} traffic"
              + (f", fault {inj.fault}" if inj.fault else "")
-             + f" ({node.instance_type.name}, kernel {node.kernel}, {len(inj.devices)} devices)"]
+             + f" ({node.instance_type.name}, kernel {node.kernel}, driver {node.driver}, "
+             f"{len(inj.devices)} devices)"]
     width = max([len(k) for k in inj.totals] + [8])
     for k, v in inj.totals.items():
         if not v:
@@ -174,7 +201,8 @@ def render_injected(inj: sim.Injected, node: sim.SimNode) -> str:
         for k, v in stats.items():
             if v:
                 lines.append(f"  {ifname + ' ' + k:<{width}} {v:>18,}")
-    rows: Dict[str, List[str]] = {"reset": inj.resets, "vanished": inj.vanished, "garbage": inj.garbage}
+    rows: Dict[str, List[str]] = {"reset": inj.resets, "vanished": inj.vanished,
+                                  "garbage": inj.garbage, "missing": inj.missing}
     for label, items in rows.items():
         if items:
             lines.append(f"  {label}: {', '.join(items)}")

@@ -559,14 +559,18 @@ class Daemon:
 
     def write_status(self) -> None:
         from efajob.daemon.nodestatus import build_node_status, node_status_path, write_node_status
+        from efajob.node.sysfs import read_efa_driver_version
 
         tick = self.last_tick
         if tick is None:
             return
         cfg = self.cfg
+        # One small file read per status file (worker thread, every status_interval): which
+        # driver the node runs, for the dashboard; never on the sampling path.
         doc = build_node_status(tick, interval=cfg.interval, pid=os.getpid(), version=__version__,
                                 now_mono=self._clock(), now_wall=self._wall(),
-                                private=cfg.private_records)
+                                private=cfg.private_records,
+                                efa_driver=read_efa_driver_version(cfg.sysfs_root))
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
 
     def _deliver(self) -> object:

@@ -11,7 +11,8 @@ Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) 
                 "store": "ok" | <error>, "store_pending"},
      "rates": {port counter: per second}, "tx_gbps", "rx_gbps",
      "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps"}],
-     "jobs": [{"key", "job_id", "user", "partition", "start"}]}
+     "jobs": [{"key", "job_id", "user", "partition", "start"}],
+     "efa_driver": AWS driver version from module/efa/version ("2.17.0g") | null (in-tree)}
 
 With `private_records = true` the file is still world-readable (the dashboard and live reports
 read it) but says only which job ids run here, as squeue does: `user` and `partition` are null.
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Seque
 
 from efajob.config import validate_name
 from efajob.node.counters import bytes_to_gbps
+from efajob.node.render import render_driver
 from efajob.values import loads_checked
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -70,8 +72,9 @@ def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
 def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
                       now_mono: float, now_wall: float,
                       link_gbps: Optional[Mapping[str, Optional[float]]] = None,
-                      private: bool = False) -> dict:
-    """The document the daemon publishes, from its latest tick (`private`: private_records)."""
+                      private: bool = False, efa_driver: Optional[str] = None) -> dict:
+    """The document the daemon publishes, from its latest tick (`private`: private_records;
+    `efa_driver`: sysfs.read_efa_driver_version's answer)."""
     h = tick.health
     age = max(0.0, now_mono - tick.snapshot.mono)
     dev_tx = {d: r["tx_bytes"] for d, r in tick.device_rates.items() if "tx_bytes" in r}
@@ -103,6 +106,7 @@ def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
         "rx_gbps": _gbps(tick.rates.get("rx_bytes")),
         "devices": _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx),
         "jobs": _jobs(tick.jobs, private),
+        "efa_driver": efa_driver,
     }
 
 
@@ -114,7 +118,8 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
                        private_jobs: Sequence[str] = (),
                        daemon_running: Optional[bool] = None,
                        expected_devices: Optional[int] = None,
-                       delivery_error: Optional[str] = None, outbox_pending: int = 0) -> dict:
+                       delivery_error: Optional[str] = None, outbox_pending: int = 0,
+                       efa_driver: Optional[str] = None) -> dict:
     """What `efajob status` shows, from the local store's newest rows (no daemon needed).
 
     `state` (STATE_EXIT) and `problems` judge them: "not running" (no samples, or no daemon
@@ -122,7 +127,8 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
     STALE_INTERVALS intervals), "degraded" (fewer EFA devices than `expected_devices`, none
     at all, or the outbox cannot deliver to the job store: `delivery_error`), else
     "healthy". `daemon.healthy` keeps its meaning: a fresh sample. `private_jobs`: keys of
-    active-job files we may not read (private_records): listed by key only, marked private."""
+    active-job files we may not read (private_records): listed by key only, marked private.
+    `efa_driver`: the AWS driver's version from module/efa/version (None: in-tree)."""
     last = rows[-1] if rows else None
     age: Optional[float] = None
     if last is not None:
@@ -161,6 +167,7 @@ def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],
                        key=lambda j: j["key"]),
         "state": state,
         "problems": problems,
+        "efa_driver": efa_driver,
     }
 
 
@@ -202,6 +209,8 @@ def render_status(doc: dict) -> str:
              + (f", {doc['instance_type']}" if doc.get("instance_type") else "") + ")"]
     if doc.get("state"):
         lines.append(f"state: {doc['state']}" + "".join(f"\n  - {p}" for p in doc.get("problems", ())))
+    if "efa_driver" in doc:
+        lines.append(render_driver(doc["efa_driver"]))
     if d.get("last_sample") is None:
         state = "no samples" + (f" ({d['store']})" if d.get("store") != "ok" else "")
     else:

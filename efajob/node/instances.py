@@ -14,9 +14,9 @@ from typing import Dict, Optional, Tuple
 EFA_VENDOR = "0x1d0f"
 
 
-def _rdmap(buses) -> Tuple[str, ...]:
+def _rdmap(buses, slot: int = 0) -> Tuple[str, ...]:
     # rdma-core's udev rule names devices rdmap<bus>s<slot> with the PCI bus in decimal.
-    return tuple(f"rdmap{b}s0" for b in buses)
+    return tuple(f"rdmap{b}s{slot}" for b in buses)
 
 
 def _groups(*starts: int, width: int = 4) -> Tuple[int, ...]:
@@ -45,13 +45,22 @@ class InstanceType:
         return self.nitro >= 4
 
 
-# p5 names are the real ones (notes/efa-sysfs.md). Other types use the same naming scheme with
-# plausible bus numbers; readers never rely on the names, only on the vendor id.
+# What is confirmed and what is not (readers never rely on names, only on the vendor id):
+# - names: p5/p5e (rdmap79s0..rdmap201s0) and p4d/p4de (rdmap16s27 rdmap32s27 rdmap144s27
+#   rdmap160s27, slot 27: PCI 0000:10:1b.0 etc.) are real, from public fi_info/ibv_devices
+#   output (notes/efa-sysfs.md). No public listing of trn1/trn1n/trn2, p5en or p6 device names
+#   was found: theirs follow the same scheme with plausible bus numbers.
+# - PCI device ids: the driver's table (amzn-drivers efa_main.c, and Linux's) lists exactly
+#   0xefa0..0xefa3 and says nothing of instance types. The mapping below follows when AWS added
+#   each id against when the types launched: 0xefa1 in 2020-07, before p4d (Nitro v3, 2020-11);
+#   0xefa2 in 2022-10, with trn1 (2022-10) and before p5 (2023-07), both Nitro v4; 0xefa3 in
+#   2024-07, before p5en and trn2 (2024-12, Nitro v5) and p6 (2025). So trn1/trn1n are 0xefa2
+#   (not 0xefa1) and trn2 0xefa3 (not 0xefa2): inferred, not confirmed by a public lspci.
 INSTANCE_TYPES: Dict[str, InstanceType] = {
     t.name: t
     for t in (
-        InstanceType("p4d.24xlarge", _rdmap((16, 32, 144, 160)), 100.0, 3, "0xefa1"),
-        InstanceType("p4de.24xlarge", _rdmap((16, 32, 144, 160)), 100.0, 3, "0xefa1"),
+        InstanceType("p4d.24xlarge", _rdmap((16, 32, 144, 160), slot=27), 100.0, 3, "0xefa1"),
+        InstanceType("p4de.24xlarge", _rdmap((16, 32, 144, 160), slot=27), 100.0, 3, "0xefa1"),
         InstanceType(
             "p5.48xlarge", _rdmap(_groups(79, 96, 113, 130, 147, 164, 181, 198)), 100.0, 4, "0xefa2"
         ),
@@ -63,9 +72,9 @@ INSTANCE_TYPES: Dict[str, InstanceType] = {
             "0xefa3",
         ),
         InstanceType("p6-b200.48xlarge", _rdmap((76, 98, 120, 142, 162, 184, 206, 228)), 400.0, 6, "0xefa3"),
-        InstanceType("trn1.32xlarge", _rdmap((16, 32, 48, 64, 144, 160, 176, 192)), 100.0, 4, "0xefa1"),
-        InstanceType("trn1n.32xlarge", _rdmap(_groups(16, 48, 144, 176)), 100.0, 4, "0xefa1"),
-        InstanceType("trn2.48xlarge", _rdmap(_groups(16, 48, 144, 176)), 200.0, 5, "0xefa2"),
+        InstanceType("trn1.32xlarge", _rdmap((16, 32, 48, 64, 144, 160, 176, 192)), 100.0, 4, "0xefa2"),
+        InstanceType("trn1n.32xlarge", _rdmap(_groups(16, 48, 144, 176)), 100.0, 4, "0xefa2"),
+        InstanceType("trn2.48xlarge", _rdmap(_groups(16, 48, 144, 176)), 200.0, 5, "0xefa3"),
     )
 }
 

@@ -1,7 +1,7 @@
 """Text renderers for this node's devices and snapshots (`top`: topview.py). Pure: data in, str out."""
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 from efajob.fmt import table
 from efajob.node.readings import Snapshot, natural_key
@@ -12,7 +12,16 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequenc
     return "\n".join(table(headers, rows, right, indent="")) + "\n"
 
 
-def render_devices(devices: Sequence[DeviceInfo], netdevs: Sequence[str], root: str) -> str:
+def render_driver(version: Optional[str]) -> str:
+    """One line naming the EFA driver (sysfs.read_efa_driver_version's answer)."""
+    if version is None:
+        return "EFA driver: in-tree (no module/efa/version)"
+    return f"EFA driver: AWS out-of-tree {version} (module/efa/version)"
+
+
+def render_devices(devices: Sequence[DeviceInfo], netdevs: Sequence[str], root: str,
+                   driver: Optional[str] = None) -> str:
+    """`efajob devices` as text; `driver` is the driver version (None: in-tree)."""
     if not devices:
         return (f"No EFA devices under {root}/class/infiniband "
                 "(EFA is told by PCI vendor 0x1d0f; other RDMA devices are not listed).\n"
@@ -34,7 +43,9 @@ def render_devices(devices: Sequence[DeviceInfo], netdevs: Sequence[str], root: 
     srd = [n for n in ("retrans_pkts", "impaired_remote_conn_events") if n in names]
     out += f"\n{len(devices)} EFA device(s). Port counters present: {', '.join(names) or 'none'}\n"
     if not srd:
-        out += "SRD retransmit/connection counters: absent (Nitro v3 such as p4d, or kernel < 6.17)\n"
+        out += ("SRD retransmit/connection counters: absent (in-tree driver on kernel < 6.17, "
+                "or AWS driver < 2.17.0)\n")
+    out += render_driver(driver) + "\n"
     if netdevs:
         out += f"Network interfaces sampled beside EFA: {', '.join(netdevs)}\n"
     return out

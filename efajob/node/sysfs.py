@@ -151,6 +151,15 @@ def discover_devices(root: str = "/sys") -> List[DeviceInfo]:
     return found
 
 
+def read_efa_driver_version(root: str = "/sys") -> Optional[str]:
+    """The loaded EFA driver's version from `<root>/module/efa/version`: AWS's out-of-tree
+    driver (amzn-drivers efa_main.c) declares MODULE_VERSION as "<major>.<minor>.<sub>g"
+    ("2.17.3g"); the in-tree driver declares none, so None means in-tree (or efa not loaded
+    as a module). One small read: for discovery and status output, not for every sample."""
+    text = _read_text(os.path.join(root, "module", "efa", "version"))
+    return text if text and len(text) <= 64 and text.isprintable() else None
+
+
 def discover_netdevs(root: str = "/sys") -> List[str]:
     """Network interfaces worth sampling beside EFA: physical ones (with a `device` link), which on
     EC2 are ENA. Virtual interfaces (lo, docker0, veth) have no `device` and carry no fabric data."""

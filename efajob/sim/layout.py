@@ -1,6 +1,7 @@
-"""The simulator's layouts: counter names per kernel and instance type, the constants both the
-tree builder (tree.py) and the traffic (traffic.py) follow, deterministic "random" numbers, and
-`NodeTree`, what the traffic needs of a tree. Facts followed: shared/notes/efa-sysfs.md.
+"""The simulator's layouts: counter names per driver (in-tree by kernel, AWS's by version) and
+instance type, the constants both the tree builder (tree.py) and the traffic (traffic.py)
+follow, deterministic "random" numbers, and `NodeTree`, what the traffic needs of a tree.
+Facts followed: shared/notes/efa-sysfs.md and the driver sources named at DRIVERS.
 
 Standard library only.
 """
@@ -9,12 +10,37 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from typing import List, Protocol, Tuple, Union
+from typing import List, Optional, Protocol, Sequence, Tuple, Union
 
 from efajob.errors import SimulatorError
 from efajob.node.instances import INSTANCE_TYPES, InstanceType
 
 KERNELS = ("5.10", "5.15", "6.6", "6.17")
+
+# The EFA driver a tree follows: the kernel's own (`in-tree`, whose layout follows `kernel`) or
+# AWS's out-of-tree driver (amzn-drivers kernel/linux/efa, what the EFA installer puts on nearly
+# every real cluster), whose layout follows its own version on any kernel. The AWS versions
+# where the layout changes (checked in that driver's git history, RELEASENOTES.md and
+# efa_verbs.c at each release tag):
+#   1.14.0  port and device counters split into ports/1/hw_counters and hw_counters
+#           (before: one combined list in both, as in-tree kernels < 5.15)
+#   2.5.0   + rdma_write_* (the names are registered on every device; the values are fetched
+#           only with the RDMA-write capability, so they read 0 on p4d)
+#   2.12.0  + alloc_mr_err, get_dma_mr_err in the device list (kernel verbs, ENABLE_KVERBS,
+#           on by default in its build)
+#   2.13.0  ports/1/rate shows the device's real link speed (max_link_speed_gbps)
+#   2.17.0  + the five SRD counters (network stats), registered on every device
+# 3.1.0 is the newest release checked (its layout is 2.17.0's); the simulator accepts any
+# aws-X.Y.Z from 1.14.0 to 3.1.0.
+IN_TREE = "in-tree"
+AWS_LAYOUT_VERSIONS = ("1.14.0", "2.5.0", "2.12.0", "2.13.0", "2.17.0")
+AWS_NEWEST = "3.1.0"
+DRIVERS = (IN_TREE,) + tuple(f"aws-{v}" for v in AWS_LAYOUT_VERSIONS + (AWS_NEWEST,))
+# What real clusters run: the EFA installer's driver. 2.17.0 (2025-07) is the first with
+# today's layout, which the 2.17.x and 3.x releases keep.
+DEFAULT_DRIVER = "aws-2.17.0"
+KVERBS_DEVICE_COUNTERS = ("alloc_mr_err", "get_dma_mr_err")
+_AWS_RE = re.compile(r"^aws-(\d+)\.(\d+)\.(\d+)$")
 
 MARKER = ".efajob-sim.json"
 _FORMAT = 1
@@ -95,30 +121,82 @@ def _instance(instance_type: str) -> InstanceType:
     return it
 
 
-def counter_layout(kernel: str, instance_type: str) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-    """(port counter names, device counter names) of an EFA device, in the kernel's order.
+def aws_version(driver: str) -> Optional[Tuple[int, int, int]]:
+    """The AWS driver version of a `driver` name ("aws-2.17.0" -> (2, 17, 0)); None for the
+    in-tree driver. Raises SimulatorError for a name the simulator does not model."""
+    if driver == IN_TREE:
+        return None
+    m = _AWS_RE.match(driver)
+    if m is None:
+        raise SimulatorError(f"unknown driver {driver!r}: use {IN_TREE} or aws-X.Y.Z "
+                             f"(layouts change at {', '.join(DRIVERS[1:-1])})")
+    v = (int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    if not _vkey(AWS_LAYOUT_VERSIONS[0]) <= v <= _vkey(AWS_NEWEST):
+        raise SimulatorError(f"AWS driver {driver[4:]} is not modelled: the simulator knows "
+                             f"{AWS_LAYOUT_VERSIONS[0]} to {AWS_NEWEST}")
+    return v
 
-    Before 5.15 the driver had a single list, shown in BOTH `hw_counters/` and
-    `ports/1/hw_counters/`: both tuples are then that combined list (device names first).
-    `rdma_write_*` appear in 6.6; the five SRD names in 6.17 and only on Nitro v4 and later.
+
+def _vkey(version: str) -> Tuple[int, int, int]:
+    a, b, c = version.split(".")
+    return int(a), int(b), int(c)
+
+
+def module_version(driver: str) -> Optional[str]:
+    """`/sys/module/efa/version` for a driver: AWS's efa_main.c has
+    MODULE_VERSION(DRV_MODULE_VERSION), "<major>.<minor>.<subminor>g" (the "g" is part of the
+    string in every release); the in-tree driver has no MODULE_VERSION, so no file."""
+    v = aws_version(driver)
+    return None if v is None else "%d.%d.%dg" % v
+
+
+def counter_layout(kernel: str, instance_type: str,
+                   driver: str = IN_TREE) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(port counter names, device counter names) of an EFA device, in the driver's order.
+
+    One combined list, shown in BOTH `hw_counters/` and `ports/1/hw_counters/` (both tuples are
+    then that list, device names first), before the split: kernel 5.15 in-tree, 1.14.0 in
+    AWS's driver. `rdma_write_*` from kernel 6.6 / AWS 2.5.0; the five SRD names from kernel
+    6.17 / AWS 2.17.0, on every instance type (the drivers' name tables are static: on Nitro
+    v3 they read 0, see `supported_counters`); `alloc_mr_err get_dma_mr_err` from AWS 2.12.0
+    (no in-tree kernel has them). With an AWS driver the kernel does not change the layout.
     `lifespan` is not a counter and is not listed.
     """
     version = _kernel_key(kernel)
-    it = _instance(instance_type)
+    _instance(instance_type)
+    aws = aws_version(driver)
+    if aws is None:
+        combined, write, srd, kverbs = version < (5, 15), version >= (6, 6), version >= (6, 17), False
+    else:
+        write, srd = aws >= (2, 5, 0), aws >= (2, 17, 0)
+        combined, kverbs = False, aws >= (2, 12, 0)
     port: Tuple[str, ...] = _BASIC + _MESSAGES + _RDMA_READ
-    if version >= (6, 6):
+    if write:
         port += _RDMA_WRITE
-    if version >= (6, 17) and it.srd_counters:
+    if srd:
         port += SRD_COUNTERS
-    if version < (5, 15):
-        combined = DEVICE_COUNTERS + port
-        return combined, combined
-    return port, DEVICE_COUNTERS
+    dev = DEVICE_COUNTERS + (KVERBS_DEVICE_COUNTERS if kverbs else ())
+    if combined:
+        both = dev + port
+        return both, both
+    return port, dev
 
 
-def rate_text(kernel: str, gbps: float) -> str:
-    """`ports/1/rate` as the EFA driver prints it: before 6.13 always 100 Gb/sec (4X EDR)."""
-    if _kernel_key(kernel) < (6, 13) or gbps <= 100:
+def supported_counters(it: InstanceType, names: Sequence[str]) -> Tuple[str, ...]:
+    """The names among `names` the device really fetches: the driver registers `rdma_write_*`
+    everywhere but asks for them only with the RDMA-write capability, and SRD counters are
+    supported on Nitro v4 and later only (AWS docs). The others read 0 and never move."""
+    return tuple(n for n in names
+                 if not (n in _RDMA_WRITE and not _rdma_write_capable(it))
+                 and not (n in SRD_COUNTERS and not it.srd_counters))
+
+
+def rate_text(kernel: str, gbps: float, driver: str = IN_TREE) -> str:
+    """`ports/1/rate` as the EFA driver prints it: the real speed from kernel 6.13 in-tree and
+    from 2.13.0 in AWS's driver; before that always 100 Gb/sec (4X EDR)."""
+    aws = aws_version(driver)
+    real = _kernel_key(kernel) >= (6, 13) if aws is None else aws >= (2, 13, 0)
+    if not real or gbps <= 100:
         return "100 Gb/sec (4X EDR)"
     if gbps <= 200:
         return "200 Gb/sec (4X HDR)"
@@ -168,6 +246,7 @@ class NodeTree(Protocol):
     name: str
     instance_type: InstanceType
     kernel: str
+    driver: str
     device_order: Tuple[str, ...]
 
     def device_path(self, device: str) -> str: ...

@@ -28,17 +28,26 @@ from efajob.node.ethtool import ALLOWANCE_COUNTERS as ENA_ALLOWANCE_COUNTERS
 from efajob.node.ethtool import parse_ethtool_text, render_ethtool_text
 from efajob.sim.layout import (DEVICE_COUNTERS, ETHTOOL_DIR, MARKER, PAYLOAD_BYTES, PORT_COUNTERS,
                              RDMA_WR_BYTES, SEND_PERCENT, SEND_WR_BYTES, NodeTree, _ceil_div, _hash,
-                             _kernel_key, _rdma_write_capable, _write, ethtool_path)
+                             _rdma_write_capable, _write, ethtool_path)
 
 PATTERNS = ("steady", "bursty", "allreduce")
 FAULTS = ("drops", "retrans", "impaired", "reset", "dead-device", "vanish", "garbage",
-          "ena-allowance")
+          "ena-allowance", "wr-errors", "admin-errors", "missing-device")
 
 # ENA on EC2 uses a 9,001-byte jumbo MTU inside a VPC.
 ENA_PACKET_BYTES = 9_001
 # fault "ena-allowance": packets shaped per second over the bandwidth and PPS allowances.
 ENA_BW_OUT_EXCEEDED_PER_S = 1_000
 ENA_PPS_EXCEEDED_PER_S = 250
+# fault "wr-errors": work requests that completed in error, per second on one device
+# (rdma_write_wr_err only where the device has RDMA write: elsewhere it reads 0).
+RDMA_READ_WR_ERR_PER_S = 5
+RDMA_WRITE_WR_ERR_PER_S = 3
+# fault "admin-errors": admin commands that completed with an error status (cmds_err, counted
+# as completed too) and that timed out (no_completion_cmds: submitted, never completed), as
+# efa_com.c counts them, on one device.
+CMDS_ERR_PER_S = 1
+NO_COMPLETION_EVERY_S = 5
 GARBAGE_COUNTER = "rdma_read_wr_err"  # present in every layout, never moved by traffic
 GARBAGE_TEXT = b"N/A (no PMA)\n"
 _MAX_U64 = (1 << 64) - 1
@@ -61,7 +70,8 @@ class Injected:
     (sysfs statistics; with fault "ena-allowance" also the five ethtool allowance counters).
     Exceptions, listed: `resets` (devices whose counters went down: their delta here is what
     they moved after the reset, from `reset_bases`), `vanished` (devices removed: absent from
-    `devices`), `garbage` ("dev/counter" made unparsable: absent from `devices`)."""
+    `devices`), `garbage` ("dev/counter" made unparsable: absent from `devices`), `missing`
+    (fault missing-device: removed before the traffic, absent from `devices`)."""
 
     node: str = ""
     seconds: float = 0.0
@@ -75,6 +85,7 @@ class Injected:
     vanished: List[str] = field(default_factory=list)
     garbage: List[str] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
+    missing: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -90,6 +101,7 @@ class Injected:
             "vanished": list(self.vanished),
             "garbage": list(self.garbage),
             "notes": list(self.notes),
+            "missing": list(self.missing),
         }
 
 
@@ -218,9 +230,26 @@ class _Plan:
 
         # Fault targets: dead and vanishing devices carry nothing, the others carry the total.
         self.dead = self.reset_dev = self.vanish_dev = self.garbage_dev = None
+        self.error_dev: Optional[str] = None
+        self.missing_dev: Optional[str] = None
         if fault in ("dead-device", "vanish") and len(selected) < 2:
             raise SimulatorError(f"fault {fault} needs at least two selected devices "
                                  "(the others carry the traffic)")
+        if fault == "missing-device":
+            # The node's last device goes before any traffic: from then on the node has one
+            # device fewer than its instance type (to have it missing before a first snapshot,
+            # build the tree with build_node(fault="missing-device")).
+            if len(present) < 2:
+                raise SimulatorError("fault missing-device needs a node with at least two devices")
+            self.missing_dev = present[-1]
+            selected = [d for d in selected if d != self.missing_dev]
+            if not selected:
+                raise SimulatorError(f"fault missing-device removes {self.missing_dev}, the only "
+                                     "selected device: select another one")
+            self.notes.append(f"{self.missing_dev} is missing: removed before the traffic, the "
+                              f"node has {len(present) - 1} of its instance type's "
+                              f"{node.instance_type.devices} devices")
+            present = present[:-1]
         if fault == "dead-device":
             self.dead = selected[0]
             self.notes.append(f"{self.dead} is dead: it moves nothing, the other selected devices "
@@ -233,6 +262,8 @@ class _Plan:
             self.reset_dev = selected[0]
         elif fault == "garbage":
             self.garbage_dev = selected[0]
+        elif fault in ("wr-errors", "admin-errors"):
+            self.error_dev = selected[0]
         self.vanish_at = len(durations) // 2 if realtime else 0
         carriers = [d for d in selected if d not in (self.dead, self.vanish_dev)]
 
@@ -270,11 +301,18 @@ class _Plan:
                               f"{len(carriers)} x {it.gbps_per_device:g} Gbps devices: no real node could")
         if pattern == "allreduce" and abs(tx_gbps - rx_gbps) > 0.1 * max(tx_gbps, rx_gbps):
             self.notes.append("allreduce normally sends about what it receives; tx and rx differ here")
-        srd = it.srd_counters and _kernel_key(self.node.kernel) >= (6, 17)
+        has_srd = any("retrans_pkts" in names for names in self.names.values())
+        srd = it.srd_counters and has_srd
         if fault in ("retrans", "impaired") and not srd:
-            self.notes.append(f"fault {fault} changes nothing: this tree has no SRD counters "
-                              f"({it.name}, kernel {self.node.kernel}; they need Nitro v4+ and "
-                              "kernel >= 6.17)")
+            why = (f"{it.name} is Nitro v{it.nitro}: its SRD counter files exist but read 0 "
+                   "(supported on Nitro v4+ only)" if has_srd else
+                   f"this tree has no SRD counters ({it.name}, kernel {self.node.kernel}, driver "
+                   f"{self.node.driver}; they need kernel >= 6.17 or AWS "
+                   "driver >= 2.17.0)")
+            self.notes.append(f"fault {fault} changes nothing: {why}")
+        if fault == "wr-errors" and not _rdma_write_capable(it):
+            self.notes.append(f"rdma_write_wr_err does not move: {it.name} has no RDMA write "
+                              "(the file, where the driver has it, reads 0)")
         tx_w, rx_w = _phase_weights(pattern, durations)
         even = [Fraction(1)] * len(carriers)
         tx_dev = dict(zip(carriers, _split(_bytes_total(tx_gbps, seconds), even)))
@@ -302,6 +340,14 @@ class _Plan:
                 elif fault == "impaired" and srd:
                     extra.update(impaired_remote_conn_events=max(1, math.ceil(whole / 5)),
                                  unresponsive_remote_events=max(1, math.ceil(whole / 10)))
+            if dev == self.error_dev and fault == "wr-errors":
+                extra["rdma_read_wr_err"] = RDMA_READ_WR_ERR_PER_S * math.ceil(whole)
+                if _rdma_write_capable(it):
+                    extra["rdma_write_wr_err"] = RDMA_WRITE_WR_ERR_PER_S * math.ceil(whole)
+            elif dev == self.error_dev and fault == "admin-errors":
+                nc = max(1, math.ceil(whole / NO_COMPLETION_EVERY_S))
+                extra.update(cmds_err=CMDS_ERR_PER_S * math.ceil(whole), no_completion_cmds=nc,
+                             completed_cmds=extra["completed_cmds"] - nc)
             for counter, total in extra.items():
                 for acc, v in zip(self.steps, _split(total, durations)):
                     if v:
@@ -406,6 +452,8 @@ class _Plan:
             inj.vanished = [self.vanish_dev]
         if self.garbage_paths:
             inj.garbage = [f"{self.garbage_dev}/{GARBAGE_COUNTER}"]
+        if self.missing_dev is not None:
+            inj.missing = [self.missing_dev]
         return inj
 
     def _select(self, present: List[str], devices: Optional[Sequence[Union[str, int]]]) -> List[str]:
@@ -437,9 +485,12 @@ class _Plan:
     # the node: two traffic calls on one node at once (two jobs sharing a node) add up, as real
     # counters do, and each call's Injected stays exactly its own contribution.
     def start(self) -> None:
-        """Faults that happen before any traffic: garbage content, a reset (realtime)."""
+        """Faults that happen before any traffic: a missing device, garbage content, a reset
+        (realtime)."""
         self._reset_pending = self.reset_dev is not None
         with _locked(self.node.root):
+            if self.missing_dev is not None:
+                vanish_device(self.node, self.missing_dev)
             for path in self.garbage_paths:
                 _write_in_place(path, GARBAGE_TEXT)
             if self.realtime and self.reset_dev is not None:
@@ -598,7 +649,14 @@ def vanish_device(node: NodeTree, device: str) -> None:
 def run_plans(plans: Sequence[_Plan], *, realtime: bool,
               clock: Callable[[], float] = time.monotonic,
               sleep: Callable[[float], None] = time.sleep) -> None:
-    """Apply planned traffic to one or more nodes; in realtime, in lockstep, step by step."""
+    """Apply planned traffic to one or more nodes; in realtime, in lockstep, step by step.
+
+    In realtime a step is written no sooner than its duration after the previous one was:
+    when the simulator falls behind (a busy machine, a slow filesystem), the schedule slips
+    instead of catching up in a burst. A burst would put two steps' bytes into one reader's
+    interval, a rate above what the link can carry (reports showed 118 Gbps on 100 Gbps
+    links). So a late run takes longer than `seconds` of wall time, and every step, and the
+    totals in Injected, stay exactly as planned."""
     for p in plans:
         p.start()
     if not realtime:
@@ -606,14 +664,14 @@ def run_plans(plans: Sequence[_Plan], *, realtime: bool,
             p.write_through(len(p.steps) - 1)
             p.maybe_vanish(len(p.steps) - 1)
         return
-    t0 = clock()
-    elapsed = 0.0
+    last = clock()  # when the previous step was written (the start, before step 0)
     nsteps = max(len(p.steps) for p in plans)
     for i in range(nsteps):
-        elapsed += max(p.durations[i] for p in plans if i < len(p.durations))
-        delay = t0 + elapsed - clock()
+        duration = max(p.durations[i] for p in plans if i < len(p.durations))
+        delay = last + duration - clock()
         if delay > 0:
             sleep(delay)
+        last = clock()
         for p in plans:
             if i < len(p.steps):
                 p.write_through(i)

@@ -1,5 +1,5 @@
-"""Simulated sysfs trees for EFA nodes: building, opening, copying (the layouts per kernel are
-layout.py's).
+"""Simulated sysfs trees for EFA nodes: building, opening, copying (the layouts per driver and
+kernel are layout.py's).
 
 `build_node()` writes, under any directory, the part of `/sys` efajob reads on an EFA node:
 `class/infiniband/<dev>` (EFA devices and, optionally, an mlx5 neighbour), `class/net/eth0`
@@ -25,13 +25,19 @@ from efajob.errors import SimulatorError
 from efajob.node.ethtool import ALLOWANCE_COUNTERS as ENA_ALLOWANCE_COUNTERS
 from efajob.node.ethtool import render_ethtool_text
 from efajob.node.instances import EFA_VENDOR, InstanceType
-from efajob.sim.layout import (MARKER, NETDEV_STATS, PAYLOAD_BYTES, RDMA_WR_BYTES, SEND_PERCENT,
-                               SEND_WR_BYTES, _ENA_GLOBAL_STATS, _FORMAT, _MLX5_HW_COUNTERS,
-                               _MLX5_PMA_COUNTERS, _RDMAP_RE, _ceil_div, _frac, _hash, _instance,
-                               _kernel_key, _rdma_write_capable, _write, counter_layout,
-                               ethtool_path, rate_text)
+from efajob.sim.layout import (DEFAULT_DRIVER, IN_TREE, MARKER, NETDEV_STATS, PAYLOAD_BYTES,
+                               RDMA_WR_BYTES, SEND_PERCENT, SEND_WR_BYTES, _ENA_GLOBAL_STATS,
+                               _FORMAT, _MLX5_HW_COUNTERS, _MLX5_PMA_COUNTERS, _RDMAP_RE,
+                               _ceil_div, _frac, _hash, _instance, _kernel_key,
+                               _rdma_write_capable, _write, aws_version, counter_layout,
+                               ethtool_path, module_version, rate_text, supported_counters)
 
 from efajob.sim.traffic import Injected, _Plan, run_plans
+
+# Faults of the tree itself, applied when it is built (`build_node(fault=...)`, `efajob
+# simulate init --fault`); the traffic's faults are traffic.FAULTS.
+TREE_FAULTS = ("missing-device",)
+
 
 def _symlink(target: str, link: str) -> None:
     # Relative, as sysfs's own links are: the tree can be moved or copied (symlinks=True).
@@ -91,6 +97,8 @@ def _initial_efa_values(it: InstanceType, names: Sequence[str], kernel: str, see
         "impaired_remote_conn_events": int(10 * _frac(seed, node, dev, "imp")),
     }
     v["retrans_pkts"] = _ceil_div(v["retrans_bytes"], PAYLOAD_BYTES)
+    # Registered but never fetched (SRD on Nitro v3; rdma_write_* above): they read 0.
+    supported = set(supported_counters(it, names))
     submitted = int(uptime * (1 + _frac(seed, node, dev, "cmds"))) + 4_000
     no_completion = int(3 * _frac(seed, node, dev, "nc"))
     v.update({
@@ -100,7 +108,7 @@ def _initial_efa_values(it: InstanceType, names: Sequence[str], kernel: str, see
         "no_completion_cmds": no_completion,
         "keep_alive_rcvd": uptime,
     })
-    return {n: v.get(n, 0) for n in names}
+    return {n: v.get(n, 0) if n in supported else 0 for n in names}
 
 
 @dataclass
@@ -116,10 +124,12 @@ class SimNode:
     device_order: Tuple[str, ...]
     mlx5: bool = False
     ena: bool = True
+    driver: str = IN_TREE
+    missing: Tuple[str, ...] = ()  # devices of the instance type left out (fault missing-device)
 
     @property
     def layout(self) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
-        return counter_layout(self.kernel, self.instance_type.name)
+        return counter_layout(self.kernel, self.instance_type.name, self.driver)
 
     def device_path(self, device: str) -> str:
         return os.path.join(self.root, "class", "infiniband", device)
@@ -160,21 +170,33 @@ class SimNode:
 
 
 def build_node(root: str, instance_type: str = "p5.48xlarge", kernel: str = "6.17", *,
-               mlx5: bool = False, ena: bool = True, efa_names: bool = False, seed: int = 0,
-               device_limit: Optional[int] = None, name: Optional[str] = None) -> SimNode:
+               driver: str = DEFAULT_DRIVER, mlx5: bool = False, ena: bool = True,
+               efa_names: bool = False, seed: int = 0, device_limit: Optional[int] = None,
+               name: Optional[str] = None, fault: Optional[str] = None) -> SimNode:
     """Write a simulated node's sysfs under `root` (missing or empty) and return it.
 
-    `efa_names` uses the kernel's names (efa_0..) instead of rdma-core's (rdmap<bus>s<slot>);
-    `device_limit` keeps only the first N devices (small fixtures); `seed` (and `name`) pick
-    the deterministic starting values of the counters.
+    `driver` is `in-tree` (the layout follows `kernel`) or an AWS driver version
+    (`aws-2.17.0`; layout.DRIVERS lists where the layout changes); `efa_names` uses the
+    kernel's names (efa_0..) instead of rdma-core's (rdmap<bus>s<slot>); `device_limit` keeps
+    only the first N devices (small fixtures); `seed` (and `name`) pick the deterministic
+    starting values of the counters; `fault="missing-device"` leaves out the instance type's
+    last EFA device, as on a node where one failed to attach.
     """
     it = _instance(instance_type)
-    port_names, dev_names = counter_layout(kernel, instance_type)
+    port_names, dev_names = counter_layout(kernel, instance_type, driver)
     if device_limit is not None and device_limit < 1:
         raise SimulatorError(f"device_limit must be at least 1, not {device_limit}")
+    if fault is not None and fault not in TREE_FAULTS:
+        raise SimulatorError(f"unknown tree fault {fault!r}: use {', '.join(TREE_FAULTS)} "
+                             "(traffic faults go to traffic())")
     _check_empty(root)
     node = name or ""
     pci_names = list(it.device_names[:device_limit] if device_limit else it.device_names)
+    missing: List[str] = []
+    if fault == "missing-device":
+        if len(pci_names) < 2:
+            raise SimulatorError("fault missing-device needs at least two devices")
+        missing = [pci_names.pop()]
     lifespan = "12\n" if _hash(seed, node, "hz") % 2 else "10\n"
     efa_driver = _driver_dir(root, "efa")
     names = []
@@ -197,7 +219,7 @@ def build_node(root: str, instance_type: str = "p5.48xlarge", kernel: str = "6.1
         _write(os.path.join(port, "state"), "4: ACTIVE\n")
         _write(os.path.join(port, "phys_state"), "5: LinkUp\n")
         _write(os.path.join(port, "link_layer"), "Unknown\n")
-        _write(os.path.join(port, "rate"), rate_text(kernel, it.gbps_per_device) + "\n")
+        _write(os.path.join(port, "rate"), rate_text(kernel, it.gbps_per_device, driver) + "\n")
         _write(os.path.join(port, "lid"), "0x0\n")
         _write(os.path.join(port, "sm_lid"), "0x0\n")
         # Values follow the PCI name, not the kernel name: efa_names trees hold the same numbers.
@@ -209,6 +231,11 @@ def build_node(root: str, instance_type: str = "p5.48xlarge", kernel: str = "6.1
                 _write(os.path.join(sub, n), "%d\n" % values[n])
             _write(os.path.join(sub, "lifespan"), lifespan)
         _symlink(ibdir, os.path.join(root, "class", "infiniband", dev))
+    version = module_version(driver)
+    if version is not None:
+        # What a loaded module shows; the readers look only at `version`.
+        _write(os.path.join(root, "module", "efa", "version"), version + "\n")
+        _write(os.path.join(root, "module", "efa", "initstate"), "live\n")
     if mlx5:
         _build_mlx5(root, seed, node)
     if ena:
@@ -218,6 +245,10 @@ def build_node(root: str, instance_type: str = "p5.48xlarge", kernel: str = "6.1
         "efajob_sim": _FORMAT, "instance_type": instance_type, "kernel": kernel, "seed": seed,
         "devices": names, "mlx5": mlx5, "ena": ena, "efa_names": efa_names,
     }
+    if driver != IN_TREE:  # trees without the key (older ones, in-tree fixtures) are in-tree
+        meta["driver"] = driver
+    if missing:
+        meta["missing"] = missing
     if name:
         meta["name"] = name
     if device_limit:
@@ -225,7 +256,7 @@ def build_node(root: str, instance_type: str = "p5.48xlarge", kernel: str = "6.1
     _write(os.path.join(root, MARKER), json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return SimNode(root=root, name=name or os.path.basename(os.path.abspath(root)),
                    instance_type=it, kernel=kernel, seed=seed, device_order=tuple(names),
-                   mlx5=mlx5, ena=ena)
+                   mlx5=mlx5, ena=ena, driver=driver, missing=tuple(missing))
 
 
 def _build_mlx5(root: str, seed: int, node: str) -> None:
@@ -342,10 +373,13 @@ def open_node(root: str) -> SimNode:
         it = _instance(str(meta["instance_type"]))
         kernel = str(meta["kernel"])
         _kernel_key(kernel)
+        driver = str(meta.get("driver", IN_TREE))
+        aws_version(driver)
         return SimNode(root=root, name=str(meta.get("name") or os.path.basename(os.path.abspath(root))),
                        instance_type=it, kernel=kernel, seed=int(meta["seed"]),
                        device_order=tuple(str(d) for d in meta["devices"]),
-                       mlx5=bool(meta.get("mlx5")), ena=bool(meta.get("ena")))
+                       mlx5=bool(meta.get("mlx5")), ena=bool(meta.get("ena")), driver=driver,
+                       missing=tuple(str(d) for d in meta.get("missing", ())))
     except (KeyError, TypeError, ValueError) as e:
         raise SimulatorError(f"{os.path.join(root, MARKER)} is malformed: {e}") from None
 

@@ -444,6 +444,39 @@ def test_cli_array_task_found_by_record_ids(pool, tmp_path):
     assert "Job       : 41 (array task 40_3)" in r.output
 
 
+def test_cli_array_and_het_by_plain_id_exit_6(pool, tmp_path, monkeypatch):
+    # Records that carry their array ids (a Slurm that gives the hooks SLURM_ARRAY_*): the
+    # array's own id 40 is also the SLURM_JOB_ID of its last task, 40_3. `report 40` lists the
+    # tasks (exit 6); `report 40_3` and `report 40_1` each report one task.
+    s = str(tmp_path / "store")
+    write_store(s, job_records(pool, healthy(1), job_id="40", array_job_id="40", array_task_id="3"))
+    write_store(s, job_records(pool, healthy(1), job_id="41", array_job_id="40", array_task_id="1"))
+    write_store(s, job_records(pool, healthy(1), job_id="60", het_job_id="60", het_job_offset="0"))
+    write_store(s, job_records(pool, healthy(1), job_id="61", het_job_id="60", het_job_offset="1"))
+    r = run("report", "40", "--store", s, "--no-slurm")
+    assert r.exit_code == 6, r.output
+    assert "job 40 is an array job (2 tasks: 40_1, 40_3); report one task" in r.output
+    r = run("report", "60", "--store", s, "--no-slurm")
+    assert r.exit_code == 6, r.output
+    assert "job 60 is a heterogeneous job (2 components: 60+0, 60+1)" in r.output
+    for asked, stored in (("40_3", "40"), ("40_1", "41"), ("60+1", "61"), ("60+0", "60")):
+        r = run("report", asked, "--store", s, "--no-slurm", "--format", "json")
+        assert r.exit_code == 0, (asked, r.output)
+        assert (json.loads(r.output)["job_id"], json.loads(r.output)["alias"]) == (stored, asked)
+    # Slurm 22.05's hooks see neither: records without the ids, and Slurm lists the parts.
+    import efajob.slurm.adapter as slurm
+
+    write_store(s, job_records(pool, healthy(1), job_id="80"))
+    het = JobInfo(job_id="80+0", state="COMPLETED", slurm_job_id="80", parts=("80+0", "80+1"))
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(het))
+    r = run("report", "80", "--store", s)
+    assert r.exit_code == 6 and "job 80 is a heterogeneous job (2 components: 80+0, 80+1)" in r.output
+    one = JobInfo(job_id="80+0", state="COMPLETED", nodes=["n1"], slurm_job_id="80")
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(one))
+    r = run("report", "80+0", "--store", s, "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.output)["alias"] == "80+0", r.output
+
+
 def test_cli_jobs(store):
     r = run("jobs", "--store", store, "--format", "json")
     assert r.exit_code == 0, r.output

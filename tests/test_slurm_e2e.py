@@ -342,8 +342,7 @@ def test_job_array_tasks_have_their_own_records(cluster):
     body = traffic(c, "t", "$((SLURM_ARRAY_TASK_ID*5))", "1", 1)
     arr = c.sbatch("--array=1-3", "-N1", script(c, "array", body))
     c.wait_done(arr)
-    tasks = dict(line.split() for line in c.run(
-        "squeue", "-h", "-t", "all", "-j", arr, "-o", "%i %A").stdout.splitlines())
+    tasks = raw_ids(c, arr)
     assert sorted(tasks) == [f"{arr}_{i}" for i in (1, 2, 3)]
     assert len(set(tasks.values())) == 3  # each task runs under its own SLURM_JOB_ID
     for task, raw in tasks.items():
@@ -355,6 +354,47 @@ def test_job_array_tasks_have_their_own_records(cluster):
         assert rec["totals"]["tx_bytes"] == int(task.split("_")[1]) * 5 * 10**9 // 8
         rep = c.report(task)
         assert report_nodes(rep)[host]["tx_bytes"] == rec["totals"]["tx_bytes"]
+    # The array's own id is also its last task's SLURM_JOB_ID: asked by it, efajob lists the
+    # tasks (exit 6) rather than show one task as the whole array.
+    assert_lists_parts(c, arr, f"job {arr} is an array job (3 tasks: {arr}_1, {arr}_2, {arr}_3)")
+
+
+def raw_ids(c: sc.SlurmCluster, job_id: str) -> Dict[str, str]:
+    """{array task or het component as Slurm shows it: the SLURM_JOB_ID its hooks saw}."""
+    return dict(line.split() for line in c.run(
+        "squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i %A").stdout.splitlines())
+
+
+def assert_lists_parts(c: sc.SlurmCluster, job_id: str, message: str) -> None:
+    """`efajob report <array or het id>` exits 6 and lists the parts (docs/report.md)."""
+    r = c.run(c.efajob, "report", job_id, "--store", c.lay.store, "--cluster", sc.CLUSTER_NAME,
+              check=False)
+    assert r.returncode == 6, (r.returncode, r.stdout, r.stderr)
+    assert message in r.stderr, r.stderr
+
+
+def test_het_job_components_reported_one_at_a_time(cluster):
+    c = cluster
+    # Component 0 runs the batch script on n1; component 1 gets a step on n2. File names
+    # carry a fixed tag: inside a het step SLURM_JOB_ID is not the component's own id.
+    tag0, tag1 = "het0", "het1"
+    body = (traffic(c, tag0, "4", "2", 1) + "\n"
+            + f"srun --het-group=1 bash -c '{traffic(c, tag1, '6', '3', 1)}'")
+    het = c.sbatch("-N1", "-w", "n1", ":", "-N1", "-w", "n2", script(c, "het", body))
+    assert c.wait_done(het) == "COMPLETED", c.diagnostics(het)
+    comps = raw_ids(c, het)
+    assert sorted(comps) == [f"{het}+0", f"{het}+1"], comps
+    for comp, tag, host, gbps in ((f"{het}+0", tag0, "n1", 4), (f"{het}+1", tag1, "n2", 6)):
+        inj = injected(c, "*", tag)
+        assert list(inj) == [host], (comp, inj)
+        raw = comps[comp]
+        rec = c.wait_records(raw, [host])[host]
+        assert_exact(rec, inj[host])
+        assert rec["totals"]["tx_bytes"] == gbps * 10**9 // 8
+        rep = c.report(comp)
+        assert (rep["job_id"], rep["alias"]) == (raw, comp)
+        assert report_nodes(rep)[host]["tx_bytes"] == rec["totals"]["tx_bytes"]
+    assert_lists_parts(c, het, f"job {het} is a heterogeneous job (2 components: {het}+0, {het}+1)")
 
 
 # -- 5. faults: the node stays idle, records are exact or flagged, never missing -------------

@@ -202,15 +202,30 @@ _ALIAS_RE = re.compile(r"([0-9]{1,10})([_+])([0-9]{1,10})")
 
 def find_aliases(store: str, job_id: str, clusters: Sequence[str]) -> List[Tuple[str, str]]:
     """[(cluster, stored job id)] whose records say they are array task / het component
-    `job_id`. Reads one record per candidate directory (ids >= the array or het job id, which
-    Slurm allocates first); used only when the id is not a directory name and Slurm did not
-    map it."""
+    `job_id`. Used only when the id is not a directory name and Slurm did not map it."""
     m = _ALIAS_RE.fullmatch(job_id)
     if m is None:
         return []
     base, sep, part = m.groups()
-    keys = ("array_job_id", "array_task_id") if sep == "_" else ("het_job_id", "het_job_offset")
-    out: List[Tuple[str, str]] = []
+    return sorted((c, name) for c, name, alias in _part_records(store, base, clusters)
+                  if alias == f"{base}{sep}{part}")
+
+
+def find_parts(store: str, job_id: str, clusters: Sequence[str]) -> List[str]:
+    """The array tasks / het components (`500_1`, `420+1`) whose records name the plain id
+    `job_id` as their array or het job: what `report 500` lists instead of reporting one task.
+    Only records written where Slurm gave the hooks `SLURM_ARRAY_*` / `SLURM_HET_*` carry
+    them (docs/records.md); elsewhere Slurm itself lists the parts (adapter.parts_of)."""
+    if not (job_id.isascii() and job_id.isdigit()):
+        return []
+    parts = {alias for _, _, alias in _part_records(store, job_id, clusters)}
+    return sorted(parts, key=_job_sort_key)
+
+
+def _part_records(store: str, base: str, clusters: Sequence[str]):
+    """(cluster, stored id, `base_task` or `base+offset`) of every job directory whose records
+    say they belong to array or het job `base`. Reads one record per candidate directory (ids
+    >= `base`: Slurm allocates the array or het job id first)."""
     for c in clusters:
         jobs = os.path.join(store, c, JOBS_DIR)
         for name in _listdir(jobs, "jobs directory"):
@@ -223,9 +238,14 @@ def find_aliases(store: str, job_id: str, clusters: Sequence[str]) -> List[Tuple
                 rec = loads_checked(read_regular(runs[max(runs)][0], MAX_RECORD_BYTES))
             except (OSError, ValueError):
                 continue
-            if isinstance(rec, dict) and str(rec.get(keys[0])) == base and str(rec.get(keys[1])) == part:
-                out.append((c, name))
-    return sorted(out)
+            if not isinstance(rec, dict):
+                continue
+            for owner, sub, sep in (("array_job_id", "array_task_id", "_"),
+                                    ("het_job_id", "het_job_offset", "+")):
+                part = rec.get(sub)
+                part = str(part) if isinstance(part, (str, int)) and not isinstance(part, bool) else ""
+                if str(rec.get(owner)) == base and part.isascii() and part.isdigit():
+                    yield c, name, f"{base}{sep}{part}"
 
 
 def _raise_not_found(store: str, job_id: str, clusters: Sequence[str],

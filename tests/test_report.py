@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from efajob.cli.main import main  # first: efajob.cli registers the cli_* modules
 from efajob.report.assemble import check_slurm, job_summary, list_jobs
 from efajob.config import DEFAULT_THRESHOLDS, Config
-from efajob.store.reader import JobFiles, NodeStatus, LiveJob
+from efajob.store.reader import JobFiles, LiveJob, NodeStatus, RecentCounters
 from efajob.report.render.csv import COLUMNS, render_csv
 from efajob.report.render.json import SCHEMA_VERSION, render_json, report_to_dict
 from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
@@ -121,12 +121,17 @@ def test_golden_p4d_old_kernel(pool, update_golden):
 def test_golden_running(pool, update_golden):
     recs = job_records(pool, {"n1": NodeSpec()}, job_id="500", seconds=SECONDS)
     recs[0].update(nodelist="n[1-4]", num_nodes=4)  # an early epilog (a failed node, say)
+    # n2 and n3's daemons saw a clean last minute; n4 has written no status file yet.
+    minute = RecentCounters(seconds=60.0, counters={"tx_bytes": 2_850_000_000_000, "rx_pkts": 10**8,
+                                                    "rx_drops": 0},
+                            devices={"rdmap0": ({"tx_bytes": 2_850_000_000_000}, {})})
     live = {h: NodeStatus(host=h, wall=NOW - 5, tx_gbps=380.5, rx_gbps=379.0,
                           jobs=(LiveJob(key="500", job_id="500", restart=0, user="alice", start=T0),),
-                          instance_type="p5.48xlarge")
+                          instance_type="p5.48xlarge", recent=minute)
             for h in ("n2", "n3")}
     r = report_of(recs, live=live)
     assert r.running and r.meta.state == "RUNNING" and r.meta.end is None
+    assert r.verdict == "Running: no problem seen, some nodes not live"
     assert [n.instance_type for n in r.nodes[1:3]] == ["p5.48xlarge"] * 2
     # Before any record, the instance type comes from the daemons' status files.
     assert report_of([], live=live).meta.instance_type == "p5.48xlarge"

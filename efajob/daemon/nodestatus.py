@@ -11,7 +11,11 @@ Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) 
                 "store": "ok" | <error>, "store_pending"},
      "rates": {port counter: per second}, "tx_gbps", "rx_gbps",
      "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps"}],
-     "jobs": [{"key", "job_id", "user", "partition", "start"}]}
+     "jobs": [{"key", "job_id", "user", "partition", "start"}],
+     "recent": {"seconds", "counters", "devices", "resets", "vanished", "appeared"}}
+
+`recent` is the last minute (efajob/daemon/recent.py): what a running job's report and the
+dashboard judge the node by. Absent before the daemon has two samples.
 
 With `private_records = true` the file is still world-readable (the dashboard and live reports
 read it) but says only which job ids run here, as squeue does: `user` and `partition` are null.
@@ -70,13 +74,14 @@ def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
 def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
                       now_mono: float, now_wall: float,
                       link_gbps: Optional[Mapping[str, Optional[float]]] = None,
-                      private: bool = False) -> dict:
-    """The document the daemon publishes, from its latest tick (`private`: private_records)."""
+                      private: bool = False, recent: Optional[dict] = None) -> dict:
+    """The document the daemon publishes, from its latest tick (`private`: private_records;
+    `recent`: RecentWindow.summary(), node counters only, so private_records leaves it in)."""
     h = tick.health
     age = max(0.0, now_mono - tick.snapshot.mono)
     dev_tx = {d: r["tx_bytes"] for d, r in tick.device_rates.items() if "tx_bytes" in r}
     dev_rx = {d: r["rx_bytes"] for d, r in tick.device_rates.items() if "rx_bytes" in r}
-    return {
+    doc = {
         "schema": NODE_STATUS_SCHEMA,
         "version": NODE_STATUS_VERSION,
         "cluster": tick.cluster,
@@ -104,6 +109,9 @@ def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
         "devices": _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx),
         "jobs": _jobs(tick.jobs, private),
     }
+    if recent is not None:
+        doc["recent"] = recent
+    return doc
 
 
 def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],

@@ -60,6 +60,20 @@ class LiveJob:
     restart: int
     user: Optional[str] = None
     start: Optional[float] = None
+    partition: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class RecentCounters:
+    """A node status file's `recent`: the daemon's last minute (efajob/daemon/recent.py).
+    `devices`: {name: (port counters, device counters)}; counters are non-negative ints."""
+
+    seconds: float
+    counters: Dict[str, int]
+    devices: Dict[str, Tuple[Dict[str, int], Dict[str, int]]]
+    resets: Tuple[str, ...] = ()
+    vanished: Tuple[str, ...] = ()
+    appeared: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class NodeStatus:
     jobs: Tuple[LiveJob, ...]
     path: str = ""
     instance_type: Optional[str] = None  # the daemon's (config or IMDS), for live reports
+    recent: Optional[RecentCounters] = None  # the last minute; None from an older daemon
 
     def age(self, now: float) -> Optional[float]:
         return None if self.wall is None else max(0.0, now - self.wall)
@@ -348,13 +363,47 @@ def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
             continue
         key, jid, rs, j = parsed
         user = j.get("user") if isinstance(j.get("user"), str) else None
+        part = j.get("partition") if isinstance(j.get("partition"), str) else None
         start = as_number(j.get("start", j.get("start_wall")))
-        jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start))
+        jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start,
+                            partition=part))
     itype = d.get("instance_type")
     return NodeStatus(host=host, wall=as_number(d.get("time")),
                       tx_gbps=as_number(d.get("tx_gbps")), rx_gbps=as_number(d.get("rx_gbps")),
                       jobs=tuple(jobs), path=path,
-                      instance_type=itype if isinstance(itype, str) and itype else None)
+                      instance_type=itype if isinstance(itype, str) and itype else None,
+                      recent=parse_recent(d.get("recent")))
+
+
+def _counts(raw: object) -> Dict[str, int]:
+    """{name: non-negative int}; anything else left out (absent, never 0)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in list(raw.items())[:512] if isinstance(k, str) and isinstance(v, int)
+            and not isinstance(v, bool) and v >= 0}
+
+
+def _names(raw: object) -> Tuple[str, ...]:
+    return tuple(x for x in raw[:256] if isinstance(x, str)) if isinstance(raw, list) else ()
+
+
+def parse_recent(raw: object) -> Optional[RecentCounters]:
+    """A status file's `recent` -> RecentCounters; None when absent or without a usable
+    duration (a window of 0 s says nothing)."""
+    if not isinstance(raw, dict):
+        return None
+    secs = as_number(raw.get("seconds"))
+    if secs is None or secs <= 0:
+        return None
+    devices: Dict[str, Tuple[Dict[str, int], Dict[str, int]]] = {}
+    raw_devs = raw.get("devices")
+    for name, dev in list(raw_devs.items())[:256] if isinstance(raw_devs, dict) else []:
+        if isinstance(name, str) and _NAME_RE.match(name) and isinstance(dev, dict):
+            devices[name] = (_counts(dev.get("counters")), _counts(dev.get("device_counters")))
+    return RecentCounters(seconds=float(secs), counters=_counts(raw.get("counters")),
+                          devices=devices, resets=_names(raw.get("resets")),
+                          vanished=_names(raw.get("vanished")),
+                          appeared=_names(raw.get("appeared")))
 
 
 def read_node_statuses(store: str, cluster: str) -> Dict[str, NodeStatus]:

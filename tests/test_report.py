@@ -19,7 +19,7 @@ from efajob.store.reader import JobFiles, LiveJob, NodeStatus, RecentCounters
 from efajob.report.render.csv import COLUMNS, render_csv
 from efajob.report.render.json import SCHEMA_VERSION, render_json, report_to_dict
 from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
-from efajob.report.render.text import gauge, render_text
+from efajob.report.render.text import gauge, render_jobs, render_text
 from efajob.report.build import build_report
 from efajob.slurm.adapter import JobInfo
 
@@ -519,6 +519,11 @@ def test_list_jobs_includes_running(tmp_path):
     rows = list_jobs(cfg, now=NOW)
     assert len(rows) == 1 and rows[0]["state"] == "RUNNING" and rows[0]["user"] == "dora"
     assert rows[0]["elapsed_s"] == 100
+    # No `recent` window in this status file: the verdict says so, and fits 80 columns.
+    assert rows[0]["verdict"] == "Running: no live data"
+    text = render_jobs(rows, width=80)
+    check_width(text, 80)
+    assert text.splitlines()[1].endswith("Running: no data")
     assert list_jobs(cfg, now=NOW + 3600) == []  # the status file went stale: not running
 
 

@@ -107,6 +107,16 @@ def running_verdict(findings: List[Finding], running_nodes: int, live_nodes: int
     return RUNNING_PARTIAL if live_nodes else RUNNING_NO_DATA
 
 
+_SHORT = {RUNNING_PROBLEMS_LIVE: "Running: problems", RUNNING_PROBLEMS: "Running: problems",
+          RUNNING_CLEAN: "Running: no problem", RUNNING_PARTIAL: "Running: partial",
+          RUNNING_NO_DATA: "Running: no data"}
+
+
+def short_verdict(v: object) -> str:
+    """The verdict in a job list's column (`efajob jobs`): a running job's, shortened."""
+    return _SHORT.get(str(v), str(v))
+
+
 def verdict_tone(v: object) -> str:
     """Healthy, Warning, Failure or unknown: how a verdict is coloured."""
     if v in ("Healthy", "Warning", "Failure"):

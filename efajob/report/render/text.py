@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
 from efajob.fmt import (NA, Column, fit_table, fmt_bytes, fmt_count, fmt_duration, fmt_gbps,
                         fmt_pct, fmt_time)
 from efajob.node.readings import natural_key as natural_key  # re-exported: the renderers import it from here
-from efajob.report.findings import verdict_tone
+from efajob.report.findings import short_verdict, verdict_tone
 from efajob.report.maths import max2, ratio
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -313,9 +313,9 @@ def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: boo
                      fmt_duration(j.get("elapsed_s")), fmt_bytes(j.get("tx_bytes")),
                      fmt_bytes(j.get("rx_bytes")),
                      (fmt_gbps(j.get("avg_gbps_per_node")) + " Gbps") if j.get("avg_gbps_per_node") is not None else NA,
-                     j["verdict"]])
+                     short_verdict(j["verdict"])])
     lines, _ = fit_table(JOB_COLUMNS, body, width, indent="")
     if color:  # colour after alignment: escape codes have no width
-        lines = [lines[0]] + [ln[: len(ln) - len(row[-1])] + paint(row[-1], row[-1])
-                              for ln, row in zip(lines[1:], body)]
+        lines = [lines[0]] + [ln[: len(ln) - len(row[-1])] + paint(row[-1], verdict_tone(j["verdict"]))
+                              for ln, row, j in zip(lines[1:], body, rows)]
     return "\n".join(lines) + "\n"

@@ -139,10 +139,14 @@ def test_recent_window_keeps_one_minute():
 
     w = RecentWindow(seconds=60)
     assert w.summary() is None
-    for i in range(20):
-        w.add(snap(10.0 * i, 7 * i))
-    s = w.summary()
-    assert s["seconds"] == 60.0 and s["counters"]["rx_drops"] == 42
+    w.add(snap(0.0, 0))
+    assert w.summary() is None  # one snapshot: no window
+    for i in range(1, 200):  # a tick a second, 7 drops each
+        w.add(snap(float(i), 7 * i))
+        s = w.summary()
+        assert s["counters"]["rx_drops"] == 7 * s["seconds"]
+        assert s["seconds"] == i if i <= 60 else 60 <= s["seconds"] < 65, (i, s["seconds"])
+    assert len(w._anchors) <= 14  # anchors 5 s apart, not 60 snapshots
     w.add(snap(5.0, 0))  # a clock that went back: start over
     assert w.summary() is None
     assert is_error_counter("rdma_read_wr_err") and is_error_counter("no_completion_cmds")

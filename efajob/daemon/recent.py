@@ -1,8 +1,8 @@
 """The node's last minute, for its status file: what a running job's report and the dashboard
 judge a node by before any job record exists (docs/daemon.md, `recent`).
 
-The sampling loop hands every snapshot to `RecentWindow.add` (a deque append: the loop pays
-nothing per device); the worker thread, when it writes the status file, diffs the oldest kept
+The sampling loop hands every snapshot to `RecentWindow.add` (a comparison and at most a deque
+append: the loop pays nothing per device); the worker thread, when it writes the status file, diffs the oldest kept
 snapshot against the newest (`counters.diff_snapshots`: a reset counts what came after it, a
 vanished device is listed) and keeps only what a judgement needs, so that a 32-device node's
 status stays a few kB: every port counter summed over the node, and per device its bytes (an
@@ -35,34 +35,44 @@ def is_error_counter(name: str) -> bool:
 
 
 class RecentWindow:
-    """The snapshots of the last `seconds` (plus the one just before, so that a full window
-    covers at least `seconds`). `add` runs in the sampling loop, `summary` in the worker."""
+    """The newest snapshot and anchors at least `seconds / ANCHORS` apart reaching back just
+    past `seconds`, so that a full window covers `seconds` to `seconds` + one anchor step.
+    Anchors rather than every tick: a p5 snapshot holds ~1,300 counter values, and 60 of them
+    at 1 s would cost the daemon megabytes for nothing. `add` runs in the sampling loop,
+    `summary` in the worker."""
+
+    ANCHORS = 12
 
     def __init__(self, seconds: float = RECENT_SECONDS):
         self.seconds = seconds
-        self._snaps: Deque["Snapshot"] = collections.deque()
+        self._step = seconds / self.ANCHORS
+        self._anchors: Deque["Snapshot"] = collections.deque()
+        self._latest: Optional["Snapshot"] = None
         self._lock = threading.Lock()
 
     def add(self, snap: "Snapshot") -> None:
         with self._lock:
-            snaps = self._snaps
-            if snaps and snap.mono < snaps[-1].mono:
-                snaps.clear()  # another clock (a restart of the sampler in a test): start over
-            snaps.append(snap)
+            anchors = self._anchors
+            if self._latest is not None and snap.mono < self._latest.mono:
+                anchors.clear()  # another clock (a restart of the sampler in a test): start over
+            if not anchors or snap.mono - anchors[-1].mono >= self._step:
+                anchors.append(snap)
+            self._latest = snap
             edge = snap.mono - self.seconds
-            while len(snaps) > 2 and snaps[1].mono <= edge:
-                snaps.popleft()
+            while len(anchors) > 1 and anchors[1].mono <= edge:
+                anchors.popleft()
 
     def clear(self) -> None:
         with self._lock:
-            self._snaps.clear()
+            self._anchors.clear()
+            self._latest = None
 
     def summary(self) -> Optional[dict]:
         """The window as the status file's `recent` object; None before two snapshots."""
         with self._lock:
-            if len(self._snaps) < 2:
-                return None
-            first, last = self._snaps[0], self._snaps[-1]
+            first, last = (self._anchors[0] if self._anchors else None), self._latest
+        if first is None or last is None or last.mono <= first.mono:
+            return None
         return build_recent(diff_snapshots(first, last))
 
 

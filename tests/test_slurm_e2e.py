@@ -497,10 +497,13 @@ def test_report_on_running_job_shows_live_progress(cluster):
     c = cluster
     # The job sends traffic in 0.5 s runs until the test, having seen live rates, opens the
     # gate: however slow the machine, the job is still running when the report is read.
+    # n2 (node id 1) drops 0.1 % of what it receives (the simulator's `drops` fault): its
+    # daemon's last minute says so before any record exists.
     gate = c.lay.p("out", "live.gate")
     loop = ("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do %s; i=$((i+1)); done"
             % (gate, traffic(c, "s1.$i", "40", "$((10*(SLURM_NODEID+1)))", 0.5,
-                             "--realtime --step 0.1")))
+                             "--realtime --step 0.1 "
+                             "$([ $SLURM_NODEID -eq 1 ] && echo --fault drops)")))
     job = c.sbatch("-N2", "-w", "n1,n2", script(c, "live", srun_all(2, loop)))
     wait_active(c, job, ["n1", "n2"])
     deadline = time.monotonic() + 120  # only bounds a hang: the gate keeps the job running
@@ -511,14 +514,18 @@ def test_report_on_running_job_shows_live_progress(cluster):
             rep = c.report(job, missing_ok=True)
             nodes = report_nodes(rep) if rep else {}
             if sorted(nodes) == ["n1", "n2"] and all((n.get("live_tx_gbps") or 0) > 0
-                                                     for n in nodes.values()):
+                                                     for n in nodes.values()) \
+                    and rep["verdict"] == "Running: problems seen live":
                 live = rep
                 break
             time.sleep(0.3)
     finally:
         open(gate, "w").close()
-    assert live is not None, "no live rates while the job ran"
+    assert live is not None, "no live rates and live drops while the job ran"
     assert live["running"] is True and live["state"] == "RUNNING"
+    assert live["user"] == "root" and live["partition"], live  # from Slurm, not n/a
+    drops = [(f["host"], f.get("live")) for f in live["findings"] if f["code"] == "rx_drops"]
+    assert drops == [("n2", True)], live["findings"]
     for n in report_nodes(live).values():
         # A rate of the daemon's newest tick: how near 40 Gb/s depends on the machine's speed,
         # so only its presence is checked; the totals below are exact.

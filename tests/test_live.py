@@ -181,3 +181,11 @@ def test_live_report_takes_user_and_partition_from_slurm(tmp_path, proc, node, m
     r = build_job_report(cfg, "42", now=now)
     assert (r.meta.user, r.meta.partition, r.meta.account) == ("bob", "p5", "ml")
     assert r.meta.source == "slurm" and r.verdict == RUNNING_PROBLEMS_LIVE
+
+
+def test_live_report_of_a_dead_device(tmp_path, proc, node):
+    cfg, now, _, _ = sample_minute(tmp_path, proc, node, fault="dead-device")
+    r = build_job_report(cfg, "42", use_slurm=False, now=now)
+    idle = [f for f in r.findings if f.code == "device_idle"]
+    assert [(f.host, f.live, f.severity) for f in idle] == [("n1", True, "critical")], r.findings
+    assert idle[0].device in node.device_order and r.verdict == RUNNING_PROBLEMS_LIVE

@@ -41,10 +41,10 @@ def node(tmp_path):
     return build_node(str(tmp_path / "sys"), "p5.48xlarge", device_limit=4)
 
 
-def running_job(cfg):
-    job = ActiveJob(key="42", job_id="42", restart=0, user="alice", uid=1000, partition="gpu",
+def running_job(cfg, key="42", start_mono=5000.0):
+    job = ActiveJob(key=key, job_id=key, restart=0, user="alice", uid=1000, partition="gpu",
                     account=None, cluster="c1", node="n1", nodelist="n1", num_nodes=1,
-                    start_wall=time.time(), start_mono=5000.0, boot_id=BOOT)
+                    start_wall=time.time(), start_mono=start_mono, boot_id=BOOT)
     write_active(cfg.run_dir, job, read_snapshot(cfg.sysfs_root))
 
 
@@ -62,7 +62,7 @@ def sample_minute(tmp_path, proc, node, fault=None, steps=6):
             drops += inj.totals.get("rx_drops", 0)
             advance(mono, wall, STEP)
             d.tick()
-        d.run_worker_once()
+        d.write_status()  # the worker's status job alone: no reconcile (asks Slurm)
     finally:
         d.close()
     doc = json.loads((tmp_path / "store" / "c1" / "nodes" / "n1.json").read_text())
@@ -189,3 +189,36 @@ def test_live_report_of_a_dead_device(tmp_path, proc, node):
     idle = [f for f in r.findings if f.code == "device_idle"]
     assert [(f.host, f.live, f.severity) for f in idle] == [("n1", True, "critical")], r.findings
     assert idle[0].device in node.device_order and r.verdict == RUNNING_PROBLEMS_LIVE
+
+
+def test_a_job_is_not_charged_with_the_minute_before_it(tmp_path, proc, node):
+    # 40 s of drops (a previous job), then job 43 starts and 20 s of clean traffic follow.
+    cfg = make_cfg(tmp_path, interval=STEP)
+    d, mono, wall = start_daemon(cfg, proc)
+    path = tmp_path / "store" / "c1" / "nodes" / "n1.json"
+    try:
+        d.tick()
+        for _ in range(4):
+            node.traffic(200, 200, STEP, fault="drops")
+            advance(mono, wall, STEP)
+            d.tick()
+        running_job(cfg, "43", start_mono=mono())
+        d.tick()  # the daemon sees the job; no anchor after its start yet
+        d.write_status()
+        young = json.loads(path.read_text())
+        assert young["jobs"][0]["recent"] is None and young["recent"]["counters"]["rx_drops"] > 0
+        assert build_job_report(cfg, "43", use_slurm=False, now=wall()).verdict == RUNNING_NO_DATA
+        for _ in range(2):
+            node.traffic(200, 200, STEP)
+            advance(mono, wall, STEP)
+            d.tick()
+        d.write_status()
+        doc = json.loads(path.read_text())
+        r = build_job_report(cfg, "43", use_slurm=False, now=wall())
+    finally:
+        d.close()
+    own = doc["jobs"][0]["recent"]
+    assert own["seconds"] == 2 * STEP and own["counters"]["rx_drops"] == 0
+    assert r.verdict == RUNNING_CLEAN and not [f for f in r.findings if f.live]
+    # The node itself did drop packets within the minute: the dashboard says so.
+    assert parse_node_view(doc, "c1", now=wall(), max_status_age=60).state == "warn"

@@ -570,7 +570,8 @@ class Daemon:
         cfg = self.cfg
         doc = build_node_status(tick, interval=cfg.interval, pid=os.getpid(), version=__version__,
                                 now_mono=self._clock(), now_wall=self._wall(),
-                                private=cfg.private_records, recent=self.recent.summary())
+                                private=cfg.private_records, recent=self.recent.summary(),
+                                job_recent=self.recent.job_windows(tick.jobs, self._boot_id))
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
 
     def _deliver(self) -> object:

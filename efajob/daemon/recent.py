@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import TYPE_CHECKING, Deque, Dict, Optional
+from typing import TYPE_CHECKING, Deque, Dict, Iterable, Optional
 
 from efajob.node.counters import diff_snapshots
 
 if TYPE_CHECKING:  # pragma: no cover
+    from efajob.hooks.runfiles import ActiveJob
     from efajob.node.counters import SnapshotDelta
     from efajob.node.readings import Snapshot
 
@@ -67,13 +68,29 @@ class RecentWindow:
             self._anchors.clear()
             self._latest = None
 
-    def summary(self) -> Optional[dict]:
-        """The window as the status file's `recent` object; None before two snapshots."""
+    def summary(self, since: Optional[float] = None) -> Optional[dict]:
+        """The window as the status file's `recent` object; None before two snapshots.
+        `since` (monotonic): start at the first anchor at or after it instead, so that a job
+        that started 10 s ago is not charged with the 50 s before it (None when no anchor is
+        that recent yet)."""
         with self._lock:
-            first, last = (self._anchors[0] if self._anchors else None), self._latest
+            anchors = [a for a in self._anchors if since is None or a.mono >= since]
+            first, last = (anchors[0] if anchors else None), self._latest
         if first is None or last is None or last.mono <= first.mono:
             return None
         return build_recent(diff_snapshots(first, last))
+
+    def covers(self, since: float) -> bool:
+        """Whether the whole window lies after `since` (a job older than the window: its
+        window is the node's)."""
+        with self._lock:
+            return bool(self._anchors) and self._anchors[0].mono >= since
+
+    def job_windows(self, jobs: Iterable["ActiveJob"], boot_id: str) -> Dict[str, Optional[dict]]:
+        """{job key: its own window} for the jobs that started inside the node's window (None:
+        too new for one); older jobs, and jobs of another boot, are left out."""
+        return {j.key: self.summary(since=j.start_mono) for j in jobs
+                if j.boot_id == boot_id and not self.covers(j.start_mono)}
 
 
 def build_recent(delta: "SnapshotDelta") -> dict:

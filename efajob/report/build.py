@@ -225,11 +225,15 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
         live = {}  # Slurm says it is over: a status file younger than a minute is just late
     slurm_running = job_info is not None and slurm_times and \
         str(getattr(job_info, "state", "") or "").upper() in ALIVE_STATES - {"PENDING"}
+    windows: Dict[str, Tuple[Any, Optional[str]]] = {}
     for host, st in live.items():
         if host in nodes:
             continue
         job = next((j for j in st.jobs if j.job_id == job_id and j.restart == restart), None)
-        recent = getattr(st, "recent", None)
+        # The job's own window when it started inside the node's last minute.
+        recent = job.window(st.recent) if job is not None else getattr(st, "recent", None)
+        if recent is not None:
+            windows[host] = (recent, getattr(st, "instance_type", None))
         nodes[host] = NodeReport(host=host, status="running", live_tx_gbps=st.tx_gbps,
                                  live_rx_gbps=st.rx_gbps,
                                  live_age_s=st.age(now) if now is not None else None,
@@ -274,7 +278,7 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
     th.update(thresholds or {})
     report.findings = evaluate(report, th)
     if running:
-        report.findings = sort_findings(report.findings + live_findings(live, th), report)
+        report.findings = sort_findings(report.findings + live_findings(windows, th), report)
         waiting = [n for n in ranked if n.status == "running"]
         report.verdict = running_verdict(report.findings, len(waiting),
                                          sum(1 for n in waiting if n.live_window_s is not None))

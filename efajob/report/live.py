@@ -10,7 +10,7 @@ job and are not run on a minute of one node.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import List, Mapping, Optional
+from typing import List, Mapping, Optional, Tuple
 
 from efajob.report.findings import Finding, evaluate
 from efajob.report.maths import sum_counters
@@ -47,11 +47,10 @@ def node_findings(host: str, recent, thresholds: Mapping[str, float],
             if f.code in LIVE_CODES]
 
 
-def live_findings(statuses: Mapping[str, object], thresholds: Mapping[str, float]) -> List[Finding]:
-    """Findings of every running node whose status file has a window ({host: NodeStatus})."""
+def live_findings(windows: Mapping[str, Tuple[object, Optional[str]]],
+                  thresholds: Mapping[str, float]) -> List[Finding]:
+    """Findings of every running node with a window: {host: (RecentCounters, instance type)}."""
     out: List[Finding] = []
-    for host, st in sorted(statuses.items()):
-        recent = getattr(st, "recent", None)
-        if recent is not None:
-            out.extend(node_findings(host, recent, thresholds, getattr(st, "instance_type", None)))
+    for host, (recent, itype) in sorted(windows.items()):
+        out.extend(node_findings(host, recent, thresholds, itype))
     return out

@@ -61,6 +61,14 @@ class LiveJob:
     user: Optional[str] = None
     start: Optional[float] = None
     partition: Optional[str] = None
+    # The job's own window when it started inside the node's (`recent` in its entry);
+    # `recent_pending`: the entry says null, too young for one. Else the node's applies.
+    recent: Optional["RecentCounters"] = None
+    recent_pending: bool = False
+
+    def window(self, node: Optional["RecentCounters"]) -> Optional["RecentCounters"]:
+        """The last-minute window to judge this job by on its node."""
+        return self.recent if self.recent is not None or self.recent_pending else node
 
 
 @dataclass(frozen=True)
@@ -365,8 +373,10 @@ def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
         user = j.get("user") if isinstance(j.get("user"), str) else None
         part = j.get("partition") if isinstance(j.get("partition"), str) else None
         start = as_number(j.get("start", j.get("start_wall")))
+        own = parse_recent(j.get("recent"))
         jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start,
-                            partition=part))
+                            partition=part, recent=own,
+                            recent_pending=own is None and "recent" in j))
     itype = d.get("instance_type")
     return NodeStatus(host=host, wall=as_number(d.get("time")),
                       tx_gbps=as_number(d.get("tx_gbps")), rx_gbps=as_number(d.get("rx_gbps")),

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from efajob.cli.main import main  # first: efajob.cli registers the cli_* modules
 from efajob.report.assemble import check_slurm, job_summary, list_jobs
 from efajob.config import DEFAULT_THRESHOLDS, Config
-from efajob.store.reader import JobFiles, NodeStatus, LiveJob
+from efajob.store.reader import JobFiles, LiveJob, NodeStatus, RecentCounters
 from efajob.report.render.csv import COLUMNS, render_csv
 from efajob.report.render.json import SCHEMA_VERSION, render_json, report_to_dict
 from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
-from efajob.report.render.text import gauge, render_text
+from efajob.report.render.text import gauge, render_jobs, render_text
 from efajob.report.build import build_report
 from efajob.slurm.adapter import JobInfo
 
@@ -123,12 +123,17 @@ def test_golden_p4d_old_kernel(pool, update_golden):
 def test_golden_running(pool, update_golden):
     recs = job_records(pool, {"n1": NodeSpec()}, job_id="500", seconds=SECONDS)
     recs[0].update(nodelist="n[1-4]", num_nodes=4)  # an early epilog (a failed node, say)
+    # n2 and n3's daemons saw a clean last minute; n4 has written no status file yet.
+    minute = RecentCounters(seconds=60.0, counters={"tx_bytes": 2_850_000_000_000, "rx_pkts": 10**8,
+                                                    "rx_drops": 0},
+                            devices={"rdmap0": ({"tx_bytes": 2_850_000_000_000}, {})})
     live = {h: NodeStatus(host=h, wall=NOW - 5, tx_gbps=380.5, rx_gbps=379.0,
                           jobs=(LiveJob(key="500", job_id="500", restart=0, user="alice", start=T0),),
-                          instance_type="p5.48xlarge")
+                          instance_type="p5.48xlarge", recent=minute)
             for h in ("n2", "n3")}
     r = report_of(recs, live=live)
     assert r.running and r.meta.state == "RUNNING" and r.meta.end is None
+    assert r.verdict == "Running: no problem seen, some nodes not live"
     assert [n.instance_type for n in r.nodes[1:3]] == ["p5.48xlarge"] * 2
     # Before any record, the instance type comes from the daemons' status files.
     assert report_of([], live=live).meta.instance_type == "p5.48xlarge"
@@ -446,6 +451,39 @@ def test_cli_array_task_found_by_record_ids(pool, tmp_path):
     assert "Job       : 41 (array task 40_3)" in r.output
 
 
+def test_cli_array_and_het_by_plain_id_exit_6(pool, tmp_path, monkeypatch):
+    # Records that carry their array ids (a Slurm that gives the hooks SLURM_ARRAY_*): the
+    # array's own id 40 is also the SLURM_JOB_ID of its last task, 40_3. `report 40` lists the
+    # tasks (exit 6); `report 40_3` and `report 40_1` each report one task.
+    s = str(tmp_path / "store")
+    write_store(s, job_records(pool, healthy(1), job_id="40", array_job_id="40", array_task_id="3"))
+    write_store(s, job_records(pool, healthy(1), job_id="41", array_job_id="40", array_task_id="1"))
+    write_store(s, job_records(pool, healthy(1), job_id="60", het_job_id="60", het_job_offset="0"))
+    write_store(s, job_records(pool, healthy(1), job_id="61", het_job_id="60", het_job_offset="1"))
+    r = run("report", "40", "--store", s, "--no-slurm")
+    assert r.exit_code == 6, r.output
+    assert "job 40 is an array job (2 tasks: 40_1, 40_3); report one task" in r.output
+    r = run("report", "60", "--store", s, "--no-slurm")
+    assert r.exit_code == 6, r.output
+    assert "job 60 is a heterogeneous job (2 components: 60+0, 60+1)" in r.output
+    for asked, stored in (("40_3", "40"), ("40_1", "41"), ("60+1", "61"), ("60+0", "60")):
+        r = run("report", asked, "--store", s, "--no-slurm", "--format", "json")
+        assert r.exit_code == 0, (asked, r.output)
+        assert (json.loads(r.output)["job_id"], json.loads(r.output)["alias"]) == (stored, asked)
+    # Slurm 22.05's hooks see neither: records without the ids, and Slurm lists the parts.
+    import efajob.slurm.adapter as slurm
+
+    write_store(s, job_records(pool, healthy(1), job_id="80"))
+    het = JobInfo(job_id="80+0", state="COMPLETED", slurm_job_id="80", parts=("80+0", "80+1"))
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(het))
+    r = run("report", "80", "--store", s)
+    assert r.exit_code == 6 and "job 80 is a heterogeneous job (2 components: 80+0, 80+1)" in r.output
+    one = JobInfo(job_id="80+0", state="COMPLETED", nodes=["n1"], slurm_job_id="80")
+    monkeypatch.setattr(slurm, "get_backend", lambda **kw: FakeBackend(one))
+    r = run("report", "80+0", "--store", s, "--format", "json")
+    assert r.exit_code == 0 and json.loads(r.output)["alias"] == "80+0", r.output
+
+
 def test_cli_jobs(store):
     r = run("jobs", "--store", store, "--format", "json")
     assert r.exit_code == 0, r.output
@@ -483,6 +521,11 @@ def test_list_jobs_includes_running(tmp_path):
     rows = list_jobs(cfg, now=NOW)
     assert len(rows) == 1 and rows[0]["state"] == "RUNNING" and rows[0]["user"] == "dora"
     assert rows[0]["elapsed_s"] == 100
+    # No `recent` window in this status file: the verdict says so, and fits 80 columns.
+    assert rows[0]["verdict"] == "Running: no live data"
+    text = render_jobs(rows, width=80)
+    check_width(text, 80)
+    assert text.splitlines()[1].endswith("Running: no data")
     assert list_jobs(cfg, now=NOW + 3600) == []  # the status file went stale: not running
 
 

@@ -84,6 +84,20 @@ def test_parse_scontrol_array_and_het():
     assert pick([], "9") is None
 
 
+def test_parts_of_array_and_het_queries():
+    from efajob.slurm.adapter import parts_of, with_parts
+
+    arr, het = parse_scontrol_job(ARRAY), parse_scontrol_job(HET)
+    assert parts_of(arr, "7") == ("7_7", "7_8")  # the array's id: every task
+    assert with_parts(arr, "7").parts == ("7_7", "7_8")
+    assert parts_of(arr, "10") == () and with_parts(arr, "10").parts == ()  # one task's raw id
+    assert parts_of(arr, "7_7") == ()
+    assert parts_of(het, "8") == ("8+0", "8+1") and parts_of(het, "9") == ()
+    pending = [JobInfo(job_id="7_[10-12]"), JobInfo(job_id="7_9"), JobInfo(job_id="7_10")]
+    assert parts_of(pending, "7") == ("7_9", "7_10", "7_[10-12]")
+    assert with_parts([], "7") is None
+
+
 @pytest.mark.parametrize("value,minutes", [
     ("01:30:00", 90), ("00:05:00", 5), ("1-00:00:00", 1440), ("10:30", 11), ("45", 45),
     ("UNLIMITED", None), ("Partition_Limit", None), ("", None), (None, None),

@@ -365,8 +365,7 @@ def test_job_array_tasks_have_their_own_records(cluster):
     body = traffic(c, "t", "$((SLURM_ARRAY_TASK_ID*5))", "1", 1)
     arr = c.sbatch("--array=1-3", "-N1", script(c, "array", body))
     c.wait_done(arr)
-    tasks = dict(line.split() for line in c.run(
-        "squeue", "-h", "-t", "all", "-j", arr, "-o", "%i %A").stdout.splitlines())
+    tasks = raw_ids(c, arr)
     assert sorted(tasks) == [f"{arr}_{i}" for i in (1, 2, 3)]
     assert len(set(tasks.values())) == 3  # each task runs under its own SLURM_JOB_ID
     for task, raw in tasks.items():
@@ -378,6 +377,47 @@ def test_job_array_tasks_have_their_own_records(cluster):
         assert rec["totals"]["tx_bytes"] == int(task.split("_")[1]) * 5 * 10**9 // 8
         rep = c.report(task)
         assert report_nodes(rep)[host]["tx_bytes"] == rec["totals"]["tx_bytes"]
+    # The array's own id is also its last task's SLURM_JOB_ID: asked by it, efajob lists the
+    # tasks (exit 6) rather than show one task as the whole array.
+    assert_lists_parts(c, arr, f"job {arr} is an array job (3 tasks: {arr}_1, {arr}_2, {arr}_3)")
+
+
+def raw_ids(c: sc.SlurmCluster, job_id: str) -> Dict[str, str]:
+    """{array task or het component as Slurm shows it: the SLURM_JOB_ID its hooks saw}."""
+    return dict(line.split() for line in c.run(
+        "squeue", "-h", "-t", "all", "-j", job_id, "-o", "%i %A").stdout.splitlines())
+
+
+def assert_lists_parts(c: sc.SlurmCluster, job_id: str, message: str) -> None:
+    """`efajob report <array or het id>` exits 6 and lists the parts (docs/report.md)."""
+    r = c.run(c.efajob, "report", job_id, "--store", c.lay.store, "--cluster", sc.CLUSTER_NAME,
+              check=False)
+    assert r.returncode == 6, (r.returncode, r.stdout, r.stderr)
+    assert message in r.stderr, r.stderr
+
+
+def test_het_job_components_reported_one_at_a_time(cluster):
+    c = cluster
+    # Component 0 runs the batch script on n1; component 1 gets a step on n2. File names
+    # carry a fixed tag: inside a het step SLURM_JOB_ID is not the component's own id.
+    tag0, tag1 = "het0", "het1"
+    body = (traffic(c, tag0, "4", "2", 1) + "\n"
+            + f"srun --het-group=1 bash -c '{traffic(c, tag1, '6', '3', 1)}'")
+    het = c.sbatch("-N1", "-w", "n1", ":", "-N1", "-w", "n2", script(c, "het", body))
+    assert c.wait_done(het) == "COMPLETED", c.diagnostics(het)
+    comps = raw_ids(c, het)
+    assert sorted(comps) == [f"{het}+0", f"{het}+1"], comps
+    for comp, tag, host, gbps in ((f"{het}+0", tag0, "n1", 4), (f"{het}+1", tag1, "n2", 6)):
+        inj = injected(c, "*", tag)
+        assert list(inj) == [host], (comp, inj)
+        raw = comps[comp]
+        rec = c.wait_records(raw, [host])[host]
+        assert_exact(rec, inj[host])
+        assert rec["totals"]["tx_bytes"] == gbps * 10**9 // 8
+        rep = c.report(comp)
+        assert (rep["job_id"], rep["alias"]) == (raw, comp)
+        assert report_nodes(rep)[host]["tx_bytes"] == rec["totals"]["tx_bytes"]
+    assert_lists_parts(c, het, f"job {het} is a heterogeneous job (2 components: {het}+0, {het}+1)")
 
 
 # -- 5. faults: the node stays idle, records are exact or flagged, never missing -------------
@@ -488,10 +528,13 @@ def test_report_on_running_job_shows_live_progress(cluster):
     c = cluster
     # The job sends traffic in 0.5 s runs until the test, having seen live rates, opens the
     # gate: however slow the machine, the job is still running when the report is read.
+    # n2 (node id 1) drops 0.1 % of what it receives (the simulator's `drops` fault): its
+    # daemon's last minute says so before any record exists.
     gate = c.lay.p("out", "live.gate")
     loop = ("i=0; while [ ! -e %s ] && [ $i -lt 600 ]; do %s; i=$((i+1)); done"
             % (gate, traffic(c, "s1.$i", "40", "$((10*(SLURM_NODEID+1)))", 0.5,
-                             "--realtime --step 0.1")))
+                             "--realtime --step 0.1 "
+                             "$([ $SLURM_NODEID -eq 1 ] && echo --fault drops)")))
     job = c.sbatch("-N2", "-w", "n1,n2", script(c, "live", srun_all(2, loop)))
     wait_active(c, job, ["n1", "n2"])
     deadline = time.monotonic() + 120  # only bounds a hang: the gate keeps the job running
@@ -502,14 +545,18 @@ def test_report_on_running_job_shows_live_progress(cluster):
             rep = c.report(job, missing_ok=True)
             nodes = report_nodes(rep) if rep else {}
             if sorted(nodes) == ["n1", "n2"] and all((n.get("live_tx_gbps") or 0) > 0
-                                                     for n in nodes.values()):
+                                                     for n in nodes.values()) \
+                    and rep["verdict"] == "Running: problems seen live":
                 live = rep
                 break
             time.sleep(0.3)
     finally:
         open(gate, "w").close()
-    assert live is not None, "no live rates while the job ran"
+    assert live is not None, "no live rates and live drops while the job ran"
     assert live["running"] is True and live["state"] == "RUNNING"
+    assert live["user"] == "root" and live["partition"], live  # from Slurm, not n/a
+    drops = [(f["host"], f.get("live")) for f in live["findings"] if f["code"] == "rx_drops"]
+    assert drops == [("n2", True)], live["findings"]
     for n in report_nodes(live).values():
         # A rate of the daemon's newest tick: how near 40 Gb/s depends on the machine's speed,
         # so only its presence is checked; the totals below are exact.

@@ -70,7 +70,8 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
     the terminal ($COLUMNS; 80 for a pipe or a file): the per-node table drops its least
     needed columns first (--wide keeps them all). Exit codes: 0 report printed (whatever the
     verdict), 2 bad job id, 4 store unreadable (or another user's private records or
-    running job), 5 no such job, 6 ambiguous (several clusters: use --cluster).
+    running job), 5 no such job, 6 ambiguous (several clusters: use --cluster; an array or
+    het job asked by its plain id, 123: its tasks or components are listed, report one).
     """
     from efajob.report.render.csv import render_csv
     from efajob.report.render.html import render_html

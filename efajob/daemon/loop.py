@@ -35,6 +35,7 @@ from efajob.config import Config
 from efajob.node.counters import diff_snapshots
 from efajob.errors import ConfigError, StoreError
 from efajob.node.localstore import LocalStore, SampleRow, current_boot_id, encode_jobs
+from efajob.daemon.recent import RecentWindow
 from efajob.sinks.base import DaemonHealth, Sink, Tick
 from efajob.sinks.registry import build_sinks
 
@@ -195,6 +196,7 @@ class Daemon:
         # From IMDSv2 (worker thread) when the config names no instance type; None until known.
         self._instance_type: Optional[str] = None
         self._jobs_reader: Optional[ActiveJobsReader] = None
+        self.recent = RecentWindow()  # the last minute, for the status file (worker reads it)
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -230,6 +232,7 @@ class Daemon:
                                ethtool=ethtool_reader_from_config(self.cfg),
                                clock=self._clock, wall_clock=self._wall)
         self._prev = None
+        self.recent.clear()
         self._jobs_reader = ActiveJobsReader(self.cfg.run_dir)
         return self.sampler
 
@@ -354,6 +357,7 @@ class Daemon:
         snap = sampler.sample()
         t1 = self._clock()
         prev, self._prev = self._prev, snap
+        self.recent.add(snap)
         jobs = tuple(self._read_jobs())
         delta = diff_snapshots(prev, snap) if prev is not None else None
         rates: Dict[str, float] = {}
@@ -569,7 +573,8 @@ class Daemon:
         # driver the node runs, for the dashboard; never on the sampling path.
         doc = build_node_status(tick, interval=cfg.interval, pid=os.getpid(), version=__version__,
                                 now_mono=self._clock(), now_wall=self._wall(),
-                                private=cfg.private_records,
+                                private=cfg.private_records, recent=self.recent.summary(),
+                                job_recent=self.recent.job_windows(tick.jobs, self._boot_id),
                                 efa_driver=read_efa_driver_version(cfg.sysfs_root))
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
 

@@ -12,7 +12,13 @@ Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) 
      "rates": {port counter: per second}, "tx_gbps", "rx_gbps",
      "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps"}],
      "jobs": [{"key", "job_id", "user", "partition", "start"}],
-     "efa_driver": AWS driver version from module/efa/version ("2.17.0g") | null (in-tree)}
+     "efa_driver": AWS driver version from module/efa/version ("2.17.0g") | null (in-tree),
+     "recent": {"seconds", "counters", "devices", "resets", "vanished", "appeared"}}
+
+`recent` is the last minute (efajob/daemon/recent.py): what a running job's report and the
+dashboard judge the node by. Absent before the daemon has two samples. A job that started
+inside that minute has its own `recent` in its `jobs` entry, from its start on (null while it
+is younger than one anchor step), so that it is not charged with what came before it.
 
 With `private_records = true` the file is still world-readable (the dashboard and live reports
 read it) but says only which job ids run here, as squeue does: `user` and `partition` are null.
@@ -57,10 +63,17 @@ def _gbps(bps: Optional[float]) -> Optional[float]:
     return None if bps is None else bytes_to_gbps(bps, 1.0)
 
 
-def _jobs(jobs: Iterable["ActiveJob"], private: bool = False) -> List[dict]:
-    return [{"key": j.key, "job_id": j.job_id, "user": None if private else j.user,
-             "partition": None if private else j.partition, "start": j.start_wall}
-            for j in sorted(jobs, key=lambda j: j.key)]
+def _jobs(jobs: Iterable["ActiveJob"], private: bool = False,
+          recent: Optional[Mapping[str, Optional[dict]]] = None) -> List[dict]:
+    out = []
+    for j in sorted(jobs, key=lambda j: j.key):
+        entry: Dict[str, object] = {
+            "key": j.key, "job_id": j.job_id, "user": None if private else j.user,
+            "partition": None if private else j.partition, "start": j.start_wall}
+        if recent is not None and j.key in recent:
+            entry["recent"] = recent[j.key]
+        out.append(entry)
+    return out
 
 
 def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
@@ -72,14 +85,18 @@ def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
 def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
                       now_mono: float, now_wall: float,
                       link_gbps: Optional[Mapping[str, Optional[float]]] = None,
-                      private: bool = False, efa_driver: Optional[str] = None) -> dict:
+                      private: bool = False, efa_driver: Optional[str] = None,
+                      recent: Optional[dict] = None,
+                      job_recent: Optional[Mapping[str, Optional[dict]]] = None) -> dict:
     """The document the daemon publishes, from its latest tick (`private`: private_records;
-    `efa_driver`: sysfs.read_efa_driver_version's answer)."""
+    `efa_driver`: sysfs.read_efa_driver_version's answer; `recent`: RecentWindow.summary(),
+    node counters only, so private_records leaves it in; `job_recent`:
+    RecentWindow.job_windows(), the window of a job younger than it)."""
     h = tick.health
     age = max(0.0, now_mono - tick.snapshot.mono)
     dev_tx = {d: r["tx_bytes"] for d, r in tick.device_rates.items() if "tx_bytes" in r}
     dev_rx = {d: r["rx_bytes"] for d, r in tick.device_rates.items() if "rx_bytes" in r}
-    return {
+    doc = {
         "schema": NODE_STATUS_SCHEMA,
         "version": NODE_STATUS_VERSION,
         "cluster": tick.cluster,
@@ -105,9 +122,12 @@ def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
         "tx_gbps": _gbps(tick.rates.get("tx_bytes")),
         "rx_gbps": _gbps(tick.rates.get("rx_bytes")),
         "devices": _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx),
-        "jobs": _jobs(tick.jobs, private),
+        "jobs": _jobs(tick.jobs, private, job_recent),
         "efa_driver": efa_driver,
     }
+    if recent is not None:
+        doc["recent"] = recent
+    return doc
 
 
 def build_local_status(*, cluster: str, node: str, instance_type: Optional[str],

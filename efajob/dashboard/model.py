@@ -168,7 +168,8 @@ def _jobs(raw: object, private: bool = False) -> List[NodeJob]:
 
 
 def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float,
-                    private: bool = False) -> Optional[NodeView]:
+                    private: bool = False,
+                    thresholds: Optional[Mapping[str, float]] = None) -> Optional[NodeView]:
     """A node status document (efajob/daemon/nodestatus.py) -> NodeView; None when it names no valid
     host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
     the dashboard shows more of the document, and one corrupt number must not hide a node.)"""
@@ -209,7 +210,28 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
     down = [d.name for d in n.devices if d.state is not None and not d.active]
     if down:
         n.problems.append("devices not active: " + ", ".join(down))
+    if not n.stale:
+        n.problems += live_problems(host, doc, n.rates, thresholds, n.instance_type)
     return n
+
+
+def live_problems(host: str, doc: dict, rates: Mapping[str, float],
+                  thresholds: Optional[Mapping[str, float]], instance_type: Optional[str]) -> List[str]:
+    """What the daemon saw go wrong: the health rules on its last minute (`recent`, the same
+    rules and thresholds as a report: report/live.py), or, from a daemon that writes no
+    window, any health counter moving at the last sample. Either way a node dropping or
+    retransmitting packets is never `ok`."""
+    from efajob.config import DEFAULT_THRESHOLDS
+    from efajob.report.live import node_findings
+    from efajob.store.reader import parse_recent
+
+    recent = parse_recent(doc.get("recent"))
+    if recent is None:
+        return [f"{k} {v:,.1f}/s at the last sample" for k, v in rates.items() if v > 0]
+    th = dict(DEFAULT_THRESHOLDS)
+    th.update(thresholds or {})
+    return [f.message for f in node_findings(host, recent, th, instance_type)
+            if f.severity != "info"]
 
 
 # -- the model -------------------------------------------------------------------------------
@@ -253,7 +275,8 @@ def _totals(nodes: Sequence[NodeView], running: Sequence[RunningJob]) -> Totals:
 
 def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping], *, now: float,
                     max_status_age: float, notes: Sequence[str] = (),
-                    private: bool = False) -> Dashboard:
+                    private: bool = False,
+                    thresholds: Optional[Mapping[str, float]] = None) -> Dashboard:
     """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first.
     `private` (private_records): no user or partition anywhere on the page, whatever the
     files say (the service may run as root and read every record)."""
@@ -261,7 +284,7 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
     skipped = 0
     for cluster, doc in docs:
         n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age,
-                            private=private) \
+                            private=private, thresholds=thresholds) \
             if isinstance(cluster, str) and NAME_RE.fullmatch(cluster) else None
         if n is None:
             skipped += 1

@@ -12,11 +12,11 @@ from typing import Callable, Optional, Sequence
 from efajob.dashboard.model import CSP, NAME_RE, Dashboard, DeviceView, NodeJob, as_number, ratio
 from efajob.slurm.hostlist import fold
 from efajob.slurm.jobid import is_job_id
+from efajob.report.findings import verdict_tone
 from efajob.report.render.html import esc
 from efajob.fmt import NA, fmt_bytes, fmt_duration, fmt_gbps, fmt_pct, fmt_time
 
 JobHref = Callable[[str, str, int], Optional[str]]  # (cluster, job id, restart) -> link or None
-_VERDICTS = ("Healthy", "Warning", "Failure")
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:20px;color:#1d2430}
 h1{font-size:20px;margin:0 0 2px}h2{font-size:16px;margin:22px 0 6px;border-bottom:1px solid #d8dde6}
@@ -183,8 +183,10 @@ def _recent_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
     for j in d.recent:
         jid, cluster, restart = j.get("job_id"), j.get("cluster"), j.get("restart") or 0
         key = f"{jid}" + (f".{restart}" if restart else "")
-        verdict = str(j.get("verdict") or NA) + (" (running)" if j.get("running") else "")
-        vcls = j.get("verdict") if j.get("verdict") in _VERDICTS else "unknown"
+        verdict = str(j.get("verdict") or NA)
+        if j.get("running") and not verdict.startswith("Running"):
+            verdict += " (running)"
+        vcls = verdict_tone(j.get("verdict"))
         findings = j.get("findings")
         findings = findings if isinstance(findings, list) else []
         avg = as_number(j.get("avg_gbps_per_node"))

@@ -162,7 +162,7 @@ class Collector:
             notes += n
         recent = self._recent(now, notes)
         return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes,
-                               private=self.cfg.private_records)
+                               private=self.cfg.private_records, thresholds=self.cfg.thresholds)
 
     def _recent(self, now: float, notes: List[str]) -> List[dict]:
         from efajob.report.assemble import job_summary

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any, List, Optional, Tuple
 
-from efajob.errors import SlurmError, StoreError
+from efajob.errors import AmbiguousJobError, SlurmError, StoreError
 
 
 # -- Slurm (optional) -------------------------------------------------------------------------
@@ -110,11 +110,26 @@ def _no_gc():
             gc.enable()
 
 
+def parts_error(job_id: str, parts) -> AmbiguousJobError:
+    """`report 500` of an array (or `report 420` of a het job): one report would mix the
+    tasks' nodes, times and exit codes, or show one task as if it were the job. Exit 6 with
+    the ids to ask for instead (docs/report.md)."""
+    kind, what = (("an array job", "task") if "_" in parts[0] else
+                  ("a heterogeneous job", "component"))
+    shown = ", ".join(parts[:20]) + (f", ... ({len(parts)} in all)" if len(parts) > 20 else "")
+    plural = "s" if len(parts) > 1 else ""
+    return AmbiguousJobError(f"job {job_id} is {kind} ({len(parts)} {what}{plural}: {shown}); "
+                             f"report one {what}, e.g. efajob report {parts[0]}")
+
+
 def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[str],
            restart: Optional[int], now: float, warn, use_slurm: bool = True):
-    from efajob.store.reader import find_job, load_job
+    from efajob.store.reader import find_job, find_parts, load_job, list_clusters
     from efajob.report.build import build_report
 
+    parts = tuple(getattr(info, "parts", None) or ())
+    if parts:
+        raise parts_error(job_id, parts)
     target = job_id
     sid = getattr(info, "slurm_job_id", None)
     if sid and sid != job_id and not _store_has(cfg.store, cluster, job_id):
@@ -122,6 +137,14 @@ def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[s
     files = find_job(cfg.store, target, cluster=cluster, restart=restart, now=now,
                      max_status_age=max(60.0, 4 * cfg.status_interval))
     loaded = load_job(files)
+    if job_id.isdigit() and any(str(r.get(k)) == job_id for r in loaded.records
+                                for k in ("array_job_id", "het_job_id")):
+        # Records that know their array/het job (a Slurm that sets SLURM_ARRAY_* for the
+        # hooks) when Slurm was not asked or has forgotten the job.
+        listed = find_parts(cfg.store, job_id, [files.cluster] if files.cluster else
+                            list_clusters(cfg.store))
+        if listed:
+            raise parts_error(job_id, listed)
     private = private_view(cfg)
     if not_yours(loaded, files, private) and not (private and _slurm_says_ours(info)):
         if private and files.live and not loaded.skipped:

@@ -11,7 +11,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from efajob.config import DEFAULT_THRESHOLDS
 from efajob.node.instances import lookup
-from efajob.report.findings import evaluate, verdict
+from efajob.report.findings import evaluate, running_verdict, sort_findings, verdict
+from efajob.report.live import live_findings
 from efajob.report.maths import (ints, max2, maxv, mean, nonempty, num, ratio,
                                  sum_counters)
 from efajob.report.model import (ALIVE_STATES, DeviceReport, JobMeta, JobReport, NodeReport,
@@ -158,6 +159,16 @@ def meta_from_records(job_id: str, cluster: str, restart: int,
     return m
 
 
+def _owner_from_status(m: JobMeta, live: Mapping[str, Any], job_id: str, restart: int) -> None:
+    """User and partition of a job with no record yet, from the active-job entries of its
+    nodes' status files (null there with private_records); Slurm's, when asked, win."""
+    for st in live.values():
+        for j in getattr(st, "jobs", ()):
+            if j.job_id == job_id and j.restart == restart:
+                m.user = m.user or j.user
+                m.partition = m.partition or getattr(j, "partition", None)
+
+
 def apply_slurm(m: JobMeta, info: Any, *, times: bool = True) -> None:
     """Overlay what Slurm knows (efajob.slurm.adapter.JobInfo, duck-typed). `times=False` keeps the
     records' start/end/state (the report is about an earlier restart than Slurm's)."""
@@ -214,17 +225,24 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
         live = {}  # Slurm says it is over: a status file younger than a minute is just late
     slurm_running = job_info is not None and slurm_times and \
         str(getattr(job_info, "state", "") or "").upper() in ALIVE_STATES - {"PENDING"}
+    windows: Dict[str, Tuple[Any, Optional[str]]] = {}
     for host, st in live.items():
         if host in nodes:
             continue
         job = next((j for j in st.jobs if j.job_id == job_id and j.restart == restart), None)
+        # The job's own window when it started inside the node's last minute.
+        recent = job.window(st.recent) if job is not None else getattr(st, "recent", None)
+        if recent is not None:
+            windows[host] = (recent, getattr(st, "instance_type", None))
         nodes[host] = NodeReport(host=host, status="running", live_tx_gbps=st.tx_gbps,
                                  live_rx_gbps=st.rx_gbps,
                                  live_age_s=st.age(now) if now is not None else None,
+                                 live_window_s=recent.seconds if recent is not None else None,
                                  start=job.start if job else None,
                                  instance_type=getattr(st, "instance_type", None))
     running = bool(live) or slurm_running
     meta = meta_from_records(job_id, cluster, restart, records, running)
+    _owner_from_status(meta, live, job_id, restart)
     if job_info is not None:
         apply_slurm(meta, job_info, times=slurm_times)
     if not meta.hosts:
@@ -259,7 +277,13 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
     report.findings = evaluate(report, th)
-    report.verdict = verdict(report.findings)
+    if running:
+        report.findings = sort_findings(report.findings + live_findings(windows, th), report)
+        waiting = [n for n in ranked if n.status == "running"]
+        report.verdict = running_verdict(report.findings, len(waiting),
+                                         sum(1 for n in waiting if n.live_window_s is not None))
+    else:
+        report.verdict = verdict(report.findings)
     by_host = {n.host: n for n in ranked}
     for f in report.findings:
         n = by_host.get(f.host) if f.host else None

@@ -7,7 +7,8 @@ A rule that lacks the counters it needs says nothing: absent is not zero, and th
 section shows "n/a" for it.
 
 Verdict (DCGM's "Overall Health"): any critical finding -> Failure; any warning -> Warning;
-otherwise Healthy.
+otherwise Healthy. A running job is never "Healthy": its verdict says "Running" and what its
+nodes' daemons saw in the last minute (running_verdict; live findings: report/live.py).
 """
 from __future__ import annotations
 
@@ -33,9 +34,10 @@ class Finding:
     advice: str = ""  # what to do about it
     host: Optional[str] = None
     device: Optional[str] = None
+    live: bool = False  # from a running node's last minute (report/live.py), not a record
 
     def to_dict(self) -> dict:
-        d = {"code": self.code, "severity": self.severity}
+        d: Dict[str, object] = {"code": self.code, "severity": self.severity}
         if self.host is not None:
             d["host"] = self.host
         if self.device is not None:
@@ -43,6 +45,8 @@ class Finding:
         d["message"] = self.message
         if self.advice:
             d["advice"] = self.advice
+        if self.live:
+            d["live"] = True
         return d
 
 
@@ -60,14 +64,17 @@ def rule(code: str) -> Callable[[Rule], Rule]:
 def evaluate(report: "JobReport", thresholds: Mapping[str, float]) -> List[Finding]:
     """Every rule's findings: critical first, then warnings, then info; within a severity in
     rule order, then in the report's node ranking."""
-    rank = {n.host: n.rank for n in report.nodes}
-    order = {code: i for i, code in enumerate(RULES)}
     out: List[Finding] = []
     for fn in RULES.values():
         out.extend(fn(report, thresholds))
-    out.sort(key=lambda f: (SEVERITIES.index(f.severity), order[f.code],
-                            rank.get(f.host or "", 0), f.device or ""))
-    return out
+    return sort_findings(out, report)
+
+
+def sort_findings(findings: List[Finding], report: "JobReport") -> List[Finding]:
+    rank = {n.host: n.rank for n in report.nodes}
+    order = {code: i for i, code in enumerate(RULES)}
+    return sorted(findings, key=lambda f: (SEVERITIES.index(f.severity), order[f.code],
+                                           rank.get(f.host or "", 0), f.device or ""))
 
 
 def verdict(findings: List[Finding]) -> str:
@@ -75,6 +82,46 @@ def verdict(findings: List[Finding]) -> str:
         if any(f.severity == sev for f in findings):
             return VERDICTS[sev]
     return "Healthy"
+
+
+RUNNING_PROBLEMS_LIVE = "Running: problems seen live"
+RUNNING_PROBLEMS = "Running: problems seen"  # in the records of nodes already done
+RUNNING_CLEAN = "Running: no problem seen in the last minute"
+RUNNING_PARTIAL = "Running: no problem seen, some nodes not live"
+RUNNING_NO_DATA = "Running: no live data"
+# The colour (text) and badge class (HTML, dashboard) of each verdict.
+_TONES = {RUNNING_PROBLEMS_LIVE: "Warning", RUNNING_PROBLEMS: "Warning", RUNNING_CLEAN: "Healthy",
+          RUNNING_PARTIAL: "unknown", RUNNING_NO_DATA: "unknown"}
+
+
+def running_verdict(findings: List[Finding], running_nodes: int, live_nodes: int) -> str:
+    """A running job's verdict: `running_nodes` without a record yet, `live_nodes` of them
+    with a last-minute window in their daemon's status file."""
+    problems = [f for f in findings if f.severity != "info"]
+    if any(f.live for f in problems):
+        return RUNNING_PROBLEMS_LIVE
+    if problems:
+        return RUNNING_PROBLEMS
+    if running_nodes and live_nodes == running_nodes:
+        return RUNNING_CLEAN
+    return RUNNING_PARTIAL if live_nodes else RUNNING_NO_DATA
+
+
+_SHORT = {RUNNING_PROBLEMS_LIVE: "Running: problems", RUNNING_PROBLEMS: "Running: problems",
+          RUNNING_CLEAN: "Running: no problem", RUNNING_PARTIAL: "Running: partial",
+          RUNNING_NO_DATA: "Running: no data"}
+
+
+def short_verdict(v: object) -> str:
+    """The verdict in a job list's column (`efajob jobs`): a running job's, shortened."""
+    return _SHORT.get(str(v), str(v))
+
+
+def verdict_tone(v: object) -> str:
+    """Healthy, Warning, Failure or unknown: how a verdict is coloured."""
+    if v in ("Healthy", "Warning", "Failure"):
+        return str(v)
+    return _TONES.get(str(v), "unknown")
 
 
 def _multi_node(report: "JobReport") -> bool:

@@ -87,6 +87,7 @@ class NodeReport(_Traffic):
     live_tx_gbps: Optional[float] = None  # running: the node status file's current rates
     live_rx_gbps: Optional[float] = None
     live_age_s: Optional[float] = None
+    live_window_s: Optional[float] = None  # running: the daemon's last-minute window, if any
     rank: int = 0
     marks: List[str] = field(default_factory=list)  # finding codes that name this node
 

@@ -25,8 +25,8 @@ import re
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from efajob.errors import SlurmError
 from efajob.slurm.hostlist import expand
@@ -64,6 +64,9 @@ class JobInfo:
     time_limit: Optional[int] = None  # minutes; None when unlimited or unknown
     restarts: Optional[int] = None
     slurm_job_id: Optional[str] = None  # the unique numeric id (SLURM_JOB_ID): records are filed under it
+    # When the query named an array job or a het job by its plain id (`500`, `420`): the ids
+    # of all its tasks or components as Slurm shows them (`500_1`, `420+1`), else empty.
+    parts: Tuple[str, ...] = ()
 
     @property
     def alive(self) -> bool:
@@ -248,6 +251,31 @@ def pick(jobs: Sequence[JobInfo], job_id: str) -> Optional[JobInfo]:
     return jobs[0] if jobs else None
 
 
+def parts_of(jobs: Sequence[JobInfo], job_id: str) -> Tuple[str, ...]:
+    """The array tasks / het components a query for the plain id `job_id` returned: Slurm
+    answers `scontrol show job 500` for an array with every task (`500_1`, `500_2`, ...; one
+    line `500_[4-9]` for tasks still pending) and for a het job with every component
+    (`420+0`, `420+1`). The raw id of one task (`501`) returns that task only, whose array
+    id is not `501`: no parts. Sorted as Slurm numbers them."""
+    if not job_id.isdigit():
+        return ()
+    found = {j.job_id for j in jobs if j.job_id.startswith((job_id + "_", job_id + "+"))}
+    return tuple(sorted(found, key=_part_key))
+
+
+def _part_key(part: str) -> Tuple[int, str]:
+    tail = re.split(r"[_+]", part, maxsplit=1)[-1]
+    head = re.match(r"\[?([0-9]+)", tail)
+    return (int(head.group(1)) if head else 1 << 40, part)
+
+
+def with_parts(jobs: Sequence[JobInfo], job_id: str) -> Optional[JobInfo]:
+    """pick() plus the parts of an array/het job asked for by its plain id."""
+    found = pick(jobs, job_id)
+    parts = parts_of(jobs, job_id)
+    return replace(found, parts=parts) if found is not None and parts else found
+
+
 # -- the command backend -----------------------------------------------------------------------
 Runner = Callable[..., "subprocess.CompletedProcess"]
 
@@ -319,7 +347,7 @@ class CommandBackend:
         validate_job_id(job_id)
         p = self._cmd(["scontrol", "-o", "show", "job", job_id])
         if p.returncode == 0:
-            found = pick(parse_scontrol_job(p.stdout), job_id)
+            found = with_parts(parse_scontrol_job(p.stdout), job_id)
             if found is not None:
                 return found
         elif "Invalid job id" not in (p.stderr or ""):
@@ -334,7 +362,7 @@ class CommandBackend:
             if "disabled" in err or "accounting_storage/none" in err or "not configured" in err:
                 return None  # no accounting: the job is simply unknown
             raise _failed(f"sacct -j {job_id}", p)
-        return pick(parse_sacct_json(p.stdout), job_id)
+        return with_parts(parse_sacct_json(p.stdout), job_id)
 
     def hostnames(self, expr: str) -> List[str]:
         p = self._cmd(["scontrol", "show", "hostnames", expr])
@@ -386,7 +414,8 @@ class PyslurmBackend:
         ps = self.pyslurm
         try:
             if job_id.isdigit():  # Job.load takes the numeric id only
-                return from_pyslurm(ps.Job.load(int(job_id)))
+                # One job, never its siblings: an array/het id lists the one part it loaded.
+                return with_parts([from_pyslurm(ps.Job.load(int(job_id)))], job_id)
         except Exception as e:  # pyslurm.RPCError: not in slurmctld any more (or an error)
             if "Invalid job id" not in str(e) and "ESLURM_INVALID_JOB_ID" not in str(e):
                 log.debug("pyslurm Job.load(%s): %s", job_id, e)
@@ -397,7 +426,7 @@ class PyslurmBackend:
             log.debug("pyslurm db.Jobs.load(%s): %s", job_id, e)
             raise SlurmError(f"pyslurm db.Jobs.load({job_id}): {summarize_stderr(str(e))}") from None
         values = list(jobs.values()) if hasattr(jobs, "values") else list(jobs)
-        return pick([from_pyslurm(j) for j in values], job_id)
+        return with_parts([from_pyslurm(j) for j in values], job_id)
 
     def hostnames(self, expr: str) -> List[str]:
         return expand(expr)

@@ -60,6 +60,28 @@ class LiveJob:
     restart: int
     user: Optional[str] = None
     start: Optional[float] = None
+    partition: Optional[str] = None
+    # The job's own window when it started inside the node's (`recent` in its entry);
+    # `recent_pending`: the entry says null, too young for one. Else the node's applies.
+    recent: Optional["RecentCounters"] = None
+    recent_pending: bool = False
+
+    def window(self, node: Optional["RecentCounters"]) -> Optional["RecentCounters"]:
+        """The last-minute window to judge this job by on its node."""
+        return self.recent if self.recent is not None or self.recent_pending else node
+
+
+@dataclass(frozen=True)
+class RecentCounters:
+    """A node status file's `recent`: the daemon's last minute (efajob/daemon/recent.py).
+    `devices`: {name: (port counters, device counters)}; counters are non-negative ints."""
+
+    seconds: float
+    counters: Dict[str, int]
+    devices: Dict[str, Tuple[Dict[str, int], Dict[str, int]]]
+    resets: Tuple[str, ...] = ()
+    vanished: Tuple[str, ...] = ()
+    appeared: Tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +96,7 @@ class NodeStatus:
     jobs: Tuple[LiveJob, ...]
     path: str = ""
     instance_type: Optional[str] = None  # the daemon's (config or IMDS), for live reports
+    recent: Optional[RecentCounters] = None  # the last minute; None from an older daemon
 
     def age(self, now: float) -> Optional[float]:
         return None if self.wall is None else max(0.0, now - self.wall)
@@ -202,15 +225,30 @@ _ALIAS_RE = re.compile(r"([0-9]{1,10})([_+])([0-9]{1,10})")
 
 def find_aliases(store: str, job_id: str, clusters: Sequence[str]) -> List[Tuple[str, str]]:
     """[(cluster, stored job id)] whose records say they are array task / het component
-    `job_id`. Reads one record per candidate directory (ids >= the array or het job id, which
-    Slurm allocates first); used only when the id is not a directory name and Slurm did not
-    map it."""
+    `job_id`. Used only when the id is not a directory name and Slurm did not map it."""
     m = _ALIAS_RE.fullmatch(job_id)
     if m is None:
         return []
     base, sep, part = m.groups()
-    keys = ("array_job_id", "array_task_id") if sep == "_" else ("het_job_id", "het_job_offset")
-    out: List[Tuple[str, str]] = []
+    return sorted((c, name) for c, name, alias in _part_records(store, base, clusters)
+                  if alias == f"{base}{sep}{part}")
+
+
+def find_parts(store: str, job_id: str, clusters: Sequence[str]) -> List[str]:
+    """The array tasks / het components (`500_1`, `420+1`) whose records name the plain id
+    `job_id` as their array or het job: what `report 500` lists instead of reporting one task.
+    Only records written where Slurm gave the hooks `SLURM_ARRAY_*` / `SLURM_HET_*` carry
+    them (docs/records.md); elsewhere Slurm itself lists the parts (adapter.parts_of)."""
+    if not (job_id.isascii() and job_id.isdigit()):
+        return []
+    parts = {alias for _, _, alias in _part_records(store, job_id, clusters)}
+    return sorted(parts, key=_job_sort_key)
+
+
+def _part_records(store: str, base: str, clusters: Sequence[str]):
+    """(cluster, stored id, `base_task` or `base+offset`) of every job directory whose records
+    say they belong to array or het job `base`. Reads one record per candidate directory (ids
+    >= `base`: Slurm allocates the array or het job id first)."""
     for c in clusters:
         jobs = os.path.join(store, c, JOBS_DIR)
         for name in _listdir(jobs, "jobs directory"):
@@ -223,9 +261,14 @@ def find_aliases(store: str, job_id: str, clusters: Sequence[str]) -> List[Tuple
                 rec = loads_checked(read_regular(runs[max(runs)][0], MAX_RECORD_BYTES))
             except (OSError, ValueError):
                 continue
-            if isinstance(rec, dict) and str(rec.get(keys[0])) == base and str(rec.get(keys[1])) == part:
-                out.append((c, name))
-    return sorted(out)
+            if not isinstance(rec, dict):
+                continue
+            for owner, sub, sep in (("array_job_id", "array_task_id", "_"),
+                                    ("het_job_id", "het_job_offset", "+")):
+                part = rec.get(sub)
+                part = str(part) if isinstance(part, (str, int)) and not isinstance(part, bool) else ""
+                if str(rec.get(owner)) == base and part.isascii() and part.isdigit():
+                    yield c, name, f"{base}{sep}{part}"
 
 
 def _raise_not_found(store: str, job_id: str, clusters: Sequence[str],
@@ -328,13 +371,49 @@ def parse_node_status(d: object, path: str = "") -> Optional[NodeStatus]:
             continue
         key, jid, rs, j = parsed
         user = j.get("user") if isinstance(j.get("user"), str) else None
+        part = j.get("partition") if isinstance(j.get("partition"), str) else None
         start = as_number(j.get("start", j.get("start_wall")))
-        jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start))
+        own = parse_recent(j.get("recent"))
+        jobs.append(LiveJob(key=key, job_id=jid, restart=rs, user=user, start=start,
+                            partition=part, recent=own,
+                            recent_pending=own is None and "recent" in j))
     itype = d.get("instance_type")
     return NodeStatus(host=host, wall=as_number(d.get("time")),
                       tx_gbps=as_number(d.get("tx_gbps")), rx_gbps=as_number(d.get("rx_gbps")),
                       jobs=tuple(jobs), path=path,
-                      instance_type=itype if isinstance(itype, str) and itype else None)
+                      instance_type=itype if isinstance(itype, str) and itype else None,
+                      recent=parse_recent(d.get("recent")))
+
+
+def _counts(raw: object) -> Dict[str, int]:
+    """{name: non-negative int}; anything else left out (absent, never 0)."""
+    if not isinstance(raw, dict):
+        return {}
+    return {k: v for k, v in list(raw.items())[:512] if isinstance(k, str) and isinstance(v, int)
+            and not isinstance(v, bool) and v >= 0}
+
+
+def _names(raw: object) -> Tuple[str, ...]:
+    return tuple(x for x in raw[:256] if isinstance(x, str)) if isinstance(raw, list) else ()
+
+
+def parse_recent(raw: object) -> Optional[RecentCounters]:
+    """A status file's `recent` -> RecentCounters; None when absent or without a usable
+    duration (a window of 0 s says nothing)."""
+    if not isinstance(raw, dict):
+        return None
+    secs = as_number(raw.get("seconds"))
+    if secs is None or secs <= 0:
+        return None
+    devices: Dict[str, Tuple[Dict[str, int], Dict[str, int]]] = {}
+    raw_devs = raw.get("devices")
+    for name, dev in list(raw_devs.items())[:256] if isinstance(raw_devs, dict) else []:
+        if isinstance(name, str) and _NAME_RE.match(name) and isinstance(dev, dict):
+            devices[name] = (_counts(dev.get("counters")), _counts(dev.get("device_counters")))
+    return RecentCounters(seconds=float(secs), counters=_counts(raw.get("counters")),
+                          devices=devices, resets=_names(raw.get("resets")),
+                          vanished=_names(raw.get("vanished")),
+                          appeared=_names(raw.get("appeared")))
 
 
 def read_node_statuses(store: str, cluster: str) -> Dict[str, NodeStatus]:

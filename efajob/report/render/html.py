@@ -14,6 +14,7 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time
+from efajob.report.findings import verdict_tone
 from efajob.report.render.text import device_avg, fmt_allowance, natural_key
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,7 +30,7 @@ table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vert
 th{font-weight:600;color:#4a5566}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.dev td{color:#5b6576;font-size:12px}tr.flag td{background:#fff6e0}
 .verdict{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
-.Healthy{background:#2e7d32}.Warning{background:#b26a00}.Failure{background:#c62828}
+.Healthy{background:#2e7d32}.Warning{background:#b26a00}.Failure{background:#c62828}.unknown{background:#6b7585}
 .sev{font-weight:600;text-transform:uppercase;font-size:11px;padding:1px 6px;border-radius:6px;color:#fff}
 .critical{background:#c62828}.warning{background:#b26a00}.info{background:#1565c0}
 .gauge{display:inline-block;width:300px;height:12px;background:#e8ebf0;border-radius:6px;vertical-align:middle;overflow:hidden}
@@ -226,11 +227,11 @@ def render_html(r: "JobReport", *, tz: Optional[tzinfo] = None) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
-        f'<h1>{esc(title)} <span class="verdict {esc(r.verdict)}" id="verdict">{esc(r.verdict)}</span></h1>\n'
+        f'<h1>{esc(title)} <span class="verdict {esc(verdict_tone(r.verdict))}" id="verdict">{esc(r.verdict)}</span></h1>\n'
         f"{_header(r, tz)}\n<h2>Overall</h2>\n{_overall(r)}\n"
         f'<h2>Throughput over time</h2>\n<p class="legend"><span class="tx">&#9632; sent</span> '
         f'<span class="rx">&#9632; received</span> (Gbps per node, one scale for all nodes)</p>\n<div class="charts">{charts or "<p>No node record yet.</p>"}</div>\n'
         f"<h2>Per node (ranked by traffic)</h2>\n{_nodes(r)}\n"
         f"<h2>Health</h2>\n{_health(r)}\n<h2>Findings</h2>\n{_findings(r)}\n"
-        f'<p>Verdict: <span class="verdict {esc(r.verdict)}">{esc(r.verdict)}</span></p>\n'
+        f'<p>Verdict: <span class="verdict {esc(verdict_tone(r.verdict))}">{esc(r.verdict)}</span></p>\n'
         "</body></html>\n")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence
 from efajob.fmt import (NA, Column, fit_table, fmt_bytes, fmt_count, fmt_duration, fmt_gbps,
                         fmt_pct, fmt_time)
 from efajob.node.readings import natural_key as natural_key  # re-exported: the renderers import it from here
+from efajob.report.findings import short_verdict, verdict_tone
 from efajob.report.maths import max2, ratio
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,8 +65,13 @@ def _header(r: "JobReport", tz: Optional[tzinfo], paint: _Paint, pw: int, rw: in
     m = r.meta
     title = f"EFA job report: job {m.job_id}, cluster {m.cluster}"
     verdict = f"Verdict: {r.verdict}"
-    pad = max(1, rw - len(title) - len(verdict))
-    out = [paint(title, "bold") + " " * pad + paint(verdict, r.verdict), "=" * rw]
+    pad = rw - len(title) - len(verdict)
+    tone = verdict_tone(r.verdict)
+    if pad >= 1:
+        out = [paint(title, "bold") + " " * pad + paint(verdict, tone), "=" * rw]
+    else:  # a running job's longer verdict: on a line of its own, right-aligned
+        out = [paint(title, "bold"), " " * max(0, rw - len(verdict)) + paint(verdict, tone),
+               "=" * rw]
     job = m.job_id + (f" ({'array task' if '_' in m.alias else 'het component'} {m.alias})"
                       if m.alias else "")
     job += f" (restart {m.restart})" if m.restart or len(r.restarts) > 1 else ""
@@ -267,7 +273,7 @@ def render_text(r: "JobReport", *, verbose: bool = False, color: bool = False,
                         for k, v in counts.items() if v) or "no findings"
     parts = [_header(r, tz, paint, pw, rw), [rule], _overall(r, pw), [rule], nodes, [rule],
              _health(r, pw), [rule], _findings(r, paint, pw), ["=" * rw],
-             [paint(f"Verdict: {r.verdict}", r.verdict) + f"  ({summary})"]]
+             [paint(f"Verdict: {r.verdict}", verdict_tone(r.verdict)) + f"  ({summary})"]]
     return "\n".join(line for part in parts for line in part) + "\n"
 
 
@@ -307,9 +313,9 @@ def render_jobs(rows: Sequence[dict], *, tz: Optional[tzinfo] = None, color: boo
                      fmt_duration(j.get("elapsed_s")), fmt_bytes(j.get("tx_bytes")),
                      fmt_bytes(j.get("rx_bytes")),
                      (fmt_gbps(j.get("avg_gbps_per_node")) + " Gbps") if j.get("avg_gbps_per_node") is not None else NA,
-                     j["verdict"]])
+                     short_verdict(j["verdict"])])
     lines, _ = fit_table(JOB_COLUMNS, body, width, indent="")
     if color:  # colour after alignment: escape codes have no width
-        lines = [lines[0]] + [ln[: len(ln) - len(row[-1])] + paint(row[-1], row[-1])
-                              for ln, row in zip(lines[1:], body)]
+        lines = [lines[0]] + [ln[: len(ln) - len(row[-1])] + paint(row[-1], verdict_tone(j["verdict"]))
+                              for ln, row, j in zip(lines[1:], body, rows)]
     return "\n".join(lines) + "\n"

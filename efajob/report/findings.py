@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional
 
-from efajob.report.model import ENA_ALLOWANCE
-from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_pct
+from efajob.report.maths import ratio
+from efajob.report.model import ENA_ALLOWANCE, LINK_SOURCES
+from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
 
 if TYPE_CHECKING:  # pragma: no cover
-    from efajob.report.model import JobReport
+    from efajob.report.model import JobReport, NodeReport
 
 SEVERITIES = ("critical", "warning", "info")
 VERDICTS = {"critical": "Failure", "warning": "Warning"}
@@ -135,6 +136,28 @@ def straggler_node(report: "JobReport", th: Mapping[str, float]) -> List[Finding
     return out
 
 
+@rule("device_missing")
+def device_missing(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        if n.expected_devices is None:
+            continue
+        seen = {d.name for d in n.devices} | set(n.vanished_devices) | set(n.appeared_devices)
+        if not seen or len(seen) >= n.expected_devices:
+            continue  # no device at all: a record without counters, `incomplete` speaks
+        kind = n.instance_type or "its instance type"
+        out.append(Finding(
+            "device_missing", "critical",
+            f"{n.host} had {len(seen)} of the {n.expected_devices} EFA devices {kind} has: "
+            f"{n.expected_devices - len(seen)} never showed up, and the job ran without their "
+            "bandwidth.",
+            "`efajob devices` and `fi_info -p efa` on the node list what the driver found; "
+            "`dmesg` shows probe errors (some types, p5en among them, probe devices late after "
+            "boot). A device that never appears is an instance fault: drain the node and "
+            "replace the instance.", host=n.host))
+    return out
+
+
 @rule("device_idle")
 def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
@@ -169,10 +192,127 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                     f"{d.name} on {n.host} moved {'nothing' if dead else fmt_bytes(traffic)} while "
                     f"its {len(devs) - 1} siblings moved {fmt_bytes(ref)} each (median): "
                     + ("the device looks dead." if dead else "it carried far less than its share."),
-                    "Check the port state (`efajob devices`, `ibv_devinfo`) and `dmesg` on the node. "
-                    "NCCL spreads traffic over every device it can use: a device it cannot use "
-                    "costs the node that share of its bandwidth. Drain and replace the instance if "
-                    "the device is down.", host=n.host, device=d.name))
+                    "Check `dmesg` on the node for efa errors and this device's error counters "
+                    "(`efajob devices`; findings wr_errors, device_errors). Its port state cannot "
+                    "tell: the EFA driver always reports ACTIVE. NCCL spreads traffic over every "
+                    "device it can use: a device it cannot use costs the node that share of its "
+                    "bandwidth. Drain and replace the instance if the device stays idle.",
+                    host=n.host, device=d.name))
+    return out
+
+
+def _reset_note(devices: List[str]) -> str:
+    """The sentence a finding gets when its counts come from devices whose counters reset."""
+    if not devices:
+        return ""
+    return (f" Counters of {', '.join(devices)} were reset during the job (see counter_reset): "
+            "these counts are what the device counted after its reset, which may be the reset's "
+            "own recovery rather than the job's traffic.")
+
+
+def _reset_devices(n: "NodeReport", counters: Iterable[str], device: bool = False) -> List[str]:
+    """Devices of `n` on which one of `counters` reset (device-level names when `device`)."""
+    want = {("device:" + c) if device else c for c in counters}
+    return [d.name for d in n.devices if want & set(d.resets)]
+
+
+def _wr_kind(name: str) -> str:
+    # rdma_read_wr_err -> "RDMA read"; a future foo_wr_err -> "foo"
+    base = name[:-len("_wr_err")]
+    return base.replace("rdma_", "RDMA ").replace("_", " ")
+
+
+@rule("wr_errors")
+def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        for d in n.devices:
+            errs = {k: v for k, v in d.counters.items() if k.endswith("_wr_err") and v}
+            total = sum(errs.values())
+            if not errs or total < th["wr_errors"]:
+                continue
+            # rdma_read_wr_err counts failed rdma_read_wrs: the share of failed requests.
+            shares = [ratio(v, d.counters.get(k[:-len("_wr_err")] + "_wrs"))
+                      for k, v in errs.items()]
+            crit = any(r is not None and r > th["wr_errors_critical_ratio"] for r in shares) or \
+                any(d.counters.get(k[:-len("_wr_err")] + "_wrs") == 0 for k in errs)
+            listed = ", ".join(f"{k} {fmt_count(v)}" for k, v in sorted(errs.items()))
+            kinds = " and ".join(f"{fmt_count(v)} {_wr_kind(k)}" for k, v in sorted(errs.items()))
+            out.append(Finding(
+                "wr_errors", "critical" if crit else "warning",
+                f"{d.name} on {n.host} completed {kinds} work requests in error ({listed})."
+                + _reset_note([d.name] if d.name in _reset_devices(n, errs) else []),
+                "The device counts an RDMA work request that completed with an error status "
+                "(the driver passes the device's count through unchanged): the application "
+                "(NCCL through aws-ofi-nccl, or MPI through libfabric) saw those errors, "
+                "typically a peer's memory region that was deregistered or never registered "
+                "(GPUDirect/dma-buf setup), a peer process that died, or an unreachable peer. "
+                "Look in the job's log (NCCL_DEBUG=WARN, FI_LOG_LEVEL=warn); errors on one "
+                "device point at it or its peers, errors on every node at the software stack.",
+                host=n.host, device=d.name))
+    return out
+
+
+# What each device-level error counter counts, from the driver source (amzn-drivers
+# kernel/linux/efa/src, the same in the kernel's drivers/infiniband/hw/efa).
+DEVICE_ERROR_MEANINGS = {
+    "no_completion_cmds": (
+        "admin commands the device never completed within the admin timeout; the driver then "
+        "closes the device's admin queue, so every later admin command on it fails (creating "
+        "queue pairs, memory regions, address handles, reading port counters) until the "
+        "driver is reloaded or the device reset"),
+    "cmds_err": (
+        "admin commands that failed: refused because the admin queue was closed, timed out, or "
+        "answered with an error status by the device (every no_completion_cmds counts here "
+        "too, and so does each counter read while the queue is closed)"),
+    "create_qp_err": "queue pairs an application could not create",
+    "create_cq_err": "completion queues an application could not create",
+    "create_ah_err": "address handles (peer addresses) an application could not create",
+    "alloc_pd_err": "protection domains an application could not allocate",
+    "reg_mr_err": ("memory registrations that failed: pinning the memory (locked-memory "
+                   "limit, GPU memory through dma-buf or peermem) or the device's command"),
+    "alloc_ucontext_err": "processes that could not open the device (user context)",
+    "mmap_err": "mappings of device queues into a process that failed",
+    "alloc_mr_err": "memory regions kernel users (kernel verbs) could not allocate",
+    "get_dma_mr_err": "DMA memory regions kernel users (kernel verbs) could not get",
+}
+
+
+def is_device_error(name: str) -> bool:
+    """Device-level counters that count failures: `no_completion_cmds` and every `*_err`
+    (the kernel adds more of that shape); `*_wr_err` are port counters, repeated in the device
+    directory on kernels < 5.15, and judged by wr_errors."""
+    return name == "no_completion_cmds" or (name.endswith("_err") and not name.endswith("_wr_err"))
+
+
+@rule("device_errors")
+def device_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        for d in n.devices:
+            errs = {k: v for k, v in d.device_counters.items() if v and is_device_error(k)}
+            if not errs or sum(errs.values()) < th["device_errors"]:
+                continue
+            order = list(DEVICE_ERROR_MEANINGS)
+            names = sorted(errs, key=lambda k: (order.index(k) if k in order else len(order), k))
+            listed = ", ".join(f"{k} {fmt_count(errs[k])}" for k in names)
+            dead = "no_completion_cmds" in errs
+            meaning = "; ".join(f"{k}: {DEVICE_ERROR_MEANINGS.get(k, 'failed driver operations of that kind')}"
+                                for k in names)
+            resets = _reset_devices(n, errs, device=True)
+            out.append(Finding(
+                "device_errors", "critical" if dead else "warning",
+                f"{d.name} on {n.host} counted driver errors during the job ({listed})"
+                + (": the device stopped answering admin commands." if dead else ".")
+                + _reset_note([d.name] if d.name in resets else []),
+                f"{meaning[0].upper()}{meaning[1:]}. "
+                + ("A device that stops completing admin commands is unusable until the driver "
+                   "is reloaded: drain the node, check `dmesg` for efa admin-queue errors and "
+                   "replace the instance if it recurs." if dead else
+                   "Verbs errors come from the job's processes (libfabric, NCCL): check the "
+                   "job's log and the node's limits (`ulimit -l` unlimited for memory "
+                   "registration), and `dmesg` for efa errors."),
+                host=n.host, device=d.name))
     return out
 
 
@@ -189,7 +329,8 @@ def rx_drops(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
         share = f" ({fmt_pct(ratio, 3)} of {fmt_count(pkts)} received)" if ratio is not None else ""
         out.append(Finding(
             "rx_drops", "critical" if crit else "warning",
-            f"{n.host} dropped {fmt_count(drops)} received packets{share}.",
+            f"{n.host} dropped {fmt_count(drops)} received packets{share}."
+            + _reset_note(_reset_devices(n, ("rx_drops",))),
             "EFA drops what the receiver cannot take in (full queues) or what a congested fabric "
             "delivers late; SRD resends it at a cost in bandwidth. Drops on one node point at "
             "that node (CPU or PCIe pressure, another job); on every node, at congestion.",
@@ -214,7 +355,8 @@ def retransmits(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
         share = f" ({fmt_pct(ratio, 3)} of {fmt_count(tx)} sent{extra})" if ratio is not None else ""
         out.append(Finding(
             "retransmits", "critical" if crit else "warning",
-            f"{n.host} retransmitted {fmt_count(rp)} packets{share}.",
+            f"{n.host} retransmitted {fmt_count(rp)} packets{share}."
+            + _reset_note(_reset_devices(n, ("retrans_pkts",))),
             "SRD resends lost packets transparently, but many resends cost bandwidth: congestion, "
             "a bad link or a struggling peer. One node standing out points at it; all nodes, at "
             "placement (use a cluster placement group) or the fabric.", host=n.host))
@@ -229,8 +371,8 @@ def _count_rule(report: "JobReport", counter: str, threshold: float, code: str,
     for n in report.data_nodes:
         v = n.counters.get(counter)
         if v and v >= threshold:
-            out.append(Finding(code, "warning", message.format(host=n.host, count=fmt_count(v)),
-                               advice, host=n.host))
+            out.append(Finding(code, "warning", message.format(host=n.host, count=fmt_count(v))
+                               + _reset_note(_reset_devices(n, (counter,))), advice, host=n.host))
     return out
 
 
@@ -295,6 +437,31 @@ def counter_reset(report: "JobReport", th: Mapping[str, float]) -> List[Finding]
                 f"Counters went down during the job on {n.host} ({', '.join(devs)}): a device reset "
                 "or driver reload. Its totals count only what happened after the reset.",
                 "Check `dmesg` on the node for efa or ena resets.", host=n.host))
+    return out
+
+
+@rule("rate_above_link")
+def rate_above_link(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        if not n.above_link and not n.peak_above_link:
+            continue
+        cols = [c for c in (n.series.get("tx_gbps"), n.series.get("rx_gbps")) if isinstance(c, list)]
+        points = max((len(c) for c in cols), default=0)
+        peak = max((v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None), default=0.0)
+        where = LINK_SOURCES.get(n.link_source or "", "the record")
+        what = (f"{len(n.above_link)} of {points} points of its time series" if n.above_link
+                else "its peak rate")
+        out.append(Finding(
+            "rate_above_link", "warning",
+            f"{n.host}: {what} read faster than its links can carry (highest "
+            f"{fmt_gbps(peak)} Gbps against {fmt_gbps(n.link_gbps)} Gbps from the {where}): "
+            "such samples are not measurements, and the peak and peak utilisation built on them "
+            "are marked '?'.",
+            "Totals and averages come from the start and end snapshots and stay exact. A sample "
+            "reads too fast when the daemon read counters late and the delta covers more time "
+            "than its interval (`efajob status` shows skipped ticks), or when the link rate is "
+            "wrong (check the instance type in the config or IMDS).", host=n.host))
     return out
 
 

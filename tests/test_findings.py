@@ -306,3 +306,47 @@ def test_docs_list_every_finding_with_its_counter_and_advice():
     for code, row in rows.items():
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert len(cells) == 6 and all(cells[1:5]), code
+
+
+def test_renderers_question_rates_above_the_link(pool):
+    from datetime import timezone
+
+    from efajob.report.render.html import render_html
+    from efajob.report.render.json import report_to_dict
+    from efajob.report.render.text import render_text
+
+    records = job_records(pool, with_node(2, n2=dict(burst=10)), job_id="21")
+    r = build_report(records, job_id="21", cluster="test", now=T0)
+    text = render_text(r, tz=timezone.utc, width=None)
+    assert "(? above the link: see rate_above_link)" in text
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("2  n2")
+               or line.lstrip().startswith("1  n2"))
+    assert "?" in row and "rate above link" in row
+    assert "Link rate     from the instance-type table (p5.48xlarge)" in text
+    js = report_to_dict(r)
+    n2 = next(n for n in js["nodes"] if n["host"] == "n2")
+    assert n2["series"]["above_link"] == [9, 19, 29, 39, 49, 59] and n2["peak_above_link"]
+    assert js["overall"]["link_source"] == "instance_table"
+    page = render_html(r, tz=timezone.utc)
+    assert page.count('class="above-link"') == 6 and "Link rate" in page
+
+
+def test_renderers_say_not_supported_on_nitro_v3(pool):
+    from datetime import timezone
+
+    from efajob.report.render.html import render_html
+    from efajob.report.render.json import report_to_dict
+    from efajob.report.render.text import render_text
+
+    records = job_records(pool, healthy(2), job_id="22", instance_type="p4d.24xlarge",
+                          kernel="6.17", device_limit=None)
+    r = build_report(records, job_id="22", cluster="test", now=T0)
+    text = render_text(r, tz=timezone.utc, width=None)
+    assert "RDMA write not supported" in text
+    assert "SRD retransmitted packets     not supported here (SRD counters need Nitro v4" in text
+    js = report_to_dict(r)
+    assert js["totals"]["retrans_pkts"] is None and js["totals"]["rdma_write_bytes"] is None
+    assert "Nitro v3" in js["unsupported_counters"]["retrans_pkts"]
+    assert js["nodes"][0]["retrans_pkts"] is None and "rdma_write_wrs" in js["nodes"][0]["unsupported"]
+    page = render_html(r, tz=timezone.utc)
+    assert "not supported here (SRD counters need Nitro v4" in page

@@ -227,7 +227,7 @@ def _nodes(r: "JobReport", verbose: bool, width: Optional[int], pw: int) -> List
 _SRD_NA = "n/a (no SRD counters: they need Nitro v4+ and kernel 6.17+)"
 
 
-def _not_here(r: "JobReport", counter: str) -> str:
+def not_here(r: "JobReport", counter: str) -> str:
     """How an absent counter reads: "not supported here" with why, or n/a."""
     why = r.overall.unsupported.get(counter)
     return f"not supported here ({why})" if why else _SRD_NA
@@ -265,16 +265,16 @@ def _health(r: "JobReport", pw: int) -> List[str]:
         line("SRD retransmitted packets", f"{fmt_count(t.get('retrans_pkts'))}  ({fmt_bytes(t.get('retrans_bytes'))}; "
              f"{fmt_count(t.get('retrans_timeout_events'))} timeouts)")
     else:
-        line("SRD retransmitted packets", _not_here(r, "retrans_pkts"))
+        line("SRD retransmitted packets", not_here(r, "retrans_pkts"))
     line("impaired remote connections", fmt_count(t.get("impaired_remote_conn_events"))
-         if "impaired_remote_conn_events" in t else _not_here(r, "impaired_remote_conn_events"))
+         if "impaired_remote_conn_events" in t else not_here(r, "impaired_remote_conn_events"))
     line("unresponsive remote events", fmt_count(t.get("unresponsive_remote_events"))
-         if "unresponsive_remote_events" in t else _not_here(r, "unresponsive_remote_events"))
+         if "unresponsive_remote_events" in t else not_here(r, "unresponsive_remote_events"))
     errs = error_totals(r)
     line("RDMA work-request errors", fmt_count(errs["wr_errors"]))
     line("device (admin, verbs) errors", fmt_count(errs["device_errors"]))
     if "rdma_write_wr_err" in r.overall.unsupported:
-        line("RDMA write counters", _not_here(r, "rdma_write_wr_err"))
+        line("RDMA write counters", not_here(r, "rdma_write_wr_err"))
     line("ENA allowance exceeded", fmt_allowance(o.ena))
     line("counter resets", ", ".join(o.resets[:6]) + (f" (+{len(o.resets) - 6})" if len(o.resets) > 6 else "")
          if o.resets else "none")

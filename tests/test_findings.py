@@ -242,7 +242,7 @@ def test_the_issue_case_names_every_counter_and_what_it_means(pool):
 
 
 def test_device_error_names_are_open_ended():
-    from efajob.report.findings import is_device_error
+    from efajob.node.counters import is_device_error
 
     assert [n for n in ("cmds_err", "no_completion_cmds", "create_qp_err", "new_thing_err",
                         "rdma_read_wr_err", "submitted_cmds", "keep_alive_rcvd", "lifespan")

@@ -182,6 +182,7 @@ class Daemon:
         self._pending: Deque[SampleRow] = collections.deque(maxlen=MAX_PENDING_ROWS)
         self._prev: Optional[Snapshot] = None
         self.last_tick: Optional[Tick] = None
+        self._status_snapshot: Optional["Snapshot"] = None  # of the last status written
         self.ticks = self.skipped = 0
         self.errors: Dict[str, int] = collections.Counter()
         self._tick_seconds = 0.0
@@ -566,8 +567,11 @@ class Daemon:
         cfg = self.cfg
         doc = build_node_status(tick, interval=cfg.interval, pid=os.getpid(), version=__version__,
                                 now_mono=self._clock(), now_wall=self._wall(),
-                                private=cfg.private_records)
+                                private=cfg.private_records,
+                                previous=self._status_snapshot)
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
+        # Error rates in the next status cover the time since this one.
+        self._status_snapshot = tick.snapshot
 
     def _deliver(self) -> object:
         outbox = _outbox()

@@ -17,6 +17,19 @@ from efajob.node.readings import Snapshot
 BITS_PER_BYTE = 8
 
 
+def is_wr_error(name: str) -> bool:
+    """Port counters of RDMA work requests that completed in error: `rdma_read_wr_err`,
+    `rdma_write_wr_err` and any future `*_wr_err` (the device's own count)."""
+    return name.endswith("_wr_err")
+
+
+def is_device_error(name: str) -> bool:
+    """Device-level counters that count failures: `no_completion_cmds` and every `*_err` (the
+    kernel adds more of that shape); `*_wr_err` are port counters, repeated in the device
+    directory on kernels < 5.15, and judged as work-request errors."""
+    return name == "no_completion_cmds" or (name.endswith("_err") and not is_wr_error(name))
+
+
 def counter_delta(prev: int, cur: int) -> Tuple[int, bool]:
     """(delta, reset) of one cumulative counter."""
     if cur < prev:

@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional
 
+from efajob.node.counters import is_device_error, is_wr_error
 from efajob.report.maths import ratio
 from efajob.report.model import ENA_ALLOWANCE, LINK_SOURCES
 from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
@@ -227,7 +228,7 @@ def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
     for n in report.data_nodes:
         for d in n.devices:
-            errs = {k: v for k, v in d.counters.items() if k.endswith("_wr_err") and v}
+            errs = {k: v for k, v in d.counters.items() if v and is_wr_error(k)}
             total = sum(errs.values())
             if not errs or total < th["wr_errors"]:
                 continue
@@ -276,13 +277,6 @@ DEVICE_ERROR_MEANINGS = {
     "alloc_mr_err": "memory regions kernel users (kernel verbs) could not allocate",
     "get_dma_mr_err": "DMA memory regions kernel users (kernel verbs) could not get",
 }
-
-
-def is_device_error(name: str) -> bool:
-    """Device-level counters that count failures: `no_completion_cmds` and every `*_err`
-    (the kernel adds more of that shape); `*_wr_err` are port counters, repeated in the device
-    directory on kernels < 5.15, and judged by wr_errors."""
-    return name == "no_completion_cmds" or (name.endswith("_err") and not name.endswith("_wr_err"))
 
 
 @rule("device_errors")

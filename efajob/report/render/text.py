@@ -236,14 +236,14 @@ def not_here(r: "JobReport", counter: str) -> str:
 def error_totals(r: "JobReport") -> Dict[str, Optional[int]]:
     """Work-request errors (`*_wr_err` port counters) and driver errors (device_errors'
     counters) summed over the job's devices; None when no device had such a counter."""
-    from efajob.report.findings import is_device_error
+    from efajob.node.counters import is_device_error, is_wr_error
 
     wr: Optional[int] = None
     dev: Optional[int] = None
     for n in r.data_nodes:
         for d in n.devices:
             for k, v in d.counters.items():
-                if k.endswith("_wr_err"):
+                if is_wr_error(k):
                     wr = (wr or 0) + v
             for k, v in d.device_counters.items():
                 if is_device_error(k):

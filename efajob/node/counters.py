@@ -9,7 +9,7 @@ Rules (shared/notes/efa-sysfs.md, DESIGN invariant 3):
 from __future__ import annotations
 
 from operator import itemgetter, sub
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from efajob.node.flatlayout import Layout
 from efajob.node.readings import Snapshot
@@ -104,6 +104,17 @@ class SnapshotDelta:
         if self._totals is None:
             self._totals = sum_port_counters(self)
         return self._totals
+
+    def device_totals(self, names: Sequence[str]) -> Dict[str, int]:
+        """Node totals of the device-level counters in `names` (absent ones left out)."""
+        if self._devices is None and self.flat is not None:
+            return self.flat[0].device_totals(self.flat[1], names)
+        out: Dict[str, int] = {}
+        for d in self.devices.values():
+            for k in names:
+                if k in d.device_counters:
+                    out[k] = out.get(k, 0) + d.device_counters[k]
+        return out
 
     def port_column(self, name: str) -> Dict[str, int]:
         """One port counter's delta per device (devices without it left out)."""

@@ -350,3 +350,20 @@ def test_renderers_say_not_supported_on_nitro_v3(pool):
     assert js["nodes"][0]["retrans_pkts"] is None and "rdma_write_wrs" in js["nodes"][0]["unsupported"]
     page = render_html(r, tz=timezone.utc)
     assert "not supported here (SRD counters need Nitro v4" in page
+
+
+def test_a_device_peak_above_its_link_is_questioned(pool):
+    """The demo showed devices at 118 Gbps on 100 Gbps links (a catch-up burst)."""
+    from datetime import timezone
+
+    from efajob.report.render.text import render_text
+
+    records = job_records(pool, healthy(2), job_id="23")
+    dev = records[0]["devices"][2]
+    dev["peak_tx_gbps"] = 118.0
+    r = build_report(records, job_id="23", cluster="test", now=T0)
+    (f,) = r.findings
+    assert (f.code, f.severity, f.host) == ("rate_above_link", "warning", "n1")
+    assert f"highest {dev['name']}, 118.0 Gbps against 100.0 Gbps" in f.message
+    text = render_text(r, tz=timezone.utc, width=None, verbose=True)
+    assert any(dev["name"] in line and "118.0?" in line for line in text.splitlines())

@@ -78,9 +78,13 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
 
 
 def flag_rates(n: NodeReport, tolerance: float) -> None:
-    """Mark the series points and the peak of `n` faster than `tolerance` x its link rate
-    (n.above_link, n.peak_above_link). Such a sample is not a measurement: a late read whose
-    delta covers more time than its interval, a catch-up burst, or a wrong link rate."""
+    """Mark the series points and the peaks of `n` and of its devices faster than `tolerance` x
+    their link rate (above_link, peak_above_link). Such a sample is not a measurement: a late
+    read whose delta covers more time than its interval, a catch-up burst, or a wrong link rate."""
+    for d in n.devices:
+        dpeak = max2(d.peak_tx_gbps, d.peak_rx_gbps)
+        d.peak_above_link = bool(d.link_gbps) and dpeak is not None and \
+            dpeak > (d.link_gbps or 0) * tolerance
     link = n.link_gbps
     if not link:
         return

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional
 
 from efajob.node.counters import is_device_error, is_wr_error
-from efajob.report.maths import ratio
+from efajob.report.maths import max2, ratio
 from efajob.report.model import ENA_ALLOWANCE, LINK_SOURCES
 from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
 
@@ -194,7 +194,7 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                     f"its {len(devs) - 1} siblings moved {fmt_bytes(ref)} each (median): "
                     + ("the device looks dead." if dead else "it carried far less than its share."),
                     "Check `dmesg` on the node for efa errors and this device's error counters "
-                    "(`efajob devices`; findings wr_errors, device_errors). Its port state cannot "
+                    "(`efajob snapshot` on the node; findings wr_errors, device_errors). Its port state cannot "
                     "tell: the EFA driver always reports ACTIVE. NCCL spreads traffic over every "
                     "device it can use: a device it cannot use costs the node that share of its "
                     "bandwidth. Drain and replace the instance if the device stays idle.",
@@ -438,20 +438,27 @@ def counter_reset(report: "JobReport", th: Mapping[str, float]) -> List[Finding]
 def rate_above_link(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
     for n in report.data_nodes:
-        if not n.above_link and not n.peak_above_link:
+        devs = [d for d in n.devices if d.peak_above_link]
+        if not n.above_link and not n.peak_above_link and not devs:
             continue
         cols = [c for c in (n.series.get("tx_gbps"), n.series.get("rx_gbps")) if isinstance(c, list)]
         points = max((len(c) for c in cols), default=0)
         peak = max((v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None), default=0.0)
         where = LINK_SOURCES.get(n.link_source or "", "the record")
-        what = (f"{len(n.above_link)} of {points} points of its time series" if n.above_link
-                else "its peak rate")
+        if n.above_link or n.peak_above_link:
+            what = (f"{len(n.above_link)} of {points} points of its time series" if n.above_link
+                    else "its peak rate")
+            seen = (f"{what} read faster than its links can carry (highest {fmt_gbps(peak)} Gbps "
+                    f"against {fmt_gbps(n.link_gbps)} Gbps from the {where})")
+        else:
+            d0 = max(devs, key=lambda d: max2(d.peak_tx_gbps, d.peak_rx_gbps) or 0.0)
+            seen = (f"the peaks of {len(devs)} device(s) read faster than their links can carry "
+                    f"(highest {d0.name}, {fmt_gbps(max2(d0.peak_tx_gbps, d0.peak_rx_gbps))} "
+                    f"Gbps against {fmt_gbps(d0.link_gbps)} Gbps)")
         out.append(Finding(
             "rate_above_link", "warning",
-            f"{n.host}: {what} read faster than its links can carry (highest "
-            f"{fmt_gbps(peak)} Gbps against {fmt_gbps(n.link_gbps)} Gbps from the {where}): "
-            "such samples are not measurements, and the peak and peak utilisation built on them "
-            "are marked '?'.",
+            f"{n.host}: {seen}: such samples are not measurements, and the peaks and peak "
+            "utilisation built on them are marked '?'.",
             "Totals and averages come from the start and end snapshots and stay exact. A sample "
             "reads too fast when the daemon read counters late and the delta covers more time "
             "than its interval (`efajob status` shows skipped ticks), or when the link rate is "

@@ -58,6 +58,7 @@ class DeviceReport(_Traffic):
     resets: List[str] = field(default_factory=list)
     peak_tx_gbps: Optional[float] = None
     peak_rx_gbps: Optional[float] = None
+    peak_above_link: bool = False  # its peak is faster than its link: not a measurement
 
 
 @dataclass

@@ -203,7 +203,8 @@ def _nodes(r: "JobReport") -> str:
             dpk = max([v for v in (d.peak_tx_gbps, d.peak_rx_gbps) if v is not None], default=None)
             dc = ["", esc(d.name), "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
                   fmt_gbps(device_avg(d.tx_bytes, n.elapsed_s)), fmt_gbps(device_avg(d.rx_bytes, n.elapsed_s)),
-                  fmt_gbps(dpk), "", fmt_count(d.counters.get("rx_drops")),
+                  fmt_gbps(dpk) + (QUESTIONED if d.peak_above_link else ""), "",
+                  fmt_count(d.counters.get("rx_drops")),
                   fmt_count(d.counters.get("retrans_pkts"))]
             tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i != 1 else c}</td>"
                           for i, c in enumerate(dc))

@@ -25,7 +25,8 @@ def device_to_dict(d: DeviceReport) -> dict:
     return {"name": d.name, "link_gbps": d.link_gbps, "tx_bytes": d.tx_bytes,
             "rx_bytes": d.rx_bytes, "peak_tx_gbps": _r(d.peak_tx_gbps),
             "peak_rx_gbps": _r(d.peak_rx_gbps), "counters": d.counters,
-            "device_counters": d.device_counters, "resets": list(d.resets)}
+            "device_counters": d.device_counters, "resets": list(d.resets),
+            "peak_above_link": d.peak_above_link}
 
 
 def node_to_dict(n: NodeReport) -> dict:

@@ -214,7 +214,8 @@ def _nodes(r: "JobReport", verbose: bool, width: Optional[int], pw: int) -> List
                 util = ratio(max2(atx, arx), d.link_gbps)
                 rows.append(["", "  " + d.name, "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
                              fmt_gbps(atx), fmt_gbps(arx),
-                             fmt_gbps(max2(d.peak_tx_gbps, d.peak_rx_gbps)), fmt_pct(util),
+                             fmt_gbps(max2(d.peak_tx_gbps, d.peak_rx_gbps))
+                             + (QUESTIONED if d.peak_above_link else ""), fmt_pct(util),
                              fmt_count(d.counters.get("rx_drops")),
                              fmt_count(d.counters.get("retrans_pkts")),
                              "reset" if d.resets else ""])

@@ -279,6 +279,10 @@ def render_status(doc: dict) -> str:
     extras = [(n, r[n]) for n in ("tx_pkts", "rx_pkts", "rx_drops", "retrans_pkts") if n in r]
     if extras:
         lines.append("            " + ", ".join(f"{n} {v:,.0f}/s" for n, v in extras))
+    errs = [(n, v) for n, v in sorted(r.items()) if is_wr_error(n) and v] + \
+        [(n, v) for n, v in sorted((doc.get("error_rates") or {}).items()) if v]
+    if errs:  # the driver's failure signals (docs/report.md: wr_errors, device_errors)
+        lines.append("  EFA errors: " + ", ".join(f"{n} {v:,.2f}/s" for n, v in errs))
     lines.append("")
     devs = doc["devices"]
     lines.append(f"devices ({len(devs)}):" if devs else "devices: none found")

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional
 
 from efajob.node.counters import is_device_error, is_wr_error
+from efajob.report.counternotes import DEVICE_ERROR_MEANINGS, reset_devices, reset_note, wr_kind
 from efajob.report.maths import max2, ratio
 from efajob.report.model import ENA_ALLOWANCE, LINK_SOURCES
 from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
 
 if TYPE_CHECKING:  # pragma: no cover
-    from efajob.report.model import JobReport, NodeReport
+    from efajob.report.model import JobReport
 
 SEVERITIES = ("critical", "warning", "info")
 VERDICTS = {"critical": "Failure", "warning": "Warning"}
@@ -202,27 +203,6 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     return out
 
 
-def _reset_note(devices: List[str]) -> str:
-    """The sentence a finding gets when its counts come from devices whose counters reset."""
-    if not devices:
-        return ""
-    return (f" Counters of {', '.join(devices)} were reset during the job (see counter_reset): "
-            "these counts are what the device counted after its reset, which may be the reset's "
-            "own recovery rather than the job's traffic.")
-
-
-def _reset_devices(n: "NodeReport", counters: Iterable[str], device: bool = False) -> List[str]:
-    """Devices of `n` on which one of `counters` reset (device-level names when `device`)."""
-    want = {("device:" + c) if device else c for c in counters}
-    return [d.name for d in n.devices if want & set(d.resets)]
-
-
-def _wr_kind(name: str) -> str:
-    # rdma_read_wr_err -> "RDMA read"; a future foo_wr_err -> "foo"
-    base = name[:-len("_wr_err")]
-    return base.replace("rdma_", "RDMA ").replace("_", " ")
-
-
 @rule("wr_errors")
 def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
@@ -238,11 +218,11 @@ def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
             crit = any(r is not None and r > th["wr_errors_critical_ratio"] for r in shares) or \
                 any(d.counters.get(k[:-len("_wr_err")] + "_wrs") == 0 for k in errs)
             listed = ", ".join(f"{k} {fmt_count(v)}" for k, v in sorted(errs.items()))
-            kinds = " and ".join(f"{fmt_count(v)} {_wr_kind(k)}" for k, v in sorted(errs.items()))
+            kinds = " and ".join(f"{fmt_count(v)} {wr_kind(k)}" for k, v in sorted(errs.items()))
             out.append(Finding(
                 "wr_errors", "critical" if crit else "warning",
                 f"{d.name} on {n.host} completed {kinds} work requests in error ({listed})."
-                + _reset_note([d.name] if d.name in _reset_devices(n, errs) else []),
+                + reset_note([d.name] if d.name in reset_devices(n, errs) else []),
                 "The device counts an RDMA work request that completed with an error status "
                 "(the driver passes the device's count through unchanged): the application "
                 "(NCCL through aws-ofi-nccl, or MPI through libfabric) saw those errors, "
@@ -252,31 +232,6 @@ def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                 "device point at it or its peers, errors on every node at the software stack.",
                 host=n.host, device=d.name))
     return out
-
-
-# What each device-level error counter counts, from the driver source (amzn-drivers
-# kernel/linux/efa/src, the same in the kernel's drivers/infiniband/hw/efa).
-DEVICE_ERROR_MEANINGS = {
-    "no_completion_cmds": (
-        "admin commands the device never completed within the admin timeout; the driver then "
-        "closes the device's admin queue, so every later admin command on it fails (creating "
-        "queue pairs, memory regions, address handles, reading port counters) until the "
-        "driver is reloaded or the device reset"),
-    "cmds_err": (
-        "admin commands that failed: refused because the admin queue was closed, timed out, or "
-        "answered with an error status by the device (every no_completion_cmds counts here "
-        "too, and so does each counter read while the queue is closed)"),
-    "create_qp_err": "queue pairs an application could not create",
-    "create_cq_err": "completion queues an application could not create",
-    "create_ah_err": "address handles (peer addresses) an application could not create",
-    "alloc_pd_err": "protection domains an application could not allocate",
-    "reg_mr_err": ("memory registrations that failed: pinning the memory (locked-memory "
-                   "limit, GPU memory through dma-buf or peermem) or the device's command"),
-    "alloc_ucontext_err": "processes that could not open the device (user context)",
-    "mmap_err": "mappings of device queues into a process that failed",
-    "alloc_mr_err": "memory regions kernel users (kernel verbs) could not allocate",
-    "get_dma_mr_err": "DMA memory regions kernel users (kernel verbs) could not get",
-}
 
 
 @rule("device_errors")
@@ -293,12 +248,12 @@ def device_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]
             dead = "no_completion_cmds" in errs
             meaning = "; ".join(f"{k}: {DEVICE_ERROR_MEANINGS.get(k, 'failed driver operations of that kind')}"
                                 for k in names)
-            resets = _reset_devices(n, errs, device=True)
+            resets = reset_devices(n, errs, device=True)
             out.append(Finding(
                 "device_errors", "critical" if dead else "warning",
                 f"{d.name} on {n.host} counted driver errors during the job ({listed})"
                 + (": the device stopped answering admin commands." if dead else ".")
-                + _reset_note([d.name] if d.name in resets else []),
+                + reset_note([d.name] if d.name in resets else []),
                 f"{meaning[0].upper()}{meaning[1:]}. "
                 + ("A device that stops completing admin commands is unusable until the driver "
                    "is reloaded: drain the node, check `dmesg` for efa admin-queue errors and "
@@ -324,7 +279,7 @@ def rx_drops(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
         out.append(Finding(
             "rx_drops", "critical" if crit else "warning",
             f"{n.host} dropped {fmt_count(drops)} received packets{share}."
-            + _reset_note(_reset_devices(n, ("rx_drops",))),
+            + reset_note(reset_devices(n, ("rx_drops",))),
             "EFA drops what the receiver cannot take in (full queues) or what a congested fabric "
             "delivers late; SRD resends it at a cost in bandwidth. Drops on one node point at "
             "that node (CPU or PCIe pressure, another job); on every node, at congestion.",
@@ -350,7 +305,7 @@ def retransmits(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
         out.append(Finding(
             "retransmits", "critical" if crit else "warning",
             f"{n.host} retransmitted {fmt_count(rp)} packets{share}."
-            + _reset_note(_reset_devices(n, ("retrans_pkts",))),
+            + reset_note(reset_devices(n, ("retrans_pkts",))),
             "SRD resends lost packets transparently, but many resends cost bandwidth: congestion, "
             "a bad link or a struggling peer. One node standing out points at it; all nodes, at "
             "placement (use a cluster placement group) or the fabric.", host=n.host))
@@ -366,7 +321,7 @@ def _count_rule(report: "JobReport", counter: str, threshold: float, code: str,
         v = n.counters.get(counter)
         if v and v >= threshold:
             out.append(Finding(code, "warning", message.format(host=n.host, count=fmt_count(v))
-                               + _reset_note(_reset_devices(n, (counter,))), advice, host=n.host))
+                               + reset_note(reset_devices(n, (counter,))), advice, host=n.host))
     return out
 
 

@@ -98,6 +98,14 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
     "unresponsive_events": 1,
     "ena_allowance_events": 1,
     "short_job_seconds": 30,
+    # Work-request errors (rdma_*_wr_err) on one device: any is worth a warning, critical
+    # above this share of the device's work requests of that kind.
+    "wr_errors": 1,
+    "wr_errors_critical_ratio": 1e-3,
+    # Admin and verbs errors (cmds_err, no_completion_cmds, *_err) on one device.
+    "device_errors": 1,
+    # A sample or peak above this multiple of the link rate is questioned, not shown as fact.
+    "rate_above_link_ratio": 1.05,
 }
 
 

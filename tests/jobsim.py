@@ -34,13 +34,39 @@ class NodeSpec:
     exit_code: Optional[str] = "0:0"
     pattern: str = "steady"
     extra: Dict[str, object] = field(default_factory=dict)  # record fields to override
+    # Counter increments written into the simulated tree during the job, for counters no
+    # simulator fault moves yet: {device index: {name: n}}; "device:name" is the device-level
+    # hw_counters/name, a bare name the port's. The end snapshot reads them like any value.
+    bump: Dict[int, Dict[str, int]] = field(default_factory=dict)
+    # > 1: the daemon's rows come in bursts, every `burst`-th 1 s row carrying the bytes of
+    # `burst` seconds (a simulator or sampler catching up): rates above the link.
+    burst: int = 1
 
 
-def _rows(inj: sim.Injected, seconds: int, jobs: Sequence[str]) -> List[SampleRow]:
-    """`seconds` one-second rows carrying the injected totals (the first row at MONO0 + 1)."""
+def bump_counters(node: sim.SimNode, bump: Dict[int, Dict[str, int]]) -> None:
+    for index, counters in bump.items():
+        dev = node.present_devices()[index]
+        for name, n in counters.items():
+            where, _, short = name.rpartition(":")
+            sub = "hw_counters" if where == "device" else os.path.join("ports", "1", "hw_counters")
+            path = os.path.join(node.device_path(dev), sub, short)
+            with open(path) as f:
+                value = int(f.read())
+            with open(path, "w") as f:
+                f.write(f"{value + n}\n")
+
+
+def _rows(inj: sim.Injected, seconds: int, jobs: Sequence[str], burst: int = 1) -> List[SampleRow]:
+    """`seconds` one-second rows carrying the injected totals (the first row at MONO0 + 1);
+    with `burst` > 1 every burst-th row carries the last `burst` seconds' share."""
     rows = []
     for i in range(seconds):
         def share(v: int, i: int = i) -> int:
+            if burst > 1:
+                if (i + 1) % burst and i + 1 < seconds:
+                    return 0
+                lo = (i // burst) * burst
+                return v * (i + 1) // seconds - v * lo // seconds
             return v * (i + 1) // seconds - v * i // seconds
 
         rows.append(SampleRow(
@@ -81,8 +107,11 @@ def job_records(pool: NodePool, specs: Dict[str, NodeSpec], *, job_id: str = "10
                 cluster: str = "test", seconds: int = 60, instance_type: str = "p5.48xlarge",
                 kernel: str = "6.17", device_limit: Optional[int] = 8, user: str = "alice",
                 restart: int = 0, start: float = T0, driver: str = sim.DEFAULT_DRIVER,
-                **ident_kw) -> List[dict]:
-    """One record per node of `specs`, as the epilog would build it."""
+                expected_devices: Optional[int] = None, **ident_kw) -> List[dict]:
+    """One record per node of `specs`, as the epilog would build it. A tree cut to
+    `device_limit` devices stands for a node of that many (the record's `expected_devices`)
+    unless `expected_devices` says otherwise: the full type's count models a missing device
+    (as does the simulator's `missing-device` fault, which takes one device out of the tree)."""
     out = []
     hosts = sorted(specs)
     nodelist = ",".join(hosts)
@@ -93,6 +122,7 @@ def job_records(pool: NodePool, specs: Dict[str, NodeSpec], *, job_id: str = "10
         inj = node.traffic(spec.tx_gbps, spec.rx_gbps, seconds, fault=spec.fault,
                            devices=spec.devices, ena_tx_gbps=spec.ena_tx_gbps,
                            ena_rx_gbps=spec.ena_rx_gbps, pattern=spec.pattern)
+        bump_counters(node, spec.bump)
         after = read_snapshot(node.root, clock=lambda: MONO0 + seconds,
                               wall_clock=lambda: start + seconds)
         ident = JobIdentity(cluster=cluster, job_id=job_id, restart=restart, host=host, user=user,
@@ -103,9 +133,10 @@ def job_records(pool: NodePool, specs: Dict[str, NodeSpec], *, job_id: str = "10
                             start_mono=None if spec.prolog else MONO0, **ident_kw)
         key = ident.key
         rec = build_record(ident, before if spec.prolog else None, after,
-                           _rows(inj, seconds, [key]) if spec.rows else (),
+                           _rows(inj, seconds, [key], spec.burst) if spec.rows else (),
                            shared=spec.shared, instance_type=instance_type,
-                           prolog_seen=spec.prolog, efajob_version="0.1.0")
+                           prolog_seen=spec.prolog, efajob_version="0.1.0",
+                           expected_devices=expected_devices or device_limit)
         rec.update(spec.extra)
         out.append(rec)
     return out

@@ -37,14 +37,14 @@ def test_cost_default_config(conf):
               "--format", "json")
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
-    # 13 per node x 16 + 6 per cluster + 2 per type + 7 EMF job metrics.
-    assert d["metric_count"] == 13 * 16 + 6 + 2 + 7
-    assert d["metrics_usd"] == pytest.approx(0.30 * 223, abs=0.01)
+    # 17 per node x 16 + 6 per cluster + 2 per type + 7 EMF job metrics.
+    assert d["metric_count"] == 17 * 16 + 6 + 2 + 7
+    assert d["metrics_usd"] == pytest.approx(0.30 * 287, abs=0.01)
     put = d["other"]["PutMetricData (1 per node per 60 s)"]
     assert put["count"] == 16 * 730 * 60  # one request per node per minute
     assert put["usd"] == pytest.approx(16 * 730 * 60 / 1000 * 0.01, abs=0.01)
     text = run("cost", "--config", conf(), "--nodes", "16").output
-    assert "per node (13 x 16)" in text and "estimated total" in text and "$73.91/month" in text
+    assert "per node (17 x 16)" in text and "estimated total" in text and "$93.11/month" in text
 
 
 def test_cost_shows_the_per_device_and_job_cardinality(conf):
@@ -56,7 +56,8 @@ def test_cost_shows_the_per_device_and_job_cardinality(conf):
     assert d["metrics"]["JobId (2 per job x 730 jobs x 2 h)"] == pytest.approx(4.0)
     p4d = json.loads(run("cost", "--config", conf(), "--instance-type", "p4d.24xlarge",
                          "--format", "json").output)
-    assert p4d["metrics"]["per node (10 x 1)"] == 10  # no SRD counters on Nitro v3
+    # No SRD counters and no rdma_write_wr_err on Nitro v3: 5 EFA + 3 error + 5 ENA.
+    assert p4d["metrics"]["per node (13 x 1)"] == 13
 
 
 def test_cost_errors(conf):

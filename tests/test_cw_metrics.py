@@ -198,8 +198,42 @@ def test_period_and_storage_resolution(period, resolution):
 def test_catalogue_counts():
     default = catalogue()
     node = [s for s in default if s.scope == "node"]
-    assert len(node) == 13  # "about a dozen metrics per node"
-    assert len(catalogue(srd=False, ena_allowance=False)) == 5 + 5 + 2
+    assert len(node) == 17  # 8 traffic and health, 4 error counters, 5 ENA allowance
+    assert len(catalogue(srd=False, ena_allowance=False)) == 5 + 4 + 5 + 2
+    assert len(catalogue(srd=False, ena_allowance=False, rdma_write=False)) == 5 + 3 + 5 + 2
     assert {s.scope for s in catalogue(per_device=True, job_metrics=True)} == {
         "node", "cluster", "type", "device", "job"}
     assert len({(s.name, s.dimensions) for s in default}) == len(default)
+
+
+def _err_snap(mono: float, wall: float, port: Dict[str, int], dev: Dict[str, int]) -> Snapshot:
+    return Snapshot(mono=mono, wall=wall, net={},
+                    devices={n: DeviceReading(n, 1, dict(port), dict(dev)) for n in ("d0", "d1")})
+
+
+@pytest.mark.parametrize("itype,published,absent", [
+    ("p5.48xlarge", {"rdma_read_wr_err": 10, "rdma_write_wr_err": 6, "cmds_err": 8,
+                     "no_completion_cmds": 2, "retrans_pkts": 4}, set()),
+    # Nitro v3: the SRD and rdma_write_* files read 0 whatever happens: never published.
+    ("p4d.24xlarge", {"rdma_read_wr_err": 10, "cmds_err": 8, "no_completion_cmds": 2},
+     {"retrans_pkts", "rdma_write_wr_err", "impaired_remote_conn_events"}),
+])
+def test_error_counters_are_published_and_unsupported_ones_never(itype, published, absent):
+    names = ("tx_bytes", "rdma_read_wr_err", "rdma_write_wr_err", "retrans_pkts",
+             "impaired_remote_conn_events")
+    a = _err_snap(100.0, T0, {n: 100 for n in names}, {"cmds_err": 1, "no_completion_cmds": 0,
+                                                        "submitted_cmds": 10})
+    b = _err_snap(101.0, T0 + 1, dict({n: 100 for n in names}, rdma_read_wr_err=105,
+                                      rdma_write_wr_err=103, retrans_pkts=102),
+                  {"cmds_err": 5, "no_completion_cmds": 1, "submitted_cmds": 20})
+    tick = Tick(snapshot=b, delta=diff_snapshots(a, b), rates={}, jobs=(), devices=(),
+                instance_type=itype, cluster="c1", node="n1", boot_id="b",
+                health=DaemonHealth(0.0, 0, 0, 0.0, 0.0, {}, True, 0))
+    agg = PeriodAggregator(Identity("c1", "i-1", itype), period=60)
+    agg.add(tick)
+    node = {d["MetricName"]: d["StatisticValues"]["Sum"] for d in agg.close()
+            if len(d["Dimensions"]) == 2 and d["Dimensions"][1]["Name"] == "InstanceId"}
+    for name, total in published.items():
+        assert node[name] == total, name
+    assert not absent & set(node)
+    assert "submitted_cmds" not in node

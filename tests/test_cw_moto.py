@@ -240,7 +240,8 @@ def test_daemon_publishes_exact_sums_and_1s_peaks(tmp_path, moto):
     names = {m["MetricName"] for m in cw.list_metrics(Namespace="EFAJob")["Metrics"]
              if {d["Name"] for d in m["Dimensions"]} == {"ClusterName", "InstanceId"}}
     assert names == {"tx_bytes", "rx_bytes", "tx_pkts", "rx_pkts", "rx_drops", "retrans_pkts",
-                     "impaired_remote_conn_events", "unresponsive_remote_events"}
+                     "impaired_remote_conn_events", "unresponsive_remote_events",
+                     "rdma_read_wr_err", "rdma_write_wr_err", "cmds_err", "no_completion_cmds"}
 
 
 def test_job_record_becomes_an_emf_event_with_its_totals(tmp_path, moto):

@@ -326,6 +326,43 @@ def test_status_file_and_unwritable_job_store(tmp_path, proc, small):
         d.close()
 
 
+def test_status_file_carries_the_driver_error_signals(tmp_path, proc, small):
+    """Errors that rose since the previous status, per device and summed; readable counters;
+    the type's device count. (Port state stays in the file for display, judged by nothing.)"""
+    d, mono, wall = start_daemon(make_cfg(tmp_path), proc)
+    path = tmp_path / "store" / "c1" / "nodes" / "n1.json"
+    try:
+        d.tick()
+        d.write_status()
+        assert json.loads(path.read_text())["error_rates"] == {}  # no earlier status yet
+        small.traffic(200, 100, 1.0)
+        name = small.present_devices()[1]
+        dev = small.device_path(name)
+        for sub, counter, n in (("hw_counters", "cmds_err", 40),
+                                ("hw_counters", "no_completion_cmds", 20),
+                                (os.path.join("ports", "1", "hw_counters"), "rdma_read_wr_err", 100)):
+            p = os.path.join(dev, sub, counter)
+            with open(p) as f:
+                v = int(f.read())
+            with open(p, "w") as f:
+                f.write(f"{v + n}\n")
+        # Past device_counter_interval (10 s): the daemon reads device counters again.
+        advance(mono, wall, 20.0)
+        d.tick()
+        d.write_status()
+        doc = json.loads(path.read_text())
+        assert doc["expected_devices"] == 32
+        assert doc["error_rates"]["cmds_err"] == 2.0 and doc["error_rates"]["no_completion_cmds"] == 1.0
+        assert doc["rates"]["rdma_read_wr_err"] == 5.0
+        devs = {x["name"]: x for x in doc["devices"]}
+        assert devs[name]["errors"] == {"cmds_err": 2.0, "no_completion_cmds": 1.0,
+                                        "rdma_read_wr_err": 5.0}
+        assert all(x["errors"] == {} for n, x in devs.items() if n != name)
+        assert all(x["port_counters"] > 10 for x in devs.values())
+    finally:
+        d.close()
+
+
 class RecordingSink:
     name = "rec"
 

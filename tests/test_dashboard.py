@@ -88,19 +88,32 @@ def test_absent_is_not_zero():
     assert row1.count("n/a") >= 4 and ">0.0<" not in row1
 
 
-def test_problems_device_down_unhealthy_skew_store_error():
+def test_problems_device_errors_unhealthy_skew_store_error():
     bad = doc("n1", healthy=False)
-    bad["devices"][1]["state"] = "1: DOWN"
+    bad["devices"][1]["errors"] = {"cmds_err": 0.5, "no_completion_cmds": 0.1}
     bad["daemon"]["store"] = "database is locked"
     skew = doc("n2", age=-120.0)
     d = build([bad, skew])
     n1, n2 = d.nodes
     assert n1.state == "warn" and n1.problems == [
         "daemon unhealthy (last sample 0 s old)", "local store: database is locked",
-        "devices not active: rdmap1s0"]
+        "EFA errors on rdmap1s0: cmds_err, no_completion_cmds"]
     assert n2.state == "warn" and n2.problems == ["node clock 00:02:00 ahead"] and n2.age_s == 0.0
     assert d.totals.warn == 2
-    assert 'fill="#c62828"' in render_dashboard(d)  # the down device's bar is red
+    assert 'fill="#c62828"' in render_dashboard(d)  # the erring device's bar is red
+
+
+def test_port_state_is_no_health_signal_but_unreadable_counters_and_missing_devices_are():
+    """efa_query_port hard-codes ACTIVE: a "DOWN" in a status file is shown, never judged."""
+    down = doc("n1")
+    down["devices"][1]["state"] = "1: DOWN"
+    sick = doc("n2", expected_devices=8)
+    sick["devices"][2]["port_counters"] = 0
+    d = build([down, sick])
+    n1, n2 = d.nodes
+    assert n1.state == "ok" and n1.problems == []
+    assert n2.problems == ["port counters unreadable: rdmap2s0", "4 of 8 EFA devices"]
+    assert 'fill="#c62828"' not in render_dashboard(build([down]))
     hot = render_dashboard(build([doc("n1", rates={"rx_drops": 5440.0, "retrans_pkts": 0.0})]))
     assert '<td class="n hot">5,440/s</td><td class=n>0</td>' in hot
     assert "}.ok{" not in hot and "\n.ok{" not in hot and ".badge.ok{" in hot  # rows are not painted
@@ -149,7 +162,8 @@ def test_json_views_are_plain_json():
     assert nodes["schema"] == "efajob/dashboard-nodes" and nodes["totals"]["fresh"] == 1
     assert [(n["host"], n["state"]) for n in nodes["nodes"]] == [("n1", "ok"), ("n2", "stale")]
     assert nodes["nodes"][0]["devices"][0] == {"name": "rdmap0s0", "state": "ACTIVE",
-                                               "link_gbps": 100.0, "tx_gbps": 25.0, "rx_gbps": 22.5}
+                                               "link_gbps": 100.0, "tx_gbps": 25.0, "rx_gbps": 22.5,
+                                               "errors": {}, "port_counters": None}
     jobs = json.loads(json.dumps(jobs_to_dict(d)))
     assert [r["key"] for r in jobs["running"]] == ["7"] and jobs["recent"][0]["job_id"] == "5"
 

@@ -10,9 +10,13 @@ from efajob.report.build import build_report
 
 from jobsim import T0, NodePool, NodeSpec, healthy, job_records
 
-CODES = ("efa_unused", "straggler_node", "device_idle", "rx_drops", "retransmits",
-         "impaired_connections", "unresponsive_remote", "ena_allowance_exceeded", "shared_node",
-         "counter_reset", "incomplete", "short_job")
+CODES = ("efa_unused", "straggler_node", "device_missing", "device_idle", "wr_errors",
+         "device_errors", "rx_drops", "retransmits", "impaired_connections", "unresponsive_remote",
+         "ena_allowance_exceeded", "shared_node", "counter_reset", "rate_above_link", "incomplete",
+         "short_job")
+# The issue's case: one device of one node logged work-request and admin-queue errors.
+ISSUE_ERRORS = {"rdma_read_wr_err": 500, "rdma_write_wr_err": 300, "device:cmds_err": 40,
+                "device:no_completion_cmds": 12}
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +86,35 @@ SCENARIOS = [
                                                          "kernel": "5.15", "device_limit": None},
      {}, set(), "Healthy"),
     ("garbage-counter", with_node(2, n1=dict(fault="garbage")), {}, {}, set(), "Healthy"),
+    # Error counters (no simulator fault moves them yet: written into the tree during the job).
+    ("wr-and-admin-errors", with_node(n2=dict(bump={3: ISSUE_ERRORS})), {}, {},
+     # The simulated job does RDMA write only: 500 read errors on 0 reads is critical.
+     {("wr_errors", "critical", "n2", "rdmap82s0"), ("device_errors", "critical", "n2", "rdmap82s0")},
+     "Failure"),
+    ("write-errors-small-share", with_node(2, n1=dict(bump={0: {"rdma_write_wr_err": 300}})),
+     {}, {}, {("wr_errors", "warning", "n1", "rdmap79s0")}, "Warning"),
+    ("wr-errors-critical-share", with_node(2, n1=dict(bump={0: {"rdma_write_wr_err": 10 ** 9}})),
+     {}, {}, {("wr_errors", "critical", "n1", "rdmap79s0")}, "Failure"),
+    ("wr-errors-below-threshold", with_node(n2=dict(bump={3: {"rdma_read_wr_err": 5}})), {},
+     {"wr_errors": 10}, set(), "Healthy"),
+    ("verbs-errors", with_node(2, n1=dict(bump={5: {"device:reg_mr_err": 3,
+                                                      "device:create_qp_err": 1}})), {}, {},
+     {("device_errors", "warning", "n1", "rdmap97s0")}, "Warning"),
+    ("admin-errors-only", with_node(2, n2=dict(bump={0: {"device:cmds_err": 4}})), {}, {},
+     {("device_errors", "warning", "n2", "rdmap79s0")}, "Warning"),
+    # The in-tree driver on kernel < 5.15: one list in both directories (no rdma_write_*, so
+    # the traffic goes as RDMA reads and 500 errors are a small share of them: a warning).
+    ("errors-on-kernel-5.10", with_node(2, n1=dict(bump={2: {
+        "rdma_read_wr_err": 500, "device:cmds_err": 40, "device:no_completion_cmds": 12}})),
+     {"kernel": "5.10", "driver": "in-tree"},
+     {}, {("wr_errors", "warning", "n1", "rdmap81s0"), ("device_errors", "critical", "n1", "rdmap81s0")},
+     "Failure"),
+    ("missing-device", healthy(1), {"device_limit": 31, "expected_devices": 32}, {},
+     {("device_missing", "critical", "n1", None)}, "Failure"),
+    ("all-devices-present", healthy(1), {"device_limit": 32}, {}, set(), "Healthy"),
+    ("catch-up-bursts", with_node(2, n2=dict(burst=10)), {}, {},
+     {("rate_above_link", "warning", "n2", None)}, "Warning"),
+    ("bursts-within-link", with_node(2, n2=dict(burst=2)), {}, {}, set(), "Healthy"),
 ]
 
 
@@ -176,3 +209,162 @@ def test_a_device_that_appeared_mid_job_is_flagged_not_healthy():
     assert r.verdict != "Healthy"
     (f,) = [f for f in r.findings if f.code == "device_idle"]
     assert (f.host, f.device, f.severity) == ("n1", "d1", "warning") and "appeared" in f.message
+
+
+def test_findings_after_a_reset_name_the_reset_device(pool):
+    """Issue 12: post-reset counts raised drop findings with no hint of the reset."""
+    records = job_records(pool, with_node(2, n1=dict(fault="reset")), job_id="15")
+    r = build_report(records, job_id="15", cluster="test", now=T0)
+    (drops,) = [f for f in r.findings if f.code == "rx_drops"]
+    (reset,) = [f for f in r.findings if f.code == "counter_reset"]
+    assert drops.host == reset.host == "n1"
+    assert "Counters of rdmap79s0 were reset during the job" in drops.message
+
+
+def test_device_errors_after_a_device_counter_reset_say_so(pool):
+    records = job_records(pool, with_node(2, n2=dict(bump={0: {"device:cmds_err": 4}})),
+                          job_id="16")
+    dev = records[1]["devices"][0]
+    dev["resets"] = ["device:cmds_err"]
+    r = build_report(records, job_id="16", cluster="test", now=T0)
+    (f,) = [f for f in r.findings if f.code == "device_errors"]
+    assert f"Counters of {dev['name']} were reset" in f.message
+
+
+def test_the_issue_case_names_every_counter_and_what_it_means(pool):
+    records = job_records(pool, with_node(2, n2=dict(bump={3: ISSUE_ERRORS})), job_id="17")
+    r = build_report(records, job_id="17", cluster="test", now=T0)
+    wr, dev = ([f for f in r.findings if f.code == c][0] for c in ("wr_errors", "device_errors"))
+    assert "rdma_read_wr_err 500, rdma_write_wr_err 300" in wr.message
+    assert "no_completion_cmds 12, cmds_err 40" in dev.message
+    assert "closes the device's admin queue" in dev.advice and "admin timeout" in dev.advice
+    assert r.verdict == "Failure" and r.nodes[0].host == "n1"
+    assert [n.marks for n in r.nodes if n.host == "n2"] == [["wr_errors", "device_errors"]]
+
+
+def test_device_error_names_are_open_ended():
+    from efajob.node.counters import is_device_error
+
+    assert [n for n in ("cmds_err", "no_completion_cmds", "create_qp_err", "new_thing_err",
+                        "rdma_read_wr_err", "submitted_cmds", "keep_alive_rcvd", "lifespan")
+            if is_device_error(n)] == ["cmds_err", "no_completion_cmds", "create_qp_err",
+                                        "new_thing_err"]
+
+
+def test_nitro_v3_srd_and_rdma_write_counters_are_not_supported_not_zero(pool):
+    """p4d on kernel >= 6.17 has the SRD files, reading 0, and rdma_write_* reading 0."""
+    records = job_records(pool, healthy(2), job_id="18", instance_type="p4d.24xlarge",
+                          kernel="6.17", device_limit=None)
+    for rec in records:  # what the Nitro v3 tree's files hold (0 whatever happens)
+        for d in rec["devices"]:
+            d["counters"].update(retrans_pkts=0, retrans_bytes=0, rdma_write_bytes=0)
+        rec["totals"].update(retrans_pkts=0, retrans_bytes=0, rdma_write_bytes=0)
+    r = build_report(records, job_id="18", cluster="test", now=T0)
+    for n in r.nodes:
+        assert n.retrans_pkts is None and "rdma_write_bytes" not in n.counters
+        assert "Nitro v4" in n.unsupported["retrans_pkts"]
+        assert "no EFA RDMA write" in n.unsupported["rdma_write_wr_err"]
+        assert all("retrans_pkts" not in d.counters for d in n.devices)
+    assert "retrans_pkts" not in r.overall.totals and r.overall.rdma_write_share is None
+    assert r.verdict == "Healthy"
+
+
+def test_a_missing_device_keeps_the_instance_capacity_and_says_where_it_came_from(pool):
+    records = job_records(pool, healthy(1), job_id="19", device_limit=31, expected_devices=32)
+    r = build_report(records, job_id="19", cluster="test", now=T0)
+    (f,) = r.findings
+    assert "n1 had 31 of the 32 EFA devices p5.48xlarge has" in f.message
+    assert r.nodes[0].link_gbps == 3200 and r.overall.link_source == "instance_table"
+
+
+def test_rates_above_the_link_are_marked_in_the_series(pool):
+    records = job_records(pool, with_node(2, n2=dict(burst=10)), job_id="20")
+    r = build_report(records, job_id="20", cluster="test", now=T0)
+    n2 = next(n for n in r.nodes if n.host == "n2")
+    assert n2.above_link == [9, 19, 29, 39, 49, 59] and n2.peak_above_link
+    tx = n2.series["tx_gbps"]
+    assert all(tx[i] > n2.link_gbps for i in n2.above_link)
+    assert not next(n for n in r.nodes if n.host == "n1").above_link
+    (f,) = r.findings
+    assert "6 of 60 points" in f.message and "3,200" in f.message
+
+
+def test_docs_list_every_finding_with_its_counter_and_advice():
+    """docs/report.md's findings table has a row per registered rule, each naming a source."""
+    import os
+    import re
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "report.md")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    section = text.split("### Findings", 1)[1].split("\n### ", 1)[0]
+    table = section[section.index("| code |"):].split("\n\n", 1)[0]
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `([a-z_]+)` \|.*$", table, re.M)}
+    assert set(rows) == set(RULES)
+    header = next(line for line in section.splitlines() if line.startswith("| code"))
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "code", "severity", "fires when", "source counters", "advice", "default threshold(s)"]
+    for code, row in rows.items():
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 6 and all(cells[1:5]), code
+
+
+def test_renderers_question_rates_above_the_link(pool):
+    from datetime import timezone
+
+    from efajob.report.render.html import render_html
+    from efajob.report.render.json import report_to_dict
+    from efajob.report.render.text import render_text
+
+    records = job_records(pool, with_node(2, n2=dict(burst=10)), job_id="21")
+    r = build_report(records, job_id="21", cluster="test", now=T0)
+    text = render_text(r, tz=timezone.utc, width=None)
+    assert "(? above the link: see rate_above_link)" in text
+    row = next(line for line in text.splitlines() if line.lstrip().startswith("2  n2")
+               or line.lstrip().startswith("1  n2"))
+    assert "?" in row and "rate above link" in row
+    assert "Link rate     from the instance-type table (p5.48xlarge)" in text
+    js = report_to_dict(r)
+    n2 = next(n for n in js["nodes"] if n["host"] == "n2")
+    assert n2["series"]["above_link"] == [9, 19, 29, 39, 49, 59] and n2["peak_above_link"]
+    assert js["overall"]["link_source"] == "instance_table"
+    page = render_html(r, tz=timezone.utc)
+    assert page.count('class="above-link"') == 6 and "Link rate" in page
+
+
+def test_renderers_say_not_supported_on_nitro_v3(pool):
+    from datetime import timezone
+
+    from efajob.report.render.html import render_html
+    from efajob.report.render.json import report_to_dict
+    from efajob.report.render.text import render_text
+
+    records = job_records(pool, healthy(2), job_id="22", instance_type="p4d.24xlarge",
+                          kernel="6.17", device_limit=None)
+    r = build_report(records, job_id="22", cluster="test", now=T0)
+    text = render_text(r, tz=timezone.utc, width=None)
+    assert "RDMA write not supported" in text
+    assert "SRD retransmitted packets     not supported here (SRD counters need Nitro v4" in text
+    js = report_to_dict(r)
+    assert js["totals"]["retrans_pkts"] is None and js["totals"]["rdma_write_bytes"] is None
+    assert "Nitro v3" in js["unsupported_counters"]["retrans_pkts"]
+    assert js["nodes"][0]["retrans_pkts"] is None and "rdma_write_wrs" in js["nodes"][0]["unsupported"]
+    page = render_html(r, tz=timezone.utc)
+    assert "not supported here (SRD counters need Nitro v4" in page
+
+
+def test_a_device_peak_above_its_link_is_questioned(pool):
+    """The demo showed devices at 118 Gbps on 100 Gbps links (a catch-up burst)."""
+    from datetime import timezone
+
+    from efajob.report.render.text import render_text
+
+    records = job_records(pool, healthy(2), job_id="23")
+    dev = records[0]["devices"][2]
+    dev["peak_tx_gbps"] = 118.0
+    r = build_report(records, job_id="23", cluster="test", now=T0)
+    (f,) = r.findings
+    assert (f.code, f.severity, f.host) == ("rate_above_link", "warning", "n1")
+    assert f"highest {dev['name']}, 118.0 Gbps against 100.0 Gbps" in f.message
+    text = render_text(r, tz=timezone.utc, width=None, verbose=True)
+    assert any(dev["name"] in line and "118.0?" in line for line in text.splitlines())

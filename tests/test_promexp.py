@@ -112,8 +112,37 @@ def test_rates_health_jobs_and_info(ticked):
                  instance_type="p5.48xlarge") == 1
     assert value(fams, "efajob_device_link_gbps", "efajob_device_link_gbps",
                  device="rdmap79s0") == 100.0
-    assert value(fams, "efajob_device_up", "efajob_device_up", device="rdmap79s0") == 1
+    # Port state is no health signal on EFA (efa_query_port hard-codes ACTIVE): not exported.
+    assert "efajob_device_up" not in fams
+    assert value(fams, "efajob_device_port_counters", "efajob_device_port_counters",
+                 device="rdmap79s0") == len(tick.snapshot.devices["rdmap79s0"].port_counters) > 0
+    assert value(fams, "efajob_node_expected_devices", "efajob_node_expected_devices") == 32
     assert "process_resident_memory_bytes" in sink.exposition().decode()
+
+
+def test_counters_the_type_cannot_count_are_not_exported(tmp_path):
+    """p4d (Nitro v3): rdma_write_* files exist from kernel 6.6 and read 0; not a measured 0."""
+    build_node(str(tmp_path / "sys"), "p4d.24xlarge", kernel="6.17")
+    cfg = build_config({
+        "cluster": "c1", "sysfs_root": str(tmp_path / "sys"), "run_dir": str(tmp_path / "run"),
+        "state_dir": str(tmp_path / "state"), "store": str(tmp_path / "store"),
+        "instance_type": "p4d.24xlarge", "prometheus": {"enabled": True}}, env={}, node="n1")
+    mono = Clock(100.0)
+    d = Daemon(cfg, clock=mono, sinks=[], worker=False, lock=False)
+    d.start()
+    try:
+        d.tick()
+        mono.t += 1.0
+        tick = d.tick()
+    finally:
+        d.close()
+    assert "rdma_write_bytes" in next(iter(tick.snapshot.devices.values())).port_counters
+    sink = PrometheusSink(cfg, clock=mono, serve=False)
+    sink.on_tick(tick)
+    fams = families(sink)
+    assert "efajob_rdma_read_bytes" in fams and "efajob_rdma_write_bytes" not in fams
+    assert "efajob_node_rdma_write_bytes_per_second" not in fams
+    assert not [f for f in fams if "retrans" in f]
 
 
 def test_cardinality_caps_are_counted(ticked, monkeypatch):

@@ -120,3 +120,17 @@ def test_undeliverable_records_are_degraded_1(tmp_path, lock):
         json.dump({"attempts": 3, "next_try": 0, "last_error": "Read-only file system (/shared)"}, f)
     code, out = status(cfg_file(tmp_path))
     assert code == 1 and "Read-only file system (/shared)" in out and "1 waiting" in out, out
+
+
+def test_render_shows_the_driver_error_rates():
+    from efajob.daemon.nodestatus import render_status
+
+    doc = {"node": "n1", "cluster": "c1", "instance_type": "p5.48xlarge",
+           "daemon": {"last_sample": None, "store": "ok"}, "tx_gbps": 1.0, "rx_gbps": 1.0,
+           "rates": {"rx_drops": 0.0, "rdma_read_wr_err": 5.0, "rdma_write_wr_err": 0.0},
+           "error_rates": {"cmds_err": 2.0, "no_completion_cmds": 0.0}, "devices": [], "jobs": []}
+    text = render_status(doc)
+    assert "  EFA errors: rdma_read_wr_err 5.00/s, cmds_err 2.00/s\n" in text
+    doc["rates"]["rdma_read_wr_err"] = 0.0
+    doc["error_rates"]["cmds_err"] = 0.0
+    assert "EFA errors" not in render_status(doc)

@@ -183,6 +183,7 @@ class Daemon:
         self._pending: Deque[SampleRow] = collections.deque(maxlen=MAX_PENDING_ROWS)
         self._prev: Optional[Snapshot] = None
         self.last_tick: Optional[Tick] = None
+        self._status_snapshot: Optional["Snapshot"] = None  # of the last status written
         self.ticks = self.skipped = 0
         self.errors: Dict[str, int] = collections.Counter()
         self._tick_seconds = 0.0
@@ -575,8 +576,11 @@ class Daemon:
                                 now_mono=self._clock(), now_wall=self._wall(),
                                 private=cfg.private_records, recent=self.recent.summary(),
                                 job_recent=self.recent.job_windows(tick.jobs, self._boot_id),
-                                efa_driver=read_efa_driver_version(cfg.sysfs_root))
+                                efa_driver=read_efa_driver_version(cfg.sysfs_root),
+                                previous=self._status_snapshot)
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
+        # Error rates in the next status cover the time since this one.
+        self._status_snapshot = tick.snapshot
 
     def _deliver(self) -> object:
         outbox = _outbox()

@@ -10,7 +10,10 @@ Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) 
                 "last_sample_age": s, "ticks", "skipped_ticks", "errors": {kind: n},
                 "store": "ok" | <error>, "store_pending"},
      "rates": {port counter: per second}, "tx_gbps", "rx_gbps",
-     "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps"}],
+     "error_rates": {device error counter: per second, summed over devices},
+     "expected_devices": the instance type's EFA device count or null,
+     "devices": [{"name", "state", "link_gbps", "tx_gbps", "rx_gbps", "port_counters",
+                  "errors": {port or device error counter: per second, only those that rose}}],
      "jobs": [{"key", "job_id", "user", "partition", "start"}],
      "efa_driver": AWS driver version from module/efa/version ("2.17.0g") | null (in-tree),
      "recent": {"seconds", "counters", "devices", "resets", "vanished", "appeared"}}
@@ -19,6 +22,12 @@ Published as `<store>/<cluster>/nodes/<node>.json` (atomic: temp file + rename) 
 dashboard judge the node by. Absent before the daemon has two samples. A job that started
 inside that minute has its own `recent` in its `jobs` entry, from its start on (null while it
 is younger than one anchor step), so that it is not charged with what came before it.
+
+`state` is the port state as sysfs shows it, kept for display only: the EFA driver hard-codes
+it to ACTIVE, so nothing judges by it. What shows a sick device: its error counters rising
+(`errors`, `error_rates`: `*_wr_err`, `cmds_err`, `no_completion_cmds`, verbs `*_err`), its
+port counters unreadable (`port_counters` 0: a closed admin queue fails every stats query),
+fewer devices than `expected_devices`.
 
 With `private_records = true` the file is still world-readable (the dashboard and live reports
 read it) but says only which job ids run here, as squeue does: `user` and `partition` are null.
@@ -33,7 +42,8 @@ import time
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from efajob.config import validate_name
-from efajob.node.counters import bytes_to_gbps
+from efajob.node.counters import bytes_to_gbps, is_device_error, is_wr_error
+from efajob.node.instances import lookup, unsupported_counters
 from efajob.node.render import render_driver
 from efajob.values import loads_checked
 
@@ -42,6 +52,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from efajob.hooks.runfiles import ActiveJob
     from efajob.sinks.base import Tick
     from efajob.node.sysfs import DeviceInfo
+    from efajob.node.readings import DeviceReading, Snapshot
 
 NODE_STATUS_SCHEMA = "efajob/node-status"
 NODE_STATUS_VERSION = 1
@@ -82,20 +93,73 @@ def _devices(infos: Sequence["DeviceInfo"], link: Mapping[str, Optional[float]],
              "tx_gbps": _gbps(tx.get(d.name)), "rx_gbps": _gbps(rx.get(d.name))} for d in infos]
 
 
+def _error_counters(reading: "DeviceReading") -> Dict[str, int]:
+    out = {k: v for k, v in reading.port_counters.items() if is_wr_error(k)}
+    out.update((k, v) for k, v in reading.device_counters.items() if is_device_error(k))
+    return out
+
+
+def device_errors(snapshot: "Snapshot", previous: Optional["Snapshot"]) -> Dict[str, Dict[str, float]]:
+    """Per device, the error counters that rose between `previous` (the snapshot of the last
+    status written) and `snapshot`, per second: port `*_wr_err` and device-level
+    `*_err`/`no_completion_cmds`. Over the status interval, not the last tick: the daemon reads
+    device counters only every `device_counter_interval` seconds, so one tick's delta would
+    show 0 most of the time and a burst once."""
+    if previous is None or snapshot.mono <= previous.mono:
+        return {}
+    secs = snapshot.mono - previous.mono
+    out: Dict[str, Dict[str, float]] = {}
+    for name, cur in snapshot.devices.items():
+        prev = previous.devices.get(name)
+        if prev is None:
+            continue
+        before = _error_counters(prev)
+        errs = {}
+        for k, v in _error_counters(cur).items():
+            if k in before and v != before[k]:
+                errs[k] = (v - before[k] if v > before[k] else v) / secs  # down: a reset
+        errs = {k: v for k, v in errs.items() if v > 0}
+        if errs:
+            out[name] = dict(sorted(errs.items()))
+    return out
+
+
+def _error_rates(errors: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
+    """Device-level error counters per second, summed over devices (port `*_wr_err` rates are
+    in `rates` already)."""
+    out: Dict[str, float] = {}
+    for errs in errors.values():
+        for k, v in errs.items():
+            if is_device_error(k):
+                out[k] = out.get(k, 0.0) + v
+    return dict(sorted(out.items()))
+
+
 def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
                       now_mono: float, now_wall: float,
                       link_gbps: Optional[Mapping[str, Optional[float]]] = None,
                       private: bool = False, efa_driver: Optional[str] = None,
                       recent: Optional[dict] = None,
-                      job_recent: Optional[Mapping[str, Optional[dict]]] = None) -> dict:
+                      job_recent: Optional[Mapping[str, Optional[dict]]] = None,
+                      previous: Optional["Snapshot"] = None) -> dict:
     """The document the daemon publishes, from its latest tick (`private`: private_records;
     `efa_driver`: sysfs.read_efa_driver_version's answer; `recent`: RecentWindow.summary(),
     node counters only, so private_records leaves it in; `job_recent`:
-    RecentWindow.job_windows(), the window of a job younger than it)."""
+    RecentWindow.job_windows(), the window of a job younger than it; `previous`: the snapshot
+    of the status written before, for the error rates)."""
     h = tick.health
     age = max(0.0, now_mono - tick.snapshot.mono)
     dev_tx = {d: r["tx_bytes"] for d, r in tick.device_rates.items() if "tx_bytes" in r}
     dev_rx = {d: r["rx_bytes"] for d, r in tick.device_rates.items() if "rx_bytes" in r}
+    devices = _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx)
+    errors = device_errors(tick.snapshot, previous)
+    for dev in devices:
+        reading = tick.snapshot.devices.get(dev["name"])
+        dev["port_counters"] = len(reading.port_counters) if reading is not None else 0
+        dev["errors"] = errors.get(dev["name"], {})
+    itype = lookup(tick.instance_type)
+    # Counters the type cannot count (they read 0) are not rates: left out, as everywhere.
+    unsupported = unsupported_counters(itype)
     doc = {
         "schema": NODE_STATUS_SCHEMA,
         "version": NODE_STATUS_VERSION,
@@ -118,10 +182,12 @@ def build_node_status(tick: "Tick", *, interval: float, pid: int, version: str,
             "store": "ok" if h.store_ok else (h.store_error or "unavailable"),
             "store_pending": h.store_pending,
         },
-        "rates": dict(sorted(tick.rates.items())),
+        "rates": dict(sorted((k, v) for k, v in tick.rates.items() if k not in unsupported)),
         "tx_gbps": _gbps(tick.rates.get("tx_bytes")),
         "rx_gbps": _gbps(tick.rates.get("rx_bytes")),
-        "devices": _devices(tick.devices, link_gbps or {}, dev_tx, dev_rx),
+        "error_rates": _error_rates(errors),
+        "expected_devices": itype.devices if itype is not None else None,
+        "devices": devices,
         "jobs": _jobs(tick.jobs, private, job_recent),
         "efa_driver": efa_driver,
     }
@@ -243,6 +309,10 @@ def render_status(doc: dict) -> str:
     extras = [(n, r[n]) for n in ("tx_pkts", "rx_pkts", "rx_drops", "retrans_pkts") if n in r]
     if extras:
         lines.append("            " + ", ".join(f"{n} {v:,.0f}/s" for n, v in extras))
+    errs = [(n, v) for n, v in sorted(r.items()) if is_wr_error(n) and v] + \
+        [(n, v) for n, v in sorted((doc.get("error_rates") or {}).items()) if v]
+    if errs:  # the driver's failure signals (docs/report.md: wr_errors, device_errors)
+        lines.append("  EFA errors: " + ", ".join(f"{n} {v:,.2f}/s" for n, v in errs))
     lines.append("")
     devs = doc["devices"]
     lines.append(f"devices ({len(devs)}):" if devs else "devices: none found")

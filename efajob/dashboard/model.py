@@ -28,7 +28,8 @@ from efajob.node.readings import natural_key
 
 # Per-second health rates shown per node when the status document has them (kernel names).
 HEALTH_RATES = ("rx_drops", "retrans_pkts", "retrans_timeout_events",
-                "impaired_remote_conn_events", "unresponsive_remote_events")
+                "impaired_remote_conn_events", "unresponsive_remote_events",
+                "rdma_read_wr_err", "rdma_write_wr_err")
 # A node clock this far ahead of ours is reported: ages computed from it would lie.
 SKEW_S = 30.0
 # The store's name alphabet (config.validate_name): clusters and hosts become path components.
@@ -40,14 +41,19 @@ CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri '
 @dataclass(frozen=True)
 class DeviceView:
     name: str
-    state: Optional[str]  # "ACTIVE", "DOWN", ... (the port state without its number)
+    # The port state without its number, shown only: the EFA driver hard-codes ACTIVE, so it
+    # is no health signal. `errors` (error counters that rose, per second) and
+    # `port_counters` (how many were readable; 0: unreadable) are.
+    state: Optional[str]
     link_gbps: Optional[float]
     tx_gbps: Optional[float]
     rx_gbps: Optional[float]
+    errors: Dict[str, float] = field(default_factory=dict)
+    port_counters: Optional[int] = None
 
     @property
-    def active(self) -> bool:
-        return self.state == "ACTIVE"
+    def sick(self) -> bool:
+        return bool(self.errors) or self.port_counters == 0
 
 
 @dataclass(frozen=True)
@@ -146,9 +152,16 @@ def _devices(raw: object) -> List[DeviceView]:
         if not isinstance(d, dict) or not _text(d.get("name")):
             continue
         state = _text(d.get("state"))
+        errors = as_object(d.get("errors"))
+        pc = d.get("port_counters")
         out.append(DeviceView(name=d["name"][:64], state=state.split(":")[-1].strip() if state else None,
                               link_gbps=as_number(d.get("link_gbps")), tx_gbps=as_number(d.get("tx_gbps")),
-                              rx_gbps=as_number(d.get("rx_gbps"))))
+                              rx_gbps=as_number(d.get("rx_gbps")),
+                              errors={str(k)[:64]: v for k, v in ((k, as_number(x)) for k, x in
+                                                                   list(errors.items())[:32])
+                                      if v is not None and v > 0},
+                              port_counters=pc if isinstance(pc, int) and not isinstance(pc, bool)
+                              else None))
     return sorted(out, key=lambda d: natural_key(d.name))
 
 
@@ -207,12 +220,29 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
     store = daemon.get("store")
     if isinstance(store, str) and store != "ok":
         n.problems.append(f"local store: {store[:120]}")
-    down = [d.name for d in n.devices if d.state is not None and not d.active]
-    if down:
-        n.problems.append("devices not active: " + ", ".join(down))
+    n.problems.extend(device_problems(n.devices, doc.get("expected_devices")))
     if not n.stale:
         n.problems += live_problems(host, doc, n.rates, thresholds, n.instance_type)
     return n
+
+
+def device_problems(devices: Sequence[DeviceView], expected: object) -> List[str]:
+    """What the driver's own signals say is wrong with a node's EFA devices (not the port
+    state: efa_query_port hard-codes ACTIVE)."""
+    out = []
+    erring = [d for d in devices if d.errors]
+    if erring:
+        worst = sorted({k for d in erring for k in d.errors})
+        out.append(f"EFA errors on {', '.join(d.name for d in erring[:4])}"
+                   + (f" (+{len(erring) - 4})" if len(erring) > 4 else "")
+                   + f": {', '.join(worst[:4])}")
+    unreadable = [d.name for d in devices if d.port_counters == 0]
+    if unreadable:
+        out.append("port counters unreadable: " + ", ".join(unreadable[:4])
+                   + (f" (+{len(unreadable) - 4})" if len(unreadable) > 4 else ""))
+    if isinstance(expected, int) and not isinstance(expected, bool) and 0 < len(devices) < expected:
+        out.append(f"{len(devices)} of {expected} EFA devices")
+    return out
 
 
 def live_problems(host: str, doc: dict, rates: Mapping[str, float],

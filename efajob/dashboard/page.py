@@ -68,7 +68,8 @@ def _job_link(text: str, href: Optional[JobHref], cluster: object, job_id: objec
 
 def _device_bars(devs: Sequence[DeviceView]) -> str:
     """One bar per device: its busier direction over its link rate. An idle device among busy
-    siblings, or a device that is not ACTIVE (red), stands out at a glance."""
+    siblings, or a device whose error counters rose or whose counters are unreadable (red),
+    stands out at a glance. (Not the port state: the EFA driver always reports ACTIVE.)"""
     if not devs:
         return '<span class="muted">none</span>'
     w, h = 5, 18
@@ -77,17 +78,20 @@ def _device_bars(devs: Sequence[DeviceView]) -> str:
         busier = max([v for v in (d.tx_gbps, d.rx_gbps) if v is not None], default=None)
         r = max(0.0, min(1.0, ratio(busier, d.link_gbps) or 0.0))
         bh = max(1.0, r * h) if busier is not None else 0.0
-        color = "#1565c0" if d.active or d.state is None else "#c62828"
-        tip = (f"{d.name} {d.state or 'state unknown'}: sent {fmt_gbps(d.tx_gbps)}, received "
+        color = "#c62828" if d.sick else "#1565c0"
+        what = ("port counters unreadable" if d.port_counters == 0 else
+                "errors " + ", ".join(f"{k} {v:.2g}/s" for k, v in d.errors.items()) if d.errors
+                else "no errors")
+        tip = (f"{d.name} ({what}): sent {fmt_gbps(d.tx_gbps)}, received "
                f"{fmt_gbps(d.rx_gbps)} of {fmt_gbps(d.link_gbps)} Gbps")
-        back = "#e8ebf0" if d.active or d.state is None else "#f4c7c3"
+        back = "#f4c7c3" if d.sick else "#e8ebf0"
         bars.append(f'<g><title>{esc(tip)}</title><rect x="{i * (w + 1)}" y="0" width="{w}" '
                     f'height="{h}" fill="{back}"/><rect x="{i * (w + 1)}" y="{h - bh:.1f}" '
                     f'width="{w}" height="{bh:.1f}" fill="{color}"/></g>')
-    active = sum(1 for d in devs if d.active)
+    well = sum(1 for d in devs if not d.sick)
     return (f'<svg class="devs" xmlns="http://www.w3.org/2000/svg" width="{len(devs) * (w + 1)}" '
-            f'height="{h}" role="img" aria-label="{esc(f"{active} of {len(devs)} devices active")}">'
-            + "".join(bars) + f"</svg> {active}/{len(devs)}")
+            f'height="{h}" role="img" aria-label="{esc(f"{well} of {len(devs)} devices without errors")}">'
+            + "".join(bars) + f"</svg> {well}/{len(devs)}")
 
 
 def _cards(d: Dashboard) -> str:

@@ -51,6 +51,13 @@ def link_rates(instance_type: Optional[str], device_names: Iterable[str],
     return (sum(known) if known and len(known) == len(names) else None), per
 
 
+def _expected_devices(instance_type: Optional[str], given: Optional[int]) -> Optional[int]:
+    if given is not None:
+        return given
+    itype = lookup(instance_type)
+    return itype.devices if itype is not None else None
+
+
 # -- rows -> peaks and series -----------------------------------------------------------------
 def _gbps(nbytes: Optional[int], seconds: float) -> Optional[float]:
     if nbytes is None or seconds <= 0:
@@ -213,6 +220,7 @@ def build_record(
     end_wall: Optional[float] = None,
     end_mono: Optional[float] = None,
     reasons: Iterable[str] = (),
+    expected_devices: Optional[int] = None,
     efajob_version: str = __version__,
 ) -> dict:
     """Assemble one job-node record (schema v1, docs/records.md). Pure.
@@ -224,6 +232,10 @@ def build_record(
     Long windows (finish.RAW_WINDOW_MAX): `rollups` are the daemon's minute rollups covering the
     window's whole minutes, `rows` then only the raw rows outside them (head and tail), and
     `peak_rows` the raw rows of the busiest minutes, from which per-device peaks come.
+
+    `expected_devices`: how many EFA devices the node should have (default: the instance
+    table's count for `instance_type`, None when the type is unknown); the report compares it
+    with the devices seen (finding `device_missing`).
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}")
@@ -356,6 +368,7 @@ def build_record(
         "num_nodes": ident.num_nodes,
         "instance_type": instance_type,
         "link_gbps": total_link,
+        "expected_devices": _expected_devices(instance_type, expected_devices),
         "start": t0_wall,
         "end": t1_wall,
         "elapsed_s": _round(elapsed, 3),

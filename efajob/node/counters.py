@@ -9,12 +9,25 @@ Rules (shared/notes/efa-sysfs.md, DESIGN invariant 3):
 from __future__ import annotations
 
 from operator import itemgetter, sub
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from efajob.node.flatlayout import Layout
 from efajob.node.readings import Snapshot
 
 BITS_PER_BYTE = 8
+
+
+def is_wr_error(name: str) -> bool:
+    """Port counters of RDMA work requests that completed in error: `rdma_read_wr_err`,
+    `rdma_write_wr_err` and any future `*_wr_err` (the device's own count)."""
+    return name.endswith("_wr_err")
+
+
+def is_device_error(name: str) -> bool:
+    """Device-level counters that count failures: `no_completion_cmds` and every `*_err` (the
+    kernel adds more of that shape); `*_wr_err` are port counters, repeated in the device
+    directory on kernels < 5.15, and judged as work-request errors."""
+    return name == "no_completion_cmds" or (name.endswith("_err") and not is_wr_error(name))
 
 
 def counter_delta(prev: int, cur: int) -> Tuple[int, bool]:
@@ -91,6 +104,17 @@ class SnapshotDelta:
         if self._totals is None:
             self._totals = sum_port_counters(self)
         return self._totals
+
+    def device_totals(self, names: Sequence[str]) -> Dict[str, int]:
+        """Node totals of the device-level counters in `names` (absent ones left out)."""
+        if self._devices is None and self.flat is not None:
+            return self.flat[0].device_totals(self.flat[1], names)
+        out: Dict[str, int] = {}
+        for d in self.devices.values():
+            for k in names:
+                if k in d.device_counters:
+                    out[k] = out.get(k, 0) + d.device_counters[k]
+        return out
 
     def port_column(self, name: str) -> Dict[str, int]:
         """One port counter's delta per device (devices without it left out)."""

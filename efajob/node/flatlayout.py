@@ -65,6 +65,18 @@ class Layout:
         names, spans = self._columns
         return dict(zip(names, map(sum, zip(*[values[s:e] for s, e in spans]))))
 
+    def device_totals(self, values: Sequence[int], names: Sequence[str]) -> Dict[str, int]:
+        """Sum over devices of the device-level counters in `names` that some device has."""
+        out: Dict[str, int] = {}
+        for _, _, _, dc, _ in self.devices:
+            if dc is None:
+                continue
+            start, _, dnames = dc
+            for k, name in enumerate(dnames):
+                if name in names:
+                    out[name] = out.get(name, 0) + values[start + k]
+        return out
+
     def port_column(self, values: Sequence[int], name: str) -> Optional[Dict[str, int]]:
         """One first-port counter per device; None when devices differ in names."""
         if self._columns is None:

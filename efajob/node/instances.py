@@ -44,6 +44,37 @@ class InstanceType:
         # The five SRD retransmission/connection counters exist on Nitro v4 and later only.
         return self.nitro >= 4
 
+    @property
+    def rdma_write(self) -> bool:
+        # EFA RDMA write comes with Nitro v4 (p5, p5en, p6, trn1, trn2); p4d/p4de (Nitro v3) do
+        # RDMA read only. The driver registers the rdma_write_* names whatever the device, but
+        # fetches their values only when the device reports the RDMA-write capability
+        # (efa_fill_port_stats: EFA_DEV_CAP(dev, RDMA_WRITE)), so elsewhere they read 0.
+        return self.nitro >= 4
+
+
+# Port counters whose files exist on types that cannot count them (they read 0 there).
+SRD_COUNTERS = ("retrans_bytes", "retrans_pkts", "retrans_timeout_events",
+                "unresponsive_remote_events", "impaired_remote_conn_events")
+RDMA_WRITE_COUNTERS = ("rdma_write_wrs", "rdma_write_bytes", "rdma_write_wr_err",
+                       "rdma_write_recv_bytes")
+
+
+def unsupported_counters(itype: Optional[InstanceType]) -> Dict[str, str]:
+    """{port counter: why it is not supported} on this instance type: such a counter reads 0
+    whatever happens, so it must be shown as "not supported", never as a measured 0. An
+    unknown type: nothing is known to be unsupported."""
+    if itype is None:
+        return {}
+    out: Dict[str, str] = {}
+    if not itype.srd_counters:
+        why = f"SRD counters need Nitro v4 or later; {itype.name} is Nitro v{itype.nitro}"
+        out.update((n, why) for n in SRD_COUNTERS)
+    if not itype.rdma_write:
+        why = f"{itype.name} (Nitro v{itype.nitro}) has no EFA RDMA write"
+        out.update((n, why) for n in RDMA_WRITE_COUNTERS)
+    return out
+
 
 # What is confirmed and what is not (readers never rely on names, only on the vendor id):
 # - names: p5/p5e (rdmap79s0..rdmap201s0) and p4d/p4de (rdmap16s27 rdmap32s27 rdmap144s27

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from efajob.config import DEFAULT_THRESHOLDS
-from efajob.node.instances import lookup
+from efajob.node.instances import lookup, unsupported_counters
 from efajob.report.findings import evaluate, running_verdict, sort_findings, verdict
 from efajob.report.live import live_findings
 from efajob.report.maths import (ints, max2, maxv, mean, nonempty, num, ratio,
@@ -21,18 +21,27 @@ from efajob.slurm.hostlist import expand, fold
 from efajob.values import as_object
 
 # -- records -> nodes --------------------------------------------------------------------------
+def _without(counters: Dict[str, int], names: Mapping[str, str]) -> Dict[str, int]:
+    if not names or not any(k in counters for k in names):
+        return counters  # the usual case: the record's dict itself, not a copy
+    return {k: v for k, v in counters.items() if k not in names}
+
+
 def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
+    itype = lookup(nonempty(rec.get("instance_type")))
+    unsupported = unsupported_counters(itype)
     devices = []
     for d in rec.get("devices") or []:
         if not isinstance(d, dict) or not isinstance(d.get("name"), str):
             continue
         devices.append(DeviceReport(
-            name=d["name"], link_gbps=num(d.get("link_gbps")), counters=ints(d.get("counters")),
-            # Shown, never summed: passed through as the record has them.
-            device_counters=d["device_counters"] if isinstance(d.get("device_counters"), dict) else {},
+            name=d["name"], link_gbps=num(d.get("link_gbps")),
+            counters=_without(ints(d.get("counters")), unsupported),
+            # Shown and judged per device (device_errors), never summed.
+            device_counters=ints(d.get("device_counters")),
             resets=[r for r in d.get("resets") or [] if isinstance(r, str)],
             peak_tx_gbps=num(d.get("peak_tx_gbps")), peak_rx_gbps=num(d.get("peak_rx_gbps"))))
-    totals = ints(rec.get("totals"))
+    totals = _without(ints(rec.get("totals")), unsupported)
     if not totals and devices:  # an older writer without totals: the sum is the definition
         totals = sum_counters(d.counters for d in devices)
     ena_raw = as_object(rec.get("ena"))
@@ -40,10 +49,15 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
     series = as_object(rec.get("series"))
     complete = rec.get("complete") is True
     link = num(rec.get("link_gbps"))
-    if link is None:
-        it = lookup(nonempty(rec.get("instance_type")))
-        link = it.total_gbps if it else None
-    return NodeReport(
+    if link is None and itype is not None:
+        link = itype.total_gbps
+    # The hooks take the link rate from the instance table when they know the type, else from
+    # the devices' ports/1/rate (hooks/records.link_rates): say which.
+    link_source = None if link is None else ("instance_table" if itype else "sysfs_rate")
+    expected = rec.get("expected_devices")
+    if isinstance(expected, bool) or not isinstance(expected, int) or expected <= 0:
+        expected = itype.devices if itype else None
+    n = NodeReport(
         host=rec["host"], status="complete" if complete else "incomplete", devices=devices,
         counters=totals, ena=sum_counters(ints(v) for v in ena_raw.values()),
         avg_tx_gbps=num(rates.get("avg_tx_gbps")), avg_rx_gbps=num(rates.get("avg_rx_gbps")),
@@ -59,6 +73,32 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
         source=nonempty(rec.get("source")), daemon_samples=rec.get("daemon_samples")
         if isinstance(rec.get("daemon_samples"), int) else None,
         exit_code=nonempty(rec.get("exit_code")), series=dict(series))
+    n.expected_devices, n.link_source = expected, link_source
+    n.unsupported = dict(unsupported)
+    return n
+
+
+def flag_rates(n: NodeReport, tolerance: float) -> None:
+    """Mark the series points and the peaks of `n` and of its devices faster than `tolerance` x
+    their link rate (above_link, peak_above_link). Such a sample is not a measurement: a late
+    read whose delta covers more time than its interval, a catch-up burst, or a wrong link rate."""
+    for d in n.devices:
+        dpeak = max2(d.peak_tx_gbps, d.peak_rx_gbps)
+        d.peak_above_link = bool(d.link_gbps) and dpeak is not None and \
+            dpeak > (d.link_gbps or 0) * tolerance
+    link = n.link_gbps
+    if not link:
+        return
+    cap = link * tolerance
+    tx, rx = n.series.get("tx_gbps"), n.series.get("rx_gbps")
+    cols = [c for c in (tx, rx) if isinstance(c, list)]
+    if cols:
+        width = max(len(c) for c in cols)
+        n.above_link = [i for i in range(width)
+                        if any(i < len(c) and isinstance(c[i], (int, float)) and c[i] > cap
+                               for c in cols)]
+    peak = max2(n.peak_tx_gbps, n.peak_rx_gbps)
+    n.peak_above_link = peak is not None and peak > cap
 
 
 def _rank(nodes: List[NodeReport]) -> List[NodeReport]:
@@ -97,6 +137,9 @@ def build_overall(nodes: Sequence[NodeReport]) -> Overall:
     o.peak_rx_gbps = maxv(n.peak_rx_gbps for n in data)
     links = Counter(n.link_gbps for n in data if n.link_gbps)
     o.link_gbps = links.most_common(1)[0][0] if links else None
+    o.link_source = next((n.link_source for n in data if n.link_gbps == o.link_gbps), None)
+    for n in data:
+        o.unsupported.update(n.unsupported)
     o.util_avg = ratio(max2(o.avg_tx_gbps, o.avg_rx_gbps), o.link_gbps)
     o.util_peak = ratio(max2(o.peak_tx_gbps, o.peak_rx_gbps), o.link_gbps)
     # Each transfer counted once, on the side that initiated it: RDMA read bytes (the reader's
@@ -264,7 +307,11 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
     if meta.instance_type is None:
         meta.instance_type = _first(n.instance_type for n in nodes.values())
 
+    th = dict(DEFAULT_THRESHOLDS)
+    th.update(thresholds or {})
     ranked = _rank(list(nodes.values()))
+    for node in ranked:
+        flag_rates(node, th["rate_above_link_ratio"])
     report = JobReport(meta=meta, nodes=ranked, overall=build_overall(ranked),
                        skipped=list(skipped), restarts=tuple(restarts), running=running,
                        generated=now)
@@ -274,8 +321,6 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
             f"showing restart {restart}, the latest; choose another with --restart N")
     if slurm_note:
         report.notes.append(slurm_note)
-    th = dict(DEFAULT_THRESHOLDS)
-    th.update(thresholds or {})
     report.findings = evaluate(report, th)
     if running:
         report.findings = sort_findings(report.findings + live_findings(windows, th), report)

@@ -16,8 +16,11 @@ import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional
 
-from efajob.report.model import ENA_ALLOWANCE
-from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_pct
+from efajob.node.counters import is_device_error, is_wr_error
+from efajob.report.counternotes import DEVICE_ERROR_MEANINGS, reset_devices, reset_note, wr_kind
+from efajob.report.maths import max2, ratio
+from efajob.report.model import ENA_ALLOWANCE, LINK_SOURCES
+from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
 
 if TYPE_CHECKING:  # pragma: no cover
     from efajob.report.model import JobReport
@@ -182,6 +185,28 @@ def straggler_node(report: "JobReport", th: Mapping[str, float]) -> List[Finding
     return out
 
 
+@rule("device_missing")
+def device_missing(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        if n.expected_devices is None:
+            continue
+        seen = {d.name for d in n.devices} | set(n.vanished_devices) | set(n.appeared_devices)
+        if not seen or len(seen) >= n.expected_devices:
+            continue  # no device at all: a record without counters, `incomplete` speaks
+        kind = n.instance_type or "its instance type"
+        out.append(Finding(
+            "device_missing", "critical",
+            f"{n.host} had {len(seen)} of the {n.expected_devices} EFA devices {kind} has: "
+            f"{n.expected_devices - len(seen)} never showed up, and the job ran without their "
+            "bandwidth.",
+            "`efajob devices` and `fi_info -p efa` on the node list what the driver found; "
+            "`dmesg` shows probe errors (some types, p5en among them, probe devices late after "
+            "boot). A device that never appears is an instance fault: drain the node and "
+            "replace the instance.", host=n.host))
+    return out
+
+
 @rule("device_idle")
 def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
@@ -216,10 +241,74 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                     f"{d.name} on {n.host} moved {'nothing' if dead else fmt_bytes(traffic)} while "
                     f"its {len(devs) - 1} siblings moved {fmt_bytes(ref)} each (median): "
                     + ("the device looks dead." if dead else "it carried far less than its share."),
-                    "Check the port state (`efajob devices`, `ibv_devinfo`) and `dmesg` on the node. "
-                    "NCCL spreads traffic over every device it can use: a device it cannot use "
-                    "costs the node that share of its bandwidth. Drain and replace the instance if "
-                    "the device is down.", host=n.host, device=d.name))
+                    "Check `dmesg` on the node for efa errors and this device's error counters "
+                    "(`efajob snapshot` on the node; findings wr_errors, device_errors). Its port state cannot "
+                    "tell: the EFA driver always reports ACTIVE. NCCL spreads traffic over every "
+                    "device it can use: a device it cannot use costs the node that share of its "
+                    "bandwidth. Drain and replace the instance if the device stays idle.",
+                    host=n.host, device=d.name))
+    return out
+
+
+@rule("wr_errors")
+def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        for d in n.devices:
+            errs = {k: v for k, v in d.counters.items() if v and is_wr_error(k)}
+            total = sum(errs.values())
+            if not errs or total < th["wr_errors"]:
+                continue
+            # rdma_read_wr_err counts failed rdma_read_wrs: the share of failed requests.
+            shares = [ratio(v, d.counters.get(k[:-len("_wr_err")] + "_wrs"))
+                      for k, v in errs.items()]
+            crit = any(r is not None and r > th["wr_errors_critical_ratio"] for r in shares) or \
+                any(d.counters.get(k[:-len("_wr_err")] + "_wrs") == 0 for k in errs)
+            listed = ", ".join(f"{k} {fmt_count(v)}" for k, v in sorted(errs.items()))
+            kinds = " and ".join(f"{fmt_count(v)} {wr_kind(k)}" for k, v in sorted(errs.items()))
+            out.append(Finding(
+                "wr_errors", "critical" if crit else "warning",
+                f"{d.name} on {n.host} completed {kinds} work requests in error ({listed})."
+                + reset_note([d.name] if d.name in reset_devices(n, errs) else []),
+                "The device counts an RDMA work request that completed with an error status "
+                "(the driver passes the device's count through unchanged): the application "
+                "(NCCL through aws-ofi-nccl, or MPI through libfabric) saw those errors, "
+                "typically a peer's memory region that was deregistered or never registered "
+                "(GPUDirect/dma-buf setup), a peer process that died, or an unreachable peer. "
+                "Look in the job's log (NCCL_DEBUG=WARN, FI_LOG_LEVEL=warn); errors on one "
+                "device point at it or its peers, errors on every node at the software stack.",
+                host=n.host, device=d.name))
+    return out
+
+
+@rule("device_errors")
+def device_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        for d in n.devices:
+            errs = {k: v for k, v in d.device_counters.items() if v and is_device_error(k)}
+            if not errs or sum(errs.values()) < th["device_errors"]:
+                continue
+            order = list(DEVICE_ERROR_MEANINGS)
+            names = sorted(errs, key=lambda k: (order.index(k) if k in order else len(order), k))
+            listed = ", ".join(f"{k} {fmt_count(errs[k])}" for k in names)
+            dead = "no_completion_cmds" in errs
+            meaning = "; ".join(f"{k}: {DEVICE_ERROR_MEANINGS.get(k, 'failed driver operations of that kind')}"
+                                for k in names)
+            resets = reset_devices(n, errs, device=True)
+            out.append(Finding(
+                "device_errors", "critical" if dead else "warning",
+                f"{d.name} on {n.host} counted driver errors during the job ({listed})"
+                + (": the device stopped answering admin commands." if dead else ".")
+                + reset_note([d.name] if d.name in resets else []),
+                f"{meaning[0].upper()}{meaning[1:]}. "
+                + ("A device that stops completing admin commands is unusable until the driver "
+                   "is reloaded: drain the node, check `dmesg` for efa admin-queue errors and "
+                   "replace the instance if it recurs." if dead else
+                   "Verbs errors come from the job's processes (libfabric, NCCL): check the "
+                   "job's log and the node's limits (`ulimit -l` unlimited for memory "
+                   "registration), and `dmesg` for efa errors."),
+                host=n.host, device=d.name))
     return out
 
 
@@ -236,7 +325,8 @@ def rx_drops(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
         share = f" ({fmt_pct(ratio, 3)} of {fmt_count(pkts)} received)" if ratio is not None else ""
         out.append(Finding(
             "rx_drops", "critical" if crit else "warning",
-            f"{n.host} dropped {fmt_count(drops)} received packets{share}.",
+            f"{n.host} dropped {fmt_count(drops)} received packets{share}."
+            + reset_note(reset_devices(n, ("rx_drops",))),
             "EFA drops what the receiver cannot take in (full queues) or what a congested fabric "
             "delivers late; SRD resends it at a cost in bandwidth. Drops on one node point at "
             "that node (CPU or PCIe pressure, another job); on every node, at congestion.",
@@ -261,7 +351,8 @@ def retransmits(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
         share = f" ({fmt_pct(ratio, 3)} of {fmt_count(tx)} sent{extra})" if ratio is not None else ""
         out.append(Finding(
             "retransmits", "critical" if crit else "warning",
-            f"{n.host} retransmitted {fmt_count(rp)} packets{share}.",
+            f"{n.host} retransmitted {fmt_count(rp)} packets{share}."
+            + reset_note(reset_devices(n, ("retrans_pkts",))),
             "SRD resends lost packets transparently, but many resends cost bandwidth: congestion, "
             "a bad link or a struggling peer. One node standing out points at it; all nodes, at "
             "placement (use a cluster placement group) or the fabric.", host=n.host))
@@ -276,8 +367,8 @@ def _count_rule(report: "JobReport", counter: str, threshold: float, code: str,
     for n in report.data_nodes:
         v = n.counters.get(counter)
         if v and v >= threshold:
-            out.append(Finding(code, "warning", message.format(host=n.host, count=fmt_count(v)),
-                               advice, host=n.host))
+            out.append(Finding(code, "warning", message.format(host=n.host, count=fmt_count(v))
+                               + reset_note(reset_devices(n, (counter,))), advice, host=n.host))
     return out
 
 
@@ -342,6 +433,38 @@ def counter_reset(report: "JobReport", th: Mapping[str, float]) -> List[Finding]
                 f"Counters went down during the job on {n.host} ({', '.join(devs)}): a device reset "
                 "or driver reload. Its totals count only what happened after the reset.",
                 "Check `dmesg` on the node for efa or ena resets.", host=n.host))
+    return out
+
+
+@rule("rate_above_link")
+def rate_above_link(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
+    out = []
+    for n in report.data_nodes:
+        devs = [d for d in n.devices if d.peak_above_link]
+        if not n.above_link and not n.peak_above_link and not devs:
+            continue
+        cols = [c for c in (n.series.get("tx_gbps"), n.series.get("rx_gbps")) if isinstance(c, list)]
+        points = max((len(c) for c in cols), default=0)
+        peak = max((v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None), default=0.0)
+        where = LINK_SOURCES.get(n.link_source or "", "the record")
+        if n.above_link or n.peak_above_link:
+            what = (f"{len(n.above_link)} of {points} points of its time series" if n.above_link
+                    else "its peak rate")
+            seen = (f"{what} read faster than its links can carry (highest {fmt_gbps(peak)} Gbps "
+                    f"against {fmt_gbps(n.link_gbps)} Gbps from the {where})")
+        else:
+            d0 = max(devs, key=lambda d: max2(d.peak_tx_gbps, d.peak_rx_gbps) or 0.0)
+            seen = (f"the peaks of {len(devs)} device(s) read faster than their links can carry "
+                    f"(highest {d0.name}, {fmt_gbps(max2(d0.peak_tx_gbps, d0.peak_rx_gbps))} "
+                    f"Gbps against {fmt_gbps(d0.link_gbps)} Gbps)")
+        out.append(Finding(
+            "rate_above_link", "warning",
+            f"{n.host}: {seen}: such samples are not measurements, and the peaks and peak "
+            "utilisation built on them are marked '?'.",
+            "Totals and averages come from the start and end snapshots and stay exact. A sample "
+            "reads too fast when the daemon read counters late and the delta covers more time "
+            "than its interval (`efajob status` shows skipped ticks), or when the link rate is "
+            "wrong (check the instance type in the config or IMDS).", host=n.host))
     return out
 
 

@@ -22,6 +22,9 @@ HEALTH_COUNTERS = ("rx_drops", "retrans_pkts", "retrans_bytes", "retrans_timeout
 ENA_ALLOWANCE = ("bw_in_allowance_exceeded", "bw_out_allowance_exceeded", "pps_allowance_exceeded",
                  "conntrack_allowance_exceeded", "linklocal_allowance_exceeded")
 STATUSES = ("complete", "incomplete", "running", "missing")
+# Where a link capacity came from: the per-type table (node/instances.py), or the devices'
+# sysfs `ports/1/rate` (the record's own link rates, when the type is unknown).
+LINK_SOURCES = {"instance_table": "instance-type table", "sysfs_rate": "ports/1/rate"}
 # Slurm states in which a job still holds its nodes (slurm.ALIVE_STATES, without importing the
 # adapter into the pure model).
 ALIVE_STATES = frozenset(("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "STOPPED",
@@ -55,6 +58,7 @@ class DeviceReport(_Traffic):
     resets: List[str] = field(default_factory=list)
     peak_tx_gbps: Optional[float] = None
     peak_rx_gbps: Optional[float] = None
+    peak_above_link: bool = False  # its peak is faster than its link: not a measurement
 
 
 @dataclass
@@ -90,6 +94,14 @@ class NodeReport(_Traffic):
     live_window_s: Optional[float] = None  # running: the daemon's last-minute window, if any
     rank: int = 0
     marks: List[str] = field(default_factory=list)  # finding codes that name this node
+    expected_devices: Optional[int] = None  # EFA devices the instance type has
+    link_source: Optional[str] = None  # LINK_SOURCES: where link_gbps came from
+    # Port counters this instance type cannot count (they read 0 there): name -> why. They are
+    # left out of `counters` and the devices' counters, so they read "not supported", not 0.
+    unsupported: Dict[str, str] = field(default_factory=dict)
+    # Series points (indices) and peaks faster than the node's links can carry: not facts.
+    above_link: List[int] = field(default_factory=list)
+    peak_above_link: bool = False
 
     @property
     def has_data(self) -> bool:
@@ -145,6 +157,8 @@ class Overall:
     peak_tx_gbps: Optional[float] = None  # per node: the highest node's peak
     peak_rx_gbps: Optional[float] = None
     link_gbps: Optional[float] = None  # per node
+    link_source: Optional[str] = None  # LINK_SOURCES key of the nodes' link rate
+    unsupported: Dict[str, str] = field(default_factory=dict)  # as NodeReport.unsupported
     util_avg: Optional[float] = None  # busier direction / link rate
     util_peak: Optional[float] = None
     rdma_read_share: Optional[float] = None  # of the bytes initiated: read, write, send

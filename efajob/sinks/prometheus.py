@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from efajob.node.ethtool import ALLOWANCE_COUNTERS
+from efajob.node.instances import lookup, unsupported_counters
 from efajob.errors import SinkError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -95,11 +96,16 @@ class EfaCollector:
 
     def _port_counters(self, tick: "Tick", dropped: Dict[str, int]) -> Iterator[Metric]:
         fams: Dict[str, CounterMetricFamily] = {}
+        # Counters this instance type cannot count (SRD on Nitro v3, rdma_write_* without RDMA
+        # write) read 0 whatever happens: absent, as in the reports, never a measured 0.
+        unsupported = unsupported_counters(lookup(tick.instance_type))
         for dev in self._devices(tick, dropped):
             r = tick.snapshot.devices[dev]
             ports = [(r.port, r.port_counters)] + sorted(r.other_ports.items())
             for port, counters in ports:
                 for name, value in counters.items():
+                    if name in unsupported:
+                        continue
                     fam = fams.get(name)
                     if fam is None:
                         if len(fams) >= MAX_COUNTERS or not _port_metric(name):
@@ -156,7 +162,8 @@ class EfaCollector:
     # -- gauges ----------------------------------------------------------------------------
     @staticmethod
     def _node_rates(tick: "Tick", dropped: Dict[str, int]) -> Iterator[Metric]:
-        names = [n for n in sorted(tick.rates) if _NAME_RE.match(n)]
+        unsupported = unsupported_counters(lookup(tick.instance_type))
+        names = [n for n in sorted(tick.rates) if _NAME_RE.match(n) and n not in unsupported]
         if len(names) > MAX_COUNTERS:
             dropped["node_rates"] = len(names) - MAX_COUNTERS
             names = names[:MAX_COUNTERS]
@@ -177,17 +184,29 @@ class EfaCollector:
         link = GaugeMetricFamily("efajob_device_link_gbps",
                                  "EFA device link rate (Gbit/s; instance-type table, else sysfs "
                                  "ports/<port>/rate)", labels=("device",))
-        up = GaugeMetricFamily("efajob_device_up",
-                               "1 when the device's port state is ACTIVE", labels=("device",))
+        # No efajob_device_up: efa_query_port hard-codes ACTIVE/LinkUp, so port state never
+        # shows a sick EFA device. What does: port counters that stop being readable (a closed
+        # admin queue fails every stats query), counted here per device.
+        readable = GaugeMetricFamily(
+            "efajob_device_port_counters",
+            "Port counters read from the device in the last sample (0: unreadable, e.g. the "
+            "admin queue closed after no_completion_cmds rose)", labels=("device",))
         for d in tick.devices[:MAX_DEVICES]:
             gbps = self._link_gbps(d.name) if self._link_gbps else None
             gbps = gbps if gbps is not None else d.rate_gbps
             if gbps is not None:
                 link.add_metric((d.name,), gbps)
-            if d.state is not None:
-                up.add_metric((d.name,), 1 if "ACTIVE" in d.state.upper() else 0)
+            reading = tick.snapshot.devices.get(d.name)
+            readable.add_metric((d.name,), float(len(reading.port_counters) if reading else 0))
         yield link
-        yield up
+        yield readable
+        expected = lookup(tick.instance_type)
+        if expected is not None:
+            g = GaugeMetricFamily("efajob_node_expected_devices",
+                                  "EFA devices this node's instance type has (instance table): "
+                                  "compare with efajob_daemon_devices")
+            g.add_metric((), float(expected.devices))
+            yield g
 
     def _health(self, tick: "Tick") -> Iterator[Metric]:
         h = tick.health

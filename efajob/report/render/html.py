@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time
 from efajob.report.findings import verdict_tone
-from efajob.report.render.text import device_avg, fmt_allowance, natural_key
+from efajob.report.render.text import (QUESTIONED, device_avg, error_totals, fmt_allowance,
+                                       link_source_text, natural_key, not_here)
 
 if TYPE_CHECKING:  # pragma: no cover
     from efajob.report.model import JobReport, NodeReport
@@ -37,7 +38,7 @@ tr.dev td{color:#5b6576;font-size:12px}tr.flag td{background:#fff6e0}
 .gauge span{display:block;height:100%;background:#1565c0}
 .charts{display:flex;flex-wrap:wrap;gap:12px}.chart{border:1px solid #e1e5ec;border-radius:6px;padding:4px}
 .chart p{margin:0;font-size:12px}.advice{color:#4a5566;margin:2px 0 10px}.note{color:#6b4f00}
-.legend .tx{color:#1565c0}.legend .rx{color:#d84315}
+.legend .tx{color:#1565c0}.legend .rx{color:#d84315}.legend .above{color:#c62828}
 """
 
 
@@ -105,7 +106,24 @@ def chart(n: "NodeReport", top: Optional[float] = None, width: int = 260, height
     return (head + frame
             + _polyline(tt, ttx, sx, sy, height, "tx", "#1565c0", 3.0)
             + _polyline(tt, trx, sx, sy, height, "rx", "#d84315", 1.2)
+            + _above_link(n, t, tx, rx, sx, sy, height)
             + axis + "</svg>")
+
+
+def _above_link(n: "NodeReport", t: Sequence, tx: Sequence, rx: Sequence, sx: float, sy: float,
+                h: float) -> str:
+    """A red ring on every point faster than the link (finding rate_above_link), drawn at the
+    point's own value and time: it is questioned, not hidden."""
+    out = []
+    for i in n.above_link:
+        if i >= len(t) or not isinstance(t[i], (int, float)):
+            continue
+        ys = [c[i] for c in (tx, rx) if i < len(c) and isinstance(c[i], (int, float))]
+        if ys:
+            out.append(f'<circle class="above-link" cx="{t[i] * sx:.1f}" cy="{max(2.0, h - max(ys) * sy):.1f}" '
+                       f'r="3" fill="none" stroke="#c62828"><title>{esc(fmt_gbps(max(ys)))} Gbps: above '
+                       f"the link, not a measurement</title></circle>")
+    return "".join(out)
 
 
 def _gauge(ratio: Optional[float]) -> str:
@@ -138,16 +156,20 @@ def _overall(r: "JobReport") -> str:
     o, t = r.overall, r.overall.totals
     if o.nodes_with_data == 0:
         return "<p>No node record yet.</p>"
+    q = QUESTIONED if any(x.peak_above_link for x in r.data_nodes) else ""
+    write = "not supported" if "rdma_write_bytes" in o.unsupported else fmt_pct(o.rdma_write_share)
     pairs = [
         ("Sent", esc(f"{fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets")),
         ("Received", esc(f"{fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets")),
         ("Per node, average", esc(f"{fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} Gbps in")),
-        ("Per node, peak", esc(f"{fmt_gbps(o.peak_tx_gbps)} Gbps out / {fmt_gbps(o.peak_rx_gbps)} Gbps in")),
+        ("Per node, peak", esc(f"{fmt_gbps(o.peak_tx_gbps)}{q} Gbps out / {fmt_gbps(o.peak_rx_gbps)}{q} Gbps in")),
         ("Utilisation, average", _gauge(o.util_avg) + (esc(f" of {o.link_gbps:,.0f} Gbps") if o.link_gbps else "")),
-        ("Utilisation, peak", _gauge(o.util_peak)),
-        ("Bytes by operation", esc(f"RDMA read {fmt_pct(o.rdma_read_share)}, RDMA write "
-                                   f"{fmt_pct(o.rdma_write_share)}, send/recv {fmt_pct(o.send_share)}")),
+        ("Utilisation, peak", _gauge(o.util_peak) + esc(q and f"{q} (above the link: see rate_above_link)")),
+        ("Bytes by operation", esc(f"RDMA read {fmt_pct(o.rdma_read_share)}, RDMA write {write}, "
+                                   f"send/recv {fmt_pct(o.send_share)}")),
     ]
+    if o.link_source:
+        pairs.insert(6, ("Link rate", esc(link_source_text(r))))
     if o.ena:
         pairs.append(("ENA (TCP/IP)", esc(f"sent {fmt_bytes(o.ena.get('tx_bytes'))}, received "
                                           f"{fmt_bytes(o.ena.get('rx_bytes'))}")))
@@ -166,7 +188,8 @@ def _nodes(r: "JobReport") -> str:
     for n in r.nodes:
         peak = max([v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None], default=None)
         cells = [str(n.rank), esc(n.host), esc(n.status), fmt_bytes(n.tx_bytes), fmt_bytes(n.rx_bytes),
-                 fmt_gbps(n.avg_tx_gbps), fmt_gbps(n.avg_rx_gbps), fmt_gbps(peak), fmt_pct(n.util_avg),
+                 fmt_gbps(n.avg_tx_gbps), fmt_gbps(n.avg_rx_gbps),
+                 fmt_gbps(peak) + (QUESTIONED if n.peak_above_link else ""), fmt_pct(n.util_avg),
                  fmt_count(n.rx_drops), fmt_count(n.retrans_pkts)]
         if n.status == "running":
             cells[5:7] = [f"live {fmt_gbps(n.live_tx_gbps)}", f"live {fmt_gbps(n.live_rx_gbps)}"]
@@ -181,7 +204,8 @@ def _nodes(r: "JobReport") -> str:
             dpk = max([v for v in (d.peak_tx_gbps, d.peak_rx_gbps) if v is not None], default=None)
             dc = ["", esc(d.name), "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
                   fmt_gbps(device_avg(d.tx_bytes, n.elapsed_s)), fmt_gbps(device_avg(d.rx_bytes, n.elapsed_s)),
-                  fmt_gbps(dpk), "", fmt_count(d.counters.get("rx_drops")),
+                  fmt_gbps(dpk) + (QUESTIONED if d.peak_above_link else ""), "",
+                  fmt_count(d.counters.get("rx_drops")),
                   fmt_count(d.counters.get("retrans_pkts"))]
             tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i != 1 else c}</td>"
                           for i, c in enumerate(dc))
@@ -205,13 +229,22 @@ def _findings(r: "JobReport") -> str:
 
 def _health(r: "JobReport") -> str:
     t, o = r.overall.totals, r.overall
+
+    def count(name: str) -> str:
+        return not_here(r, name) if name in o.unsupported else fmt_count(t.get(name))
+
+    errs = error_totals(r)
     pairs = [("rx drops", fmt_count(t.get("rx_drops"))),
-             ("SRD retransmitted packets", fmt_count(t.get("retrans_pkts"))),
-             ("retransmit timeouts", fmt_count(t.get("retrans_timeout_events"))),
-             ("impaired remote connections", fmt_count(t.get("impaired_remote_conn_events"))),
-             ("unresponsive remote events", fmt_count(t.get("unresponsive_remote_events"))),
-             ("ENA allowance exceeded", fmt_allowance(o.ena)),
-             ("counter resets", ", ".join(o.resets) or "none")]
+             ("SRD retransmitted packets", count("retrans_pkts")),
+             ("retransmit timeouts", count("retrans_timeout_events")),
+             ("impaired remote connections", count("impaired_remote_conn_events")),
+             ("unresponsive remote events", count("unresponsive_remote_events")),
+             ("RDMA work-request errors", fmt_count(errs["wr_errors"])),
+             ("device (admin, verbs) errors", fmt_count(errs["device_errors"]))]
+    if "rdma_write_wr_err" in o.unsupported:
+        pairs.append(("RDMA write counters", not_here(r, "rdma_write_wr_err")))
+    pairs += [("ENA allowance exceeded", fmt_allowance(o.ena)),
+              ("counter resets", ", ".join(o.resets) or "none")]
     return f"<table>{_rows([(k, esc(v)) for k, v in pairs])}</table>"
 
 
@@ -230,7 +263,7 @@ def render_html(r: "JobReport", *, tz: Optional[tzinfo] = None) -> str:
         f'<h1>{esc(title)} <span class="verdict {esc(verdict_tone(r.verdict))}" id="verdict">{esc(r.verdict)}</span></h1>\n'
         f"{_header(r, tz)}\n<h2>Overall</h2>\n{_overall(r)}\n"
         f'<h2>Throughput over time</h2>\n<p class="legend"><span class="tx">&#9632; sent</span> '
-        f'<span class="rx">&#9632; received</span> (Gbps per node, one scale for all nodes)</p>\n<div class="charts">{charts or "<p>No node record yet.</p>"}</div>\n'
+        f'<span class="rx">&#9632; received</span> <span class="above">&#9675; above the link (not a measurement)</span> (Gbps per node, one scale for all nodes)</p>\n<div class="charts">{charts or "<p>No node record yet.</p>"}</div>\n'
         f"<h2>Per node (ranked by traffic)</h2>\n{_nodes(r)}\n"
         f"<h2>Health</h2>\n{_health(r)}\n<h2>Findings</h2>\n{_findings(r)}\n"
         f'<p>Verdict: <span class="verdict {esc(verdict_tone(r.verdict))}">{esc(r.verdict)}</span></p>\n'

@@ -25,7 +25,8 @@ def device_to_dict(d: DeviceReport) -> dict:
     return {"name": d.name, "link_gbps": d.link_gbps, "tx_bytes": d.tx_bytes,
             "rx_bytes": d.rx_bytes, "peak_tx_gbps": _r(d.peak_tx_gbps),
             "peak_rx_gbps": _r(d.peak_rx_gbps), "counters": d.counters,
-            "device_counters": d.device_counters, "resets": list(d.resets)}
+            "device_counters": d.device_counters, "resets": list(d.resets),
+            "peak_above_link": d.peak_above_link}
 
 
 def node_to_dict(n: NodeReport) -> dict:
@@ -46,8 +47,19 @@ def node_to_dict(n: NodeReport) -> dict:
         "live_age_s": _r(n.live_age_s, 1), "findings": list(n.marks),
         "counters": n.counters, "ena": n.ena,
         "devices": [device_to_dict(d) for d in n.devices],
-        "series": n.series or None,
+        "series": _series(n),
+        "link_source": n.link_source, "expected_devices": n.expected_devices,
+        "peak_above_link": n.peak_above_link,
+        "unsupported": dict(n.unsupported),
     }
+
+
+def _series(n: NodeReport) -> Optional[dict]:
+    """The record's series, plus `above_link`: the indices of points faster than the link
+    (finding rate_above_link), so a plot can mark them."""
+    if not n.series:
+        return None
+    return dict(n.series, above_link=list(n.above_link))
 
 
 def report_to_dict(r: JobReport) -> dict:
@@ -60,7 +72,10 @@ def report_to_dict(r: JobReport) -> dict:
         "partition": m.partition, "nodelist": m.nodelist, "num_nodes": m.num_nodes,
         "instance_type": m.instance_type, "start": m.start, "end": m.end,
         "elapsed_s": _r(m.elapsed_s), "time_limit": m.time_limit, "metadata_source": m.source,
-        "totals": dict(sorted(o.totals.items())),
+        # A counter the instance type cannot count is null here, its reason in
+        # `unsupported_counters`: "not supported", never a measured 0.
+        "totals": dict(sorted(dict({k: None for k in o.unsupported}, **o.totals).items())),
+        "unsupported_counters": dict(sorted(o.unsupported.items())),
         "ena_totals": dict(sorted(o.ena.items())),
         "overall": {
             "nodes_with_data": o.nodes_with_data,
@@ -68,7 +83,7 @@ def report_to_dict(r: JobReport) -> dict:
             "tx_pkts": o.totals.get("tx_pkts"), "rx_pkts": o.totals.get("rx_pkts"),
             "avg_tx_gbps_per_node": _r(o.avg_tx_gbps), "avg_rx_gbps_per_node": _r(o.avg_rx_gbps),
             "peak_tx_gbps_per_node": _r(o.peak_tx_gbps), "peak_rx_gbps_per_node": _r(o.peak_rx_gbps),
-            "link_gbps_per_node": o.link_gbps, "util_avg": _r(o.util_avg, 4),
+            "link_gbps_per_node": o.link_gbps, "link_source": o.link_source, "util_avg": _r(o.util_avg, 4),
             "util_peak": _r(o.util_peak, 4), "rdma_read_share": _r(o.rdma_read_share, 4),
             "rdma_write_share": _r(o.rdma_write_share, 4), "send_share": _r(o.send_share, 4),
             "resets": list(o.resets),

@@ -130,23 +130,45 @@ def _overall(r: "JobReport", pw: int) -> List[str]:
                            "ends)", "  ", pw)
     out += _field("Sent", f"{fmt_bytes(t.get('tx_bytes'))} in {fmt_count(t.get('tx_pkts'))} packets", pw)
     out += _field("Received", f"{fmt_bytes(t.get('rx_bytes'))} in {fmt_count(t.get('rx_pkts'))} packets", pw)
+    q = QUESTIONED if any(x.peak_above_link for x in r.data_nodes) else ""
     out += _field("Per node", f"avg {fmt_gbps(o.avg_tx_gbps)} Gbps out / {fmt_gbps(o.avg_rx_gbps)} "
-                  f"in;  peak {fmt_gbps(o.peak_tx_gbps)} out / {fmt_gbps(o.peak_rx_gbps)} in", pw)
+                  f"in;  peak {fmt_gbps(o.peak_tx_gbps)}{q} out / {fmt_gbps(o.peak_rx_gbps)}{q} in", pw)
     link = f" of {o.link_gbps:,.0f} Gbps per node" if o.link_gbps else " (link rate unknown)"
     # The bar takes what the line leaves: 21 columns of label, 7 of percentage, the link text.
     bar = max(10, min(40, pw - 21 - 2 - 7 - len(link)))
     out.append(f"  Utilisation   avg  {gauge(o.util_avg, bar)} {fmt_pct(o.util_avg):>6}{link}")
-    out.append(f"                peak {gauge(o.util_peak, bar)} {fmt_pct(o.util_peak):>6}")
+    out.append(f"                peak {gauge(o.util_peak, bar)} {fmt_pct(o.util_peak) + q:>6}"
+               + ("  (? above the link: see rate_above_link)" if q else ""))
+    if o.link_source:
+        out += _field("Link rate", link_source_text(r), pw)
     if o.rdma_read_share is not None or o.rdma_write_share is not None or o.send_share is not None:
+        write = ("not supported" if "rdma_write_bytes" in o.unsupported
+                 else fmt_pct(o.rdma_write_share))
         out += _field("Bytes by op", f"RDMA read {fmt_pct(o.rdma_read_share)}, RDMA write "
-                      f"{fmt_pct(o.rdma_write_share)}, send/recv {fmt_pct(o.send_share)}", pw)
+                      f"{write}, send/recv {fmt_pct(o.send_share)}", pw)
     if o.ena:
         out += _field("ENA (TCP/IP)", f"sent {fmt_bytes(o.ena.get('tx_bytes'))}, received "
                       f"{fmt_bytes(o.ena.get('rx_bytes'))}  (not EFA: sockets, storage, control)", pw)
     return out
 
 
+def link_source_text(r: "JobReport") -> str:
+    """Which link capacity utilisation used, in words (text and HTML)."""
+    from efajob.report.model import LINK_SOURCES
+
+    o = r.overall
+    where = LINK_SOURCES.get(o.link_source or "", "unknown")
+    if o.link_source == "instance_table":
+        return f"from the {where} ({r.meta.instance_type or 'instance type'})"
+    return f"from the devices' {where} (instance type unknown)"
+
+
+# A peak or utilisation built on samples faster than the link (finding rate_above_link).
+QUESTIONED = "?"
+
 _MARKS = {"straggler_node": "straggler", "device_idle": "idle device", "rx_drops": "drops",
+          "device_missing": "missing device", "wr_errors": "WR errors",
+          "device_errors": "device errors", "rate_above_link": "rate above link",
           "retransmits": "retransmits", "impaired_connections": "impaired",
           "unresponsive_remote": "unresponsive", "ena_allowance_exceeded": "ENA allowance",
           "counter_reset": "reset", "incomplete": "incomplete"}
@@ -166,7 +188,8 @@ def _node_row(n: "NodeReport") -> List[str]:
     if n.shared:
         notes.append("shared")
     return [str(n.rank), n.host, "!" if n.marks else " ", fmt_bytes(n.tx_bytes), fmt_bytes(n.rx_bytes),
-            fmt_gbps(n.avg_tx_gbps), fmt_gbps(n.avg_rx_gbps), fmt_gbps(max2(n.peak_tx_gbps, n.peak_rx_gbps)),
+            fmt_gbps(n.avg_tx_gbps), fmt_gbps(n.avg_rx_gbps),
+            fmt_gbps(max2(n.peak_tx_gbps, n.peak_rx_gbps)) + (QUESTIONED if n.peak_above_link else ""),
             fmt_pct(n.util_avg), fmt_count(n.rx_drops), fmt_count(n.retrans_pkts)] + [", ".join(notes)]
 
 
@@ -197,7 +220,8 @@ def _nodes(r: "JobReport", verbose: bool, width: Optional[int], pw: int) -> List
                 util = ratio(max2(atx, arx), d.link_gbps)
                 rows.append(["", "  " + d.name, "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
                              fmt_gbps(atx), fmt_gbps(arx),
-                             fmt_gbps(max2(d.peak_tx_gbps, d.peak_rx_gbps)), fmt_pct(util),
+                             fmt_gbps(max2(d.peak_tx_gbps, d.peak_rx_gbps))
+                             + (QUESTIONED if d.peak_above_link else ""), fmt_pct(util),
                              fmt_count(d.counters.get("rx_drops")),
                              fmt_count(d.counters.get("retrans_pkts")),
                              "reset" if d.resets else ""])
@@ -208,6 +232,30 @@ def _nodes(r: "JobReport", verbose: bool, width: Optional[int], pw: int) -> List
 
 
 _SRD_NA = "n/a (no SRD counters: they need Nitro v4+ and kernel 6.17+)"
+
+
+def not_here(r: "JobReport", counter: str) -> str:
+    """How an absent counter reads: "not supported here" with why, or n/a."""
+    why = r.overall.unsupported.get(counter)
+    return f"not supported here ({why})" if why else _SRD_NA
+
+
+def error_totals(r: "JobReport") -> Dict[str, Optional[int]]:
+    """Work-request errors (`*_wr_err` port counters) and driver errors (device_errors'
+    counters) summed over the job's devices; None when no device had such a counter."""
+    from efajob.node.counters import is_device_error, is_wr_error
+
+    wr: Optional[int] = None
+    dev: Optional[int] = None
+    for n in r.data_nodes:
+        for d in n.devices:
+            for k, v in d.counters.items():
+                if is_wr_error(k):
+                    wr = (wr or 0) + v
+            for k, v in d.device_counters.items():
+                if is_device_error(k):
+                    dev = (dev or 0) + v
+    return {"wr_errors": wr, "device_errors": dev}
 
 
 def _health(r: "JobReport", pw: int) -> List[str]:
@@ -224,11 +272,16 @@ def _health(r: "JobReport", pw: int) -> List[str]:
         line("SRD retransmitted packets", f"{fmt_count(t.get('retrans_pkts'))}  ({fmt_bytes(t.get('retrans_bytes'))}; "
              f"{fmt_count(t.get('retrans_timeout_events'))} timeouts)")
     else:
-        line("SRD retransmitted packets", _SRD_NA)
+        line("SRD retransmitted packets", not_here(r, "retrans_pkts"))
     line("impaired remote connections", fmt_count(t.get("impaired_remote_conn_events"))
-         if "impaired_remote_conn_events" in t else _SRD_NA)
+         if "impaired_remote_conn_events" in t else not_here(r, "impaired_remote_conn_events"))
     line("unresponsive remote events", fmt_count(t.get("unresponsive_remote_events"))
-         if "unresponsive_remote_events" in t else _SRD_NA)
+         if "unresponsive_remote_events" in t else not_here(r, "unresponsive_remote_events"))
+    errs = error_totals(r)
+    line("RDMA work-request errors", fmt_count(errs["wr_errors"]))
+    line("device (admin, verbs) errors", fmt_count(errs["device_errors"]))
+    if "rdma_write_wr_err" in r.overall.unsupported:
+        line("RDMA write counters", not_here(r, "rdma_write_wr_err"))
     line("ENA allowance exceeded", fmt_allowance(o.ena))
     line("counter resets", ", ".join(o.resets[:6]) + (f" (+{len(o.resets) - 6})" if len(o.resets) > 6 else "")
          if o.resets else "none")

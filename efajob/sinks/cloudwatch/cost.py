@@ -91,7 +91,8 @@ def estimate_cost(cw, *, nodes: int, instance_type: str, jobs_per_month: int = 0
     it = lookup(instance_type)
     srd = it.srd_counters if it is not None else True
     devices = it.devices if it is not None else 0
-    specs = catalogue(per_device=cw.per_device, job_metrics=cw.job_metrics, srd=srd)
+    specs = catalogue(per_device=cw.per_device, job_metrics=cw.job_metrics, srd=srd,
+                      rdma_write=it.rdma_write if it is not None else True)
     by_scope: Dict[str, int] = {}
     for s in specs:
         by_scope[s.scope] = by_scope.get(s.scope, 0) + 1

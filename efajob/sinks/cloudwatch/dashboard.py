@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from efajob.sinks.cloudwatch.emf import EMF_DIMENSIONS, JOB_METRICS as EMF_JOB_METRICS
-from efajob.sinks.cloudwatch.metrics import (DEVICE, ENA_ALLOWANCE, JOB, NODE, TYPE, MetricSpec,
+from efajob.sinks.cloudwatch.metrics import (DEVICE, ENA_ALLOWANCE, ERROR_METRICS, JOB, NODE, TYPE,
+                                             MetricSpec,
                                              catalogue)
 from efajob.errors import SinkError
 
@@ -157,6 +158,8 @@ def build_dashboard(*, cluster: str, region: str, namespace: str = "EFAJob", per
         b.search(NODE, ["retrans_pkts", "impaired_remote_conn_events",
                         "unresponsive_remote_events"], "Sum", "srd"),
     ])
+    b.metric("EFA errors: RDMA work requests, admin commands (per period; not 0 is a finding)",
+             [b.search(NODE, [n for n, _ in ERROR_METRICS], "Sum", "err")])
     b.metric("ENA allowance exceeded (per period, when the node reports it)",
              [b.search(NODE, list(ENA_ALLOWANCE), "Sum", "ena")])
     b.metric("EFA bytes by instance type (per period)",

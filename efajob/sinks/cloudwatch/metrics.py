@@ -16,8 +16,10 @@ ticks, weighted by time so the numbers are exact whatever the tick length:
 Metric names are the kernel's counter names, verbatim; units are per second.
 
 Cardinality (each unique namespace + name + dimension set is a billed custom metric, see
-docs/cloudwatch.md): by default 13 metrics per node at most (8 EFA + 5 ENA allowance when the
-node reports them), 6 per cluster and 2 per instance type. Per-device and JobId metrics only
+docs/cloudwatch.md): by default 17 metrics per node at most (8 EFA traffic and health, 4 EFA
+error counters, 5 ENA allowance when the node reports them), 6 per cluster and 2 per instance
+type. Counters the instance type cannot count (SRD on Nitro v3, rdma_write_* without RDMA
+write: their files read 0) are never published. Per-device and JobId metrics only
 when enabled.
 
 Standard library only.
@@ -46,7 +48,16 @@ EFA_METRICS: Tuple[Tuple[str, str], ...] = (
     ("rx_drops", COUNT_RATE), ("retrans_pkts", COUNT_RATE),
     ("impaired_remote_conn_events", COUNT_RATE), ("unresponsive_remote_events", COUNT_RATE),
 )
+# The driver's error signals (docs/report.md, findings wr_errors and device_errors): the port
+# work-request errors and the device's admin-queue errors; the verbs *_err counters stay in the
+# reports and Prometheus (eleven more metrics per node would cost more than they tell).
+ERROR_METRICS: Tuple[Tuple[str, str], ...] = (
+    ("rdma_read_wr_err", COUNT_RATE), ("rdma_write_wr_err", COUNT_RATE),
+    ("cmds_err", COUNT_RATE), ("no_completion_cmds", COUNT_RATE),
+)
+DEVICE_LEVEL = ("cmds_err", "no_completion_cmds")  # <dev>/hw_counters, not the port's
 SRD_ONLY = frozenset(("retrans_pkts", "impaired_remote_conn_events", "unresponsive_remote_events"))
+RDMA_WRITE_ONLY = frozenset(("rdma_write_wr_err",))
 # ENA allowance counters (`ethtool -S`, ENA driver >= 2.2.10), summed over interfaces, when
 # the node's readings include them (absent otherwise: absent is not zero).
 ENA_ALLOWANCE: Tuple[str, ...] = (
@@ -57,8 +68,8 @@ CLUSTER_METRICS = ("tx_bytes", "rx_bytes", "tx_pkts", "rx_pkts", "rx_drops", "re
 TYPE_METRICS = ("tx_bytes", "rx_bytes")
 DEVICE_METRICS = ("tx_bytes", "rx_bytes", "rx_drops", "retrans_pkts")
 JOB_METRICS = ("tx_bytes", "rx_bytes")
-UNITS: Dict[str, str] = dict(EFA_METRICS, **{n: COUNT_RATE for n in ENA_ALLOWANCE})
-_EFA_NAMES = tuple(n for n, _ in EFA_METRICS)
+UNITS: Dict[str, str] = dict(EFA_METRICS + ERROR_METRICS, **{n: COUNT_RATE for n in ENA_ALLOWANCE})
+_EFA_NAMES = tuple(n for n, _ in EFA_METRICS + ERROR_METRICS if n not in DEVICE_LEVEL)
 
 MAX_DEVICES = 64  # per node, bounds per-device cardinality whatever sysfs shows
 MAX_JOBS = 32  # concurrent jobs on one node with JobId metrics
@@ -73,9 +84,10 @@ class MetricSpec:
 
 
 def catalogue(*, per_device: bool = False, job_metrics: bool = False, srd: bool = True,
-              ena_allowance: bool = True) -> List[MetricSpec]:
+              ena_allowance: bool = True, rdma_write: bool = True) -> List[MetricSpec]:
     """Every (metric, dimension set) the sink may publish under a config."""
     node = [n for n, _ in EFA_METRICS if srd or n not in SRD_ONLY]
+    node += [n for n, _ in ERROR_METRICS if rdma_write or n not in RDMA_WRITE_ONLY]
     if ena_allowance:
         node += list(ENA_ALLOWANCE)
     out = [MetricSpec(n, UNITS[n], NODE, "node") for n in node]
@@ -138,6 +150,10 @@ class PeriodAggregator:
         self._start: Optional[float] = None
         self._stats: Dict[Key, _Stat] = {}
         self.capped = {"devices": 0, "jobs": 0}  # what MAX_DEVICES / MAX_JOBS left out
+        # Counters this type cannot count (they read 0): published never, not as 0.
+        from efajob.node.instances import lookup, unsupported_counters
+
+        self._unsupported = unsupported_counters(lookup(ident.instance_type))
 
     def add(self, tick: "Tick") -> List[dict]:
         delta = tick.delta
@@ -190,7 +206,10 @@ class PeriodAggregator:
         idn = self.ident
         node = (("ClusterName", idn.cluster), ("InstanceId", idn.instance_id))
         node_totals = delta.port_totals()  # the daemon computed it already
-        totals: Dict[str, int] = {k: node_totals[k] for k in _EFA_NAMES if k in node_totals}
+        skip = self._unsupported
+        totals: Dict[str, int] = {k: node_totals[k] for k in _EFA_NAMES
+                                  if k in node_totals and k not in skip}
+        totals.update(delta.device_totals(DEVICE_LEVEL))
         for ifstats in delta.net.values():
             for k, v in ifstats.items():
                 if k in ENA_ALLOWANCE:
@@ -205,7 +224,8 @@ class PeriodAggregator:
         if self.per_device:
             # Columns rather than delta.devices: on the daemon's flat path that would build
             # every device's dictionaries each tick just for four counters.
-            cols = [(name, delta.port_column(name)) for name in DEVICE_METRICS]
+            cols = [(name, delta.port_column(name)) for name in DEVICE_METRICS
+                    if name not in self._unsupported]
             names = sorted(set().union(*(c for _, c in cols)))
             if len(names) > MAX_DEVICES:
                 self.capped["devices"] += len(names) - MAX_DEVICES

@@ -90,13 +90,14 @@ class NodePool:
         self.built = 0
 
     def node(self, instance_type: str, kernel: str, device_limit: Optional[int],
-             fresh: bool = False, driver: str = sim.DEFAULT_DRIVER) -> sim.SimNode:
+             fresh: bool = False, driver: str = sim.DEFAULT_DRIVER,
+             tree_fault: Optional[str] = None) -> sim.SimNode:
         key = (instance_type, kernel, device_limit, driver)
         if fresh or key not in self.nodes:
             self.built += 1
             node = sim.build_node(os.path.join(self.root, f"sim{self.built}"), instance_type,
                                   kernel, driver=driver, name=f"sim{self.built}",
-                                  device_limit=device_limit)
+                                  device_limit=device_limit, fault=tree_fault)
             if fresh:
                 return node
             self.nodes[key] = node
@@ -116,10 +117,15 @@ def job_records(pool: NodePool, specs: Dict[str, NodeSpec], *, job_id: str = "10
     hosts = sorted(specs)
     nodelist = ",".join(hosts)
     for host, spec in specs.items():
+        # missing-device: the node came up without the device (the tree is built without it),
+        # not one that vanished during the job (the traffic fault of the same name).
+        missing = spec.fault == "missing-device"
         node = pool.node(instance_type, kernel, device_limit, driver=driver,
-                         fresh=spec.fault in ("vanish", "garbage", "reset", "missing-device"))
+                         fresh=missing or spec.fault in ("vanish", "garbage", "reset"),
+                         tree_fault=spec.fault if missing else None)
         before = read_snapshot(node.root, clock=lambda: MONO0, wall_clock=lambda: start)
-        inj = node.traffic(spec.tx_gbps, spec.rx_gbps, seconds, fault=spec.fault,
+        inj = node.traffic(spec.tx_gbps, spec.rx_gbps, seconds,
+                           fault=None if missing else spec.fault,
                            devices=spec.devices, ena_tx_gbps=spec.ena_tx_gbps,
                            ena_rx_gbps=spec.ena_rx_gbps, pattern=spec.pattern)
         bump_counters(node, spec.bump)

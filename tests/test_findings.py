@@ -109,6 +109,13 @@ SCENARIOS = [
      {"kernel": "5.10", "driver": "in-tree"},
      {}, {("wr_errors", "warning", "n1", "rdmap81s0"), ("device_errors", "critical", "n1", "rdmap81s0")},
      "Failure"),
+    # The simulator's own faults for the driver's error signals (efajob simulate --fault).
+    ("sim-wr-errors", with_node(n2=dict(fault="wr-errors")), {}, {},
+     {("wr_errors", "critical", "n2", "rdmap79s0")}, "Failure"),
+    ("sim-admin-errors", with_node(n2=dict(fault="admin-errors")), {}, {},
+     {("device_errors", "critical", "n2", "rdmap79s0")}, "Failure"),
+    ("sim-missing-device", with_node(n2=dict(fault="missing-device")), {}, {},
+     {("device_missing", "critical", "n2", None)}, "Failure"),
     ("missing-device", healthy(1), {"device_limit": 31, "expected_devices": 32}, {},
      {("device_missing", "critical", "n1", None)}, "Failure"),
     ("all-devices-present", healthy(1), {"device_limit": 32}, {}, set(), "Healthy"),

@@ -198,8 +198,10 @@ def device_missing(report: "JobReport", th: Mapping[str, float]) -> List[Finding
         out.append(Finding(
             "device_missing", "critical",
             f"{n.host} had {len(seen)} of the {n.expected_devices} EFA devices {kind} has: "
-            f"{n.expected_devices - len(seen)} never showed up, and the job ran without their "
-            "bandwidth.",
+            + ("1 never showed up, and the job ran without its bandwidth."
+               if n.expected_devices - len(seen) == 1 else
+               f"{n.expected_devices - len(seen)} never showed up, and the job ran without "
+               "their bandwidth."),
             "`efajob devices` and `fi_info -p efa` on the node list what the driver found; "
             "`dmesg` shows probe errors (some types, p5en among them, probe devices late after "
             "boot). A device that never appears is an instance fault: drain the node and "

@@ -133,7 +133,7 @@ def test_golden_running(pool, update_golden):
             for h in ("n2", "n3")}
     r = report_of(recs, live=live)
     assert r.running and r.meta.state == "RUNNING" and r.meta.end is None
-    assert r.verdict == "Running: no problem seen, some nodes not live"
+    assert r.verdict == "Running: no problem seen, some nodes not judged yet"
     assert [n.instance_type for n in r.nodes[1:3]] == ["p5.48xlarge"] * 2
     # Before any record, the instance type comes from the daemons' status files.
     assert report_of([], live=live).meta.instance_type == "p5.48xlarge"
@@ -522,10 +522,10 @@ def test_list_jobs_includes_running(tmp_path):
     assert len(rows) == 1 and rows[0]["state"] == "RUNNING" and rows[0]["user"] == "dora"
     assert rows[0]["elapsed_s"] == 100
     # No `recent` window in this status file: the verdict says so, and fits 80 columns.
-    assert rows[0]["verdict"] == "Running: no live data"
+    assert rows[0]["verdict"] == "Running: not judged yet (no live window)"
     text = render_jobs(rows, width=80)
     check_width(text, 80)
-    assert text.splitlines()[1].endswith("Running: no data")
+    assert text.splitlines()[1].endswith("Running: not judged")
     assert list_jobs(cfg, now=NOW + 3600) == []  # the status file went stale: not running
 
 

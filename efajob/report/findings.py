@@ -90,8 +90,8 @@ def verdict(findings: List[Finding]) -> str:
 RUNNING_PROBLEMS_LIVE = "Running: problems seen live"
 RUNNING_PROBLEMS = "Running: problems seen"  # in the records of nodes already done
 RUNNING_CLEAN = "Running: no problem seen in the last minute"
-RUNNING_PARTIAL = "Running: no problem seen, some nodes not live"
-RUNNING_NO_DATA = "Running: no live data"
+RUNNING_PARTIAL = "Running: no problem seen, some nodes not judged yet"
+RUNNING_NO_DATA = "Running: not judged yet (no live window)"
 # The colour (text) and badge class (HTML, dashboard) of each verdict.
 _TONES = {RUNNING_PROBLEMS_LIVE: "Warning", RUNNING_PROBLEMS: "Warning", RUNNING_CLEAN: "Healthy",
           RUNNING_PARTIAL: "unknown", RUNNING_NO_DATA: "unknown"}
@@ -112,7 +112,7 @@ def running_verdict(findings: List[Finding], running_nodes: int, live_nodes: int
 
 _SHORT = {RUNNING_PROBLEMS_LIVE: "Running: problems", RUNNING_PROBLEMS: "Running: problems",
           RUNNING_CLEAN: "Running: no problem", RUNNING_PARTIAL: "Running: partial",
-          RUNNING_NO_DATA: "Running: no data"}
+          RUNNING_NO_DATA: "Running: not judged"}
 
 
 def short_verdict(v: object) -> str:

@@ -38,6 +38,9 @@ def _register() -> None:
     from efajob.cli.uninstall import uninstall
 
     main.add_command(uninstall)
+    from efajob.cli.doctor import doctor
+
+    main.add_command(doctor)
     from efajob.cli.simulate import simulate
 
     main.add_command(simulate)

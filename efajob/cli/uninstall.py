@@ -46,7 +46,8 @@ def uninstall(config_path: Optional[str], node: Optional[str], purge: bool, dry_
     for r in plan:
         click.echo(f"{_SAY[r.action][dry_run]}: {r.path} ({r.component})")
     if any(r.action == "keep" for r in plan):
-        click.echo(f"edited files stay recorded in {mpath}: remove them by hand")
+        click.echo("edited files: remove them by hand"
+                   + ("" if purge else f" (they stay recorded in {mpath})"))
     if not purge:
         click.echo(f"kept data: {cfg.state_dir} {cfg.run_dir} {cfg.store} (--purge removes "
                    "this node's)")

@@ -269,3 +269,30 @@ def test_logrotate_accepts_the_rule_and_rotates_the_log(tmp_path):
     assert f.returncode == 0, f.stderr
     assert (tmp_path / "log" / "efajob.log.1").read_text() == "line\n"
     assert log.exists() and log.read_text() == ""
+
+
+def test_root_without_config_reads_the_roots_config_never_this_machines(root, tmp_path,
+                                                                         monkeypatch):
+    mine = tmp_path / "machine.toml"
+    mine.write_text('state_dir = "/this/machine/state"\n')
+    monkeypatch.setenv("EFAJOB_CONFIG", str(mine))
+    run("install", "systemd", "--root", str(root))
+    unit = (root / UNITS[0]).read_text()
+    assert f"ExecStart={PY} -m efajob daemon --config /etc/efajob/config.toml\n" in unit
+    assert (root / "var/lib/efajob/installed.json").exists()
+    (root / "etc/efajob/config.toml").unlink()
+    run("install", "dashboard", "--root", str(root))  # no config there: the defaults
+    assert "--config" not in (root / UNITS[1]).read_text()
+    assert not (root / "this").exists()
+
+
+def test_a_failed_write_leaves_the_manifest_as_it_was(root):
+    run("install", "hooks", "--root", str(root), "--slurm-scripts-dir", "/opt/slurm/etc/scripts",
+        "--config", "/etc/efajob/config.toml", "--python", PY)
+    before = manifest(root)
+    (root / "etc/systemd").mkdir(parents=True)
+    (root / "etc/systemd/system").write_text("not a directory")
+    res = run("install", "systemd", "--root", str(root), "--config", "/etc/efajob/config.toml",
+              ok=False)
+    assert res.exit_code == 1 and manifest(root) == before
+    assert [e["component"] for e in before["files"]] == ["hooks", "hooks"]

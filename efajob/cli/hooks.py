@@ -166,13 +166,12 @@ def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Op
 
 def _install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str],
                    dry_run: bool, root: Optional[str]) -> None:
-    from efajob.cli.installing import write_specs
-    from efajob.config import load_config
-    from efajob.deploy.manifest import rooted
+    from efajob.cli.installing import config_on_node, load_node_config, write_specs
 
-    specs = plan_wrappers(slurm_scripts_dir, python or sys.executable, config_path, root)
+    named = config_on_node(config_path, root) if root else config_path
+    specs = plan_wrappers(slurm_scripts_dir, python or sys.executable, named, root)
     # The manifest goes to the state dir the hooks' config names.
-    cfg = load_config(rooted(root, os.path.abspath(config_path)) if config_path else None)
+    cfg = load_node_config(config_path, None, root)
     write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
     d = os.path.abspath(slurm_scripts_dir)
     click.echo(f"slurm.conf: Prolog={d}/prolog.d/*  Epilog={d}/epilog.d/*  PrologFlags=Alloc")

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, List, Optional
 
 import click
 
-from efajob.cli.common import config_option, get_config, handle_errors, node_option
+from efajob.cli.common import config_option, handle_errors, node_option
 from efajob.cli.hooks import plan_wrappers, python_option, slurm_scripts_option
-from efajob.cli.installing import dry_run_option, root_option, write_specs
+from efajob.cli.installing import (config_on_node, dry_run_option, load_node_config, root_option,
+                                   write_specs)
 from efajob.config import Config
 from efajob.deploy.units import (DASHBOARD_PORT, DASHBOARD_UNIT_NAME, LOGROTATE_NAME, UNIT_NAME,
                                  render_dashboard_unit, render_logrotate, render_unit)
@@ -48,16 +49,10 @@ port_option = click.option("--port", type=click.IntRange(min=1, max=65535),
                            help="The dashboard's TCP port.")
 
 
-def _load(config_path: Optional[str], node: Optional[str], root: Optional[str]) -> Config:
-    """The config as the node will read it: with --root, the copy under the root."""
-    from efajob.deploy.manifest import rooted
-
-    return get_config(rooted(root, os.path.abspath(config_path)) if config_path else None,
-                      node=node)
-
-
-def _config_named(config_path: Optional[str], cfg: Config) -> Optional[str]:
-    """The config file the units name: the target-system path (not the --root copy)."""
+def _config_named(config_path: Optional[str], root: Optional[str], cfg: Config) -> Optional[str]:
+    """The config file the units name: the node's path (not the --root copy)."""
+    if root:
+        return config_on_node(config_path, root)
     if config_path:
         return os.path.abspath(config_path)
     return os.path.abspath(cfg.source) if cfg.source else None
@@ -114,13 +109,13 @@ def install_systemd(config_path: Optional[str], node: Optional[str], python: Opt
     The unit names this interpreter by its absolute path. Then: systemctl daemon-reload &&
     systemctl enable --now efajob-node.
     """
-    cfg = _load(config_path, node, root)
+    cfg = load_node_config(config_path, node, root)
     py = _python(python)
     if output == "-":
-        click.echo(render_unit(cfg, python=py, config_file=_config_named(config_path, cfg),
+        click.echo(render_unit(cfg, python=py, config_file=_config_named(config_path, root, cfg),
                                node=node), nl=False)
         return
-    specs = plan_systemd(cfg, python=py, config_file=_config_named(config_path, cfg), node=node,
+    specs = plan_systemd(cfg, python=py, config_file=_config_named(config_path, root, cfg), node=node,
                          unit_path=output or os.path.join(unit_dir, UNIT_NAME),
                          logrotate_dir=logrotate_dir)
     write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
@@ -143,8 +138,8 @@ def install_dashboard(config_path: Optional[str], python: Optional[str], bind: s
 
     Then: systemctl daemon-reload && systemctl enable --now efajob-dashboard.
     """
-    cfg = _load(config_path, None, root)
-    specs = plan_dashboard(python=_python(python), config_file=_config_named(config_path, cfg),
+    cfg = load_node_config(config_path, None, root)
+    specs = plan_dashboard(python=_python(python), config_file=_config_named(config_path, root, cfg),
                            unit_dir=unit_dir, bind=bind, port=port)
     write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
     if not dry_run:
@@ -175,10 +170,11 @@ def install_all(slurm_scripts_dir: str, config_path: Optional[str], node: Option
     Nothing is written unless every file could be built (a missing interpreter or config
     stops it before the first write).
     """
-    cfg = _load(config_path, node, root)
+    cfg = load_node_config(config_path, node, root)
     py = _python(python)
-    named = _config_named(config_path, cfg)
-    specs = plan_wrappers(slurm_scripts_dir, py, config_path, root)
+    named = _config_named(config_path, root, cfg)
+    specs = plan_wrappers(slurm_scripts_dir, py, config_on_node(config_path, root) if root
+                          else config_path, root)
     specs += plan_systemd(cfg, python=py, config_file=named, node=node,
                           unit_path=os.path.join(unit_dir, UNIT_NAME), logrotate_dir=logrotate_dir)
     if dashboard:

@@ -8,8 +8,8 @@ from typing import Optional
 
 import click
 
-from efajob.cli.common import config_option, get_config, handle_errors, node_option
-from efajob.cli.installing import dry_run_option, root_option
+from efajob.cli.common import config_option, handle_errors, node_option
+from efajob.cli.installing import dry_run_option, load_node_config, root_option
 
 _SAY = {"remove": ("removed", "would remove"),
         "keep": ("kept (edited since install)", "would keep (edited since install)"),
@@ -34,8 +34,7 @@ def uninstall(config_path: Optional[str], node: Optional[str], purge: bool, dry_
     """
     from efajob.deploy import manifest as m
 
-    cfg = get_config(m.rooted(root, os.path.abspath(config_path)) if config_path else None,
-                     node=node)
+    cfg = load_node_config(config_path, node, root)
     mpath = m.manifest_path(cfg.state_dir)
     entries = m.read_manifest(m.rooted(root, mpath))
     if not entries:
@@ -45,6 +44,8 @@ def uninstall(config_path: Optional[str], node: Optional[str], purge: bool, dry_
         m.apply_uninstall(plan, state_dir=cfg.state_dir, root=root)
     for r in plan:
         click.echo(f"{_SAY[r.action][dry_run]}: {r.path} ({r.component})")
+    if not dry_run and any(r.action == "remove" and r.path.endswith(".service") for r in plan):
+        click.echo("next: systemctl daemon-reload")
     if any(r.action == "keep" for r in plan):
         click.echo("edited files: remove them by hand"
                    + ("" if purge else f" (they stay recorded in {mpath})"))

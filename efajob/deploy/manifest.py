@@ -98,19 +98,34 @@ def _write_manifest(path: str, entries: Dict[str, dict]) -> None:
 def install_files(specs: Sequence[FileSpec], *, state_dir: str,
                   root: Optional[str] = None) -> str:
     """Write every file (atomically, parent directories created 0755) and record it in the
-    manifest, which is updated after each file so an error half-way leaves nothing
-    unrecorded. Returns the manifest's path. OSError propagates."""
+    manifest. Each file is recorded just before it is written, so that no file efajob wrote
+    can be missing from the manifest (a full state dir fails before the file is written);
+    a file whose write fails is taken out of the record again. Returns the manifest's path.
+    OSError propagates."""
     from efajob.hooks.runfiles import atomic_write, ensure_dir
 
     mpath = rooted(root, manifest_path(state_dir))
     entries = read_manifest(mpath)
+    existed = os.path.exists(mpath)
     for s in specs:
         target = rooted(root, s.path)
-        ensure_dir(os.path.dirname(target))
-        atomic_write(target, s.content, mode=s.mode, fsync=True)
+        before = entries.get(s.path)
         entries[s.path] = {"path": s.path, "sha256": s.sha256, "mode": f"{s.mode:04o}",
                            "component": s.component}
         _write_manifest(mpath, entries)
+        try:
+            ensure_dir(os.path.dirname(target))
+            atomic_write(target, s.content, mode=s.mode, fsync=True)
+        except OSError:
+            if before is None:
+                entries.pop(s.path)
+            else:
+                entries[s.path] = before
+            if entries or existed:
+                _write_manifest(mpath, entries)
+            else:
+                os.unlink(mpath)
+            raise
     return mpath
 
 

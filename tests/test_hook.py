@@ -508,7 +508,7 @@ def test_deliver_detached_gives_up_waiting_but_delivery_continues(site, monkeypa
 
 
 # -- efajob install hooks -----------------------------------------------------------------------
-def test_install_hooks_and_run_them_like_slurmd(site, tmp_path):
+def test_install_hooks_and_run_them_like_slurmd(site, tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from efajob.cli.main import main
@@ -535,7 +535,9 @@ def test_install_hooks_and_run_them_like_slurmd(site, tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert (p.returncode, p.stderr) == (0, "")
     assert store_records(root)["42/n1.json"]["totals"]["tx_bytes"] == inj.totals["tx_bytes"]
-    # Installing again replaces the wrappers in place.
+    # Installing again replaces the wrappers in place (and records them in this state dir, not
+    # the real /var/lib/efajob).
+    monkeypatch.setenv("EFAJOB_STATE_DIR", str(tmp_path / "other-state"))
     assert CliRunner().invoke(main, ["install", "hooks", "--slurm-scripts-dir", str(scripts)]).exit_code == 0
     assert "EFAJOB_CONFIG" not in prolog.read_text()
 

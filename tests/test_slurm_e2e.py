@@ -571,6 +571,23 @@ def test_report_on_running_job_shows_live_progress(cluster):
 
 
 # -- 2. no PrologFlags=Alloc: a node with no step (near the end: another cluster) -----
+def test_doctor_reads_the_running_slurms_config(cluster):
+    """`efajob doctor` asks this slurmctld (scontrol show config) where the hooks are and
+    whether PrologFlags has Alloc. (The daemon's freshness is judged on real clocks at a 0.2 s
+    interval: not asserted here, the unit tests cover it with injected clocks.)"""
+    c = cluster
+    r = c.run(c.efajob, "doctor", "--config", c.lay.efajob_conf, "--node", c.nodes[0],
+              "--format", "json", check=False)
+    got = {x["name"]: x for x in json.loads(r.stdout)["checks"]}
+    assert got["PrologFlags"]["status"] == "pass", got["PrologFlags"]
+    assert "Alloc" in got["PrologFlags"]["message"]
+    for kind, word in (("prolog", "last"), ("epilog", "first")):
+        h = got[f"{kind} hook"]
+        assert h["status"] == "pass" and f"{c.lay.scripts}/{kind}.d/" in h["message"], h
+        assert f"runs {word}" in h["message"]
+    assert got["job store"]["status"] == "pass" and got["efa devices"]["status"] != "fail"
+
+
 def test_without_alloc_node_without_step_is_flagged(noalloc_cluster):
     c = noalloc_cluster
     # The batch script and its one-task step run on the first node; the second node only
@@ -599,6 +616,15 @@ def test_without_alloc_node_without_step_is_flagged(noalloc_cluster):
 
 
 # -- the harness itself ------------------------------------------------------------------------
+def test_doctor_fails_prologflags_without_alloc(noalloc_cluster):
+    c = noalloc_cluster
+    r = c.run(c.efajob, "doctor", "--config", c.lay.efajob_conf, "--node", c.nodes[0],
+              "--format", "json", check=False)
+    got = {x["name"]: x for x in json.loads(r.stdout)["checks"]}
+    assert got["PrologFlags"]["status"] == "fail" and "PrologFlags=Alloc" in got["PrologFlags"]["fix"]
+    assert r.returncode == 2
+
+
 def test_harness_helpers():
     assert sc.parse_slurm_version("slurm-wlm 22.05.8\n") == (22, 5)  # Debian 12
     assert sc.parse_slurm_version("slurm 24.11.5") == (24, 11)  # Debian 13

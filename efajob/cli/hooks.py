@@ -17,11 +17,15 @@ import json
 import os
 import shlex
 import sys
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import click
 
+from efajob.cli.installing import dry_run_option, root_option
 from efajob.errors import UsageError
+
+if TYPE_CHECKING:
+    from efajob.deploy.manifest import FileSpec
 
 # No import of cli/main.py: it imports this module to register the command, and
 # the pure helpers below must be importable on their own (bench/hooks.py, tests).
@@ -93,10 +97,12 @@ def import_paths(python: str, timeout: float = 30.0) -> List[str]:
     return list(dict.fromkeys(x for x in paths if x))
 
 
-def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) -> List[Tuple[str, str]]:
-    """Write `<dir>/prolog.d/00_efajob` and `<dir>/epilog.d/99_efajob` atomically, mode 0755.
-    Returns [(kind, path)]. Raises UsageError / OSError."""
-    from efajob.hooks.runfiles import atomic_write, ensure_dir
+def plan_wrappers(scripts_dir: str, python: str, config_file: Optional[str],
+                  root: Optional[str] = None) -> List["FileSpec"]:
+    """The two wrappers, `<dir>/prolog.d/00_efajob` and `<dir>/epilog.d/99_efajob` (mode
+    0755), not yet written. `root` prefixes the paths checked here (a fake root), not the
+    paths the wrappers name. Raises UsageError."""
+    from efajob.deploy.manifest import FileSpec, rooted
 
     if not os.path.isabs(python):
         raise UsageError(f"--python must be an absolute path (hooks get no PATH), got {python!r}")
@@ -105,49 +111,67 @@ def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) 
     paths = import_paths(python)
     if config_file is not None:
         config_file = os.path.abspath(config_file)
-        if not os.path.isfile(config_file):
+        if not os.path.isfile(rooted(root, config_file)):
             raise UsageError(f"--config {config_file} does not exist")
     out = []
     for kind, name in (("prolog", PROLOG_NAME), ("epilog", EPILOG_NAME)):
-        d = os.path.join(os.path.abspath(scripts_dir), f"{kind}.d")
-        ensure_dir(d, 0o755)
-        path = os.path.join(d, name)
-        atomic_write(path, render_wrapper(kind, python, config_file, paths).encode(),
-                     mode=SCRIPT_MODE)
-        out.append((kind, path))
+        path = os.path.join(os.path.abspath(scripts_dir), f"{kind}.d", name)
+        out.append(FileSpec(path, render_wrapper(kind, python, config_file, paths).encode(),
+                            SCRIPT_MODE, "hooks"))
     return out
 
 
+def install_wrappers(scripts_dir: str, python: str, config_file: Optional[str]) -> List[Tuple[str, str]]:
+    """Write the wrappers (plan_wrappers) atomically, without a manifest (bench/hooks.py).
+    Returns [(kind, path)]. Raises UsageError / OSError."""
+    from efajob.hooks.runfiles import atomic_write, ensure_dir
+
+    out = []
+    for kind, spec in zip(("prolog", "epilog"), plan_wrappers(scripts_dir, python, config_file)):
+        ensure_dir(os.path.dirname(spec.path), 0o755)
+        atomic_write(spec.path, spec.content, mode=spec.mode)
+        out.append((kind, spec.path))
+    return out
+
+
+slurm_scripts_option = click.option(
+    "--slurm-scripts-dir", required=True, type=click.Path(file_okay=False),
+    help="Directory holding prolog.d/ and epilog.d/ (ParallelCluster: /opt/slurm/etc/scripts).")
+python_option = click.option(
+    "--python", "python", default=None, type=click.Path(dir_okay=False),
+    help="Interpreter the hooks and units run (default: the one running this command; "
+    "named by its absolute path).")
+
+
 @click.command("hooks")
-@click.option("--slurm-scripts-dir", required=True, type=click.Path(file_okay=False),
-              help="Directory holding prolog.d/ and epilog.d/ (ParallelCluster: "
-                   "/opt/slurm/etc/scripts).")
+@slurm_scripts_option
 @click.option("--config", "config_path", type=click.Path(dir_okay=False),
               help="Config file the hooks read (baked into the wrappers: slurmd passes no "
                    "EFAJOB_CONFIG). Default: none, i.e. /etc/efajob/config.toml.")
-@click.option("--python", "python", default=None, type=click.Path(dir_okay=False),
-              help="Interpreter the hooks run (default: the one running this command; "
-                   "the wrappers name it by its absolute path).")
-def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str]) -> None:
+@python_option
+@dry_run_option
+@root_option
+def install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str],
+                  dry_run: bool, root: Optional[str]) -> None:
     """Write the Slurm Prolog/Epilog wrappers: prolog.d/00_efajob and epilog.d/99_efajob.
 
     slurm.conf then needs `Prolog=DIR/prolog.d/*`, `Epilog=DIR/epilog.d/*` and
     `PrologFlags=Alloc` (without it the Prolog runs only where a job step starts; see
-    docs/hooks.md).
+    docs/hooks.md). What it writes is recorded for `efajob uninstall`.
     """
     from efajob.cli.common import handle_errors
 
-    handle_errors(_install_hooks)(slurm_scripts_dir, config_path, python)
+    handle_errors(_install_hooks)(slurm_scripts_dir, config_path, python, dry_run, root)
 
 
-def _install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str]) -> None:
-    from efajob.errors import EfajobError
+def _install_hooks(slurm_scripts_dir: str, config_path: Optional[str], python: Optional[str],
+                   dry_run: bool, root: Optional[str]) -> None:
+    from efajob.cli.installing import config_on_node, load_node_config, write_specs
 
-    try:
-        written = install_wrappers(slurm_scripts_dir, python or sys.executable, config_path)
-    except OSError as e:
-        raise EfajobError(f"cannot write the hooks under {slurm_scripts_dir}: {e.strerror}") from None
-    for _kind, path in written:
-        click.echo(f"wrote {path}")
+    named = config_on_node(config_path, root) if root else config_path
+    specs = plan_wrappers(slurm_scripts_dir, python or sys.executable, named, root)
+    # The manifest goes to the state dir the hooks' config names.
+    cfg = load_node_config(config_path, None, root)
+    write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
     d = os.path.abspath(slurm_scripts_dir)
     click.echo(f"slurm.conf: Prolog={d}/prolog.d/*  Epilog={d}/epilog.d/*  PrologFlags=Alloc")

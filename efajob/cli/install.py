@@ -1,124 +1,190 @@
-"""`efajob install`: the group, and `install systemd` (the node daemon's unit). `install hooks`
-(the Slurm Prolog/Epilog wrappers) lives in hooks.py and is added to the group by main.py."""
+"""`efajob install systemd|dashboard|all` and the helpers every install command shares.
+`install hooks` (the Slurm Prolog/Epilog wrappers) lives in hooks.py and is added to the group
+by main.py; `efajob uninstall` in uninstall.py. The file texts come from efajob/deploy/units.py,
+the record of what was written from efajob/deploy/manifest.py."""
 from __future__ import annotations
 
 import os
-import shlex
 import sys
-from typing import Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import click
 
-from efajob.cli.common import config_option, get_config, handle_errors, node_option
+from efajob.cli.common import config_option, handle_errors, node_option
+from efajob.cli.hooks import plan_wrappers, python_option, slurm_scripts_option
+from efajob.cli.installing import (config_on_node, dry_run_option, load_node_config, root_option,
+                                   write_specs)
 from efajob.config import Config
+from efajob.deploy.units import (DASHBOARD_PORT, DASHBOARD_UNIT_NAME, LOGROTATE_NAME, UNIT_NAME,
+                                 render_dashboard_unit, render_logrotate, render_unit)
 
-UNIT_NAME = "efajob-node.service"
-DEFAULT_UNIT_PATH = "/etc/systemd/system/" + UNIT_NAME
-# Resource ceilings for the unit: the daemon's targets are 0.5 % CPU and 64 MB RSS
-# (docs/performance.md). The limits leave room for start-up (imports, the store's quick_check
-# run at 10 % take a few seconds), scrapes and catching up after a store outage, while a
-# runaway daemon still cannot take more than a tenth of one core from the job.
-CPU_QUOTA = "10%"
-MEMORY_MAX = "128M"
+if TYPE_CHECKING:
+    from efajob.deploy.manifest import FileSpec
+
+__all__ = ["install", "render_unit", "write_specs"]  # render_unit: tests and older imports
+
+UNIT_DIR = "/etc/systemd/system"
+LOGROTATE_DIR = "/etc/logrotate.d"
+UNIT_MODE = 0o644
 
 
 @click.group()
 def install() -> None:
-    """Install efajob into this node: the systemd unit (and the Slurm hook wrappers)."""
+    """Install efajob on this node: Slurm hooks, systemd units, logrotate rule.
+
+    Every file written is recorded (with its checksum) in the state dir's installed.json;
+    `efajob uninstall` removes exactly those. --dry-run prints each file instead.
+    """
 
 
-def _home_like(path: str) -> bool:
-    return any(path == p or path.startswith(p + "/") for p in ("/home", "/root", "/run/user"))
+unit_dir_option = click.option("--unit-dir", type=click.Path(file_okay=False), default=UNIT_DIR,
+                               show_default=True, help="Where systemd units go.")
+logrotate_dir_option = click.option("--logrotate-dir", type=click.Path(file_okay=False),
+                                    default=LOGROTATE_DIR, show_default=True,
+                                    help="Where the logrotate rule goes (when `log_file` is set).")
+bind_option = click.option("--bind", default="127.0.0.1", show_default=True,
+                           help="Address the dashboard listens on (see `dashboard serve`).")
+port_option = click.option("--port", type=click.IntRange(min=1, max=65535),
+                           default=DASHBOARD_PORT, show_default=True,
+                           help="The dashboard's TCP port.")
 
 
-def render_unit(cfg: Config, *, python: str, config_file: Optional[str],
-                node: Optional[str]) -> str:
-    """The systemd unit text for this config (pure; the repo's slurm/systemd copy is this with
-    the default config)."""
-    # `-m efajob`: efajob/__main__.py runs the whole CLI. (Units written before the package
-    # layout name `-m efajob.cli_node`, which efajob/cli_node.py keeps working.)
-    cmd = [python, "-m", "efajob", "daemon"]
-    if config_file:
-        cmd += ["--config", config_file]
-    if node:
-        cmd += ["--node", node]
-    watchdog = max(30, int(cfg.interval * 10))
-    writable = [cfg.run_dir, cfg.state_dir, cfg.store]
+def _config_named(config_path: Optional[str], root: Optional[str], cfg: Config) -> Optional[str]:
+    """The config file the units name: the node's path (not the --root copy)."""
+    if root:
+        return config_on_node(config_path, root)
+    if config_path:
+        return os.path.abspath(config_path)
+    return os.path.abspath(cfg.source) if cfg.source else None
+
+
+def plan_systemd(cfg: Config, *, python: str, config_file: Optional[str], node: Optional[str],
+                 unit_path: str, logrotate_dir: str) -> List["FileSpec"]:
+    """The daemon's unit, and the logrotate rule when the config sets `log_file`."""
+    from efajob.deploy.manifest import FileSpec
+
+    specs = [FileSpec(unit_path, render_unit(cfg, python=python, config_file=config_file,
+                                             node=node).encode(), UNIT_MODE, "systemd")]
     if cfg.log_file:
-        writable.append(os.path.dirname(cfg.log_file) or ".")
-    lines = [
-        "# Generated by `efajob install systemd`; see docs/daemon.md.",
-        "[Unit]",
-        "Description=efajob node daemon (EFA counter baseline, metrics, job record delivery)",
-        "After=network-online.target remote-fs.target",
-        "Wants=network-online.target",
-        "",
-        "[Service]",
-        "Type=notify",
-        "NotifyAccess=main",
-        "ExecStart=" + " ".join(shlex.quote(c) for c in cmd),
-        "ExecReload=/bin/kill -HUP $MAINPID",
-        "Restart=on-failure",
-        "RestartSec=5s",
-        f"WatchdogSec={watchdog}s",
-        "TimeoutStopSec=20s",
-        f"CPUQuota={CPU_QUOTA}",
-        f"MemoryMax={MEMORY_MAX}",
-        "Nice=5",
-        "ProtectSystem=strict",
-    ]
-    # /home is often where the shared job store lives (ParallelCluster): protect it only when
-    # nothing we write is under it.
-    if not any(_home_like(p) for p in writable):
-        lines.append("ProtectHome=read-only")
-    if cfg.state_dir.startswith("/var/lib/"):
-        # systemd creates it (ProtectSystem=strict would leave it read-only and absent).
-        lines.append("StateDirectory=" + cfg.state_dir[len("/var/lib/"):])
-    # "-": a path that does not exist yet (store not mounted) must not stop the unit.
-    lines.append("ReadWritePaths=" + " ".join("-" + p for p in dict.fromkeys(writable)))
-    lines += [
-        "NoNewPrivileges=yes",
-        "PrivateTmp=yes",
-        "ProtectKernelTunables=yes",
-        "ProtectKernelModules=yes",
-        "ProtectControlGroups=yes",
-        "RestrictSUIDSGID=yes",
-        "RestrictRealtime=yes",
-        "LockPersonality=yes",
-        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ]
-    return "\n".join(lines)
+        specs.append(FileSpec(os.path.join(logrotate_dir, LOGROTATE_NAME),
+                              render_logrotate(cfg.log_file).encode(), UNIT_MODE, "logrotate"))
+    return specs
+
+
+def plan_dashboard(*, python: str, config_file: Optional[str], unit_dir: str, bind: str,
+                   port: int) -> List["FileSpec"]:
+    from efajob.deploy.manifest import FileSpec
+
+    text = render_dashboard_unit(python=python, config_file=config_file, bind=bind, port=port)
+    return [FileSpec(os.path.join(unit_dir, DASHBOARD_UNIT_NAME), text.encode(), UNIT_MODE,
+                     "dashboard")]
+
+
+def _python(python: Optional[str]) -> str:
+    from efajob.errors import UsageError
+
+    py = python or sys.executable
+    if not os.path.isabs(py):
+        raise UsageError(f"--python must be an absolute path, got {py!r}")
+    return py
 
 
 @install.command("systemd")
 @config_option
 @node_option
-@click.option("--output", type=click.Path(dir_okay=False), default=DEFAULT_UNIT_PATH,
-              show_default=True, help="Where to write the unit ('-' for stdout).")
+@python_option
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help=f"Where to write the unit ('-': print it, nothing else) [default: "
+              f"UNIT_DIR/{UNIT_NAME}].")
+@unit_dir_option
+@logrotate_dir_option
+@dry_run_option
+@root_option
 @handle_errors
-def install_systemd(config_path: Optional[str], node: Optional[str], output: str) -> None:
-    """Write the efajob-node.service unit with this interpreter's absolute path.
+def install_systemd(config_path: Optional[str], node: Optional[str], python: Optional[str],
+                    output: Optional[str], unit_dir: str, logrotate_dir: str, dry_run: bool,
+                    root: Optional[str]) -> None:
+    """Write the efajob-node.service unit (and the logrotate rule when `log_file` is set).
 
-    Then: systemctl daemon-reload && systemctl enable --now efajob-node.
+    The unit names this interpreter by its absolute path. Then: systemctl daemon-reload &&
+    systemctl enable --now efajob-node.
     """
-    from efajob.hooks.runfiles import atomic_write
-
-    cfg = get_config(config_path, node=node)
-    text = render_unit(cfg, python=sys.executable,
-                       config_file=os.path.abspath(cfg.source) if cfg.source else None, node=node)
+    cfg = load_node_config(config_path, node, root)
+    py = _python(python)
     if output == "-":
-        click.echo(text, nl=False)
+        click.echo(render_unit(cfg, python=py, config_file=_config_named(config_path, root, cfg),
+                               node=node), nl=False)
         return
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        atomic_write(output, text.encode())
-    except OSError as e:
-        from efajob.errors import EfajobError
+    specs = plan_systemd(cfg, python=py, config_file=_config_named(config_path, root, cfg), node=node,
+                         unit_path=output or os.path.join(unit_dir, UNIT_NAME),
+                         logrotate_dir=logrotate_dir)
+    write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
+    if not dry_run:
+        click.echo(f"next: systemctl daemon-reload && systemctl enable --now {UNIT_NAME}")
 
-        raise EfajobError(f"cannot write {output}: {e.strerror}") from None
-    click.echo(f"wrote {output}\nnext: systemctl daemon-reload && systemctl enable --now "
-               f"{UNIT_NAME}")
+
+@install.command("dashboard")
+@config_option
+@python_option
+@bind_option
+@port_option
+@unit_dir_option
+@dry_run_option
+@root_option
+@handle_errors
+def install_dashboard(config_path: Optional[str], python: Optional[str], bind: str, port: int,
+                      unit_dir: str, dry_run: bool, root: Optional[str]) -> None:
+    """Write the head node's efajob-dashboard.service (DynamicUser, read-only system).
+
+    Then: systemctl daemon-reload && systemctl enable --now efajob-dashboard.
+    """
+    cfg = load_node_config(config_path, None, root)
+    specs = plan_dashboard(python=_python(python), config_file=_config_named(config_path, root, cfg),
+                           unit_dir=unit_dir, bind=bind, port=port)
+    write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
+    if not dry_run:
+        click.echo(f"next: systemctl daemon-reload && systemctl enable --now "
+                   f"{DASHBOARD_UNIT_NAME}")
+
+
+@install.command("all")
+@slurm_scripts_option
+@config_option
+@node_option
+@python_option
+@click.option("--dashboard/--no-dashboard", default=True, show_default=True,
+              help="Also the dashboard's unit (the head node; --no-dashboard on compute nodes).")
+@bind_option
+@port_option
+@unit_dir_option
+@logrotate_dir_option
+@dry_run_option
+@root_option
+@handle_errors
+def install_all(slurm_scripts_dir: str, config_path: Optional[str], node: Optional[str],
+                python: Optional[str], dashboard: bool, bind: str, port: int, unit_dir: str,
+                logrotate_dir: str, dry_run: bool, root: Optional[str]) -> None:
+    """Everything a plain-Slurm node needs: hooks, the daemon's unit, the logrotate rule
+    (when `log_file` is set) and the dashboard's unit.
+
+    Nothing is written unless every file could be built (a missing interpreter or config
+    stops it before the first write).
+    """
+    cfg = load_node_config(config_path, node, root)
+    py = _python(python)
+    named = _config_named(config_path, root, cfg)
+    specs = plan_wrappers(slurm_scripts_dir, py, config_on_node(config_path, root) if root
+                          else config_path, root)
+    specs += plan_systemd(cfg, python=py, config_file=named, node=node,
+                          unit_path=os.path.join(unit_dir, UNIT_NAME), logrotate_dir=logrotate_dir)
+    if dashboard:
+        specs += plan_dashboard(python=py, config_file=named, unit_dir=unit_dir, bind=bind,
+                                port=port)
+    write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
+    if dry_run:
+        return
+    d = os.path.abspath(slurm_scripts_dir)
+    units = UNIT_NAME + (" " + DASHBOARD_UNIT_NAME if dashboard else "")
+    click.echo(f"slurm.conf: Prolog={d}/prolog.d/*  Epilog={d}/epilog.d/*  PrologFlags=Alloc")
+    click.echo(f"next: systemctl daemon-reload && systemctl enable --now {units}; "
+               "then efajob doctor")

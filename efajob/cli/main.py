@@ -35,6 +35,12 @@ def _register() -> None:
 
     main.add_command(install)
     install.add_command(install_hooks)
+    from efajob.cli.uninstall import uninstall
+
+    main.add_command(uninstall)
+    from efajob.cli.doctor import doctor
+
+    main.add_command(doctor)
     from efajob.cli.simulate import simulate
 
     main.add_command(simulate)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import time
 from typing import Optional
 
 import click
@@ -57,35 +55,9 @@ def status(config_path: Optional[str], node: Optional[str], fmt: str) -> None:
     are missing or records cannot reach the job store); 2 not running (no daemon, or no
     samples) or stale (the newest sample is older than three intervals).
     """
-    from efajob.errors import StoreError
-    from efajob.node.instances import lookup
-    from efajob.node.localstore import LocalStore, current_boot_id
-    from efajob.daemon.nodestatus import STATE_EXIT, build_local_status, render_status
-    from efajob.hooks.outbox import daemon_alive, delivery_error, pending
-    from efajob.hooks.runfiles import ActiveJobsReader
-    from efajob.node.sysfs import discover_devices, read_efa_driver_version
+    from efajob.daemon.nodestatus import STATE_EXIT, read_local_status, render_status
 
-    cfg = get_config(config_path, node=node)
-    rows, store_error = [], None
-    try:
-        with LocalStore.open(cfg.db_path, readonly=True) as store:
-            rows = store.last_samples(1)
-    except StoreError as e:
-        store_error = str(e)
-    present = os.path.isdir(cfg.sysfs_root)
-    devices = discover_devices(cfg.sysfs_root) if present else []
-    itype = lookup(cfg.instance_type)
-    active = ActiveJobsReader(cfg.run_dir)
-    failing = delivery_error(cfg)
-    doc = build_local_status(
-        cluster=cfg.cluster, node=cfg.node, instance_type=cfg.instance_type,
-        interval=cfg.interval, rows=rows, boot_id=current_boot_id(),
-        now_mono=time.monotonic(), now_wall=time.time(), devices=devices,
-        jobs=active.read(), private_jobs=active.private, store_error=store_error,
-        link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None,
-        daemon_running=daemon_alive(cfg), expected_devices=itype.devices if itype else None,
-        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0,
-        efa_driver=read_efa_driver_version(cfg.sysfs_root) if present else None)
+    doc = read_local_status(get_config(config_path, node=node))
     if fmt == "json":
         click.echo(json.dumps(doc, indent=2, sort_keys=True))
     else:

@@ -67,6 +67,8 @@ MAN_TAIL = """.SH EXIT STATUS
 130 interrupted (Ctrl-C).
 .B efajob status
 exits 0 healthy, 1 degraded, 2 not running or stale.
+.B efajob doctor
+exits 0 when every check passes, 1 on a warning, 2 on a failure.
 .B efajob\\-hook
 always exits 0.
 .SH ENVIRONMENT

@@ -345,3 +345,38 @@ def write_node_status(path: str, doc: dict) -> None:
 def read_node_status(path: str) -> object:
     with open(path, "rb") as f:
         return loads_checked(f.read(1 << 20))
+
+
+def read_local_status(cfg, *, now_mono: Optional[float] = None,
+                      now_wall: Optional[float] = None) -> dict:
+    """build_local_status over this node's files (thin I/O): the local store's newest row
+    (read-only, safe while the daemon runs), sysfs, the run dir and the outbox. What
+    `efajob status` prints and `efajob doctor` judges the daemon by."""
+    from efajob.errors import StoreError
+    from efajob.hooks.outbox import daemon_alive, delivery_error, pending
+    from efajob.hooks.runfiles import ActiveJobsReader
+    from efajob.node.localstore import LocalStore, current_boot_id
+    from efajob.node.sysfs import discover_devices, read_efa_driver_version
+
+    rows: list = []
+    store_error = None
+    try:
+        with LocalStore.open(cfg.db_path, readonly=True) as store:
+            rows = store.last_samples(1)
+    except StoreError as e:
+        store_error = str(e)
+    present = os.path.isdir(cfg.sysfs_root)
+    devices = discover_devices(cfg.sysfs_root) if present else []
+    itype = lookup(cfg.instance_type)
+    active = ActiveJobsReader(cfg.run_dir)
+    failing = delivery_error(cfg)
+    return build_local_status(
+        cluster=cfg.cluster, node=cfg.node, instance_type=cfg.instance_type,
+        interval=cfg.interval, rows=rows, boot_id=current_boot_id(),
+        now_mono=time.monotonic() if now_mono is None else now_mono,
+        now_wall=time.time() if now_wall is None else now_wall, devices=devices,
+        jobs=active.read(), private_jobs=active.private, store_error=store_error,
+        link_gbps={d.name: itype.gbps_per_device for d in devices} if itype else None,
+        daemon_running=daemon_alive(cfg), expected_devices=itype.devices if itype else None,
+        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0,
+        efa_driver=read_efa_driver_version(cfg.sysfs_root) if present else None)

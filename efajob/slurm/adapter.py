@@ -306,6 +306,20 @@ def summarize_stderr(text: Optional[str], limit: int = SUMMARY_LIMIT) -> str:
     return line
 
 
+def parse_scontrol_config(text: str) -> Dict[str, str]:
+    """`scontrol show config` -> {key: value}. Lines are `Key<spaces>= value`; the header
+    ("Configuration data as of ...") and the plugin sections' titles have no ` = ` and are
+    skipped; a key seen twice (a plugin section repeating one) keeps its first value, the
+    slurm.conf one."""
+    out: Dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(" = ")
+        key = key.strip()
+        if sep and key and " " not in key:
+            out.setdefault(key, value.strip())
+    return out
+
+
 def _failed(what: str, p: "subprocess.CompletedProcess") -> SlurmError:
     log.debug("%s exited %s; stderr:\n%s", what, p.returncode, (p.stderr or "").rstrip())
     return SlurmError(f"{what} failed: {summarize_stderr(p.stderr)}")
@@ -363,6 +377,14 @@ class CommandBackend:
                 return None  # no accounting: the job is simply unknown
             raise _failed(f"sacct -j {job_id}", p)
         return with_parts(parse_sacct_json(p.stdout), job_id)
+
+    def show_config(self) -> Dict[str, str]:
+        """The running slurmctld's configuration (`scontrol show config`): what it really
+        uses, which a slurm.conf on this node may not be."""
+        p = self._cmd(["scontrol", "show", "config"])
+        if p.returncode != 0:
+            raise _failed("scontrol show config", p)
+        return parse_scontrol_config(p.stdout)
 
     def hostnames(self, expr: str) -> List[str]:
         p = self._cmd(["scontrol", "show", "hostnames", expr])

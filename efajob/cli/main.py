@@ -49,6 +49,9 @@ def _register() -> None:
     from efajob.cli.dashboard import dashboard
 
     main.add_command(dashboard)
+    from efajob.cli.index import index
+
+    main.add_command(index)
 
 
 _register()

@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from efajob.errors import AmbiguousJobError, SlurmError, StoreError
 
@@ -181,10 +181,19 @@ def job_summary(r) -> dict:
             "running": r.running}
 
 
+def jobs_row(r) -> dict:
+    """An `efajob jobs` row: job_summary plus what `jobs` filters on (partition, account) and
+    the job's name when Slurm or the records give one. Not in job_summary: the dashboard's
+    rows go out with only `user` blanked under private_records."""
+    m = r.meta
+    return dict(job_summary(r), partition=m.partition, account=m.account, name=m.name)
+
+
 def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
               state: Optional[str] = None, limit: int = 20, cluster: Optional[str] = None,
               now: Optional[float] = None, euid: Optional[int] = None,
-              match: Optional[Callable[[dict], bool]] = None) -> List[dict]:
+              match: Optional[Callable[[dict], bool]] = None,
+              users: Iterable[str] = ()) -> List[dict]:
     """Recent jobs, newest first (by when their records arrived), with totals and verdicts,
     from a scan of the store (report/jobindex.py is the fast way). Reports are built from the
     records only (no Slurm: one query per job would be slow). In a private view
@@ -200,9 +209,10 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
     max_age = max(60.0, 4 * cfg.status_interval)
     statuses = status_reader(cfg.store)
     private = private_view(cfg, euid)
+    wanted = set(users) | ({user} if user else set())
 
     def keep(row: dict) -> bool:
-        if user and row.get("user") != user:
+        if wanted and row.get("user") not in wanted:
             return False
         if state and (row.get("state") or "").upper() != state.upper():
             return False
@@ -217,14 +227,14 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
             break
         files = find_job(cfg.store, d.job_id, cluster=d.cluster, now=now, max_status_age=max_age,
                          statuses=statuses)
-        if user and files.paths and not files.live:
+        if wanted and files.paths and not files.live:
             peek = read_records(files.paths[:1], job_id=files.job_id, restart=files.restart)
-            if peek.records and peek.records[0].get("user") not in (None, user):
+            if peek.records and peek.records[0].get("user") not in wanted | {None}:
                 continue  # the report would show the records' first user: not this one
         loaded = load_job(files)
         if not_yours(loaded, files, private):
             continue  # another user's private job: not listed (it once read as a "Warning")
-        row = job_summary(_build_from(cfg, files, loaded, now))
+        row = jobs_row(_build_from(cfg, files, loaded, now))
         if keep(row):
             out.append(row)
     return out[:limit]
@@ -275,11 +285,13 @@ def running_rows(cfg, statuses, *, cluster: Optional[str] = None, now: Optional[
         chosen = restarts[-1]
         mine = {h: s for h, s in live.items()
                 if any(j.job_id == jid and j.restart == chosen for j in s.jobs)}
-        row = job_summary(build_report([], job_id=jid, cluster=c, restart=chosen,
+        row = jobs_row(build_report([], job_id=jid, cluster=c, restart=chosen,
                                        restarts=restarts, live=mine, now=now,
                                        thresholds=cfg.thresholds))
         if not row.get("user"):
             row["user"] = j.user
+        if not row.get("partition"):
+            row["partition"] = j.partition
         if keep(row):
             out.append(row)
     return out

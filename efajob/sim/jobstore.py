@@ -66,7 +66,7 @@ def _template(cluster: str) -> dict:
                         partition="gpu", account="ml", nodelist="n0", num_nodes=1, exit_code="0:0",
                         start_wall=T0, start_mono=100.0)
     return build_record(ident, snap(0, False), snap(45, True), instance_type="p4d.24xlarge",
-                        efajob_version="0.1.0")
+                        expected_devices=2, efajob_version="0.1.0")
 
 
 def job_records(template: dict, job: SimJob) -> List[dict]:

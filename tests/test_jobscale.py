@@ -68,3 +68,17 @@ def test_report_parses_only_the_status_files_naming_the_job(store, monkeypatch):
     assert r.meta.job_id == "1010" and parsed == []
     r = build_job_report(Config(store=store), "900001", use_slurm=False, now=NOW)
     assert r.running and len(parsed) == 8 and len(r.nodes) == 8
+
+
+def test_finished_states_on_the_index_read_no_status_file(store, reads, tmp_path):
+    from efajob.index.listing import recent_jobs
+    from efajob.index.update import update
+    from efajob.report.jobfilter import JobFilter
+
+    cfg = Config(store=store, state_dir=str(tmp_path / "state"))
+    update(cfg, now=NOW)
+    reads.clear()
+    rows, how = recent_jobs(cfg, JobFilter(states=frozenset({"COMPLETED"})), limit=5, now=NOW)
+    assert how == "index" and len(rows) == 5 and dict(reads) == {}
+    rows, how = recent_jobs(cfg, JobFilter(), limit=5, now=NOW)
+    assert how == "index" and dict(reads) == {"status": NODES}  # and not one record

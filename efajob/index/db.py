@@ -84,7 +84,15 @@ def create(path: str, mode: int) -> sqlite3.Connection:
     os.close(fd)
     conn = sqlite3.connect(path, timeout=TIMEOUT)
     conn.executescript(_SCHEMA)
+    _writer_pragmas(conn)
     return conn
+
+
+def _writer_pragmas(conn: sqlite3.Connection) -> None:
+    # A transaction whose pages outgrow the cache spills them into the file early, taking the
+    # exclusive lock and blocking readers until the commit; 64 MB holds an update of ~100,000
+    # rows (a first `update` of a big store; `rebuild` writes another file anyway).
+    conn.execute("PRAGMA cache_size = -65536")
 
 
 def open_writer(path: str) -> sqlite3.Connection:
@@ -92,6 +100,7 @@ def open_writer(path: str) -> sqlite3.Connection:
     try:
         conn = sqlite3.connect(path, timeout=TIMEOUT)
         _check_version(conn, path)
+        _writer_pragmas(conn)
     except sqlite3.Error as e:
         raise JobIndexError(f"cannot open the job index {path}: {e}") from None
     return conn

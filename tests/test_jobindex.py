@@ -75,12 +75,14 @@ def test_update_indexes_only_what_landed(cfg):
     s = update(cfg, now=NOW)
     assert (s.dirs_seen, s.dirs_indexed, s.rows, s.records) == (JOBS, JOBS, JOBS, 2 * JOBS)
     s = update(cfg, now=NOW + 60)
-    assert (s.dirs_stated, s.dirs_indexed, s.records) == (JOBS, 0, 0)
+    # No directory came or went: no listing, a stat of each unsettled one, nothing read.
+    assert (s.dirs_seen, s.dirs_stated, s.dirs_indexed, s.records) == (0, JOBS, 0, 0)
     template = _template("sim")
     for i in range(JOBS, JOBS + 3):
         write_job(cfg.store, "sim", template, job_spec(i))
+    os.utime(os.path.join(cfg.store, "sim", "jobs"), (NOW, NOW))  # as a real landing moves it
     s = update(cfg, now=NOW + 120)
-    assert (s.dirs_indexed, s.rows, s.records) == (3, 3, 6)
+    assert (s.dirs_seen, s.dirs_indexed, s.rows, s.records) == (JOBS + 3, 3, 3, 6)
     rows, _ = recent_jobs(cfg, JobFilter(states=frozenset({"COMPLETED", "FAILED"})), limit=1,
                           now=NOW + 120)
     assert ids(rows) == [str(1000 + JOBS + 2)]

@@ -2,9 +2,9 @@
 `efajob index rebuild` (everything, from the store). The one writer; library code (raises,
 never prints: progress goes through a callback).
 
-What an update costs: one directory listing per cluster (new job directories), a stat of each
-job directory not yet settled, and for each directory that changed, its records read once and
-one report built per restart. A directory is settled once nothing landed in it for `SETTLE`
+What an update costs: a stat of each cluster's jobs directory, and when its mtime moved (a job
+directory came or went) one listing of it; a stat of each job directory not yet settled; and
+for each directory that changed, its records read once and one report built per restart. A directory is settled once nothing landed in it for `SETTLE`
 seconds: after that it is not stat'ed again (a store of a million jobs would otherwise cost a
 million stats a run), so a record that lands later than that (a node back after days, its
 outbox delivered) is picked up by `update --full` or `rebuild`. Rows are built from the
@@ -29,7 +29,7 @@ Progress = Callable[[int, int], None]
 @dataclass
 class UpdateStats:
     clusters: int = 0
-    dirs_seen: int = 0     # job directories listed
+    dirs_seen: int = 0     # job directories listed (0 when no directory came or went)
     dirs_stated: int = 0   # of which stat'ed (new or not settled)
     dirs_indexed: int = 0  # of which (re)indexed: new or changed
     rows: int = 0          # rows written (one per restart)
@@ -90,9 +90,24 @@ def _sync(conn: sqlite3.Connection, cfg, *, full: bool, now: float,
     work: List[Tuple[str, str, Optional[Tuple[float, int]]]] = []
     for c in clusters:
         stats.clusters += 1
+        jobs_dir = os.path.join(cfg.store, c, JOBS_DIR)
+        try:
+            st_jobs = os.stat(jobs_dir)
+            # Trusted only once it is 2 s old: on a filesystem with coarse timestamps (NFS) a
+            # directory made just after this listing could leave the mtime as it was.
+            listed = str(st_jobs.st_mtime_ns) if time.time() - st_jobs.st_mtime > 2 else ""
+        except OSError:
+            listed = ""
+        if not full and listed and db.get_meta(conn, f"listed:{c}") == listed:
+            # No job directory came or went since the last run (the jobs directory's mtime
+            # moves when one does): only the unsettled ones can have changed.
+            open_dirs = conn.execute("SELECT job_id, mtime, settled FROM dirs WHERE cluster = ? "
+                                     "AND settled = 0", (c,)).fetchall()
+            work += [(c, j, (m, st)) for j, m, st in open_dirs]
+            continue
         known = _known(conn, c)
-        names = {n for n in _listdir(os.path.join(cfg.store, c, JOBS_DIR), "jobs directory")
-                 if is_job_id(n)}
+        names = {n for n in _listdir(jobs_dir, "jobs directory") if is_job_id(n)}
+        db.set_meta(conn, f"listed:{c}", listed)
         stats.dirs_seen += len(names)
         for gone in set(known) - names:
             conn.execute("DELETE FROM jobs WHERE cluster = ? AND job_id = ?", (c, gone))

@@ -135,6 +135,8 @@ def build_store(store: str, *, jobs: int, nodes_per_job: int = 2, status_nodes: 
         out.append(job)
         if progress is not None and (i - first + 1) % 1000 == 0:
             progress(i - first + 1, jobs)
+    if out:  # the jobs directory changed when the last job's directory came
+        os.utime(os.path.join(store, cluster, "jobs"), (out[-1].landed, out[-1].landed))
     if status_nodes:
         write_statuses(store, cluster, status_nodes, now)
     return out

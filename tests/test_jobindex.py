@@ -55,6 +55,7 @@ def test_index_lists_what_the_scan_lists(cfg, flt):
                 "verdict", "findings", "running")
         assert [[r[k] for k in keys] for r in indexed] == [[r[k] for k in keys] for r in scanned]
         assert all(flt.match(r) for r in indexed)
+        assert all(set(a) == set(b) for a, b in zip(indexed, scanned))  # the same JSON keys
 
 
 def test_filters_select_the_jobs_the_builder_wrote(cfg):

@@ -136,6 +136,9 @@ class Config:
     log_file: Optional[str] = None
     log_level: str = "info"
     private_records: bool = False
+    # The job index (efajob/index/): head-node local disk, never the shared store. None:
+    # `<state_dir>/jobindex.db`.
+    index_path: Optional[str] = None
     # ENA allowance counters (efajob/node/ethtool.py): "ioctl", "off", or a directory of
     # `ethtool -S` text files named by interface (the simulator's; may contain {node}).
     ethtool: str = "ioctl"
@@ -147,6 +150,10 @@ class Config:
     @property
     def db_path(self) -> str:
         return os.path.join(self.state_dir, "efajob.db")
+
+    @property
+    def job_index_path(self) -> str:
+        return self.index_path or os.path.join(self.state_dir, "jobindex.db")
 
     @property
     def outbox_dir(self) -> str:
@@ -161,7 +168,7 @@ class Config:
 
 # `ethtool` is a path only when it is not "ioctl"/"off"; those hold no {node}, so expanding
 # it like a path leaves them alone.
-_PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file", "ethtool")
+_PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file", "ethtool", "index_path")
 _SECTIONS = {"cloudwatch": CloudWatchConfig, "prometheus": PrometheusConfig}
 _TOP_KEYS = {f.name: f for f in fields(Config) if f.name not in ("source",)}
 
@@ -279,6 +286,7 @@ def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optio
     validate_name("cluster", cfg.cluster)
     _check_ranges(cfg)
     _check_paths(cfg)
+    _check_index_path(cfg)
     if cfg.ethtool not in ("ioctl", "off") and not os.path.isabs(cfg.ethtool):
         raise ConfigError(f"config key 'ethtool' must be \"ioctl\", \"off\" or an absolute "
                           f"directory path, got {cfg.ethtool!r}")
@@ -313,6 +321,17 @@ def _check_paths(cfg: Config) -> None:
             raise ConfigError(f"config key {key!r} must be an absolute path, got {value!r}")
         if "\n" in value or "\0" in value:
             raise ConfigError(f"config key {key!r}: a path may not hold a newline or NUL")
+
+
+def _check_index_path(cfg: Config) -> None:
+    """The job index is SQLite with one writer on the head node: inside the shared store,
+    every node that mounts it could open it, and SQLite's locks do not hold over NFS."""
+    index = os.path.normpath(cfg.job_index_path)
+    store = os.path.normpath(cfg.store)
+    if index == store or index.startswith(store.rstrip("/") + "/"):
+        raise ConfigError(f"config key 'index_path' ({index}) is inside the job store {store}: "
+                          "put the job index on the head node's local disk (default "
+                          "<state_dir>/jobindex.db)")
 
 
 def expand_node(cfg: Config, node: str) -> Config:

@@ -69,3 +69,8 @@ class SimulatorError(EfajobError):
     """The simulator was asked for something it cannot build or drive."""
 
     exit_code = 9
+
+
+class JobIndexError(StoreError):
+    """The job index (efajob/index/) is unreadable, of another version, or busy with another
+    writer. `efajob jobs` falls back to scanning the store; `efajob index` exits 4."""

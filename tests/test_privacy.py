@@ -173,10 +173,20 @@ def test_live_report_and_jobs_are_the_owners_only(site, monkeypatch):
     assert "secretpart" not in theirs.output
     # `jobs` as another user lists no running job (it has no record anyone could read yet).
     listed = as_user(OTHER, cli, "jobs", "--config", conf, "--format", "json")
-    assert listed.exit_code == 0 and json.loads(listed.output)["jobs"] == [], listed.output
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["jobs"] == [], listed.output
     # Root sees everything.
     assert [j["job_id"] for j in json.loads(cli("jobs", "--config", conf, "--format",
-                                                "json").output)["jobs"]] == ["42"]
+                                                "json").stdout)["jobs"]] == ["42"]
+    # The job index, written by root: 0600 (it names every job's user), and other users'
+    # `jobs` scan the store instead, saying so. Root's reads the index.
+    assert cli("index", "update", "--config", conf).exit_code == 0
+    assert stat.S_IMODE(os.stat(cfg.job_index_path).st_mode) == 0o600
+    listed = as_user(OTHER, cli, "jobs", "--config", conf, "--format", "json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout)["jobs"] == [], listed.output
+    assert "the job index is root's; scanning the store" in listed.stderr
+    mine = cli("jobs", "--config", conf, "--format", "json")
+    assert [j["job_id"] for j in json.loads(mine.stdout)["jobs"]] == ["42"]
+    assert "warning" not in mine.stderr, mine.stderr
 
 
 def test_dashboard_shows_no_names_with_private_records(site):

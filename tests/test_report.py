@@ -484,27 +484,29 @@ def test_cli_array_and_het_by_plain_id_exit_6(pool, tmp_path, monkeypatch):
     assert r.exit_code == 0 and json.loads(r.output)["alias"] == "80+0", r.output
 
 
-def test_cli_jobs(store):
-    r = run("jobs", "--store", store, "--format", "json")
+def test_cli_jobs(store, tmp_path):
+    env = {"EFAJOB_STATE_DIR": str(tmp_path / "state")}  # no job index there: the scan
+    r = run("jobs", "--store", store, "--format", "json", env=env)
     assert r.exit_code == 0, r.output
-    rows = json.loads(r.output)["jobs"]
+    assert r.stderr.startswith("warning: no job index at ") and "scanning the store" in r.stderr
+    rows = json.loads(r.stdout)["jobs"]
     assert {(j["job_id"], j["verdict"]) for j in rows} == {("1234", "Failure"), ("77", "Failure")}
-    r = run("jobs", "--store", store, "--user", "bob", "--format", "json")
-    assert [j["job_id"] for j in json.loads(r.output)["jobs"]] == ["77"]
-    r = run("jobs", "--store", store, "--state", "failed", "--format", "json")
-    assert json.loads(r.output)["jobs"] == []
-    r = run("jobs", "--store", store, "--limit", "1", "--wide")
-    assert r.exit_code == 0 and len(r.output.splitlines()) == 2 and r.output.startswith("CLUSTER")
+    r = run("jobs", "--store", store, "--user", "bob", "--format", "json", env=env)
+    assert [j["job_id"] for j in json.loads(r.stdout)["jobs"]] == ["77"]
+    r = run("jobs", "--store", store, "--state", "failed", "--format", "json", env=env)
+    assert json.loads(r.stdout)["jobs"] == []
+    r = run("jobs", "--store", store, "--limit", "1", "--wide", env=env)
+    assert r.exit_code == 0 and len(r.stdout.splitlines()) == 2 and r.stdout.startswith("CLUSTER")
 
 
 @pytest.mark.parametrize("columns", ["80", "200"])
 def test_cli_jobs_golden(store, columns, update_golden):
     # $COLUMNS is the width, as for ps and sacct: 80 drops the cluster, start and average.
-    r = run("jobs", "--store", store, env={"COLUMNS": columns})
+    r = run("jobs", "--store", store, "--no-index", env={"COLUMNS": columns})
     assert r.exit_code == 0, r.output
-    check_width(r.output, int(columns))
-    check_golden(f"jobs-{columns}.txt", r.output, update_golden)
-    assert ("CLUSTER" in r.output) == (columns == "200")
+    check_width(r.stdout, int(columns))
+    check_golden(f"jobs-{columns}.txt", r.stdout, update_golden)
+    assert ("CLUSTER" in r.stdout) == (columns == "200")
     r = run("jobs", "--store", store, "--since", "yesterday")
     assert r.exit_code == 2 and "--since" in r.output
 

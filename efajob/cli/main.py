@@ -55,6 +55,9 @@ def _register() -> None:
     from efajob.cli.dashboard import dashboard
 
     main.add_command(dashboard)
+    from efajob.cli.index import index
+
+    main.add_command(index)
 
 
 _register()

@@ -17,7 +17,7 @@ import click
 from efajob.cli.common import (color_option, config_option, format_option, get_config,
                                handle_errors, output_width, resolve_color, setup_logging,
                                wide_option)
-from efajob.report.assemble import build_job_report, list_jobs
+from efajob.report.assemble import build_job_report
 from efajob.store.watchdog import call_watched
 
 
@@ -98,38 +98,74 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
 
 
 @click.command()
-@click.option("--user", "-u", help="Only this user's jobs.")
+@click.option("--user", "-u", help="Only these users' jobs (comma-separated, as sacct -u).")
+@click.option("--partition", "-p", help="Only jobs in these partitions (comma-separated).")
+@click.option("--state", "-s", help="Only jobs in these states, Slurm's names or abbreviations "
+              "(comma-separated: CD, F, R, TO, OOM, CA ...; ED: ended, no exit code in the records).")
+@click.option("--starttime", "-S", help="Only jobs that ran after this time (sacct's forms: "
+              "2024-05-01, 2024-05-01T10:00, 05/01, 10:00, now-2days, today).")
+@click.option("--endtime", "-E", help="Only jobs that ran before this time (same forms).")
 @click.option("--since", help="Only jobs that ended (or run) after: 6h, 2d, 2024-05-01, epoch.")
-@click.option("--state", help="Only jobs in this state (COMPLETED, FAILED, RUNNING, ENDED).")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
-@format_option("text", "json")
+@click.option("--no-index", is_flag=True, help="Scan the store even when the job index exists.")
+@format_option("text", "json", "csv")
 @wide_option
 @color_option
 @store_option
 @cluster_option
 @config_option
 @handle_errors
-def jobs(user: Optional[str], since: Optional[str], state: Optional[str], limit: int, fmt: str,
-         wide: bool, color: str, no_color: bool, store: Optional[str], cluster: Optional[str],
-         config_path: Optional[str]) -> None:
+def jobs(user: Optional[str], partition: Optional[str], state: Optional[str],
+         starttime: Optional[str], endtime: Optional[str], since: Optional[str], limit: int,
+         no_index: bool, fmt: str, wide: bool, color: str, no_color: bool, store: Optional[str],
+         cluster: Optional[str], config_path: Optional[str]) -> None:
     """Recent jobs in the job store with their EFA totals and verdicts (newest first).
 
-    States come from the records (the exit codes the epilogs saw), not from Slurm.
+    Read from the job index (`efajob index update`) when there is one, else by scanning the
+    store (a warning says so). States come from the records (the exit codes the epilogs
+    saw), not from Slurm: COMPLETED, FAILED, RUNNING, or ENDED.
     """
+    from efajob.index.listing import recent_jobs
+    from efajob.report.jobfilter import JobFilter, parse_list, parse_slurm_time, parse_states
     from efajob.store.reader import parse_since
     from efajob.report.render.text import render_jobs
 
     cfg = get_config(config_path, store=store)
     now = time.time()
+    flt = JobFilter(users=parse_list(user), partitions=parse_list(partition),
+                    states=parse_states(state),
+                    start=parse_slurm_time(starttime, now, "-S") if starttime else None,
+                    end=parse_slurm_time(endtime, now, "-E") if endtime else None)
     t = parse_since(since, now) if since else None
-    rows = call_watched(lambda: list_jobs(cfg, user=user, since=t, state=state, limit=limit,
-                                          cluster=cluster, now=now),
-                        store=cfg.store, timeout=cfg.store_timeout)
+    rows, _ = call_watched(lambda: recent_jobs(cfg, flt, limit=limit, cluster=cluster, since=t,
+                                               now=now, use_index=not no_index, warn=_warn),
+                           store=cfg.store, timeout=cfg.store_timeout)
     if fmt == "json":
         click.echo(json.dumps({"store": cfg.store, "jobs": rows}, indent=2))
+    elif fmt == "csv":
+        click.echo(render_jobs_csv(rows), nl=False)
     else:
         click.echo(render_jobs(rows, color=resolve_color(color, no_color),
                                width=output_width(wide)), nl=False)
+
+
+JOBS_CSV = ("cluster", "job_id", "restart", "alias", "user", "account", "partition", "name",
+            "state", "num_nodes", "start", "end", "elapsed_s", "tx_bytes", "rx_bytes",
+            "avg_gbps_per_node", "verdict", "findings", "running")
+
+
+def render_jobs_csv(rows) -> str:
+    """`efajob jobs --format csv`: one line per job, findings joined with ';'."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(JOBS_CSV)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else
+                    (";".join(r[c]) if c == "findings" else r[c]) for c in JOBS_CSV])
+    return buf.getvalue()
 
 
 # -- efajob demo ------------------------------------------------------------------------------

@@ -166,9 +166,10 @@ class Collector:
 
     def _recent(self, now: float, notes: List[str]) -> List[dict]:
         from efajob.report.assemble import job_summary
-        from efajob.store.reader import find_job, load_job
+        from efajob.store.reader import find_job, load_job, status_reader
         from efajob.report.build import build_report
 
+        statuses = status_reader(self.cfg.store)  # once per refresh, not once per job
         rows: List[dict] = []
         keep: Dict[Tuple[str, str, float], Tuple[float, dict]] = {}
         for d in list_job_dirs(self.cfg.store, cluster=self.cluster):
@@ -181,7 +182,7 @@ class Collector:
             else:
                 try:
                     files = find_job(self.cfg.store, d.job_id, cluster=d.cluster, now=now,
-                                     max_status_age=self.max_age)
+                                     max_status_age=self.max_age, statuses=statuses)
                 except EfajobError as e:  # an empty directory, a job being written
                     log.debug("job %s/%s left out: %s", d.cluster, d.job_id, e)
                     continue

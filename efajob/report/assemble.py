@@ -7,7 +7,7 @@ import contextlib
 import gc
 import os
 import time
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from efajob.errors import AmbiguousJobError, SlurmError, StoreError
 
@@ -181,60 +181,117 @@ def job_summary(r) -> dict:
             "running": r.running}
 
 
+def jobs_row(r) -> dict:
+    """An `efajob jobs` row: job_summary plus what `jobs` filters on (partition, account) and
+    the job's name when Slurm or the records give one. Not in job_summary: the dashboard's
+    rows go out with only `user` blanked under private_records."""
+    m = r.meta
+    return dict(job_summary(r), partition=m.partition, account=m.account, name=m.name)
+
+
 def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
               state: Optional[str] = None, limit: int = 20, cluster: Optional[str] = None,
-              now: Optional[float] = None, euid: Optional[int] = None) -> List[dict]:
-    """Recent jobs, newest first (by when their records arrived), with totals and verdicts.
-    Reports are built from the records only (no Slurm: one query per job would be slow).
-    In a private view (private_records, not root) only jobs with a record we can read are
-    listed: a running job has none yet, and whose it is would take a Slurm query per job."""
-    from efajob.store.reader import (find_job, list_clusters, list_job_dirs, load_job,
-                                     read_node_statuses)
-    from efajob.report.build import build_report
+              now: Optional[float] = None, euid: Optional[int] = None,
+              match: Optional[Callable[[dict], bool]] = None,
+              users: Iterable[str] = ()) -> List[dict]:
+    """Recent jobs, newest first (by when their records arrived), with totals and verdicts,
+    from a scan of the store (report/jobindex.py is the fast way). Reports are built from the
+    records only (no Slurm: one query per job would be slow). In a private view
+    (private_records, not root) only jobs with a record we can read are listed: a running job
+    has none yet, and whose it is would take a Slurm query per job. `match(row)`: a further
+    filter (report/jobfilter.py). Node status files are read once per cluster, whatever the
+    number of jobs listed; with a user filter one record per job is read to skip other
+    users' jobs before building a report."""
+    from efajob.store.reader import (find_job, list_job_dirs, load_job, read_records,
+                                     status_reader)
 
     now = time.time() if now is None else now
     max_age = max(60.0, 4 * cfg.status_interval)
-    out: List[dict] = []
+    statuses = status_reader(cfg.store)
     private = private_view(cfg, euid)
+    wanted = set(users) | ({user} if user else set())
 
     def keep(row: dict) -> bool:
-        if user and row.get("user") != user:
+        if wanted and row.get("user") not in wanted:
             return False
         if state and (row.get("state") or "").upper() != state.upper():
             return False
         if since is not None and (row.get("end") or row.get("start") or now) < since:
             return False
-        return True
+        return match is None or match(row)
 
-    # Running jobs first: in node status files but without a job directory yet.
-    seen = set()
-    for c in ([] if private else [cluster] if cluster else list_clusters(cfg.store)):
-        for st in read_node_statuses(cfg.store, c).values():
-            if not st.fresh(now, max_age):
-                continue
-            for j in st.jobs:
-                if (c, j.job_id) in seen or os.path.isdir(os.path.join(cfg.store, c, "jobs", j.job_id)):
-                    continue
-                seen.add((c, j.job_id))
-                files = find_job(cfg.store, j.job_id, cluster=c, now=now, max_status_age=max_age)
-                row = job_summary(build_report([], job_id=j.job_id, cluster=c, restart=files.restart,
-                                               restarts=files.restarts, live=files.live, now=now,
-                                               thresholds=cfg.thresholds))
-                if not row.get("user"):
-                    row["user"] = j.user
-                if keep(row):
-                    out.append(row)
+    out = [] if private else running_rows(cfg, statuses, cluster=cluster, now=now, keep=keep,
+                                          limit=limit)
     for d in list_job_dirs(cfg.store, cluster=cluster, since=since):
         if len(out) >= limit:
             break
-        files = find_job(cfg.store, d.job_id, cluster=d.cluster, now=now, max_status_age=max_age)
+        files = find_job(cfg.store, d.job_id, cluster=d.cluster, now=now, max_status_age=max_age,
+                         statuses=statuses)
+        if wanted and files.paths and not files.live:
+            peek = read_records(files.paths[:1], job_id=files.job_id, restart=files.restart)
+            if peek.records and peek.records[0].get("user") not in wanted | {None}:
+                continue  # the report would show the records' first user: not this one
         loaded = load_job(files)
         if not_yours(loaded, files, private):
             continue  # another user's private job: not listed (it once read as a "Warning")
-        r = build_report(loaded.records, job_id=files.job_id, cluster=files.cluster,
-                         restart=files.restart, restarts=files.restarts, live=files.live,
-                         skipped=loaded.skipped, thresholds=cfg.thresholds, now=now)
-        row = job_summary(r)
+        row = jobs_row(_build_from(cfg, files, loaded, now))
         if keep(row):
             out.append(row)
     return out[:limit]
+
+
+def _build_from(cfg, files, loaded, now: float):
+    from efajob.report.build import build_report
+
+    return build_report(loaded.records, job_id=files.job_id, cluster=files.cluster,
+                        restart=files.restart, restarts=files.restarts, live=files.live,
+                        skipped=loaded.skipped, thresholds=cfg.thresholds, now=now)
+
+
+def running_rows(cfg, statuses, *, cluster: Optional[str] = None, now: Optional[float] = None,
+                 keep: Callable[[dict], bool] = lambda row: True,
+                 limit: Optional[int] = None) -> List[dict]:
+    """`efajob jobs` rows of the jobs that fresh node status files list and that have no job
+    directory yet, from the statuses already read (`statuses(cluster)`: status_reader), at
+    most `limit` of those `keep` accepts. `keep` first sees what the status files say (user,
+    partition, state, start), so a live report (findings over every node of the job) is built
+    only for a row that is shown."""
+    from efajob.report.build import build_report
+    from efajob.store.reader import JOBS_DIR, _clusters_to_search
+
+    now = time.time() if now is None else now
+    max_age = max(60.0, 4 * cfg.status_interval)
+    by_job: Dict[Tuple[str, str], Dict[str, Any]] = {}
+    first: Dict[Tuple[str, str], Any] = {}
+    for c in _clusters_to_search(cfg.store, cluster):
+        for host, st in statuses(c).items():
+            if not st.fresh(now, max_age):
+                continue
+            for j in st.jobs:
+                by_job.setdefault((c, j.job_id), {})[host] = st
+                first.setdefault((c, j.job_id), j)
+    out: List[dict] = []
+    for (c, jid), live in by_job.items():
+        if limit is not None and len(out) >= limit:
+            break
+        j = first[(c, jid)]
+        if not keep({"cluster": c, "job_id": jid, "user": j.user, "partition": j.partition,
+                     "state": "RUNNING", "start": j.start, "end": None}):
+            continue
+        if os.path.isdir(os.path.join(cfg.store, c, JOBS_DIR, jid)):
+            continue
+        restarts = tuple(sorted({j.restart for s in live.values() for j in s.jobs
+                                 if j.job_id == jid}))
+        chosen = restarts[-1]
+        mine = {h: s for h, s in live.items()
+                if any(j.job_id == jid and j.restart == chosen for j in s.jobs)}
+        row = jobs_row(build_report([], job_id=jid, cluster=c, restart=chosen,
+                                       restarts=restarts, live=mine, now=now,
+                                       thresholds=cfg.thresholds))
+        if not row.get("user"):
+            row["user"] = j.user
+        if not row.get("partition"):
+            row["partition"] = j.partition
+        if keep(row):
+            out.append(row)
+    return out

@@ -18,6 +18,7 @@ from efajob.report.maths import (ints, max2, maxv, mean, nonempty, num, ratio,
 from efajob.report.model import (ALIVE_STATES, DeviceReport, JobMeta, JobReport, NodeReport,
                                  Overall)
 from efajob.slurm.hostlist import expand, fold
+from efajob.store.reader import node_window
 from efajob.values import as_object
 
 # -- records -> nodes --------------------------------------------------------------------------
@@ -274,7 +275,8 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
             continue
         job = next((j for j in st.jobs if j.job_id == job_id and j.restart == restart), None)
         # The job's own window when it started inside the node's last minute.
-        recent = job.window(st.recent) if job is not None else getattr(st, "recent", None)
+        window = node_window(st)
+        recent = job.window(window) if job is not None else window
         if recent is not None:
             windows[host] = (recent, getattr(st, "instance_type", None))
         nodes[host] = NodeReport(host=host, status="running", live_tx_gbps=st.tx_gbps,

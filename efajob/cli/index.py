@@ -1,0 +1,78 @@
+"""`efajob index update|rebuild`: the job index's one writer (efajob/index/, docs/jobindex.md).
+Run on the head node, as root when private_records is on (it must read every record)."""
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import click
+
+from efajob.cli.common import config_option, get_config, handle_errors
+from efajob.store.watchdog import call_watched
+
+store_option = click.option("--store", type=click.Path(file_okay=False),
+                            help="Job store directory (default: config `store`).")
+
+
+@click.group()
+def index() -> None:
+    """The job index on the head node: `efajob jobs` reads it instead of scanning the store."""
+
+
+def _summary(verb: str, path: str, s) -> str:
+    return (f"{verb} {path}: {s.dirs_indexed} job directories indexed ({s.rows} rows, "
+            f"{s.records} records) of {s.dirs_seen} in {s.clusters} cluster(s); "
+            f"{s.removed} removed")
+
+
+@index.command()
+@click.option("--full", is_flag=True, help="Look at every job directory again, also those "
+              "settled (nothing landed for a day): picks up records that landed late.")
+@store_option
+@config_option
+@handle_errors
+def update(full: bool, store: Optional[str], config_path: Optional[str]) -> None:
+    """Index the records that landed since the last run (creates the index if missing).
+
+    Cheap enough for a systemd timer every minute or two: one directory listing per
+    cluster, a stat of each job directory still receiving records, and a report built for
+    each job whose directory changed. Exit 4 when another `efajob index` is writing.
+    """
+    from efajob.index.update import update as run_update
+
+    cfg = get_config(config_path, store=store)
+    s = call_watched(lambda: run_update(cfg, full=full), store=cfg.store,
+                     timeout=cfg.store_timeout)
+    click.echo(_summary("updated", cfg.job_index_path, s), err=True)
+
+
+@index.command()
+@store_option
+@config_option
+@handle_errors
+def rebuild(store: Optional[str], config_path: Optional[str]) -> None:
+    """Build the index afresh from the whole store (progress on stderr).
+
+    The new index replaces the old one only when complete: `efajob jobs` keeps reading the
+    old one meanwhile.
+    """
+    from efajob.index.update import rebuild as run_rebuild
+
+    cfg = get_config(config_path, store=store)
+    shown = {"bar": None}
+
+    def progress(done: int, total: int) -> None:
+        bar = shown["bar"]
+        if bar is None:
+            bar = shown["bar"] = click.progressbar(length=total, label="indexing job directories",
+                                                   file=sys.stderr, show_pos=True)
+            bar.__enter__()
+        bar.update(done - bar.pos)
+
+    try:
+        s = call_watched(lambda: run_rebuild(cfg, progress=progress), store=cfg.store,
+                         timeout=cfg.store_timeout)
+    finally:
+        if shown["bar"] is not None:
+            shown["bar"].__exit__(None, None, None)
+    click.echo(_summary("rebuilt", cfg.job_index_path, s), err=True)

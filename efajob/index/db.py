@@ -1,0 +1,175 @@
+"""The job index file: schema, opening (one writer, read-only readers), rows in and out.
+
+A SQLite file on the head node's local disk (config `index_path`, default
+`<state_dir>/jobindex.db`), never on the shared store: SQLite's locking is unreliable over NFS,
+and the index has exactly one writer (`efajob index update|rebuild`), serialised by an
+exclusive flock on `<index>.lock` held for the whole run. The rollback journal (not WAL) keeps
+the readers' side simple: they open `mode=ro` and need no write access to the directory (a
+WAL reader must create the `-shm` file). `rebuild` writes a new file beside the old one and
+renames it into place, so a reader sees the old index or the new one, never half of one.
+
+Versioned with `PRAGMA user_version`: another version is a JobIndexError saying to rebuild
+(the index holds nothing the store does not: a rebuild is the migration).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+from typing import Iterator, List, Optional, Sequence, Tuple
+
+from efajob.errors import JobIndexError
+from efajob.report.jobfilter import JobFilter
+
+VERSION = 1
+TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
+# The columns of `efajob jobs` rows kept in the index, in table order (`findings` as JSON).
+COLUMNS = ("cluster", "job_id", "restart", "alias", "user", "account", "partition", "name",
+           "state", "num_nodes", "start", "end", "elapsed_s", "tx_bytes", "rx_bytes",
+           "avg_gbps_per_node", "verdict", "findings")
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE jobs (
+    cluster TEXT NOT NULL, job_id TEXT NOT NULL, restart INTEGER NOT NULL, alias TEXT,
+    user TEXT, account TEXT, partition TEXT, name TEXT, state TEXT, num_nodes INTEGER,
+    start REAL, "end" REAL, elapsed_s REAL, tx_bytes INTEGER, rx_bytes INTEGER,
+    avg_gbps_per_node REAL, verdict TEXT, findings TEXT,
+    records INTEGER NOT NULL,  -- record files behind the row
+    latest INTEGER NOT NULL,   -- 1: the job's newest restart (what `efajob jobs` lists)
+    landed REAL NOT NULL,      -- the job directory's mtime: when its last record arrived
+    job_num INTEGER NOT NULL,  -- the id's leading number, for the listing's order
+    PRIMARY KEY (cluster, job_id, restart));
+CREATE INDEX jobs_recent ON jobs (latest, landed DESC);
+CREATE INDEX jobs_user ON jobs (user, landed DESC);
+-- Job directories seen, with the mtime indexed; `settled` ones are not stat'ed again.
+CREATE TABLE dirs (cluster TEXT NOT NULL, job_id TEXT NOT NULL, mtime REAL NOT NULL,
+                   settled INTEGER NOT NULL, PRIMARY KEY (cluster, job_id));
+CREATE INDEX dirs_open ON dirs (settled);
+PRAGMA user_version = {VERSION};
+"""
+
+
+def _check_version(conn: sqlite3.Connection, path: str) -> None:
+    v = conn.execute("PRAGMA user_version").fetchone()[0]
+    if v != VERSION:
+        raise JobIndexError(f"job index {path} has version {v}, this efajob reads {VERSION}: "
+                            "run `efajob index rebuild`")
+
+
+def open_reader(path: str) -> sqlite3.Connection:
+    """The index, read-only. JobIndexError when it is missing, unreadable or of another
+    version (the caller falls back to scanning the store)."""
+    if not os.path.exists(path):
+        raise JobIndexError(f"no job index at {path} (`efajob index rebuild` makes one)")
+    try:
+        conn = sqlite3.connect(f"file:{_quote(path)}?mode=ro", uri=True, timeout=TIMEOUT)
+        _check_version(conn, path)
+    except sqlite3.Error as e:
+        raise JobIndexError(f"cannot read the job index {path}: {e}") from None
+    return conn
+
+
+def _quote(path: str) -> str:
+    from urllib.parse import quote
+
+    return quote(os.path.abspath(path))
+
+
+def create(path: str, mode: int) -> sqlite3.Connection:
+    """A new, empty index file at `path` (which must not exist), chmod `mode`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    os.fchmod(fd, mode)  # whatever the umask: 0600 under private_records
+    os.close(fd)
+    conn = sqlite3.connect(path, timeout=TIMEOUT)
+    conn.executescript(_SCHEMA)
+    _writer_pragmas(conn)
+    return conn
+
+
+def _writer_pragmas(conn: sqlite3.Connection) -> None:
+    # A transaction whose pages outgrow the cache spills them into the file early, taking the
+    # exclusive lock and blocking readers until the commit; 64 MB holds an update of ~100,000
+    # rows (a first `update` of a big store; `rebuild` writes another file anyway).
+    conn.execute("PRAGMA cache_size = -65536")
+
+
+def open_writer(path: str) -> sqlite3.Connection:
+    """The index for writing; JobIndexError if it is of another version."""
+    try:
+        conn = sqlite3.connect(path, timeout=TIMEOUT)
+        _check_version(conn, path)
+        _writer_pragmas(conn)
+    except sqlite3.Error as e:
+        raise JobIndexError(f"cannot open the job index {path}: {e}") from None
+    return conn
+
+
+@contextlib.contextmanager
+def writer_lock(path: str) -> Iterator[None]:
+    """The one-writer rule: an exclusive flock on `<index>.lock`, not waited for (a second
+    `efajob index update` while one runs has nothing to add: JobIndexError, exit 4)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobIndexError(f"another `efajob index` is writing {path}") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def get_meta(conn: sqlite3.Connection, key: str) -> Optional[str]:
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+def to_db(row: dict, *, records: int, latest: bool, landed: float) -> Tuple:
+    """An `efajob jobs` row (assemble.jobs_row) -> the table's values."""
+    values = [row.get(c) for c in COLUMNS]
+    values[COLUMNS.index("findings")] = json.dumps(row.get("findings") or [])
+    num = row["job_id"].split("_")[0].split("+")[0]
+    return (*values, records, int(latest), landed, int(num) if num.isdigit() else 0)
+
+
+def from_db(values: Sequence) -> dict:
+    row = dict(zip(COLUMNS, values))
+    row["findings"] = json.loads(row["findings"] or "[]")
+    row["running"] = False
+    return row
+
+
+def query(conn: sqlite3.Connection, flt: JobFilter, *, limit: int,
+          cluster: Optional[str] = None, since: Optional[float] = None) -> List[dict]:
+    """The newest `limit` rows (the latest restart of each job) that `flt` keeps, in the
+    scan's order: by landing time, newest first. The filter is SQL here; JobFilter.match is
+    the same rule for the scan (tests/test_jobindex.py checks both agree)."""
+    where, args = ["latest = 1"], []  # type: Tuple[List[str], List[object]]
+    for col, values in (("user", flt.users), ("partition", flt.partitions),
+                        ("state", flt.states), ("cluster", {cluster} if cluster else set())):
+        if values:
+            where.append(f"{col} IN ({', '.join('?' * len(values))})")
+            args.extend(sorted(values))
+    if flt.start is not None:
+        where.append('("end" IS NULL OR "end" >= ?)')
+        args.append(flt.start)
+    if flt.end is not None:
+        where.append("(start IS NULL OR start <= ?)")
+        args.append(flt.end)
+    if since is not None:  # the scan's --since: ended (or started) after it
+        where.append('(COALESCE("end", start) IS NULL OR COALESCE("end", start) >= ?)')
+        args.append(since)
+    cols = ", ".join(f'"{c}"' for c in COLUMNS)
+    sql = (f"SELECT {cols} FROM jobs WHERE {' AND '.join(where)} "
+           "ORDER BY landed DESC, cluster, job_num, job_id LIMIT ?")
+    try:
+        return [from_db(v) for v in conn.execute(sql, (*args, limit))]
+    except sqlite3.Error as e:
+        raise JobIndexError(f"job index query failed: {e}") from None

@@ -147,3 +147,27 @@ def fill_disk(path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def cli_runner():
+    """A click CliRunner whose results keep `stdout` and `stderr` apart while `output` has
+    both, as click >= 8.2 does. Click < 8.2 (what Python 3.9 gets) mixes stderr into stdout
+    unless told `mix_stderr=False`, and then leaves stderr out of `output`; 8.2 dropped the
+    argument."""
+    from click.testing import CliRunner, Result
+
+    class _Result(Result):
+        @property
+        def output(self) -> str:
+            return self.stdout + self.stderr
+
+    class _Runner(CliRunner):
+        def invoke(self, *args, **kwargs):
+            r = super().invoke(*args, **kwargs)
+            r.__class__ = _Result
+            return r
+
+    try:
+        return _Runner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        return CliRunner()

@@ -10,7 +10,7 @@ import stat
 from dataclasses import replace
 
 import pytest
-from click.testing import CliRunner
+from conftest import cli_runner
 
 from efajob.cli.main import main
 from efajob.config import Config, build_config
@@ -232,7 +232,7 @@ def test_slurm_time_forms():
 
 
 def run(*args, env):
-    return CliRunner().invoke(main, list(args), env=dict(env, EFAJOB_CONFIG=""))
+    return cli_runner().invoke(main, list(args), env=dict(env, EFAJOB_CONFIG=""))
 
 
 def test_cli_index_and_jobs(cfg):

@@ -16,9 +16,8 @@ import tempfile
 import time
 
 import pytest
-from click.testing import CliRunner
 
-from conftest import require
+from conftest import cli_runner, require
 from efajob.cli.main import main
 from efajob.config import build_config
 from efajob.daemon.loop import Daemon
@@ -86,7 +85,7 @@ def as_user(uid, fn, *args, **kw):
 
 
 def cli(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return cli_runner().invoke(main, list(args), catch_exceptions=False)
 
 
 def start_job_and_daemon(root, private):

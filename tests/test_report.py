@@ -10,8 +10,8 @@ import time
 from datetime import timezone
 
 import pytest
-from click.testing import CliRunner
 
+from conftest import cli_runner
 from efajob.cli.main import main  # first: efajob.cli registers the cli_* modules
 from efajob.report.assemble import check_slurm, job_summary, list_jobs
 from efajob.config import DEFAULT_THRESHOLDS, Config
@@ -335,7 +335,7 @@ def store(tmp_path, mixed, pool):
 def run(*args, env=None):
     env = dict(env or {})
     env.setdefault("EFAJOB_CONFIG", "")
-    return CliRunner().invoke(main, list(args), env=env)
+    return cli_runner().invoke(main, list(args), env=env)
 
 
 def test_cli_report_formats(store, tmp_path):
@@ -414,11 +414,7 @@ def test_cli_corrupt_record_is_skipped(store):
         data = f.read()
     with open(path, "wb") as f:
         f.write(data[: len(data) // 2])  # half-written
-    try:  # click < 8.2 mixes stderr into output unless told; 8.2 dropped the argument
-        runner = CliRunner(mix_stderr=False)
-    except TypeError:
-        runner = CliRunner()
-    r = runner.invoke(main, ["report", "1234", "--store", store, "--no-slurm", "--format", "json"],
+    r = cli_runner().invoke(main, ["report", "1234", "--store", store, "--no-slurm", "--format", "json"],
                       env={"EFAJOB_CONFIG": ""})
     assert r.exit_code == 0
     assert f"warning: skipped {path}: not valid JSON" in r.stderr

@@ -287,7 +287,8 @@ def test_prometheus_probe_against_the_daemons_real_exporter(tmp_path):
     d.start()
     try:
         d.tick()
-        assert probe_prometheus(cfg) == (f"127.0.0.1:{port}", None)
+        # The probe's own 5 s deadline is doctor's; a busy CI machine gets 120 s.
+        assert probe_prometheus(cfg, timeout=120) == (f"127.0.0.1:{port}", None)
     finally:
         d.close()
 
@@ -306,7 +307,7 @@ def test_prometheus_probe_against_the_daemons_real_exporter(tmp_path):
     try:
         other = build_config({"prometheus": {"enabled": True, "port": srv.server_port}},
                              env={}, node="n1")
-        addr, why = probe_prometheus(other)
+        addr, why = probe_prometheus(other, timeout=120)
         assert "not with efajob's metrics" in why
     finally:
         srv.shutdown()

@@ -19,42 +19,62 @@ def index() -> None:
     """The job index on the head node: `efajob jobs` reads it instead of scanning the store."""
 
 
+no_slurm_option = click.option("--no-slurm", is_flag=True, help="Do not ask Slurm for the "
+                               "names of jobs whose records carry none.")
+
+
+def _names(no_slurm: bool):
+    from efajob.index.names import scontrol_lookup
+
+    return None if no_slurm else scontrol_lookup()
+
+
 def _summary(verb: str, path: str, s) -> str:
-    return (f"{verb} {path}: {s.dirs_indexed} job directories indexed ({s.rows} rows, "
-            f"{s.records} records) of {s.dirs_seen} in {s.clusters} cluster(s); "
-            f"{s.removed} removed")
+    out = (f"{verb} {path}: {s.dirs_indexed} job directories indexed ({s.rows} rows, "
+           f"{s.records} records) of {s.dirs_seen} in {s.clusters} cluster(s); "
+           f"{s.removed} removed")
+    if s.named or s.kept_names:
+        out += f"; {s.named} named from Slurm" + (f", {s.kept_names} names kept"
+                                                   if s.kept_names else "")
+    if s.slurm_error:
+        out += f"\nwarning: job names not asked of Slurm: {s.slurm_error}"
+    return out
 
 
 @index.command()
 @click.option("--full", is_flag=True, help="Look at every job directory again, also those "
               "settled (nothing landed for a day): picks up records that landed late.")
+@no_slurm_option
 @store_option
 @config_option
 @handle_errors
-def update(full: bool, store: Optional[str], config_path: Optional[str]) -> None:
+def update(full: bool, no_slurm: bool, store: Optional[str], config_path: Optional[str]) -> None:
     """Index the records that landed since the last run (creates the index if missing).
 
     Cheap enough for a systemd timer every minute or two: one directory listing per
     cluster, a stat of each job directory still receiving records, and a report built for
-    each job whose directory changed. Exit 4 when another `efajob index` is writing.
+    each job whose directory changed, and one `scontrol show job` for the names of the
+    jobs it indexed (slurmd's hooks do not see them). Exit 4 when another `efajob index` is
+    writing.
     """
     from efajob.index.update import update as run_update
 
     cfg = get_config(config_path, store=store)
-    s = call_watched(lambda: run_update(cfg, full=full), store=cfg.store,
+    s = call_watched(lambda: run_update(cfg, full=full, names=_names(no_slurm)), store=cfg.store,
                      timeout=cfg.store_timeout)
     click.echo(_summary("updated", cfg.job_index_path, s), err=True)
 
 
 @index.command()
+@no_slurm_option
 @store_option
 @config_option
 @handle_errors
-def rebuild(store: Optional[str], config_path: Optional[str]) -> None:
+def rebuild(no_slurm: bool, store: Optional[str], config_path: Optional[str]) -> None:
     """Build the index afresh from the whole store (progress on stderr).
 
     The new index replaces the old one only when complete: `efajob jobs` keeps reading the
-    old one meanwhile.
+    old one meanwhile. Job names the old index had from Slurm are kept.
     """
     from efajob.index.update import rebuild as run_rebuild
 
@@ -70,7 +90,7 @@ def rebuild(store: Optional[str], config_path: Optional[str]) -> None:
         bar.update(done - bar.pos)
 
     try:
-        s = call_watched(lambda: run_rebuild(cfg, progress=progress), store=cfg.store,
+        s = call_watched(lambda: run_rebuild(cfg, progress=progress, names=_names(no_slurm)), store=cfg.store,
                          timeout=cfg.store_timeout)
     finally:
         if shown["bar"] is not None:

@@ -100,6 +100,8 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
 @click.command()
 @click.option("--user", "-u", help="Only these users' jobs (comma-separated, as sacct -u).")
 @click.option("--partition", "-p", help="Only jobs in these partitions (comma-separated).")
+@click.option("--name", help="Only jobs with these job names (comma-separated, exact, as sacct "
+              "--name; from the records, or from Slurm through `efajob index update`).")
 @click.option("--state", "-s", help="Only jobs in these states, Slurm's names or abbreviations "
               "(comma-separated: CD, F, R, TO, OOM, CA ...; ED: ended, no exit code in the records).")
 @click.option("--starttime", "-S", help="Only jobs that ran after this time (sacct's forms: "
@@ -115,7 +117,7 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
 @cluster_option
 @config_option
 @handle_errors
-def jobs(user: Optional[str], partition: Optional[str], state: Optional[str],
+def jobs(user: Optional[str], partition: Optional[str], name: Optional[str], state: Optional[str],
          starttime: Optional[str], endtime: Optional[str], since: Optional[str], limit: int,
          no_index: bool, fmt: str, wide: bool, color: str, no_color: bool, store: Optional[str],
          cluster: Optional[str], config_path: Optional[str]) -> None:
@@ -133,7 +135,7 @@ def jobs(user: Optional[str], partition: Optional[str], state: Optional[str],
     cfg = get_config(config_path, store=store)
     now = time.time()
     flt = JobFilter(users=parse_list(user), partitions=parse_list(partition),
-                    states=parse_states(state),
+                    names=parse_list(name), states=parse_states(state),
                     start=parse_slurm_time(starttime, now, "-S") if starttime else None,
                     end=parse_slurm_time(endtime, now, "-E") if endtime else None)
     t = parse_since(since, now) if since else None

@@ -8,8 +8,9 @@ the readers' side simple: they open `mode=ro` and need no write access to the di
 WAL reader must create the `-shm` file). `rebuild` writes a new file beside the old one and
 renames it into place, so a reader sees the old index or the new one, never half of one.
 
-Versioned with `PRAGMA user_version`: another version is a JobIndexError saying to rebuild
-(the index holds nothing the store does not: a rebuild is the migration).
+Versioned with `PRAGMA user_version`. The writer migrates an older version in place
+(`MIGRATIONS`); any other version is a JobIndexError saying to rebuild (the index holds
+nothing the store does not, except job names from Slurm, which a rebuild keeps).
 """
 from __future__ import annotations
 
@@ -23,7 +24,12 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from efajob.errors import JobIndexError
 from efajob.report.jobfilter import JobFilter
 
-VERSION = 1
+VERSION = 2
+# Version -> the SQL that brings it to the next one, run by the writer (`efajob index update`).
+MIGRATIONS = {
+    # 2: `efajob compare` and `jobs --name` look rows up by name and user.
+    1: "CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, user, landed DESC);",
+}
 TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
 # The columns of `efajob jobs` rows kept in the index, in table order (`findings` as JSON).
 COLUMNS = ("cluster", "job_id", "restart", "alias", "user", "account", "partition", "name",
@@ -43,6 +49,7 @@ CREATE TABLE jobs (
     PRIMARY KEY (cluster, job_id, restart));
 CREATE INDEX jobs_recent ON jobs (latest, landed DESC);
 CREATE INDEX jobs_user ON jobs (user, landed DESC);
+CREATE INDEX jobs_name ON jobs (name, user, landed DESC);
 -- Job directories seen, with the mtime indexed; `settled` ones are not stat'ed again.
 CREATE TABLE dirs (cluster TEXT NOT NULL, job_id TEXT NOT NULL, mtime REAL NOT NULL,
                    settled INTEGER NOT NULL, PRIMARY KEY (cluster, job_id));
@@ -54,8 +61,16 @@ PRAGMA user_version = {VERSION};
 def _check_version(conn: sqlite3.Connection, path: str) -> None:
     v = conn.execute("PRAGMA user_version").fetchone()[0]
     if v != VERSION:
-        raise JobIndexError(f"job index {path} has version {v}, this efajob reads {VERSION}: "
-                            "run `efajob index rebuild`")
+        fix = "`efajob index update` migrates it" if v in MIGRATIONS else "run `efajob index rebuild`"
+        raise JobIndexError(f"job index {path} has version {v}, this efajob reads {VERSION}: {fix}")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    v = conn.execute("PRAGMA user_version").fetchone()[0]
+    while v in MIGRATIONS:
+        with conn:
+            conn.executescript(f"BEGIN; {MIGRATIONS[v]} PRAGMA user_version = {v + 1}; COMMIT;")
+        v += 1
 
 
 def open_reader(path: str) -> sqlite3.Connection:
@@ -99,6 +114,7 @@ def open_writer(path: str) -> sqlite3.Connection:
     """The index for writing; JobIndexError if it is of another version."""
     try:
         conn = sqlite3.connect(path, timeout=TIMEOUT)
+        _migrate(conn)
         _check_version(conn, path)
         _writer_pragmas(conn)
     except sqlite3.Error as e:
@@ -120,6 +136,22 @@ def writer_lock(path: str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def read_names(path: str) -> List[Tuple[str, str, int, str]]:
+    """(cluster, job_id, restart, name) of the named rows of the index at `path`, of any
+    version that has them (a rebuild keeps Slurm's names); [] when there is none."""
+    if not os.path.exists(path):
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{_quote(path)}?mode=ro", uri=True, timeout=TIMEOUT)
+        try:
+            return conn.execute("SELECT cluster, job_id, restart, name FROM jobs "
+                                "WHERE name IS NOT NULL").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []  # unreadable, or no such table: nothing to keep
 
 
 def get_meta(conn: sqlite3.Connection, key: str) -> Optional[str]:
@@ -153,7 +185,8 @@ def query(conn: sqlite3.Connection, flt: JobFilter, *, limit: int,
     the same rule for the scan (tests/test_jobindex.py checks both agree)."""
     where, args = ["latest = 1"], []  # type: Tuple[List[str], List[object]]
     for col, values in (("user", flt.users), ("partition", flt.partitions),
-                        ("state", flt.states), ("cluster", {cluster} if cluster else set())):
+                        ("state", flt.states), ("name", flt.names),
+                        ("cluster", {cluster} if cluster else set())):
         if values:
             where.append(f"{col} IN ({', '.join('?' * len(values))})")
             args.extend(sorted(values))

@@ -328,16 +328,21 @@ def test_slurm_unreachable_is_reported_not_raised(cfg):
 
 
 def test_a_version_1_index_is_migrated_by_the_writer(cfg):
-    update(cfg, now=NOW)
+    v1 = (db._SCHEMA.replace("    peak_gbps_per_node REAL,   -- version 2: after the others, "
+                             "where a migration adds it\n", "")
+          .replace("CREATE INDEX jobs_name ON jobs (name, user, landed DESC);\n", "")
+          .replace("user_version = 2", "user_version = 1"))
+    assert "peak_gbps_per_node" not in v1 and "jobs_name" not in v1
+    os.makedirs(cfg.state_dir)
     conn = sqlite3.connect(cfg.job_index_path)
-    conn.execute("DROP INDEX jobs_name")
-    conn.execute("PRAGMA user_version = 1")
+    conn.executescript(v1)
     conn.close()
     warned = []
     assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"
     assert "has version 1, this efajob reads 2: `efajob index update` migrates it" in warned[0]
     update(cfg, now=NOW)
-    assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW)[1] == "index"
+    rows, how = recent_jobs(cfg, JobFilter(states=frozenset({"COMPLETED"})), limit=3, now=NOW)
+    assert how == "index" and rows[0]["peak_gbps_per_node"] == rows[0]["avg_gbps_per_node"] > 0
     conn = db.open_reader(cfg.job_index_path)
     plan = conn.execute("EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE name = 'eval' AND "
                         "user = 'bob' ORDER BY landed DESC").fetchall()

@@ -94,7 +94,28 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
     else:
         text = render_text(r, verbose=verbose, color=resolve_color(color, no_color, output),
                            width=output_width(wide, output))
+        text += _history_section(cfg, r, output_width(wide, output))
     _emit(text, output)
+
+
+def _history_section(cfg, r, width: Optional[int]) -> str:
+    """The text report's last section: this run beside its previous ones (`efajob
+    compare`), from the job index only (a scan would make the report's cost grow with the
+    store): empty without an index or a job name."""
+    from efajob.cli.compare import comparison_of
+    from efajob.errors import EfajobError
+    from efajob.report.render.compare import render_comparison
+
+    if r.running:
+        return ""
+    try:
+        c, source = comparison_of(cfg, r, limit=5, scan=False, warn=_warn)
+    except EfajobError:
+        return ""
+    if source != "index" or not c.previous:
+        return ""
+    return ("\nHistory (same name and user; `efajob compare` for more)\n"
+            + render_comparison(c, width=width, title=False))
 
 
 @click.command()

@@ -27,14 +27,16 @@ from efajob.report.jobfilter import JobFilter
 VERSION = 2
 # Version -> the SQL that brings it to the next one, run by the writer (`efajob index update`).
 MIGRATIONS = {
-    # 2: `efajob compare` and `jobs --name` look rows up by name and user.
-    1: "CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, user, landed DESC);",
+    # 2: `efajob compare` and `jobs --name` look rows up by name and user, and show the peak
+    # (rows indexed before stay without one until their directory changes or a rebuild).
+    1: "ALTER TABLE jobs ADD COLUMN peak_gbps_per_node REAL; "
+       "CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, user, landed DESC);",
 }
 TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
 # The columns of `efajob jobs` rows kept in the index, in table order (`findings` as JSON).
 COLUMNS = ("cluster", "job_id", "restart", "alias", "user", "account", "partition", "name",
            "state", "num_nodes", "start", "end", "elapsed_s", "tx_bytes", "rx_bytes",
-           "avg_gbps_per_node", "verdict", "findings")
+           "avg_gbps_per_node", "verdict", "findings", "peak_gbps_per_node")
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE jobs (
@@ -46,6 +48,7 @@ CREATE TABLE jobs (
     latest INTEGER NOT NULL,   -- 1: the job's newest restart (what `efajob jobs` lists)
     landed REAL NOT NULL,      -- the job directory's mtime: when its last record arrived
     job_num INTEGER NOT NULL,  -- the id's leading number, for the listing's order
+    peak_gbps_per_node REAL,   -- version 2: after the others, where a migration adds it
     PRIMARY KEY (cluster, job_id, restart));
 CREATE INDEX jobs_recent ON jobs (latest, landed DESC);
 CREATE INDEX jobs_user ON jobs (user, landed DESC);
@@ -161,6 +164,12 @@ def get_meta(conn: sqlite3.Connection, key: str) -> Optional[str]:
 
 def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+
+# By name: a migrated table has its columns in another order than a new one.
+_NAMES = ", ".join('"' + c + '"' for c in COLUMNS)  # quoted: "end" is a keyword
+INSERT = (f"INSERT INTO jobs ({_NAMES}, records, latest, landed, job_num) "
+          f"VALUES ({', '.join('?' * (len(COLUMNS) + 4))})")
 
 
 def to_db(row: dict, *, records: int, latest: bool, landed: float) -> Tuple:

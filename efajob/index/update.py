@@ -71,8 +71,8 @@ def index_dir(conn: sqlite3.Connection, cfg, cluster: str, job_id: str, mtime: f
         if not_yours(loaded, run):
             continue  # every record refused this writer: run it as root (docs/jobindex.md)
         row = jobs_row(_build_from(cfg, run, loaded, time.time()))  # name: the records' job_name
-        conn.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * (len(db.COLUMNS) + 4))})",
-                     db.to_db(row, records=len(run.paths), latest=restart == files.restart,
+        conn.execute(db.INSERT, db.to_db(row, records=len(run.paths),
+                                         latest=restart == files.restart,
                               landed=mtime))
         stats.rows += 1
 

@@ -329,10 +329,12 @@ def test_slurm_unreachable_is_reported_not_raised(cfg):
 
 def test_a_version_1_index_is_migrated_by_the_writer(cfg):
     v1 = (db._SCHEMA.replace("    peak_gbps_per_node REAL,   -- version 2: after the others, "
-                             "where a migration adds it\n", "")
+                             "where a migration adds them\n", "")
+          .replace("    bytes INTEGER,             -- version 2: the size of the record files "
+                   "behind the row\n", "")
           .replace("CREATE INDEX jobs_name ON jobs (name, user, landed DESC);\n", "")
           .replace("user_version = 2", "user_version = 1"))
-    assert "peak_gbps_per_node" not in v1 and "jobs_name" not in v1
+    assert "peak_gbps_per_node" not in v1 and "jobs_name" not in v1 and "    bytes INTEGER" not in v1
     os.makedirs(cfg.state_dir)
     conn = sqlite3.connect(cfg.job_index_path)
     conn.executescript(v1)

@@ -96,3 +96,52 @@ def rebuild(no_slurm: bool, store: Optional[str], config_path: Optional[str]) ->
         if shown["bar"] is not None:
             shown["bar"].__exit__(None, None, None)
     click.echo(_summary("rebuilt", cfg.job_index_path, s), err=True)
+
+
+@index.command()
+@click.option("--apply", is_flag=True, help="Remove the directories (without it: a dry run "
+              "that lists what would go).")
+@click.option("--max-age-days", type=click.FloatRange(min=0), default=None,
+              help="Remove job directories whose last record landed longer ago (default: "
+              "config store_retention.max_age_days; 0: no age bound).")
+@click.option("--max-gb", type=click.FloatRange(min=0), default=None,
+              help="Then remove the oldest until the records fit in this many GB (default: "
+              "config store_retention.max_gb; 0: no size bound).")
+@click.option("-v", "--verbose", is_flag=True, help="List every directory removed.")
+@store_option
+@config_option
+@handle_errors
+def prune(apply: bool, max_age_days: Optional[float], max_gb: Optional[float], verbose: bool,
+          store: Optional[str], config_path: Optional[str]) -> None:
+    """Retention: remove old job directories from the store, and their rows from the index.
+
+    A dry run unless --apply. The plan comes from the job index (brought up to date first;
+    exit 4 without one, or while another `efajob index` writes): directories past the age
+    bound, then the oldest until the store's records fit the size bound. A directory that
+    received a record in the last day is never removed.
+    """
+    import time
+
+    from efajob.fmt import fmt_bytes, fmt_time
+    from efajob.index.prune import bounds, prune as run_prune
+
+    cfg = get_config(config_path, store=store)
+    age_s, max_bytes = bounds(cfg, max_age_days, max_gb)
+
+    def removed(d) -> None:
+        if verbose:
+            click.echo(f"removed {d.cluster}/{d.job_id} ({fmt_bytes(d.nbytes)}, landed "
+                       f"{fmt_time(d.landed)})", err=True)
+
+    plan = call_watched(lambda: run_prune(cfg, max_age_s=age_s, max_bytes=max_bytes,
+                                          apply=apply, now=time.time(), on_removed=removed),
+                        store=cfg.store, timeout=cfg.store_timeout)
+    if not apply and verbose:
+        for d in plan.remove:
+            click.echo(f"would remove {d.cluster}/{d.job_id} ({fmt_bytes(d.nbytes)}, landed "
+                       f"{fmt_time(d.landed)})")
+    span = (f", landed {fmt_time(plan.remove[0].landed)} to {fmt_time(plan.remove[-1].landed)}"
+            if plan.remove else "")
+    verb = "removed" if apply else "would remove (dry run: --apply removes)"
+    click.echo(f"{verb} {len(plan.remove)} job directories ({fmt_bytes(plan.removed_bytes)} of "
+               f"records{span}); {plan.kept} kept ({fmt_bytes(plan.kept_bytes)})")

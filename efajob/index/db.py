@@ -29,7 +29,9 @@ VERSION = 2
 MIGRATIONS = {
     # 2: `efajob compare` and `jobs --name` look rows up by name and user, and show the peak
     # (rows indexed before stay without one until their directory changes or a rebuild).
+    # Retention (`efajob index prune`) weighs the store by the rows' `bytes`.
     1: "ALTER TABLE jobs ADD COLUMN peak_gbps_per_node REAL; "
+       "ALTER TABLE jobs ADD COLUMN bytes INTEGER; "
        "CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, user, landed DESC);",
 }
 TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
@@ -48,7 +50,8 @@ CREATE TABLE jobs (
     latest INTEGER NOT NULL,   -- 1: the job's newest restart (what `efajob jobs` lists)
     landed REAL NOT NULL,      -- the job directory's mtime: when its last record arrived
     job_num INTEGER NOT NULL,  -- the id's leading number, for the listing's order
-    peak_gbps_per_node REAL,   -- version 2: after the others, where a migration adds it
+    peak_gbps_per_node REAL,   -- version 2: after the others, where a migration adds them
+    bytes INTEGER,             -- version 2: the size of the record files behind the row
     PRIMARY KEY (cluster, job_id, restart));
 CREATE INDEX jobs_recent ON jobs (latest, landed DESC);
 CREATE INDEX jobs_user ON jobs (user, landed DESC);
@@ -168,16 +171,17 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
 
 # By name: a migrated table has its columns in another order than a new one.
 _NAMES = ", ".join('"' + c + '"' for c in COLUMNS)  # quoted: "end" is a keyword
-INSERT = (f"INSERT INTO jobs ({_NAMES}, records, latest, landed, job_num) "
-          f"VALUES ({', '.join('?' * (len(COLUMNS) + 4))})")
+INSERT = (f"INSERT INTO jobs ({_NAMES}, records, latest, landed, job_num, bytes) "
+          f"VALUES ({', '.join('?' * (len(COLUMNS) + 5))})")
 
 
-def to_db(row: dict, *, records: int, latest: bool, landed: float) -> Tuple:
+def to_db(row: dict, *, records: int, latest: bool, landed: float,
+          nbytes: Optional[int] = None) -> Tuple:
     """An `efajob jobs` row (assemble.jobs_row) -> the table's values."""
     values = [row.get(c) for c in COLUMNS]
     values[COLUMNS.index("findings")] = json.dumps(row.get("findings") or [])
     num = row["job_id"].split("_")[0].split("+")[0]
-    return (*values, records, int(latest), landed, int(num) if num.isdigit() else 0)
+    return (*values, records, int(latest), landed, int(num) if num.isdigit() else 0, nbytes)
 
 
 def from_db(values: Sequence) -> dict:

@@ -73,8 +73,16 @@ def index_dir(conn: sqlite3.Connection, cfg, cluster: str, job_id: str, mtime: f
         row = jobs_row(_build_from(cfg, run, loaded, time.time()))  # name: the records' job_name
         conn.execute(db.INSERT, db.to_db(row, records=len(run.paths),
                                          latest=restart == files.restart,
-                              landed=mtime))
+                                         landed=mtime, nbytes=_size(run.paths)))
         stats.rows += 1
+
+
+def _size(paths) -> Optional[int]:
+    """The record files' bytes (for retention's size bound); None if one went meanwhile."""
+    try:
+        return sum(os.stat(p).st_size for p in paths)
+    except OSError:
+        return None
 
 
 def _known(conn: sqlite3.Connection, cluster: str) -> Dict[str, Tuple[float, int]]:

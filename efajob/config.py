@@ -40,6 +40,8 @@ _RANGES: Dict[str, Tuple[float, float, bool]] = {
     "cloudwatch.period": (1, 3600, True),
     "cloudwatch.spool_max_bytes": (0, 1 << 40, True),
     "prometheus.port": (0, 65535, True),
+    "store_retention.max_age_days": (0, 36500, True),
+    "store_retention.max_gb": (0, 1e9, True),
 }
 
 
@@ -82,6 +84,14 @@ class PrometheusConfig:
     enabled: bool = False
     bind: str = "127.0.0.1"
     port: int = 9814
+
+
+@dataclass(frozen=True)
+class StoreRetention:
+    """How long the job store keeps job directories (`efajob index prune`, docs/jobindex.md);
+    0 is no bound. Not the daemon's local samples: those are `retention_hours`."""
+    max_age_days: float = 0.0  # job directories whose last record landed longer ago go
+    max_gb: float = 0.0  # then the oldest go until the store's records fit (decimal GB)
 
 
 # Finding thresholds are data, never code: report/model.py applies them with pure functions.
@@ -144,6 +154,7 @@ class Config:
     ethtool: str = "ioctl"
     cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
     prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+    store_retention: StoreRetention = field(default_factory=StoreRetention)
     thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
     source: Optional[str] = None  # the file it came from, for messages
 
@@ -169,7 +180,8 @@ class Config:
 # `ethtool` is a path only when it is not "ioctl"/"off"; those hold no {node}, so expanding
 # it like a path leaves them alone.
 _PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file", "ethtool", "index_path")
-_SECTIONS = {"cloudwatch": CloudWatchConfig, "prometheus": PrometheusConfig}
+_SECTIONS = {"cloudwatch": CloudWatchConfig, "prometheus": PrometheusConfig,
+             "store_retention": StoreRetention}
 _TOP_KEYS = {f.name: f for f in fields(Config) if f.name not in ("source",)}
 
 
@@ -270,12 +282,12 @@ def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optio
             sections[key] = _section(key, _SECTIONS[key], value)
         elif key == "thresholds":
             top["thresholds"] = _thresholds(value)
-        elif key in _TOP_KEYS and key not in ("cloudwatch", "prometheus", "thresholds", "node"):
+        elif key in _TOP_KEYS and key not in (*_SECTIONS, "thresholds", "node"):
             top[key] = _coerce(key, _TOP_KEYS[key], value, from_env=False)
         else:
             raise ConfigError(f"unknown config key {key!r}" + (f" in {source}" if source else ""))
     for key, f in _TOP_KEYS.items():
-        if key in ("cloudwatch", "prometheus", "thresholds", "node"):
+        if key in (*_SECTIONS, "thresholds", "node"):
             continue
         env_key = "EFAJOB_" + key.upper()
         if env_key in env:
@@ -300,7 +312,8 @@ def _check_ranges(cfg: Config) -> None:
         if (v >= lo if lo_ok else v > lo) and v <= hi:
             continue
         unit = {"retention_hours": " hours", "rollup_days": " days", "port": "",
-                "spool_max_bytes": " bytes"}.get(name, " seconds")
+                "spool_max_bytes": " bytes", "max_age_days": " days",
+                "max_gb": " GB"}.get(name, " seconds")
         if lo_ok:
             raise ConfigError(f"config key {key!r} must be between {lo:g} and {hi:g}{unit}, got {v:g}")
         raise ConfigError(f"config key {key!r} must be > {lo:g} and at most {hi:g}{unit}, got {v:g}")

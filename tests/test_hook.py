@@ -448,6 +448,13 @@ def cfg(cluster="default", node="n1"):
     ({"SLURM_JOB_START_TIME": "1700000000"}, "start_wall", 1700000000.0),
     ({"SLURM_JOB_RESTART_COUNT": "2"}, "key", "10.2"),
     ({"SLURM_JOB_EXIT_CODE": "256"}, "exit_code", None),  # prolog: no exit codes
+    ({"SLURM_JOB_NAME": "train llama-7b"}, "job_name", "train llama-7b"),
+    ({"SLURM_JOB_NAME": "x\x1b[2Jy"}, "job_name", None),  # a terminal escape: refused
+    ({"SLURM_JOB_NAME": "n" * 1025}, "job_name", None),
+    ({}, "job_name", None),  # slurmd's 22.05 hooks: no SLURM_JOB_NAME
+    ({"SLURM_JOB_WORK_DIR": "/home/bob/run 1"}, "work_dir", "/home/bob/run 1"),
+    ({"SLURM_JOB_WORK_DIR": "relative/dir"}, "work_dir", None),
+    ({"SLURM_JOB_WORK_DIR": "/home/bob\nx"}, "work_dir", None),
 ])
 def test_identity_from_env(env, field, expected):
     ident = identity_from_env(dict({"SLURM_JOB_ID": "10"}, **env), cfg())

@@ -40,7 +40,9 @@ FILTERS = [JobFilter(), JobFilter(users=frozenset({"bob", "dave"})),
            JobFilter(partitions=frozenset({"gpu-long"})), JobFilter(states=frozenset({"FAILED"})),
            JobFilter(states=frozenset({"RUNNING"})),
            JobFilter(start=T0 + 60 * 30, end=T0 + 60 * 40),
-           JobFilter(users=frozenset({"carol"}), states=frozenset({"COMPLETED"}), end=T0 + 60 * 50)]
+           JobFilter(users=frozenset({"carol"}), states=frozenset({"COMPLETED"}), end=T0 + 60 * 50),
+           JobFilter(names=frozenset({"eval"})),
+           JobFilter(names=frozenset({"pretrain", "nosuchname"}), users=frozenset({"alice"}))]
 
 
 @pytest.mark.parametrize("flt", FILTERS)
@@ -51,7 +53,7 @@ def test_index_lists_what_the_scan_lists(cfg, flt):
         scanned, how2 = recent_jobs(cfg, flt, limit=limit, now=NOW, use_index=False)
         assert (how, how2) == ("index", "scan")
         assert ids(indexed) == ids(scanned)
-        keys = ("user", "partition", "state", "start", "end", "num_nodes", "tx_bytes",
+        keys = ("user", "partition", "name", "state", "start", "end", "num_nodes", "tx_bytes",
                 "verdict", "findings", "running")
         assert [[r[k] for k in keys] for r in indexed] == [[r[k] for k in keys] for r in scanned]
         assert all(flt.match(r) for r in indexed)
@@ -164,7 +166,7 @@ def test_version_store_and_absence_fall_back_with_a_warning(cfg, tmp_path):
     conn.close()
     warned.clear()
     assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"
-    assert "has version 99, this efajob reads 1: run `efajob index rebuild`" in warned[0]
+    assert "has version 99, this efajob reads 2: run `efajob index rebuild`" in warned[0]
     with pytest.raises(JobIndexError, match="version 99"):
         update(cfg, now=NOW)
     rebuild(cfg, now=NOW)  # the migration is a rebuild
@@ -256,3 +258,95 @@ def test_cli_index_and_jobs(cfg):
     assert r.exit_code == 2 and "-S 'last week'" in r.output
     r = run("index", "update", env=env)
     assert r.exit_code == 0 and "0 job directories indexed" in r.stderr
+
+
+# -- job names: from the records, else from Slurm at update time -------------------------------
+def _nameless(cfg, i, user="alice"):
+    job = replace(job_spec(i), name="", user=user)
+    write_job(cfg.store, "sim", _template("sim"), job)
+    t = NOW - 300 + i  # the jobs directory's mtime moves with each directory made
+    os.utime(os.path.join(cfg.store, "sim", "jobs"), (t, t))
+    return job
+
+
+def _fake_slurm(jobs, cluster="sim", calls=None):
+    from efajob.slurm.adapter import JobInfo
+
+    def lookup():
+        if calls is not None:
+            calls.append(1)
+        return [JobInfo(job_id=j, slurm_job_id=j, name=n, user=u) for j, n, u in jobs], cluster
+    return lookup
+
+
+def names_of(cfg):
+    conn = db.open_reader(cfg.job_index_path)
+    try:
+        return dict(conn.execute("SELECT job_id, name FROM jobs"))
+    finally:
+        conn.close()
+
+
+def test_records_name_the_rows_and_jobs_filters_by_name(cfg):
+    update(cfg, now=NOW)
+    rows, how = recent_jobs(cfg, JobFilter(names=frozenset({"finetune"})), limit=500, now=NOW)
+    assert how == "index" and ids(rows) == [str(1000 + i) for i in reversed(range(JOBS))
+                                            if i % 3 == 1]
+    assert {r["name"] for r in rows} == {"finetune"}
+
+
+def test_update_asks_slurm_once_for_the_names_the_records_lack(cfg):
+    calls = []
+    update(cfg, now=NOW, names=_fake_slurm([], calls=calls))
+    assert calls == []  # every record has a name: Slurm is not asked
+    _nameless(cfg, JOBS), _nameless(cfg, JOBS + 1), _nameless(cfg, JOBS + 2, user="bob")
+    slurm = [("1080", "bert", "alice"), ("1082", "gpt", "mallory"),  # 1082: bob's, id reused
+             ("1081", "t5", "alice")]
+    s = update(cfg, now=NOW, names=_fake_slurm(slurm, calls=calls))
+    assert calls == [1] and s.named == 2 and s.slurm_error is None
+    names = names_of(cfg)
+    assert (names["1080"], names["1081"], names["1082"], names["1000"]) == ("bert", "t5", None,
+                                                                           "pretrain")
+    # Another cluster's Slurm names nothing here.
+    _nameless(cfg, JOBS + 3)
+    assert update(cfg, now=NOW, names=_fake_slurm([("1083", "x", "alice")], "other")).named == 0
+    assert "1083" in names_of(cfg) and names_of(cfg)["1083"] is None
+    # A rebuild keeps what Slurm said (slurmctld has forgotten the jobs by then).
+    s = rebuild(cfg, now=NOW, names=_fake_slurm([]))
+    assert s.kept_names == 2 and names_of(cfg)["1080"] == "bert" and names_of(cfg)["1083"] is None
+
+
+def test_slurm_unreachable_is_reported_not_raised(cfg):
+    from efajob.errors import SlurmError
+
+    def down():
+        raise SlurmError("scontrol not found (is Slurm installed here?)")
+    _nameless(cfg, JOBS)
+    s = update(cfg, now=NOW, names=down)
+    assert s.named == 0 and s.slurm_error == "scontrol not found (is Slurm installed here?)"
+    assert names_of(cfg)["1080"] is None
+
+
+def test_a_version_1_index_is_migrated_by_the_writer(cfg):
+    v1 = (db._SCHEMA.replace("    peak_gbps_per_node REAL,   -- version 2: after the others, "
+                             "where a migration adds them\n", "")
+          .replace("    bytes INTEGER,             -- version 2: the size of the record files "
+                   "behind the row\n", "")
+          .replace("CREATE INDEX jobs_name ON jobs (name, user, landed DESC);\n", "")
+          .replace("user_version = 2", "user_version = 1"))
+    assert "peak_gbps_per_node" not in v1 and "jobs_name" not in v1 and "    bytes INTEGER" not in v1
+    os.makedirs(cfg.state_dir)
+    conn = sqlite3.connect(cfg.job_index_path)
+    conn.executescript(v1)
+    conn.close()
+    warned = []
+    assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"
+    assert "has version 1, this efajob reads 2: `efajob index update` migrates it" in warned[0]
+    update(cfg, now=NOW)
+    rows, how = recent_jobs(cfg, JobFilter(states=frozenset({"COMPLETED"})), limit=3, now=NOW)
+    assert how == "index" and rows[0]["peak_gbps_per_node"] == rows[0]["avg_gbps_per_node"] > 0
+    conn = db.open_reader(cfg.job_index_path)
+    plan = conn.execute("EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE name = 'eval' AND "
+                        "user = 'bob' ORDER BY landed DESC").fetchall()
+    conn.close()
+    assert "jobs_name" in str(plan)

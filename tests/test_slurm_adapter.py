@@ -383,3 +383,15 @@ def test_expand_agrees_with_scontrol(tmp_path):
                            timeout=10, env=env)
         assert p.returncode == 0, p.stderr
         assert expand(expr) == p.stdout.split(), expr
+
+
+def test_all_jobs_is_one_scontrol_call_for_every_job():
+    b, r = backend({("-o", "show", "job"): (0, FAILED + "\n" + FAILED.replace("JobId=3 ", "JobId=4 "), "")})
+    jobs = b.all_jobs()
+    assert [j.slurm_job_id for j in jobs] == ["3", "4"] and r.calls == [
+        ("/usr/bin/scontrol", "-o", "show", "job")]
+    b, _ = backend({("-o", "show", "job"): (0, "No jobs in the system\n", "")})
+    assert b.all_jobs() == []
+    b, _ = backend({("-o", "show", "job"): (1, "", "Unable to contact slurm controller\n")})
+    with pytest.raises(SlurmError):
+        b.all_jobs()

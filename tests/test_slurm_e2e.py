@@ -254,6 +254,13 @@ def test_multi_node_job_exact_totals(cluster):
         assert recs[h]["cluster"] == sc.CLUSTER_NAME and recs[h]["shared"] == []
     # Every node moved something different: a mix-up of nodes cannot pass.
     assert len({node_sum(inj[h], "tx_bytes") for h in hosts}) == 3
+    # slurmd's hooks see the job's directory (sbatch ran in c.root) but not its name: that
+    # comes from slurmctld, through the head node's `efajob index update` (one scontrol).
+    assert {os.path.realpath(recs[h]["work_dir"]) for h in hosts} == {os.path.realpath(c.root)}
+    conf = ("--config", c.lay.efajob_conf)
+    c._efajob("index", "update", *conf)
+    listed = json.loads(c._efajob("jobs", "--name", "multi.sh", "--format", "json", *conf))
+    assert [r["job_id"] for r in listed["jobs"]] == [job], listed
 
     rep = c.report(job)
     nodes = report_nodes(rep)

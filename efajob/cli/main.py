@@ -58,6 +58,9 @@ def _register() -> None:
     from efajob.cli.index import index
 
     main.add_command(index)
+    from efajob.cli.compare import compare
+
+    main.add_command(compare)
 
 
 _register()

@@ -94,12 +94,35 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
     else:
         text = render_text(r, verbose=verbose, color=resolve_color(color, no_color, output),
                            width=output_width(wide, output))
+        text += _history_section(cfg, r, output_width(wide, output))
     _emit(text, output)
+
+
+def _history_section(cfg, r, width: Optional[int]) -> str:
+    """The text report's last section: this run beside its previous ones (`efajob
+    compare`), from the job index only (a scan would make the report's cost grow with the
+    store): empty without an index or a job name."""
+    from efajob.cli.compare import comparison_of
+    from efajob.errors import EfajobError
+    from efajob.report.render.compare import render_comparison
+
+    if r.running:
+        return ""
+    try:
+        c, source = comparison_of(cfg, r, limit=5, scan=False, warn=_warn)
+    except EfajobError:
+        return ""
+    if source != "index" or not c.previous:
+        return ""
+    return ("\nHistory (same name and user; `efajob compare` for more)\n"
+            + render_comparison(c, width=width, title=False))
 
 
 @click.command()
 @click.option("--user", "-u", help="Only these users' jobs (comma-separated, as sacct -u).")
 @click.option("--partition", "-p", help="Only jobs in these partitions (comma-separated).")
+@click.option("--name", help="Only jobs with these job names (comma-separated, exact, as sacct "
+              "--name; from the records, or from Slurm through `efajob index update`).")
 @click.option("--state", "-s", help="Only jobs in these states, Slurm's names or abbreviations "
               "(comma-separated: CD, F, R, TO, OOM, CA ...; ED: ended, no exit code in the records).")
 @click.option("--starttime", "-S", help="Only jobs that ran after this time (sacct's forms: "
@@ -115,7 +138,7 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
 @cluster_option
 @config_option
 @handle_errors
-def jobs(user: Optional[str], partition: Optional[str], state: Optional[str],
+def jobs(user: Optional[str], partition: Optional[str], name: Optional[str], state: Optional[str],
          starttime: Optional[str], endtime: Optional[str], since: Optional[str], limit: int,
          no_index: bool, fmt: str, wide: bool, color: str, no_color: bool, store: Optional[str],
          cluster: Optional[str], config_path: Optional[str]) -> None:
@@ -133,7 +156,7 @@ def jobs(user: Optional[str], partition: Optional[str], state: Optional[str],
     cfg = get_config(config_path, store=store)
     now = time.time()
     flt = JobFilter(users=parse_list(user), partitions=parse_list(partition),
-                    states=parse_states(state),
+                    names=parse_list(name), states=parse_states(state),
                     start=parse_slurm_time(starttime, now, "-S") if starttime else None,
                     end=parse_slurm_time(endtime, now, "-E") if endtime else None)
     t = parse_since(since, now) if since else None

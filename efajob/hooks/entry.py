@@ -30,6 +30,10 @@ if TYPE_CHECKING:  # imported where it is used: the happy path logs nothing
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")  # user, partition, account
 _NODELIST_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,65536}")
 _DIGITS_RE = re.compile(r"[0-9]{1,10}")
+# Job names and directories are the user's free text: printable, no control characters
+# (they reach terminals and CSV), bounded (Slurm caps names at 1024 bytes; PATH_MAX 4096).
+_TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
+_DIR_RE = re.compile(r"/[^\x00-\x1f\x7f]{0,4095}")
 USAGE = "usage: efajob-hook prolog|epilog   (run by slurmd; always exits 0)"
 
 
@@ -37,6 +41,11 @@ USAGE = "usage: efajob-hook prolog|epilog   (run by slurmd; always exits 0)"
 def _name(env: Mapping[str, str], var: str) -> Optional[str]:
     v = env.get(var)
     return v if v and _NAME_RE.fullmatch(v) else None
+
+
+def _text(env: Mapping[str, str], var: str, pattern: "re.Pattern[str]") -> Optional[str]:
+    v = env.get(var)
+    return v if v and pattern.fullmatch(v) else None
 
 
 def _int(env: Mapping[str, str], var: str) -> Optional[int]:
@@ -106,6 +115,8 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
         if epilog else None,
         derived_exit_code=format_exit_code(env.get("SLURM_JOB_DERIVED_EC")) if epilog else None,
         start_wall=float(start_time) if start_time else None,
+        job_name=_text(env, "SLURM_JOB_NAME", _TEXT_RE),
+        work_dir=_text(env, "SLURM_JOB_WORK_DIR", _DIR_RE),
     )
 
 

@@ -360,6 +360,8 @@ def build_record(
         "array_task_id": ident.array_task_id,
         "het_job_id": ident.het_job_id,
         "het_job_offset": ident.het_job_offset,
+        "job_name": ident.job_name,
+        "work_dir": ident.work_dir,
         "user": ident.user,
         "uid": ident.uid,
         "partition": ident.partition,

@@ -8,8 +8,9 @@ the readers' side simple: they open `mode=ro` and need no write access to the di
 WAL reader must create the `-shm` file). `rebuild` writes a new file beside the old one and
 renames it into place, so a reader sees the old index or the new one, never half of one.
 
-Versioned with `PRAGMA user_version`: another version is a JobIndexError saying to rebuild
-(the index holds nothing the store does not: a rebuild is the migration).
+Versioned with `PRAGMA user_version`. The writer migrates an older version in place
+(`MIGRATIONS`); any other version is a JobIndexError saying to rebuild (the index holds
+nothing the store does not, except job names from Slurm, which a rebuild keeps).
 """
 from __future__ import annotations
 
@@ -23,12 +24,21 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from efajob.errors import JobIndexError
 from efajob.report.jobfilter import JobFilter
 
-VERSION = 1
+VERSION = 2
+# Version -> the SQL that brings it to the next one, run by the writer (`efajob index update`).
+MIGRATIONS = {
+    # 2: `efajob compare` and `jobs --name` look rows up by name and user, and show the peak
+    # (rows indexed before stay without one until their directory changes or a rebuild).
+    # Retention (`efajob index prune`) weighs the store by the rows' `bytes`.
+    1: "ALTER TABLE jobs ADD COLUMN peak_gbps_per_node REAL; "
+       "ALTER TABLE jobs ADD COLUMN bytes INTEGER; "
+       "CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, user, landed DESC);",
+}
 TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
 # The columns of `efajob jobs` rows kept in the index, in table order (`findings` as JSON).
 COLUMNS = ("cluster", "job_id", "restart", "alias", "user", "account", "partition", "name",
            "state", "num_nodes", "start", "end", "elapsed_s", "tx_bytes", "rx_bytes",
-           "avg_gbps_per_node", "verdict", "findings")
+           "avg_gbps_per_node", "verdict", "findings", "peak_gbps_per_node")
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE jobs (
@@ -40,9 +50,12 @@ CREATE TABLE jobs (
     latest INTEGER NOT NULL,   -- 1: the job's newest restart (what `efajob jobs` lists)
     landed REAL NOT NULL,      -- the job directory's mtime: when its last record arrived
     job_num INTEGER NOT NULL,  -- the id's leading number, for the listing's order
+    peak_gbps_per_node REAL,   -- version 2: after the others, where a migration adds them
+    bytes INTEGER,             -- version 2: the size of the record files behind the row
     PRIMARY KEY (cluster, job_id, restart));
 CREATE INDEX jobs_recent ON jobs (latest, landed DESC);
 CREATE INDEX jobs_user ON jobs (user, landed DESC);
+CREATE INDEX jobs_name ON jobs (name, user, landed DESC);
 -- Job directories seen, with the mtime indexed; `settled` ones are not stat'ed again.
 CREATE TABLE dirs (cluster TEXT NOT NULL, job_id TEXT NOT NULL, mtime REAL NOT NULL,
                    settled INTEGER NOT NULL, PRIMARY KEY (cluster, job_id));
@@ -54,8 +67,16 @@ PRAGMA user_version = {VERSION};
 def _check_version(conn: sqlite3.Connection, path: str) -> None:
     v = conn.execute("PRAGMA user_version").fetchone()[0]
     if v != VERSION:
-        raise JobIndexError(f"job index {path} has version {v}, this efajob reads {VERSION}: "
-                            "run `efajob index rebuild`")
+        fix = "`efajob index update` migrates it" if v in MIGRATIONS else "run `efajob index rebuild`"
+        raise JobIndexError(f"job index {path} has version {v}, this efajob reads {VERSION}: {fix}")
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    v = conn.execute("PRAGMA user_version").fetchone()[0]
+    while v in MIGRATIONS:
+        with conn:
+            conn.executescript(f"BEGIN; {MIGRATIONS[v]} PRAGMA user_version = {v + 1}; COMMIT;")
+        v += 1
 
 
 def open_reader(path: str) -> sqlite3.Connection:
@@ -99,6 +120,7 @@ def open_writer(path: str) -> sqlite3.Connection:
     """The index for writing; JobIndexError if it is of another version."""
     try:
         conn = sqlite3.connect(path, timeout=TIMEOUT)
+        _migrate(conn)
         _check_version(conn, path)
         _writer_pragmas(conn)
     except sqlite3.Error as e:
@@ -122,6 +144,22 @@ def writer_lock(path: str) -> Iterator[None]:
         os.close(fd)
 
 
+def read_names(path: str) -> List[Tuple[str, str, int, str]]:
+    """(cluster, job_id, restart, name) of the named rows of the index at `path`, of any
+    version that has them (a rebuild keeps Slurm's names); [] when there is none."""
+    if not os.path.exists(path):
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{_quote(path)}?mode=ro", uri=True, timeout=TIMEOUT)
+        try:
+            return conn.execute("SELECT cluster, job_id, restart, name FROM jobs "
+                                "WHERE name IS NOT NULL").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []  # unreadable, or no such table: nothing to keep
+
+
 def get_meta(conn: sqlite3.Connection, key: str) -> Optional[str]:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return None if row is None else row[0]
@@ -131,12 +169,19 @@ def set_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
-def to_db(row: dict, *, records: int, latest: bool, landed: float) -> Tuple:
+# By name: a migrated table has its columns in another order than a new one.
+_NAMES = ", ".join('"' + c + '"' for c in COLUMNS)  # quoted: "end" is a keyword
+INSERT = (f"INSERT INTO jobs ({_NAMES}, records, latest, landed, job_num, bytes) "
+          f"VALUES ({', '.join('?' * (len(COLUMNS) + 5))})")
+
+
+def to_db(row: dict, *, records: int, latest: bool, landed: float,
+          nbytes: Optional[int] = None) -> Tuple:
     """An `efajob jobs` row (assemble.jobs_row) -> the table's values."""
     values = [row.get(c) for c in COLUMNS]
     values[COLUMNS.index("findings")] = json.dumps(row.get("findings") or [])
     num = row["job_id"].split("_")[0].split("+")[0]
-    return (*values, records, int(latest), landed, int(num) if num.isdigit() else 0)
+    return (*values, records, int(latest), landed, int(num) if num.isdigit() else 0, nbytes)
 
 
 def from_db(values: Sequence) -> dict:
@@ -153,7 +198,8 @@ def query(conn: sqlite3.Connection, flt: JobFilter, *, limit: int,
     the same rule for the scan (tests/test_jobindex.py checks both agree)."""
     where, args = ["latest = 1"], []  # type: Tuple[List[str], List[object]]
     for col, values in (("user", flt.users), ("partition", flt.partitions),
-                        ("state", flt.states), ("cluster", {cluster} if cluster else set())):
+                        ("state", flt.states), ("name", flt.names),
+                        ("cluster", {cluster} if cluster else set())):
         if values:
             where.append(f"{col} IN ({', '.join('?' * len(values))})")
             args.extend(sorted(values))

@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
 from efajob.errors import EfajobError, JobIndexError
 from efajob.index import db
+from efajob.index.names import Lookup, names_from_slurm
 
 SETTLE = 86400.0
 Progress = Callable[[int, int], None]
@@ -35,6 +36,10 @@ class UpdateStats:
     rows: int = 0          # rows written (one per restart)
     records: int = 0       # record files read
     removed: int = 0       # directories gone from the store, their rows dropped
+    named: int = 0         # rows named from Slurm (their records carry no job name)
+    kept_names: int = 0    # rows whose name a rebuild kept from the old index
+    slurm_error: Optional[str] = None  # why Slurm could not be asked for names
+    indexed: List[Tuple[str, str]] = field(default_factory=list)  # (cluster, job_id) (re)indexed
 
 
 def index_mode(cfg) -> int:
@@ -65,14 +70,19 @@ def index_dir(conn: sqlite3.Connection, cfg, cluster: str, job_id: str, mtime: f
         stats.records += len(run.paths)
         if not_yours(loaded, run):
             continue  # every record refused this writer: run it as root (docs/jobindex.md)
-        row = jobs_row(_build_from(cfg, run, loaded, time.time()))
-        if not row.get("name"):
-            row["name"] = next((r["job_name"] for r in loaded.records
-                                if isinstance(r.get("job_name"), str) and r["job_name"]), None)
-        conn.execute(f"INSERT INTO jobs VALUES ({', '.join('?' * (len(db.COLUMNS) + 4))})",
-                     db.to_db(row, records=len(run.paths), latest=restart == files.restart,
-                              landed=mtime))
+        row = jobs_row(_build_from(cfg, run, loaded, time.time()))  # name: the records' job_name
+        conn.execute(db.INSERT, db.to_db(row, records=len(run.paths),
+                                         latest=restart == files.restart,
+                                         landed=mtime, nbytes=_size(run.paths)))
         stats.rows += 1
+
+
+def _size(paths) -> Optional[int]:
+    """The record files' bytes (for retention's size bound); None if one went meanwhile."""
+    try:
+        return sum(os.stat(p).st_size for p in paths)
+    except OSError:
+        return None
 
 
 def _known(conn: sqlite3.Connection, cluster: str) -> Dict[str, Tuple[float, int]]:
@@ -124,6 +134,7 @@ def _sync(conn: sqlite3.Connection, cfg, *, full: bool, now: float,
         if seen is None or seen[0] != mtime:
             index_dir(conn, cfg, c, name, mtime, stats)
             stats.dirs_indexed += 1
+            stats.indexed.append((c, name))
         settled = int(now - mtime > SETTLE)
         conn.execute("INSERT OR REPLACE INTO dirs VALUES (?, ?, ?, ?)", (c, name, mtime, settled))
         if progress is not None and ((i + 1) % 500 == 0 or i + 1 == len(work)):
@@ -133,9 +144,38 @@ def _sync(conn: sqlite3.Connection, cfg, *, full: bool, now: float,
     return stats
 
 
+def _name_from_slurm(conn: sqlite3.Connection, stats: UpdateStats,
+                     lookup: Optional[Lookup]) -> None:
+    """Name the rows indexed in this run whose records carry no job name, from Slurm
+    (index/names.py): one query per run, only when such rows exist."""
+    if lookup is None or not stats.indexed:
+        return
+    rows = []
+    for c, job_id in stats.indexed:
+        rows += conn.execute("SELECT cluster, job_id, user FROM jobs WHERE cluster = ? AND "
+                             "job_id = ? AND name IS NULL", (c, job_id)).fetchall()
+    found, stats.slurm_error = names_from_slurm(sorted(set(rows)), lookup)
+    for (c, job_id), name in sorted(found.items()):
+        cur = conn.execute("UPDATE jobs SET name = ? WHERE cluster = ? AND job_id = ? AND "
+                           "name IS NULL", (name, c, job_id))
+        stats.named += cur.rowcount
+
+
+def _keep_names(conn: sqlite3.Connection, old: str, stats: UpdateStats) -> None:
+    """A rebuild keeps the names the old index had from Slurm: the records do not carry
+    them, and slurmctld forgets a job minutes after it ends."""
+    named = db.read_names(old)
+    for c, job_id, restart, name in named:
+        cur = conn.execute("UPDATE jobs SET name = ? WHERE cluster = ? AND job_id = ? AND "
+                           "restart = ? AND name IS NULL", (name, c, job_id, restart))
+        stats.kept_names += cur.rowcount
+
+
 def update(cfg, *, full: bool = False, now: Optional[float] = None,
-           progress: Optional[Progress] = None) -> UpdateStats:
-    """Index what landed since the last run (creating the index if there is none)."""
+           progress: Optional[Progress] = None, names: Optional[Lookup] = None) -> UpdateStats:
+    """Index what landed since the last run (creating the index if there is none). `names`:
+    where the names of jobs whose records carry none come from (names.scontrol_lookup), or
+    None not to ask."""
     path = cfg.job_index_path
     now = time.time() if now is None else now
     with db.writer_lock(path):
@@ -147,14 +187,17 @@ def update(cfg, *, full: bool = False, now: Optional[float] = None,
                                     f"{db.get_meta(conn, 'store')}, not {cfg.store}: "
                                     "`efajob index rebuild` starts it afresh")
             with conn:  # one transaction: a reader sees the run's rows all at once
-                return _sync(conn, cfg, full=full, now=now, progress=progress)
+                stats = _sync(conn, cfg, full=full, now=now, progress=progress)
+                _name_from_slurm(conn, stats, names)
+                return stats
         finally:
             conn.close()
 
 
-def rebuild(cfg, *, now: Optional[float] = None,
-            progress: Optional[Progress] = None) -> UpdateStats:
-    """A new index of the whole store, renamed over the old one when complete."""
+def rebuild(cfg, *, now: Optional[float] = None, progress: Optional[Progress] = None,
+            names: Optional[Lookup] = None) -> UpdateStats:
+    """A new index of the whole store, renamed over the old one when complete; it keeps the
+    old index's job names (from Slurm) and asks Slurm (`names`) for the rest."""
     path = cfg.job_index_path
     now = time.time() if now is None else now
     tmp = f"{path}.new-{os.getpid()}"
@@ -164,6 +207,8 @@ def rebuild(cfg, *, now: Optional[float] = None,
         try:
             with conn:
                 stats = _sync(conn, cfg, full=True, now=now, progress=progress)
+                _keep_names(conn, path, stats)
+                _name_from_slurm(conn, stats, names)
             conn.close()
             os.replace(tmp, path)
         except BaseException:

@@ -185,8 +185,10 @@ def jobs_row(r) -> dict:
     """An `efajob jobs` row: job_summary plus what `jobs` filters on (partition, account) and
     the job's name when Slurm or the records give one. Not in job_summary: the dashboard's
     rows go out with only `user` blanked under private_records."""
-    m = r.meta
-    return dict(job_summary(r), partition=m.partition, account=m.account, name=m.name)
+    m, o = r.meta, r.overall
+    peaks = [v for v in (o.peak_tx_gbps, o.peak_rx_gbps) if v is not None]
+    return dict(job_summary(r), partition=m.partition, account=m.account, name=m.name,
+                peak_gbps_per_node=round(max(peaks), 3) if peaks else None)
 
 
 def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,

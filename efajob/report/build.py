@@ -179,6 +179,7 @@ def derive_state(records: Sequence[Mapping[str, Any]], running: bool) -> Optiona
 def meta_from_records(job_id: str, cluster: str, restart: int,
                       records: Sequence[Mapping[str, Any]], running: bool) -> JobMeta:
     m = JobMeta(job_id=job_id, cluster=cluster, restart=restart)
+    m.name = _first(nonempty(r.get("job_name")) for r in records)
     m.user = _first(nonempty(r.get("user")) for r in records)
     m.account = _first(nonempty(r.get("account")) for r in records)
     m.partition = _first(nonempty(r.get("partition")) for r in records)

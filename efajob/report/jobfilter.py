@@ -1,4 +1,4 @@
-"""`efajob jobs` filters as sacct takes them: users, partitions, states (Slurm's names and
+"""`efajob jobs` filters as sacct takes them: users, partitions, job names, states (Slurm's names and
 abbreviations), a time window (`-S/-E`, sacct's time forms). Pure: parsing raises UsageError
 (an unknown state or a bad time is an error, never silently zero rows), `JobFilter.match`
 judges one `efajob jobs` row, and efajob/index/db.py turns the same filter into SQL.
@@ -92,6 +92,7 @@ class JobFilter:
     users: FrozenSet[str] = frozenset()
     partitions: FrozenSet[str] = frozenset()
     states: FrozenSet[str] = frozenset()
+    names: FrozenSet[str] = frozenset()  # Slurm's job names, exact (as sacct --name)
     start: Optional[float] = None
     end: Optional[float] = None
 
@@ -101,6 +102,8 @@ class JobFilter:
         if self.partitions and row.get("partition") not in self.partitions:
             return False
         if self.states and (row.get("state") or "").upper() not in self.states:
+            return False
+        if self.names and row.get("name") not in self.names:
             return False
         began, ended = row.get("start"), row.get("end")
         if self.start is not None and ended is not None and ended < self.start:

@@ -22,6 +22,7 @@ from efajob.sim.layout import DEVICE_COUNTERS, PORT_COUNTERS
 T0 = 1714557600.0  # 2024-05-01 10:00 UTC
 USERS = ("alice", "bob", "carol", "dave")
 PARTITIONS = ("gpu", "gpu-long")
+NAMES = ("pretrain", "finetune", "eval")  # job i's name: NAMES[i % 3]
 # Every FAIL_EVERY-th job exits 1:0 (FAILED); the others COMPLETED.
 FAIL_EVERY = 5
 STATUS_DEVICES = 32
@@ -39,6 +40,7 @@ class SimJob:
     end: float
     landed: float
     hosts: Tuple[str, ...]
+    name: str = ""
 
 
 def job_spec(i: int, *, nodes_per_job: int = 2, first_id: int = 1000) -> SimJob:
@@ -48,7 +50,8 @@ def job_spec(i: int, *, nodes_per_job: int = 2, first_id: int = 1000) -> SimJob:
                   partition=PARTITIONS[(i // 2) % len(PARTITIONS)],
                   state="FAILED" if i % FAIL_EVERY == FAIL_EVERY - 1 else "COMPLETED",
                   start=start, end=start + 45.0, landed=start + 50.0,
-                  hosts=tuple(f"n{(i + k) % 4096}" for k in range(nodes_per_job)))
+                  hosts=tuple(f"n{(i + k) % 4096}" for k in range(nodes_per_job)),
+                  name=NAMES[i % len(NAMES)])
 
 
 def _template(cluster: str) -> dict:
@@ -76,7 +79,8 @@ def job_records(template: dict, job: SimJob) -> List[dict]:
         rec = dict(template, job_id=job.job_id, key=job.job_id, host=host, user=job.user,
                    partition=job.partition, nodelist=",".join(job.hosts),
                    num_nodes=len(job.hosts), start=job.start, end=job.end,
-                   exit_code="1:0" if job.state == "FAILED" else "0:0")
+                   exit_code="1:0" if job.state == "FAILED" else "0:0",
+                   job_name=job.name or None, work_dir=f"/home/{job.user}/{job.name}")
         out.append(rec)
     return out
 

@@ -369,6 +369,14 @@ class CommandBackend:
         # Gone from slurmctld (MinJobAge): ask accounting, if there is any.
         return self.accounting_job(job_id)
 
+    def all_jobs(self) -> List[JobInfo]:
+        """Every job slurmctld still holds (running, and finished ones for MinJobAge): one
+        RPC however many jobs are asked about, for the head node's index update."""
+        p = self._cmd(["scontrol", "-o", "show", "job"])
+        if p.returncode != 0:
+            raise _failed("scontrol show job", p)
+        return parse_scontrol_job(p.stdout)  # "No jobs in the system": no JobId= line, []
+
     def accounting_job(self, job_id: str) -> Optional[JobInfo]:
         p = self._cmd(["sacct", "-j", job_id, "--json"])
         if p.returncode != 0:

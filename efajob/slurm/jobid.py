@@ -95,6 +95,10 @@ class JobIdentity:
     # SLURM_JOB_START_TIME (wall only, Slurm 23.02+).
     start_wall: Optional[float] = None
     start_mono: Optional[float] = None
+    # SLURM_JOB_NAME (set in the slurmctld hooks; slurmd's Prolog/Epilog of 22.05 lack it) and
+    # SLURM_JOB_WORK_DIR (slurmd's hooks have it): for `efajob compare` (same name, same user).
+    job_name: Optional[str] = None
+    work_dir: Optional[str] = None
 
     @property
     def key(self) -> str:

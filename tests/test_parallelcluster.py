@@ -179,13 +179,17 @@ def test_a_node_without_efa_is_left_alone(tmp_path, wheel, kind):
 
 def test_head_node_gets_store_config_and_dashboard_unit_twice_the_same(tmp_path, wheel, venv):
     root = tmp_path / "root"
-    p = run("head", root, "--wheel", wheel, venv=venv)
+    p = run("head", root, "--wheel", wheel, "--prometheus", venv=venv)
     store = root / "opt/parallelcluster/shared/efajob"
     assert store.is_dir() and stat.S_IMODE(store.stat().st_mode) == 0o755
     files = tree(root)
     assert DASH_UNIT in files and NODE_UNIT not in files and not any(h in files for h in HOOKS)
     assert "skipped: CloudWatch dashboard (no --cloudwatch)" in p.stderr
-    run("head", root, "--wheel", wheel, venv=venv)
+    assert (root / "etc/cron.d/efajob-prometheus-targets").read_text().splitlines()[1] == (
+        f"* * * * * root {venv}/bin/efajob prometheus targets --config /etc/efajob/config.toml "
+        "--out /etc/prometheus/efajob-targets.json >/dev/null 2>&1")
+    assert "skipped: first /etc/prometheus/efajob-targets.json (--root)" in p.stderr
+    run("head", root, "--wheel", wheel, "--prometheus", venv=venv)
     assert tree(root) == files
 
 

@@ -8,7 +8,8 @@
 #          the Slurm hooks in <slurm-etc>/scripts/{prolog,epilog}.d and the node daemon's unit.
 #          A CPU node or a GPU node without EFA is left alone (one log line says so).
 # head:    efajob into its virtualenv, the config, the job store on the shared path, the
-#          dashboard's unit; with --cloudwatch, the CloudWatch dashboard, put in the background.
+#          dashboard's unit; with --prometheus, the scrape targets; with --cloudwatch, the
+#          CloudWatch dashboard, put in the background.
 #
 # Never fatal to the node's bootstrap: ParallelCluster fails the node (and cluster creation)
 # when this script exits non-zero, so every step logs its failure, the steps that depend on it
@@ -26,8 +27,10 @@
 #                        [/opt/parallelcluster/shared]
 #   --slurm-etc DIR      Slurm's etc dir; hooks go to DIR/scripts [/opt/slurm/etc]
 #   --cluster NAME       the cluster name in records [Slurm's ClusterName]
-#   --prometheus         turn the node exporter on, bound to 0.0.0.0:9814 (the head node's
-#                        Prometheus scrapes it; keep the port inside the cluster's security group)
+#   --prometheus         compute: turn the node exporter on, bound to 0.0.0.0:9814 (the head
+#                        node's Prometheus scrapes it; keep the port inside the cluster's
+#                        security group); head: write /etc/prometheus/efajob-targets.json from
+#                        Slurm's node list, and a cron job that keeps it current
 #   --cloudwatch         publish node metrics to CloudWatch (compute) and put the CloudWatch
 #                        dashboard (head); needs the IAM policies in this directory
 #   --region R           CloudWatch region [the node's, from the instance metadata]
@@ -44,6 +47,7 @@ EFA_VENDOR=0x1d0f
 PIP_TIMEOUT=600     # seconds: a wheel and its dependencies from a reachable index take < 60
 S3_TIMEOUT=300
 CMD_TIMEOUT=120     # efajob install ... writes a few files
+TARGETS=/etc/prometheus/efajob-targets.json
 
 ROLE="" WHEEL="" INDEX_URL="" VERSION="" VENV="" PYTHON=python3
 SHARED=/opt/parallelcluster/shared SLURM_ETC=/opt/slurm/etc CLUSTER="" PROMETHEUS=0
@@ -279,6 +283,29 @@ cloudwatch_dashboard_in_background() {
     log "CloudWatch dashboard: being put in the background (pid $!); its result goes to $LOG"
 }
 
+prometheus_targets() {
+    # The node exporters for the head node's Prometheus (slurm/prometheus/), rewritten every
+    # minute from cron: dynamic nodes come and go. Not run under --root (no Slurm there).
+    local cron
+    cron=$(r /etc/cron.d/efajob-prometheus-targets)
+    if mkdir -p "$(dirname "$cron")" "$(r "$(dirname "$TARGETS")")" &&
+            printf '%s\n' "# Written by $SCRIPT_NAME.sh: Prometheus targets from Slurm (docs/prometheus.md)." \
+                "* * * * * root $VENV/bin/efajob prometheus targets --config $CONFIG --out $TARGETS >/dev/null 2>&1" \
+                >"$cron.tmp.$$" && mv -f "$cron.tmp.$$" "$cron"; then
+        done_ "cron job for $TARGETS"
+    else
+        rm -f "$cron.tmp.$$"
+        skip "cron job for $TARGETS (cannot write $cron)"
+    fi
+    if [ -n "$ROOT" ]; then
+        skip "first $TARGETS (--root)"
+    elif efajob prometheus targets --config "$CONFIG" --out "$TARGETS"; then
+        done_ "$TARGETS"
+    else
+        skip "first $TARGETS (cron tries again every minute)"
+    fi
+}
+
 # --- the roles ------------------------------------------------------------------------------
 package_and_config() {
     if ! install_package; then
@@ -334,6 +361,11 @@ run_head() {
         enable_unit efajob-dashboard.service
     else
         skip "dashboard unit"
+    fi
+    if [ "$PROMETHEUS" = 1 ]; then
+        prometheus_targets
+    else
+        skip "Prometheus targets (no --prometheus)"
     fi
     if [ "$CLOUDWATCH" = 1 ]; then
         cloudwatch_dashboard_in_background

@@ -306,8 +306,9 @@ PC_DIR = os.path.join(REPO, "slurm", "parallelcluster")
 # more than the least privilege.
 IAM_ACTIONS = {"put_metric_data": "cloudwatch:PutMetricData", "put_log_events": "logs:PutLogEvents",
                "create_log_group": "logs:CreateLogGroup", "create_log_stream": "logs:CreateLogStream",
-               "put_dashboard": "cloudwatch:PutDashboard"}
-HEAD_ONLY = {"cloudwatch:PutDashboard"}
+               "put_dashboard": "cloudwatch:PutDashboard",
+               "put_metric_alarm": "cloudwatch:PutMetricAlarm"}
+HEAD_ONLY = {"cloudwatch:PutDashboard", "cloudwatch:PutMetricAlarm"}
 
 
 def aws_calls_in_code():
@@ -348,6 +349,8 @@ def test_iam_policies_grant_exactly_the_calls_efajob_makes():
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": "EFAJob"}}
     (dash,) = [s for s in head_doc["Statement"] if s["Action"] == "cloudwatch:PutDashboard"]
     assert dash["Resource"] == "arn:aws:cloudwatch::*:dashboard/efajob-*"
+    (alarm,) = [s for s in head_doc["Statement"] if s["Action"] == "cloudwatch:PutMetricAlarm"]
+    assert alarm["Resource"] == "arn:aws:cloudwatch:*:*:alarm:efajob-*"
 
 
 def test_the_cluster_config_snippet_runs_the_script_with_arguments_it_accepts(tmp_path, wheel, venv):

@@ -392,3 +392,53 @@ def test_upload_builds_the_wheel_and_copies_it_and_the_script(tmp_path):
     assert calls.read_text().splitlines() == [
         f"s3 cp --only-show-errors {whl} s3://b1/efajob/efajob-0.1.0-py3-none-any.whl",
         f"s3 cp --only-show-errors {SCRIPT} s3://b1/efajob/efajob-node-configured.sh"]
+
+
+@pytest.mark.slurm
+def test_the_hooks_the_script_installs_run_jobs_under_a_real_slurm(tmp_path, wheel, venv):
+    """The one-host Slurm harness with its prolog.d/epilog.d being what the script wrote (on
+    a fake root, with the harness's config via --config, the package from the session's
+    wheel): a two-node job leaves a record from each node in the job store."""
+    import shutil
+
+    import slurm_cluster as sc
+
+    require("root", os.geteuid() == 0, "slurmd runs the test jobs and hooks as root")
+    if sc.missing_binaries() and not shutil.which("apt-get"):
+        require("Slurm", False, f"missing {', '.join(sc.missing_binaries())}")
+
+    class Cluster(sc.SlurmCluster):
+        def install_hooks(self):
+            pc = self.lay.p("pcroot")
+            build_node(os.path.join(pc, "sys"), "p5.48xlarge", device_limit=2)
+            # The script checks the config under its root; the wrappers name the node path,
+            # which on this host is the harness's own config.
+            conf_copy = os.path.join(pc, self.lay.efajob_conf.lstrip("/"))
+            os.makedirs(os.path.dirname(conf_copy))
+            shutil.copy(self.lay.efajob_conf, conf_copy)
+            p = run("compute", pc, "--wheel", wheel, "--config", self.lay.efajob_conf,
+                    "--slurm-etc", "/opt/slurm/etc", venv=venv)
+            assert "done: Slurm hooks" in p.stderr, p.stderr
+            os.makedirs(self.lay.scripts, exist_ok=True)
+            for kind in ("prolog.d", "epilog.d"):
+                os.symlink(os.path.join(pc, "opt/slurm/etc/scripts", kind),
+                           os.path.join(self.lay.scripts, kind))
+
+    c = Cluster(str(tmp_path / "slurm"), nodes=2, alloc=True, interval=0.2)
+    try:
+        try:
+            c.start()
+        except sc.HarnessError as e:
+            if sc.missing_binaries():
+                require("Slurm", False, str(e))
+            raise
+        with open(os.path.join(c.lay.scripts, "prolog.d", "00_efajob")) as f:
+            assert f"PY={venv}/bin/python3" in f.read()
+        job = c.sbatch("-N2", wrap="sleep 1")
+        assert c.wait_done(job) == "COMPLETED", c.diagnostics(job)
+        recs = c.wait_records(job, c.nodes)
+        assert sorted(recs) == ["n1", "n2"]
+        assert all(r["job_id"] == job for r in recs.values())
+        assert c.node_states() == {"n1": "idle", "n2": "idle"}
+    finally:
+        c.stop()

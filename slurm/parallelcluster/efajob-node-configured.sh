@@ -27,6 +27,9 @@
 #                        [/opt/parallelcluster/shared]
 #   --slurm-etc DIR      Slurm's etc dir; hooks go to DIR/scripts [/opt/slurm/etc]
 #   --cluster NAME       the cluster name in records [Slurm's ClusterName]
+#   --config FILE        use this existing config (e.g. one on the shared filesystem for every
+#                        node) instead of writing /etc/efajob/config.toml; the hooks and units
+#                        name it; the options that shape the written config are then ignored
 #   --prometheus         compute: turn the node exporter on, bound to 0.0.0.0:9814 (the head
 #                        node's Prometheus scrapes it; keep the port inside the cluster's
 #                        security group); head: write /etc/prometheus/efajob-targets.json from
@@ -49,7 +52,7 @@ S3_TIMEOUT=300
 CMD_TIMEOUT=120     # efajob install ... writes a few files
 TARGETS=/etc/prometheus/efajob-targets.json
 
-ROLE="" WHEEL="" INDEX_URL="" VERSION="" VENV="" PYTHON=python3
+ROLE="" WHEEL="" INDEX_URL="" VERSION="" VENV="" PYTHON=python3 OWN_CONFIG=0
 SHARED=/opt/parallelcluster/shared SLURM_ETC=/opt/slurm/etc CLUSTER="" PROMETHEUS=0
 CLOUDWATCH=0 REGION="" LOG="" ROOT="" IN_BACKGROUND=0
 DONE=() SKIPPED=()
@@ -96,6 +99,7 @@ parse_args() {
             --shared) SHARED=$2; shift ;;
             --slurm-etc) SLURM_ETC=$2; shift ;;
             --cluster) CLUSTER=$2; shift ;;
+            --config) CONFIG=$2; OWN_CONFIG=1; shift ;;
             --prometheus) PROMETHEUS=1 ;;
             --cloudwatch) CLOUDWATCH=1 ;;
             --region) REGION=$2; shift ;;
@@ -219,6 +223,11 @@ render_config() {
 write_config() {
     local path tmp
     path=$(r "$CONFIG")
+    if [ "$OWN_CONFIG" = 1 ]; then
+        [ -f "$path" ] || { log "--config $CONFIG: no such file"; return 1; }
+        log "using the config $CONFIG (--config)"
+        return 0
+    fi
     if [ -f "$path" ] && [ "$(head -n 1 "$path")" != "$CONFIG_MARK" ]; then
         log "$CONFIG exists and was not written by this script: kept as it is"
         return 0
@@ -378,7 +387,7 @@ main() {
     if ! parse_args "$@"; then
         ROLE=${ROLE:-?}
         LOG=${LOG:-$(r /var/log/efajob-bootstrap.log)}
-        log "usage: $0 compute|head (--wheel URL|PATH | --index-url URL [--version V]) [--venv DIR] [--python PATH] [--shared DIR] [--slurm-etc DIR] [--cluster NAME] [--prometheus] [--cloudwatch] [--region R] [--log FILE] [--root DIR]; got: $*"
+        log "usage: $0 compute|head (--wheel URL|PATH | --index-url URL [--version V]) [--venv DIR] [--python PATH] [--shared DIR] [--slurm-etc DIR] [--cluster NAME] [--config FILE] [--prometheus] [--cloudwatch] [--region R] [--log FILE] [--root DIR]; got: $*"
         log "nothing done"
         return
     fi

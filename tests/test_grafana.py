@@ -68,6 +68,7 @@ def test_every_query_names_series_and_labels_the_exporter_serves(tmp_path):
     check_names("efajob_job_active", live)  # the job_id variable's query
 
 
+@pytest.mark.prometheus
 def test_every_query_parses(tmp_path):
     # promtool parses PromQL only in rule files: each query as a recording rule.
     promtool = require_binary("promtool")

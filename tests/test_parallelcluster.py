@@ -22,7 +22,8 @@ import pytest
 from conftest import require, wait_until
 from efajob.sim.tree import build_node
 
-pytestmark = pytest.mark.integration
+# Tests that build the wheel, make virtualenvs or start servers; the rest are unit tests.
+integration = pytest.mark.integration
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "slurm", "parallelcluster", "efajob-node-configured.sh")
@@ -111,6 +112,7 @@ def p5_root(tmp_path):
     return root
 
 
+@integration
 def test_p5_compute_node_gets_package_config_hooks_and_unit_and_a_second_run_changes_nothing(
         tmp_path, wheel, venv):
     root = p5_root(tmp_path)
@@ -140,6 +142,7 @@ def test_p5_compute_node_gets_package_config_hooks_and_unit_and_a_second_run_cha
     assert second.stderr.splitlines()[-1] == first.stderr.splitlines()[-1]
 
 
+@integration
 def test_an_edited_config_is_kept(tmp_path, wheel, venv):
     root = p5_root(tmp_path)
     (root / "etc/efajob").mkdir(parents=True)
@@ -150,6 +153,7 @@ def test_an_edited_config_is_kept(tmp_path, wheel, venv):
     assert all(os.path.exists(root / h) for h in HOOKS)
 
 
+@integration
 @pytest.mark.parametrize("kind", ["cpu", "gpu-without-efa"])
 def test_a_node_without_efa_is_left_alone(tmp_path, wheel, kind):
     root = tmp_path / "root"
@@ -177,6 +181,7 @@ def test_a_node_without_efa_is_left_alone(tmp_path, wheel, kind):
         assert not (root / "opt/efajob/venv").exists()
 
 
+@integration
 def test_head_node_gets_store_config_and_dashboard_unit_twice_the_same(tmp_path, wheel, venv):
     root = tmp_path / "root"
     p = run("head", root, "--wheel", wheel, "--prometheus", venv=venv)
@@ -193,6 +198,8 @@ def test_head_node_gets_store_config_and_dashboard_unit_twice_the_same(tmp_path,
     assert tree(root) == files
 
 
+@integration
+@pytest.mark.moto
 def test_head_node_puts_the_cloudwatch_dashboard_in_the_background(tmp_path, wheel, venv):
     from tests.test_cw_moto import MotoServer
 
@@ -217,6 +224,7 @@ def test_head_node_puts_the_cloudwatch_dashboard_in_the_background(tmp_path, whe
         server.stop()
 
 
+@integration
 def test_cloudwatch_unreachable_is_logged_in_the_background(tmp_path, wheel, venv):
     root = tmp_path / "root"
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "testing",
@@ -227,6 +235,7 @@ def test_cloudwatch_unreachable_is_logged_in_the_background(tmp_path, wheel, ven
     assert "failed: CloudWatch dashboard: " in log_of(root)
 
 
+@integration
 def test_a_dead_package_index_skips_everything_after_it_and_exits_0(tmp_path):
     root = p5_root(tmp_path)
     # A fresh venv made by the script; its pip asks a port nobody listens on.
@@ -249,6 +258,7 @@ def fake_aws(tmp_path, body):
     return {"PATH": f"{bindir}:{os.environ['PATH']}"}
 
 
+@integration
 def test_s3_unreachable_is_logged_and_exits_0(tmp_path, venv):
     root = p5_root(tmp_path)
     env = fake_aws(tmp_path, 'echo "fatal error: Could not connect to the endpoint URL" >&2\n'
@@ -261,6 +271,7 @@ def test_s3_unreachable_is_logged_and_exits_0(tmp_path, venv):
     assert "skipped: efajob package" in p.stderr and not (root / HOOKS[0]).exists()
 
 
+@integration
 def test_the_wheel_from_s3_is_installed(tmp_path, wheel, venv):
     root = p5_root(tmp_path)
     # `aws s3 cp s3://bucket/KEY DEST` copies the session's wheel (any key).
@@ -272,6 +283,7 @@ def test_the_wheel_from_s3_is_installed(tmp_path, wheel, venv):
     assert all((root / h).is_file() for h in HOOKS)
 
 
+@integration
 def test_a_read_only_slurm_dir_skips_the_hooks_only(tmp_path, wheel, venv):
     from conftest import mount_tmpfs
 
@@ -353,6 +365,7 @@ def test_iam_policies_grant_exactly_the_calls_efajob_makes():
     assert alarm["Resource"] == "arn:aws:cloudwatch:*:*:alarm:efajob-*"
 
 
+@integration
 def test_the_cluster_config_snippet_runs_the_script_with_arguments_it_accepts(tmp_path, wheel, venv):
     try:
         import yaml
@@ -375,6 +388,7 @@ def test_the_cluster_config_snippet_runs_the_script_with_arguments_it_accepts(tm
     assert '[prometheus]' in (root / CONFIG).read_text()
 
 
+@integration
 def test_upload_builds_the_wheel_and_copies_it_and_the_script(tmp_path):
     calls = tmp_path / "calls"
     env = fake_aws(tmp_path, f'echo "$@" >> {calls}\n')
@@ -394,6 +408,7 @@ def test_upload_builds_the_wheel_and_copies_it_and_the_script(tmp_path):
         f"s3 cp --only-show-errors {SCRIPT} s3://b1/efajob/efajob-node-configured.sh"]
 
 
+@integration
 @pytest.mark.slurm
 def test_the_hooks_the_script_installs_run_jobs_under_a_real_slurm(tmp_path, wheel, venv):
     """The one-host Slurm harness with its prolog.d/epilog.d being what the script wrote (on
@@ -442,3 +457,10 @@ def test_the_hooks_the_script_installs_run_jobs_under_a_real_slurm(tmp_path, whe
         assert c.node_states() == {"n1": "idle", "n2": "idle"}
     finally:
         c.stop()
+
+
+def test_deploy_md_shows_the_snippet_as_shipped():
+    with open(os.path.join(REPO, "docs", "deploy.md")) as f:
+        doc = f.read()
+    with open(os.path.join(PC_DIR, "cluster-config-snippet.yaml")) as f:
+        assert "```yaml\n" + f.read() + "```\n" in doc

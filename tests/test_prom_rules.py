@@ -70,6 +70,7 @@ def test_rule_tests_feed_series_the_exporter_really_serves(live):
     assert n > 40
 
 
+@pytest.mark.prometheus
 def test_promtool_checks_the_rules_and_runs_their_tests():
     promtool = require_binary("promtool")
     for argv in ([promtool, "check", "rules", RULES], [promtool, "test", "rules", RULE_TESTS]):
@@ -78,6 +79,7 @@ def test_promtool_checks_the_rules_and_runs_their_tests():
         assert "SUCCESS" in p.stdout
 
 
+@pytest.mark.prometheus
 def test_promtool_finds_a_broken_rule(tmp_path):
     # The rule tests can fail: the same tests against a rule file whose drop threshold is off.
     promtool = require_binary("promtool")
@@ -101,6 +103,7 @@ def test_scrape_config_names_the_job_and_files_the_rules_use():
     assert job["file_sd_configs"][0]["files"] == ["/etc/prometheus/efajob-targets.json"]
 
 
+@pytest.mark.prometheus
 def test_promtool_checks_the_scrape_config(tmp_path):
     promtool = require_binary("promtool")
     doc = load_yaml(os.path.join(PROM_DIR, "prometheus-efajob.yml"))

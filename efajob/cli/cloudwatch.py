@@ -1,4 +1,5 @@
-"""`efajob cloudwatch dashboard|cost`: the CloudWatch dashboard and the price of the config."""
+"""`efajob cloudwatch dashboard|alarms|cost`: the CloudWatch dashboard, the alarms, and the
+price of the config."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ from efajob.errors import SinkError, UsageError
 
 @click.group("cloudwatch")
 def cloudwatch() -> None:
-    """CloudWatch: put the dashboard, estimate what the [cloudwatch] config costs.
+    """CloudWatch: put the dashboard and the alarms, estimate what the [cloudwatch] config
+    costs.
 
     The node daemon publishes when `[cloudwatch] enabled = true` (docs/cloudwatch.md).
     """
@@ -115,3 +117,50 @@ def cost(config_path: Optional[str], nodes: int, instance_type: Optional[str],
         click.echo(json.dumps(est.to_dict(), indent=2))
     else:
         click.echo(render_cost(est), nl=False)
+
+
+@cloudwatch.command()
+@config_option
+@click.option("--cluster", help="Cluster name (default: config `cluster`).")
+@click.option("--region", help="Region of the metrics (default: [cloudwatch] region, "
+                               "$AWS_REGION, else IMDS).")
+@click.option("--action", "actions", multiple=True, metavar="ARN",
+              help="Notify this ARN (an SNS topic) when an alarm fires; repeatable.")
+@click.option("--dry-run", is_flag=True, help="Print the alarms (PutMetricAlarm arguments, JSON) "
+              "and their cost instead of putting them.")
+@handle_errors
+def alarms(config_path: Optional[str], cluster: Optional[str], region: Optional[str],
+           actions: tuple, dry_run: bool) -> None:
+    """Put CloudWatch alarms on the cluster's published EFA metrics (optional: nothing
+    creates them unless this runs).
+
+    Receive drops, the drop ratio and the SRD retransmit ratio, on the ClusterName metrics,
+    with the config's [thresholds]: four alarms, $0.70 a month at standard resolution. Alarms
+    of the same name are replaced. The other conditions (errors per node, devices, the
+    daemon, jobs) are the Prometheus rules' (docs/prometheus.md).
+    """
+    from efajob.config import validate_name
+    from efajob.sinks.cloudwatch.alarms import build_alarms, render_cost
+
+    cfg = get_config(config_path)
+    if cluster:
+        from dataclasses import replace
+
+        cfg = replace(cfg, cluster=validate_name("cluster", cluster))
+    specs = build_alarms(cluster=cfg.cluster, namespace=cfg.cloudwatch.namespace,
+                         thresholds=cfg.thresholds, actions=actions)
+    if dry_run:
+        click.echo(json.dumps(specs, indent=2))
+        click.echo(render_cost(specs), nl=False)
+        return
+    region = _region(cfg, region)
+    from efajob.sinks.cloudwatch.client import make_client
+
+    client = make_client(cfg, region, "cloudwatch")
+    for spec in specs:
+        try:
+            client.put_metric_alarm(**spec)
+        except Exception as e:  # botocore: no credentials, endpoint down, validation
+            raise SinkError(f"PutMetricAlarm {spec['AlarmName']} failed: {e}") from None
+        click.echo(f"alarm {spec['AlarmName']} put in {region}")
+    click.echo(render_cost(specs), nl=False)

@@ -50,8 +50,10 @@ def _register() -> None:
     main.add_command(jobs)
     main.add_command(demo)
     from efajob.cli.cloudwatch import cloudwatch
+    from efajob.cli.prometheus import prometheus
 
     main.add_command(cloudwatch)
+    main.add_command(prometheus)
     from efajob.cli.dashboard import dashboard
 
     main.add_command(dashboard)

@@ -164,7 +164,7 @@ def test_version_store_and_absence_fall_back_with_a_warning(cfg, tmp_path):
     conn.close()
     warned.clear()
     assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"
-    assert "has version 99, this efajob reads 1: run `efajob index rebuild`" in warned[0]
+    assert f"has version 99, this efajob reads {db.VERSION}: run `efajob index rebuild`" in warned[0]
     with pytest.raises(JobIndexError, match="version 99"):
         update(cfg, now=NOW)
     rebuild(cfg, now=NOW)  # the migration is a rebuild

@@ -58,6 +58,9 @@ def _register() -> None:
     from efajob.cli.index import index
 
     main.add_command(index)
+    from efajob.cli.fabric import nodes
+
+    main.add_command(nodes)
 
 
 _register()

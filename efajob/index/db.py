@@ -23,7 +23,8 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from efajob.errors import JobIndexError
 from efajob.report.jobfilter import JobFilter
 
-VERSION = 1
+# 2: the node_jobs table (efajob nodes). A rebuild is the migration, as for any version.
+VERSION = 2
 TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
 # The columns of `efajob jobs` rows kept in the index, in table order (`findings` as JSON).
 COLUMNS = ("cluster", "job_id", "restart", "alias", "user", "account", "partition", "name",
@@ -47,6 +48,12 @@ CREATE INDEX jobs_user ON jobs (user, landed DESC);
 CREATE TABLE dirs (cluster TEXT NOT NULL, job_id TEXT NOT NULL, mtime REAL NOT NULL,
                    settled INTEGER NOT NULL, PRIMARY KEY (cluster, job_id));
 CREATE INDEX dirs_open ON dirs (settled);
+-- One row per node per job run: the finding codes (warning, critical) the job's report put on
+-- that node, for `efajob nodes` (efajob/fabric/, docs/fabric.md). `codes` space-separated.
+CREATE TABLE node_jobs (cluster TEXT NOT NULL, node TEXT NOT NULL, job_id TEXT NOT NULL,
+                        restart INTEGER NOT NULL, "end" REAL, num_nodes INTEGER,
+                        codes TEXT NOT NULL, PRIMARY KEY (cluster, job_id, restart, node));
+CREATE INDEX node_jobs_end ON node_jobs ("end");
 PRAGMA user_version = {VERSION};
 """
 
@@ -171,5 +178,27 @@ def query(conn: sqlite3.Connection, flt: JobFilter, *, limit: int,
            "ORDER BY landed DESC, cluster, job_num, job_id LIMIT ?")
     try:
         return [from_db(v) for v in conn.execute(sql, (*args, limit))]
+    except sqlite3.Error as e:
+        raise JobIndexError(f"job index query failed: {e}") from None
+
+
+NODE_JOB_COLUMNS = ("cluster", "node", "job_id", "restart", "end", "num_nodes", "codes")
+
+
+def query_node_jobs(conn: sqlite3.Connection, *, since: Optional[float] = None,
+                    cluster: Optional[str] = None) -> List[Tuple]:
+    """node_jobs rows (NODE_JOB_COLUMNS, codes a space-separated string) of the runs that ended
+    at or after `since` (or whose end is unknown)."""
+    where, args = ["1"], []  # type: Tuple[List[str], List[object]]
+    if since is not None:
+        where.append('("end" IS NULL OR "end" >= ?)')
+        args.append(since)
+    if cluster:
+        where.append("cluster = ?")
+        args.append(cluster)
+    cols = ", ".join(f'"{c}"' for c in NODE_JOB_COLUMNS)
+    try:
+        return conn.execute(f"SELECT {cols} FROM node_jobs WHERE {' AND '.join(where)}",
+                            args).fetchall()
     except sqlite3.Error as e:
         raise JobIndexError(f"job index query failed: {e}") from None

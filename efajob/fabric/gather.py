@@ -1,0 +1,138 @@
+"""What `efajob nodes` scores, read: node-job rows from the job index (a single query) or, without
+one, from a scan of the store (a report built per job, as `index rebuild` does); and each
+node's daemon baseline from its status file. Thin I/O around pure parsing (`parse_baseline`).
+Library code: raises, warns through a callback.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
+
+from efajob.errors import EfajobError, JobIndexError
+from efajob.fabric.score import Baseline, NodeJob
+from efajob.values import as_number
+
+Warn = Callable[[str], None]
+
+
+def parse_baseline(doc: object, now: float, max_age: float) -> Optional[Baseline]:
+    """A node status document (daemon/nodestatus.py) -> Baseline, or None when it is not one,
+    or stale (a daemon that stopped says nothing about now)."""
+    if not isinstance(doc, dict) or doc.get("schema") != "efajob/node-status":
+        return None
+    t = as_number(doc.get("time"))
+    node, cluster = doc.get("node"), doc.get("cluster")
+    if t is None or now - t > max_age or not isinstance(node, str) or not isinstance(cluster, str):
+        return None
+    devices = doc.get("devices")
+    devs = devices if isinstance(devices, list) else []
+    errors: Set[str] = set()
+    for d in devs:
+        errs = d.get("errors") if isinstance(d, dict) else None
+        if isinstance(errs, dict):
+            errors.update(k for k, v in errs.items() if isinstance(k, str) and (as_number(v) or 0) > 0)
+    rates = doc.get("error_rates")
+    if isinstance(rates, dict):
+        errors.update(k for k, v in rates.items() if isinstance(k, str) and (as_number(v) or 0) > 0)
+    exp = as_number(doc.get("expected_devices"))
+    return Baseline(cluster=cluster, node=node, devices=len(devs),
+                    expected_devices=int(exp) if exp is not None and isinstance(devices, list)
+                    else None, errors=tuple(sorted(errors)))
+
+
+def read_baselines(store: str, cluster: Optional[str], now: float,
+                   max_age: float) -> Dict[Tuple[str, str], Baseline]:
+    """{(cluster, node): Baseline} of the fresh node status files."""
+    from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, _clusters_to_search, _listdir
+    from efajob.values import loads_checked, read_regular
+
+    out: Dict[Tuple[str, str], Baseline] = {}
+    for c in _clusters_to_search(store, cluster):
+        d = os.path.join(store, c, NODES_DIR)
+        try:
+            names = _listdir(d, "node status directory")
+        except EfajobError:
+            continue  # no daemon has published yet
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                doc = loads_checked(read_regular(os.path.join(d, name), MAX_STATUS_BYTES))
+            except (OSError, ValueError):
+                continue  # rewritten every few seconds: unreadable now is not a finding
+            b = parse_baseline(doc, now, max_age)
+            if b is not None and b.cluster == c:
+                out[(c, b.node)] = b
+    return out
+
+
+def rows_from_index(cfg, *, since: Optional[float], cluster: Optional[str]) -> List[NodeJob]:
+    from efajob.index import db
+
+    path = cfg.job_index_path
+    conn = db.open_reader(path)
+    try:
+        indexed = db.get_meta(conn, "store")
+        if indexed != os.path.abspath(cfg.store):
+            raise JobIndexError(f"the job index {path} is of the store {indexed}, not {cfg.store}")
+        return [NodeJob(c, n, j, r, e, nn, tuple(codes.split()))
+                for c, n, j, r, e, nn, codes in db.query_node_jobs(conn, since=since,
+                                                                    cluster=cluster)]
+    finally:
+        conn.close()
+
+
+def _no_statuses(cluster: str) -> Dict:
+    return {}  # finished runs only: a running job has no findings per node yet
+
+
+def rows_from_scan(cfg, *, since: Optional[float], cluster: Optional[str], now: float,
+                   euid: Optional[int] = None) -> List[NodeJob]:
+    """The same rows as the index's, from the records: one report per job run."""
+    from efajob.index.update import node_rows
+    from efajob.report.assemble import _build_from, not_yours, private_view
+    from efajob.store.reader import find_job, list_job_dirs, load_job
+
+    private = private_view(cfg, euid)
+    out: List[NodeJob] = []
+    for d in list_job_dirs(cfg.store, cluster=cluster, since=since):
+        try:
+            files = find_job(cfg.store, d.job_id, cluster=d.cluster, statuses=_no_statuses)
+        except EfajobError:
+            continue  # an empty directory: a record on its way
+        for restart in files.restarts:
+            run = files if restart == files.restart else find_job(
+                cfg.store, d.job_id, cluster=d.cluster, restart=restart, statuses=_no_statuses)
+            loaded = load_job(run)
+            if not_yours(loaded, run, private):
+                continue
+            for c, n, j, r, e, nn, codes in node_rows(_build_from(cfg, run, loaded, now)):
+                if since is None or e is None or e >= since:
+                    out.append(NodeJob(c, n, j, r, e, nn, tuple(codes.split())))
+    return out
+
+
+def gather(cfg, *, since: Optional[float], cluster: Optional[str], now: float,
+           use_index: bool = True, baseline: bool = True, euid: Optional[int] = None,
+           warn: Warn = lambda msg: None,
+           ) -> Tuple[List[NodeJob], Mapping[Tuple[str, str], Baseline], str]:
+    """(rows, baselines, "index" or "scan")."""
+    from efajob.report.assemble import private_view
+
+    rows: Optional[List[NodeJob]] = None
+    source = "scan"
+    if use_index:
+        if private_view(cfg, euid):
+            if os.path.exists(cfg.job_index_path):
+                warn("private_records: the job index is root's; scanning the store "
+                     "(only the jobs whose records you can read)")
+        else:
+            try:
+                rows, source = rows_from_index(cfg, since=since, cluster=cluster), "index"
+            except JobIndexError as e:
+                warn(f"{e}; scanning the store instead (slow on a big store)")
+    if rows is None:
+        rows = rows_from_scan(cfg, since=since, cluster=cluster, now=now, euid=euid)
+    max_age = max(60.0, 4 * cfg.status_interval)
+    bases = read_baselines(cfg.store, cluster, now, max_age) if baseline else {}
+    return rows, bases, source

@@ -16,10 +16,11 @@ errors, device missing) the node was marked in `k` of its `n` jobs; the cluster'
   cluster's rate worth PRIOR_JOBS jobs: Beta(M r + k, M (1 - r) + n - k).
 - Its confidence is the posterior probability that the node's rate is at least EXCESS times
   the cluster's (a node a little above average is not a suspect: somebody is always above
-  average), with the cluster's rate floored at FLOOR (one bad job per 100 is noise whatever
-  the cluster's own rate). A node is a suspect at SUSPECT confidence in any category.
+  average), with the cluster's rate floored at FLOOR (one bad job in 50 is noise whatever
+  the cluster's own rate: with 2,000 nodes and six kinds of trouble, a floor of 1 per 100
+  let chance alone make a suspect of a healthy node, bench/nodes.py). A node is a suspect at SUSPECT confidence in any category.
   With these constants one mark never flags a node, whatever its job count and the cluster's
-  rate (0.85 at most, for a cluster rate below 1 per 100); 2 of 2 does when the cluster's
+  rate (0.75 at most, for a cluster rate below 2 per 100); 2 of 2 does when the cluster's
   rate is below ~2 per 100, 15 of 50 at a cluster rate of 5 per 100 (tests/test_fabric.py).
 - The score that ranks them: the posterior mean's excess over the cluster's rate, per 100
   jobs, weighted by that confidence and summed over the categories; plus NOW_SCORE for each
@@ -47,7 +48,7 @@ _CATEGORY_OF = {code: cat for cat, codes in CATEGORIES.items() for code in codes
 # A straggler is judged against the job's other nodes: only multi-node jobs count.
 MULTI_NODE_ONLY = frozenset({"straggler"})
 PRIOR_JOBS = 10.0
-FLOOR = 0.01
+FLOOR = 0.02
 EXCESS = 2.0
 SUSPECT = 0.95
 NOW_SCORE = 100.0  # one problem seen now weighs as much as one extra bad job in every job

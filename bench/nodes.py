@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from efajob.config import Config  # noqa: E402
 from efajob.fabric.gather import gather  # noqa: E402
 from efajob.fabric.render import render_text  # noqa: E402
-from efajob.fabric.score import rank_nodes  # noqa: E402
+from efajob.fabric.score import rank_history  # noqa: E402
 from efajob.index.update import rebuild  # noqa: E402
 from efajob.sim.fleet import build_fleet  # noqa: E402
 from efajob.sim.jobstore import status_doc  # noqa: E402
@@ -50,9 +50,11 @@ def write_statuses(store: str, nodes: int, now: float) -> None:
     for k in range(nodes):
         doc = status_doc("sim", f"n{k}", now, [])
         doc["expected_devices"] = 32
-        doc["devices"] = [{"name": name, "errors": {}} for name in doc["recent"]["devices"]]
+        doc["devices"] = [{"name": name, "errors": {}, "port_counters": 25}
+                          for name in doc["recent"]["devices"]]
+        doc["error_rates"] = {}
         with open(os.path.join(d, f"n{k}.json"), "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
+            json.dump(doc, f, separators=(",", ":"), sort_keys=True)  # as the daemon writes it
 
 
 def main() -> None:
@@ -81,9 +83,9 @@ def main() -> None:
         write_statuses(cfg.store, a.nodes, now)
 
         def run(baseline: bool, use_index: bool = True) -> str:
-            rows, bases, source = gather(cfg, since=None, cluster=None, now=time.time(),
+            history, bases, source = gather(cfg, since=None, cluster=None, now=time.time(),
                                          use_index=use_index, baseline=baseline)
-            return render_text(rank_nodes(rows, bases), source=source, since=None)
+            return render_text(rank_history(history, bases), source=source, since=None)
 
         head = run(True).splitlines()[:6]
         assert "2 suspect" in head[0], head

@@ -18,7 +18,7 @@ from efajob.config import Config
 from efajob.fabric.betainc import betainc
 from efajob.fabric.gather import gather, parse_baseline, read_baselines
 from efajob.fabric.score import (CATEGORIES, FLOOR, SUSPECT, Baseline, NodeJob, confidence,
-                                 rank_nodes)
+                                 rank_history, rank_nodes)
 from efajob.index import db
 from efajob.index.update import rebuild, update
 from efajob.sim.fleet import Fleet, build_fleet
@@ -41,14 +41,14 @@ def fleet(tmp_path_factory):
 
 
 def _rank(cfg, **kw):
-    rows, bases, source = gather(cfg, since=None, cluster=None, now=T0, **kw)
-    return rank_nodes(rows, bases), rows, source
+    history, bases, source = gather(cfg, since=None, cluster=None, now=T0, **kw)
+    return rank_history(history, bases), history, source
 
 
 def test_planted_bad_nodes_rank_first_with_their_evidence(fleet):
     cfg, jobs = fleet
-    r, rows, source = _rank(cfg)
-    assert source == "index" and len(rows) == 200 * 8 + 3
+    r, history, source = _rank(cfg)
+    assert source == "index" and history.runs == 200 * 8 + 3
     assert [n.node for n in r.nodes[:2]] == ["n5", "n17"]
     assert {n.node for n in r.suspects} == {"n5", "n17"}  # no healthy node among them
     assert len({n.node for n in r.nodes}) == 33
@@ -77,7 +77,8 @@ def test_scan_gives_the_index_rows(fleet):
     cfg, _ = fleet
     by_index = _rank(cfg)
     by_scan = _rank(cfg, use_index=False)
-    assert by_scan[2] == "scan" and set(by_scan[1]) == set(by_index[1])
+    assert by_scan[2] == "scan" and by_scan[1].totals == by_index[1].totals
+    assert set(by_scan[1].marked) == set(by_index[1].marked) and by_index[1].marked
     assert [n.to_dict() for n in by_scan[0].nodes] == [n.to_dict() for n in by_index[0].nodes]
 
 
@@ -104,8 +105,11 @@ def test_since_keeps_recent_runs_only(fleet):
     cfg, jobs = fleet
     cut = jobs[150].end
     for use_index in (True, False):
-        rows, _, _ = gather(cfg, since=cut, cluster=None, now=T0, use_index=use_index)
-        assert {r.job_id for r in rows} == {j.job_id for j in jobs if j.end >= cut}
+        history, _, _ = gather(cfg, since=cut, cluster=None, now=T0, use_index=use_index)
+        recent = [j for j in jobs if j.end >= cut]
+        assert history.runs == sum(len(j.kinds) for j in recent)
+        assert {r.job_id for r in history.marked} == {
+            j.job_id for j in recent if set(j.kinds.values()) != {"ok"}}
 
 
 # -- the maths --------------------------------------------------------------------------------
@@ -156,8 +160,9 @@ def test_straggler_counts_multi_node_jobs_only():
 def _status(node, *, devices=4, expected=4, errors=None, t=T0):
     return {"schema": "efajob/node-status", "version": 1, "cluster": "sim", "node": node,
             "time": t, "expected_devices": expected,
-            "devices": [{"name": f"d{k}", "errors": (errors or {}) if k == 0 else {}}
-                        for k in range(devices)], "error_rates": {}}
+            "devices": [{"name": f"d{k}", "errors": (errors or {}) if k == 0 else {},
+                         "port_counters": 20} for k in range(devices)], "error_rates": {},
+            "recent": {"devices": {f"d{k}": {"counters": {}} for k in range(devices)}}}
 
 
 @pytest.mark.parametrize("doc,want", [
@@ -177,7 +182,8 @@ def test_a_device_missing_now_makes_a_suspect(tmp_path):
     (store / "sim" / "nodes").mkdir(parents=True)
     for name, doc in (("a", _status("a", devices=3)), ("b", _status("b")),
                       ("c", _status("c", errors={"no_completion_cmds": 2.0}))):
-        (store / "sim" / "nodes" / f"{name}.json").write_text(json.dumps(doc))
+        (store / "sim" / "nodes" / f"{name}.json").write_text(
+            json.dumps(doc, separators=(",", ":"), sort_keys=True))
     (store / "sim" / "nodes" / "junk.json").write_text("{not json")
     bases = read_baselines(str(store), None, T0, 60.0)
     assert set(bases) == {("sim", "a"), ("sim", "b"), ("sim", "c")}
@@ -186,6 +192,30 @@ def test_a_device_missing_now_makes_a_suspect(tmp_path):
         [(n.node, n.suspect) for n in r.nodes] == [("a", True), ("c", True), ("b", False)]
     a = next(n for n in r.nodes if n.node == "a")
     assert a.now == ["3 of 4 EFA devices now"] and a.jobs == 0
+
+
+STATUSES = {"ok": _status("ok"), "short": _status("short", devices=3),
+            "err": _status("err", errors={"cmds_err": 1.5}),
+            "untyped": _status("untyped", expected=None),
+            "daemon": dict(_status("daemon"), daemon={"errors": {"sample": 2}}),
+            "stale": _status("stale", t=T0 - 3600)}
+
+
+@pytest.mark.parametrize("pretty", [False, True])
+def test_quick_baselines_are_the_parsed_ones(tmp_path, pretty):
+    d = tmp_path / "sim" / "nodes"
+    d.mkdir(parents=True)
+    for name, doc in STATUSES.items():
+        (d / f"{name}.json").write_text(json.dumps(doc, indent=1 if pretty else None,
+                                                   separators=None if pretty else (",", ":"),
+                                                   sort_keys=True))
+    old = T0 - 7200
+    os.utime(d / "stale.json", (old, old))
+    now = T0 + 30
+    quick = read_baselines(str(tmp_path), None, now, 60.0)
+    assert quick == read_baselines(str(tmp_path), None, now, 60.0, quick=False)
+    assert set(quick) == {("sim", n) for n in STATUSES if n != "stale"}
+    assert quick[("sim", "err")].errors == ("cmds_err",)
 
 
 # -- the command --------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ Library code: raises, warns through a callback.
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 from efajob.errors import EfajobError, JobIndexError
-from efajob.fabric.score import Baseline, NodeJob
+from efajob.fabric.score import Baseline, History, NodeJob
 from efajob.values import as_number
 
 Warn = Callable[[str], None]
@@ -40,9 +41,38 @@ def parse_baseline(doc: object, now: float, max_age: float) -> Optional[Baseline
                     else None, errors=tuple(sorted(errors)))
 
 
-def read_baselines(store: str, cluster: Optional[str], now: float,
-                   max_age: float) -> Dict[Tuple[str, str], Baseline]:
-    """{(cluster, node): Baseline} of the fresh node status files."""
+# The daemon writes its status file compactly with sorted keys (daemon/nodestatus.py):
+# `"port_counters":N` once per entry of `devices` and nowhere else, error objects `{}` when
+# nothing rose. A file whose bytes show no non-empty error object and at least the expected
+# number of devices has no problem to parse for: 32 devices' `recent` window make a status file
+# ~30 KB, and parsing 2,000 of them would be most of `efajob nodes` (bench/nodes.py).
+_ERRORS_RE = re.compile(rb'"(?:errors|error_rates)"\s*:\s*\{\s*"')
+_EXPECTED_RE = re.compile(rb'"expected_devices"\s*:\s*([0-9]+)')
+_PORT_COUNTERS = b'"port_counters":'
+
+
+def quick_baseline(data: bytes, cluster: str, node: str) -> Optional[Baseline]:
+    """The Baseline of a status file with nothing wrong, from its bytes; None when the bytes
+    do not prove that (then the file is parsed)."""
+    if _ERRORS_RE.search(data):
+        return None
+    m = _EXPECTED_RE.search(data)
+    devices = data.count(_PORT_COUNTERS)
+    if m is None:
+        return None if b'"expected_devices":null' not in data else Baseline(
+            cluster=cluster, node=node, devices=devices, expected_devices=None, errors=())
+    expected = int(m.group(1))
+    if devices < expected:
+        return None
+    return Baseline(cluster=cluster, node=node, devices=devices, expected_devices=expected,
+                    errors=())
+
+
+def read_baselines(store: str, cluster: Optional[str], now: float, max_age: float, *,
+                   quick: bool = True) -> Dict[Tuple[str, str], Baseline]:
+    """{(cluster, node): Baseline} of the fresh node status files (fresh: modified within
+    `max_age`, as the daemon rewrites its file every few seconds; then the document's own
+    time is checked too when it is parsed)."""
     from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, _clusters_to_search, _listdir
     from efajob.values import loads_checked, read_regular
 
@@ -56,17 +86,22 @@ def read_baselines(store: str, cluster: Optional[str], now: float,
         for name in names:
             if not name.endswith(".json") or name.startswith("."):
                 continue
+            path = os.path.join(d, name)
             try:
-                doc = loads_checked(read_regular(os.path.join(d, name), MAX_STATUS_BYTES))
+                if now - os.stat(path).st_mtime > max_age:
+                    continue  # its daemon stopped: it says nothing about now
+                data = read_regular(path, MAX_STATUS_BYTES)
+                b = quick_baseline(data, c, name[:-5]) if quick else None
+                if b is None:
+                    b = parse_baseline(loads_checked(data), now, max_age)
             except (OSError, ValueError):
                 continue  # rewritten every few seconds: unreadable now is not a finding
-            b = parse_baseline(doc, now, max_age)
             if b is not None and b.cluster == c:
                 out[(c, b.node)] = b
     return out
 
 
-def rows_from_index(cfg, *, since: Optional[float], cluster: Optional[str]) -> List[NodeJob]:
+def history_from_index(cfg, *, since: Optional[float], cluster: Optional[str]) -> History:
     from efajob.index import db
 
     path = cfg.job_index_path
@@ -75,9 +110,12 @@ def rows_from_index(cfg, *, since: Optional[float], cluster: Optional[str]) -> L
         indexed = db.get_meta(conn, "store")
         if indexed != os.path.abspath(cfg.store):
             raise JobIndexError(f"the job index {path} is of the store {indexed}, not {cfg.store}")
-        return [NodeJob(c, n, j, r, e, nn, tuple(codes.split()))
-                for c, n, j, r, e, nn, codes in db.query_node_jobs(conn, since=since,
-                                                                    cluster=cluster)]
+        totals = {(c, n): (runs, multi) for c, n, runs, multi in
+                  db.count_node_jobs(conn, since=since, cluster=cluster)}
+        marked = [NodeJob(c, n, j, r, e, nn, tuple(codes.split()))
+                  for c, n, j, r, e, nn, codes in db.query_node_jobs(
+                      conn, since=since, cluster=cluster, marked_only=True)]
+        return History(totals, marked)
     finally:
         conn.close()
 
@@ -115,11 +153,11 @@ def rows_from_scan(cfg, *, since: Optional[float], cluster: Optional[str], now: 
 def gather(cfg, *, since: Optional[float], cluster: Optional[str], now: float,
            use_index: bool = True, baseline: bool = True, euid: Optional[int] = None,
            warn: Warn = lambda msg: None,
-           ) -> Tuple[List[NodeJob], Mapping[Tuple[str, str], Baseline], str]:
-    """(rows, baselines, "index" or "scan")."""
+           ) -> Tuple[History, Mapping[Tuple[str, str], Baseline], str]:
+    """(the node-job history, baselines, "index" or "scan")."""
     from efajob.report.assemble import private_view
 
-    rows: Optional[List[NodeJob]] = None
+    history: Optional[History] = None
     source = "scan"
     if use_index:
         if private_view(cfg, euid):
@@ -128,11 +166,13 @@ def gather(cfg, *, since: Optional[float], cluster: Optional[str], now: float,
                      "(only the jobs whose records you can read)")
         else:
             try:
-                rows, source = rows_from_index(cfg, since=since, cluster=cluster), "index"
+                history = history_from_index(cfg, since=since, cluster=cluster)
+                source = "index"
             except JobIndexError as e:
                 warn(f"{e}; scanning the store instead (slow on a big store)")
-    if rows is None:
-        rows = rows_from_scan(cfg, since=since, cluster=cluster, now=now, euid=euid)
+    if history is None:
+        history = History.from_rows(rows_from_scan(cfg, since=since, cluster=cluster, now=now,
+                                                   euid=euid))
     max_age = max(60.0, 4 * cfg.status_interval)
     bases = read_baselines(cfg.store, cluster, now, max_age) if baseline else {}
-    return rows, bases, source
+    return history, bases, source

@@ -152,29 +152,52 @@ def baseline_problems(b: Baseline) -> List[str]:
     return out
 
 
+@dataclass
+class History:
+    """What the ranking needs of the node-job rows: per node its runs and multi-node runs,
+    and the rows that carry a finding code (most rows carry none: the index hands over only
+    these and the counts, so 100,000 clean rows never reach Python)."""
+
+    totals: Dict[Tuple[str, str], Tuple[int, int]]  # (cluster, node) -> (runs, multi-node runs)
+    marked: List[NodeJob]
+
+    @property
+    def runs(self) -> int:
+        return sum(n for n, _ in self.totals.values())
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[NodeJob]) -> "History":
+        totals: Dict[Tuple[str, str], Tuple[int, int]] = {}
+        marked = []
+        for r in rows:
+            n, m = totals.get((r.cluster, r.node), (0, 0))
+            totals[(r.cluster, r.node)] = (n + 1, m + _multi(r.num_nodes))
+            if r.codes:
+                marked.append(r)
+        return cls(totals, marked)
+
+
+def _multi(num_nodes: Optional[int]) -> int:
+    return int(num_nodes is None or num_nodes > 1)
+
+
 class _Tally:
     __slots__ = ("jobs", "multi", "marks")
 
-    def __init__(self) -> None:
-        self.jobs = 0
-        self.multi = 0
+    def __init__(self, jobs: int = 0, multi: int = 0) -> None:
+        self.jobs = jobs
+        self.multi = multi
         # category -> [(end, job id)] of the jobs that marked the node
         self.marks: Dict[str, List[Tuple[float, str]]] = {}
 
 
-def _tally(rows: Iterable[NodeJob]) -> Tuple[Dict[Tuple[str, str], _Tally], int]:
-    tallies: Dict[Tuple[str, str], _Tally] = {}
-    count = 0
-    for r in rows:
-        count += 1
-        key = (r.cluster, r.node)
-        t = tallies.get(key)
+def _tally(history: History) -> Dict[Tuple[str, str], _Tally]:
+    tallies = {key: _Tally(n, m) for key, (n, m) in history.totals.items()}
+    for r in history.marked:
+        t = tallies.get((r.cluster, r.node))
         if t is None:
-            t = tallies[key] = _Tally()
-        t.jobs += 1
-        multi = r.num_nodes is None or r.num_nodes > 1
-        if multi:
-            t.multi += 1
+            continue  # a marked row without its count: not from this history
+        multi = _multi(r.num_nodes)
         seen = set()
         for code in r.codes:
             cat = _CATEGORY_OF.get(code)
@@ -183,13 +206,20 @@ def _tally(rows: Iterable[NodeJob]) -> Tuple[Dict[Tuple[str, str], _Tally], int]
             seen.add(cat)
             job = r.job_id if not r.restart else f"{r.job_id} (restart {r.restart})"
             t.marks.setdefault(cat, []).append((r.end or 0.0, job))
-    return tallies, count
+    return tallies
 
 
 def rank_nodes(rows: Iterable[NodeJob], baselines: Mapping[Tuple[str, str], Baseline] = {},
                ) -> Ranking:
     """Every node seen in `rows` or `baselines`, suspects first, then by score."""
-    tallies, count = _tally(rows)
+    return rank_history(History.from_rows(rows), baselines)
+
+
+def rank_history(history: History, baselines: Mapping[Tuple[str, str], Baseline] = {},
+                 ) -> Ranking:
+    """rank_nodes from a History (what the job index gives)."""
+    tallies = _tally(history)
+    count = history.runs
     for key in baselines:
         tallies.setdefault(key, _Tally())
     total = sum(t.jobs for t in tallies.values())

@@ -186,9 +186,25 @@ NODE_JOB_COLUMNS = ("cluster", "node", "job_id", "restart", "end", "num_nodes", 
 
 
 def query_node_jobs(conn: sqlite3.Connection, *, since: Optional[float] = None,
-                    cluster: Optional[str] = None) -> List[Tuple]:
+                    cluster: Optional[str] = None, marked_only: bool = False) -> List[Tuple]:
     """node_jobs rows (NODE_JOB_COLUMNS, codes a space-separated string) of the runs that ended
-    at or after `since` (or whose end is unknown)."""
+    at or after `since` (or whose end is unknown); `marked_only`: those with a code."""
+    where, args = _node_where(since, cluster)
+    if marked_only:
+        where.append("codes != ''")
+    cols = ", ".join(f'"{c}"' for c in NODE_JOB_COLUMNS)
+    return _fetch(conn, f"SELECT {cols} FROM node_jobs WHERE {' AND '.join(where)}", args)
+
+
+def count_node_jobs(conn: sqlite3.Connection, *, since: Optional[float] = None,
+                    cluster: Optional[str] = None) -> List[Tuple]:
+    """(cluster, node, runs, multi-node runs) per node, as query_node_jobs selects them."""
+    where, args = _node_where(since, cluster)
+    return _fetch(conn, "SELECT cluster, node, COUNT(*), SUM(num_nodes IS NULL OR num_nodes > 1) "
+                  f"FROM node_jobs WHERE {' AND '.join(where)} GROUP BY cluster, node", args)
+
+
+def _node_where(since: Optional[float], cluster: Optional[str]) -> Tuple[List[str], List[object]]:
     where, args = ["1"], []  # type: Tuple[List[str], List[object]]
     if since is not None:
         where.append('("end" IS NULL OR "end" >= ?)')
@@ -196,9 +212,11 @@ def query_node_jobs(conn: sqlite3.Connection, *, since: Optional[float] = None,
     if cluster:
         where.append("cluster = ?")
         args.append(cluster)
-    cols = ", ".join(f'"{c}"' for c in NODE_JOB_COLUMNS)
+    return where, args
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> List[Tuple]:
     try:
-        return conn.execute(f"SELECT {cols} FROM node_jobs WHERE {' AND '.join(where)}",
-                            args).fetchall()
+        return conn.execute(sql, args).fetchall()
     except sqlite3.Error as e:
         raise JobIndexError(f"job index query failed: {e}") from None

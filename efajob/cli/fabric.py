@@ -41,17 +41,17 @@ def nodes(since: str, fmt: str, limit: Optional[int], no_index: bool, no_baselin
     """
     from efajob.fabric.gather import gather
     from efajob.fabric.render import render_csv, render_json, render_text
-    from efajob.fabric.score import rank_nodes
+    from efajob.fabric.score import rank_history
     from efajob.store.reader import parse_since
 
     cfg = get_config(config_path, store=store)
     now = time.time()
     t = parse_since(since, now)
-    rows, bases, source = call_watched(
+    history, bases, source = call_watched(
         lambda: gather(cfg, since=t, cluster=cluster, now=now, use_index=not no_index,
                        baseline=not no_baseline, warn=_warn),
         store=cfg.store, timeout=cfg.store_timeout)
-    ranking = rank_nodes(rows, bases)
+    ranking = rank_history(history, bases)
     if fmt == "json":
         text = render_json(ranking, source=source, since=t, limit=limit)
     elif fmt == "csv":
@@ -60,3 +60,23 @@ def nodes(since: str, fmt: str, limit: Optional[int], no_index: bool, no_baselin
         multi = len({n.cluster for n in ranking.nodes}) > 1
         text = render_text(ranking, source=source, since=t, limit=limit, cluster_column=multi)
     click.echo(text, nl=False)
+
+
+@click.command("check-node", context_settings={"ignore_unknown_options": True,
+                                               "help_option_names": []})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def check_node(args) -> None:
+    """Health check of this node's EFA devices for Slurm's HealthCheckProgram or NHC (the
+    same as `efajob-check-node`, which starts faster: use that one in HealthCheckProgram).
+
+    Exit 0 silent when fit; 1 with one line `efajob: <reason>` when a device is missing,
+    erroring, or idle in jobs while its siblings moved traffic; 2 usage or config error.
+    Options: --drain (print the scontrol drain line), --run (with --drain: run it; never
+    from a Prolog/Epilog), --node, --window SECONDS, --sysfs-root, --config, -v. `--help`
+    lists them.
+    """
+    import sys
+
+    from efajob.cli.checknode import main
+
+    sys.exit(main(list(args)))

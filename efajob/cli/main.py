@@ -58,9 +58,10 @@ def _register() -> None:
     from efajob.cli.index import index
 
     main.add_command(index)
-    from efajob.cli.fabric import nodes
+    from efajob.cli.fabric import check_node, nodes
 
     main.add_command(nodes)
+    main.add_command(check_node)
 
 
 _register()

@@ -171,6 +171,19 @@ def test_no_sysfs_is_unfit_and_bad_config_is_a_usage_error(tmp_path):
     code, out, err = run("--drain", "--run")
     assert code == 2 and out == [] and run.drained == []
     assert Run(tmp_path, "x")("--run")[0] == 2  # --run without --drain
+    for bad in (["--window", "soon"], ["--bogus"], ["--node"]):
+        code, out, err = Run(tmp_path, "x")(*bad)
+        assert code == 2 and out == [] and err[0].startswith("efajob-check-node: ")
+    code, out, _ = Run(tmp_path, "x")("--help")
+    assert code == 0 and out[0].startswith("usage: efajob-check-node")
+
+
+def test_options_parse():
+    from efajob.cli.checknode import parse_args
+
+    a = parse_args(["--drain", "--run", "--node=n9", "--window", "60", "-v"])
+    assert (a["drain"], a["run"], a["node"], a["window"], a["verbose"]) == (True, True, "n9",
+                                                                              60.0, True)
 
 
 # -- draining -----------------------------------------------------------------------------
@@ -258,7 +271,7 @@ def test_imports_neither_click_nor_the_report(tmp_path, p4d):
     _, root = p4d
     code = ("import json, sys; from efajob.cli.checknode import main; rc = main(['-v']); "
             "print(rc, json.dumps(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('click', 'efajob'))))")
+            "if m.split('.')[0] in ('click', 'efajob', 'argparse', 'socket', 'statistics'))))")
     env = dict(os.environ, EFAJOB_CONFIG="", EFAJOB_SYSFS_ROOT=root,
                EFAJOB_STATE_DIR=str(tmp_path / "st"), EFAJOB_INSTANCE_TYPE="p4d.24xlarge")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
@@ -266,7 +279,8 @@ def test_imports_neither_click_nor_the_report(tmp_path, p4d):
     rc, mods = p.stdout.splitlines()[-1].split(" ", 1)
     assert rc == "0"
     loaded = set(json.loads(mods))
-    assert not any(m.startswith("click") for m in loaded)
+    assert not any(m.split(".")[0] in ("click", "argparse", "socket", "statistics")
+                   for m in loaded)
     assert loaded <= {"efajob", "efajob.cli", "efajob.cli.checknode", "efajob.config",
                       "efajob.errors", "efajob.values", "efajob.node", "efajob.node.health",
                       "efajob.node.counters", "efajob.node.sysfs", "efajob.node.readings",

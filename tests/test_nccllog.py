@@ -1,5 +1,5 @@
 """NCCL's log as evidence for efa_unused (report/nccllog.py): the fixtures from public issue
-threads (tests/fixtures/nccl/README.md), hostile and huge files, the one hook point in
+threads (tests/nccl_logs/README.md), hostile and huge files, the one hook point in
 assemble.py and the config switch."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from efajob.report.nccllog import (CONFIRMED, HEAD, QUOTE_CHARS, TAIL, parse_ncc
                                    read_bounded, read_evidence)
 from efajob.slurm.adapter import parse_scontrol_job
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "nccl")
+FIXTURES = os.path.join(os.path.dirname(__file__), "nccl_logs")
 
 
 def fixture(name):

@@ -273,7 +273,7 @@ def test_multi_node_job_exact_totals(cluster):
 # -- 2b. NCCL's log in the job's output quoted beside efa_unused (report/nccllog.py) --------------
 def test_nccl_socket_fallback_is_quoted_from_the_jobs_output(cluster):
     c = cluster
-    log = os.path.join(os.path.dirname(__file__), "fixtures", "nccl", "socket_fallback.log")
+    log = os.path.join(os.path.dirname(__file__), "nccl_logs", "socket_fallback.log")
     # Two nodes, no EFA traffic, and NCCL's log (as NCCL_DEBUG=INFO would print it) in the
     # job's output: Slurm's StdOut, which `report` asks scontrol for.
     job = c.sbatch("-N2", script(c, "nccl", srun_all(2, "true") + f"\ncat {log}"))

@@ -2,7 +2,7 @@
 on the head node) holds NCCL_DEBUG=INFO lines that say which network NCCL used, the report
 quotes them beside the finding, and the finding says "confirmed by NCCL's log".
 
-The lines that matter (NCCL and aws-ofi-nccl, fixtures in tests/fixtures/nccl/ from public
+The lines that matter (NCCL and aws-ofi-nccl, fixtures in tests/nccl_logs/ from public
 issue threads):
 - EFA: `NET/OFI Selected Provider is efa` (aws-ofi-nccl; newer ones say `Selected provider is
   efa, fabric is efa-direct`); not `Using network AWS Libfabric`, which says only that NCCL

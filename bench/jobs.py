@@ -20,14 +20,15 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from timing import median_time  # noqa: E402
 
 from efajob.config import Config  # noqa: E402
 from efajob.index.listing import recent_jobs  # noqa: E402
@@ -36,14 +37,6 @@ from efajob.report.assemble import build_job_report  # noqa: E402
 from efajob.report.jobfilter import JobFilter  # noqa: E402
 from efajob.sim.jobstore import T0, build_store, write_statuses  # noqa: E402
 
-
-def median_time(fn: Callable[[], object], rounds: int) -> float:
-    took: List[float] = []
-    for _ in range(rounds):
-        t = time.perf_counter()
-        fn()
-        took.append(time.perf_counter() - t)
-    return statistics.median(took)
 
 
 def cli_time(cfg: Config, *args: str) -> float:

@@ -146,6 +146,9 @@ class Config:
     log_file: Optional[str] = None
     log_level: str = "info"
     private_records: bool = False
+    # Quote NCCL's own log from the job's output (Slurm's StdOut) beside efa_unused
+    # (report/nccllog.py). None: yes, unless private_records (a job's output is the user's).
+    nccl_log: Optional[bool] = None
     # The job index (efajob/index/): head-node local disk, never the shared store. None:
     # `<state_dir>/jobindex.db`.
     index_path: Optional[str] = None
@@ -161,6 +164,10 @@ class Config:
     @property
     def db_path(self) -> str:
         return os.path.join(self.state_dir, "efajob.db")
+
+    @property
+    def reads_nccl_log(self) -> bool:
+        return (not self.private_records) if self.nccl_log is None else self.nccl_log
 
     @property
     def job_index_path(self) -> str:

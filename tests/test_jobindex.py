@@ -166,7 +166,7 @@ def test_version_store_and_absence_fall_back_with_a_warning(cfg, tmp_path):
     conn.close()
     warned.clear()
     assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"
-    assert "has version 99, this efajob reads 2: run `efajob index rebuild`" in warned[0]
+    assert f"has version 99, this efajob reads {db.VERSION}: run `efajob index rebuild`" in warned[0]
     with pytest.raises(JobIndexError, match="version 99"):
         update(cfg, now=NOW)
     rebuild(cfg, now=NOW)  # the migration is a rebuild
@@ -333,7 +333,10 @@ def test_a_version_1_index_is_migrated_by_the_writer(cfg):
           .replace("    bytes INTEGER,             -- version 2: the size of the record files "
                    "behind the row\n", "")
           .replace("CREATE INDEX jobs_name ON jobs (name, user, landed DESC);\n", "")
-          .replace("user_version = 2", "user_version = 1"))
+          .replace(db._SCHEMA[db._SCHEMA.index("-- One row per node per job run"):
+                            db._SCHEMA.index("PRAGMA user_version")], "")
+          .replace(f"user_version = {db.VERSION}", "user_version = 1"))
+    assert "node_jobs" not in v1 and "user_version = 1" in v1
     assert "peak_gbps_per_node" not in v1 and "jobs_name" not in v1 and "    bytes INTEGER" not in v1
     os.makedirs(cfg.state_dir)
     conn = sqlite3.connect(cfg.job_index_path)
@@ -341,8 +344,13 @@ def test_a_version_1_index_is_migrated_by_the_writer(cfg):
     conn.close()
     warned = []
     assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"
-    assert "has version 1, this efajob reads 2: `efajob index update` migrates it" in warned[0]
-    update(cfg, now=NOW)
+    assert (f"has version 1, this efajob reads {db.VERSION}: `efajob index update` migrates it"
+            in warned[0])
+    update(cfg, now=NOW)  # 1 -> 2 -> 3: the name index, then the node_jobs table
+    conn = db.open_reader(cfg.job_index_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.VERSION == 3
+    assert conn.execute("SELECT COUNT(*) FROM node_jobs").fetchone()[0] > 0
+    conn.close()
     rows, how = recent_jobs(cfg, JobFilter(states=frozenset({"COMPLETED"})), limit=3, now=NOW)
     assert how == "index" and rows[0]["peak_gbps_per_node"] == rows[0]["avg_gbps_per_node"] > 0
     conn = db.open_reader(cfg.job_index_path)

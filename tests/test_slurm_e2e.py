@@ -277,6 +277,23 @@ def test_multi_node_job_exact_totals(cluster):
     assert_idle(c, *hosts)
 
 
+# -- 2b. NCCL's log in the job's output quoted beside efa_unused (report/nccllog.py) --------------
+def test_nccl_socket_fallback_is_quoted_from_the_jobs_output(cluster):
+    c = cluster
+    log = os.path.join(os.path.dirname(__file__), "nccl_logs", "socket_fallback.log")
+    # Two nodes, no EFA traffic, and NCCL's log (as NCCL_DEBUG=INFO would print it) in the
+    # job's output: Slurm's StdOut, which `report` asks scontrol for.
+    job = c.sbatch("-N2", script(c, "nccl", srun_all(2, "true") + f"\ncat {log}"))
+    assert c.wait_done(job) == "COMPLETED", c.diagnostics(job)
+    hosts = job_nodes(c, job)
+    c.wait_records(job, hosts)
+    unused = findings(c.report(job), "efa_unused")
+    assert len(unused) == 1, unused
+    assert f"Confirmed by NCCL's log ({job}.out): " in unused[0]["message"]
+    assert "NET/Socket : Using [0]eth0:10.0.1.17<0>" in unused[0]["message"]
+    assert_idle(c, *hosts)
+
+
 # -- 3. two jobs sharing a node -----------------------------------------------------------------
 def test_two_jobs_sharing_a_node_name_each_other(cluster):
     c = cluster

@@ -63,6 +63,10 @@ def _register() -> None:
     from efajob.cli.compare import compare
 
     main.add_command(compare)
+    from efajob.cli.fabric import check_node, nodes
+
+    main.add_command(nodes)
+    main.add_command(check_node)
 
 
 _register()

@@ -24,7 +24,7 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from efajob.errors import JobIndexError
 from efajob.report.jobfilter import JobFilter
 
-VERSION = 2
+VERSION = 3
 # Version -> the SQL that brings it to the next one, run by the writer (`efajob index update`).
 MIGRATIONS = {
     # 2: `efajob compare` and `jobs --name` look rows up by name and user, and show the peak
@@ -33,6 +33,12 @@ MIGRATIONS = {
     1: "ALTER TABLE jobs ADD COLUMN peak_gbps_per_node REAL; "
        "ALTER TABLE jobs ADD COLUMN bytes INTEGER; "
        "CREATE INDEX IF NOT EXISTS jobs_name ON jobs (name, user, landed DESC);",
+    # 3: the node_jobs table (`efajob nodes`). Rows come as directories are (re)indexed: jobs
+    # indexed before the migration have none until `efajob index rebuild` (docs/fabric.md).
+    2: "CREATE TABLE IF NOT EXISTS node_jobs (cluster TEXT NOT NULL, node TEXT NOT NULL, "
+       "job_id TEXT NOT NULL, restart INTEGER NOT NULL, \"end\" REAL, num_nodes INTEGER, "
+       "codes TEXT NOT NULL, PRIMARY KEY (cluster, job_id, restart, node)); "
+       "CREATE INDEX IF NOT EXISTS node_jobs_end ON node_jobs (\"end\");",
 }
 TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
 # The columns of `efajob jobs` rows kept in the index, in table order (`findings` as JSON).
@@ -60,6 +66,12 @@ CREATE INDEX jobs_name ON jobs (name, user, landed DESC);
 CREATE TABLE dirs (cluster TEXT NOT NULL, job_id TEXT NOT NULL, mtime REAL NOT NULL,
                    settled INTEGER NOT NULL, PRIMARY KEY (cluster, job_id));
 CREATE INDEX dirs_open ON dirs (settled);
+-- One row per node per job run: the finding codes (warning, critical) the job's report put on
+-- that node, for `efajob nodes` (efajob/fabric/, docs/fabric.md). `codes` space-separated.
+CREATE TABLE node_jobs (cluster TEXT NOT NULL, node TEXT NOT NULL, job_id TEXT NOT NULL,
+                        restart INTEGER NOT NULL, "end" REAL, num_nodes INTEGER,
+                        codes TEXT NOT NULL, PRIMARY KEY (cluster, job_id, restart, node));
+CREATE INDEX node_jobs_end ON node_jobs ("end");
 PRAGMA user_version = {VERSION};
 """
 
@@ -89,6 +101,17 @@ def open_reader(path: str) -> sqlite3.Connection:
         _check_version(conn, path)
     except sqlite3.Error as e:
         raise JobIndexError(f"cannot read the job index {path}: {e}") from None
+    return conn
+
+
+def open_store_reader(path: str, store: str) -> sqlite3.Connection:
+    """open_reader, and a JobIndexError when the index was built from another store (a config
+    pointing two stores at one index path would otherwise list the wrong jobs)."""
+    conn = open_reader(path)
+    indexed = get_meta(conn, "store")
+    if indexed != os.path.abspath(store):
+        conn.close()
+        raise JobIndexError(f"the job index {path} is of the store {indexed}, not {store}")
     return conn
 
 
@@ -217,5 +240,45 @@ def query(conn: sqlite3.Connection, flt: JobFilter, *, limit: int,
            "ORDER BY landed DESC, cluster, job_num, job_id LIMIT ?")
     try:
         return [from_db(v) for v in conn.execute(sql, (*args, limit))]
+    except sqlite3.Error as e:
+        raise JobIndexError(f"job index query failed: {e}") from None
+
+
+NODE_JOB_COLUMNS = ("cluster", "node", "job_id", "restart", "end", "num_nodes", "codes")
+
+
+def query_node_jobs(conn: sqlite3.Connection, *, since: Optional[float] = None,
+                    cluster: Optional[str] = None, marked_only: bool = False) -> List[Tuple]:
+    """node_jobs rows (NODE_JOB_COLUMNS, codes a space-separated string) of the runs that ended
+    at or after `since` (or whose end is unknown); `marked_only`: those with a code."""
+    where, args = _node_where(since, cluster)
+    if marked_only:
+        where.append("codes != ''")
+    cols = ", ".join(f'"{c}"' for c in NODE_JOB_COLUMNS)
+    return _fetch(conn, f"SELECT {cols} FROM node_jobs WHERE {' AND '.join(where)}", args)
+
+
+def count_node_jobs(conn: sqlite3.Connection, *, since: Optional[float] = None,
+                    cluster: Optional[str] = None) -> List[Tuple]:
+    """(cluster, node, runs, multi-node runs) per node, as query_node_jobs selects them."""
+    where, args = _node_where(since, cluster)
+    return _fetch(conn, "SELECT cluster, node, COUNT(*), SUM(num_nodes IS NULL OR num_nodes > 1) "
+                  f"FROM node_jobs WHERE {' AND '.join(where)} GROUP BY cluster, node", args)
+
+
+def _node_where(since: Optional[float], cluster: Optional[str]) -> Tuple[List[str], List[object]]:
+    where, args = ["1"], []  # type: Tuple[List[str], List[object]]
+    if since is not None:
+        where.append('("end" IS NULL OR "end" >= ?)')
+        args.append(since)
+    if cluster:
+        where.append("cluster = ?")
+        args.append(cluster)
+    return where, args
+
+
+def _fetch(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> List[Tuple]:
+    try:
+        return conn.execute(sql, args).fetchall()
     except sqlite3.Error as e:
         raise JobIndexError(f"job index query failed: {e}") from None

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 from efajob.errors import JobIndexError
 from efajob.index import db
 from efajob.report.jobfilter import JobFilter
+
+T = TypeVar("T")
 
 STALE = 900.0  # an index not updated for 15 min: its timer or service has stopped
 
@@ -24,11 +26,8 @@ def _from_index(cfg, flt: JobFilter, *, limit: int, cluster: Optional[str],
     from efajob.store.reader import status_reader
 
     path = cfg.job_index_path
-    conn = db.open_reader(path)
+    conn = db.open_store_reader(path, cfg.store)
     try:
-        indexed = db.get_meta(conn, "store")
-        if indexed != os.path.abspath(cfg.store):
-            raise JobIndexError(f"the job index {path} is of the store {indexed}, not {cfg.store}")
         updated = db.get_meta(conn, "updated")
         if updated is not None and now - float(updated) > STALE:
             warn(f"the job index {path} was last updated {(now - float(updated)) / 60:.0f} min "
@@ -49,25 +48,38 @@ def _from_index(cfg, flt: JobFilter, *, limit: int, cluster: Optional[str],
         conn.close()
 
 
+def read_index(cfg, euid: Optional[int], read: Callable[[], T],
+               warn: Callable[[str], None]) -> Optional[T]:
+    """read() from the job index, or None (said through `warn`) when the caller must scan the
+    store instead: under private_records the index is root's (it holds every user's rows), and
+    a missing, old or broken index is a JobIndexError."""
+    from efajob.report.assemble import private_view
+
+    if private_view(cfg, euid):
+        if os.path.exists(cfg.job_index_path):
+            warn("private_records: the job index is root's; scanning the store "
+                 "(only the jobs whose records you can read)")
+        return None
+    try:
+        return read()
+    except JobIndexError as e:
+        warn(f"{e}; scanning the store instead (slow on a big store)")
+        return None
+
+
 def recent_jobs(cfg, flt: JobFilter, *, limit: int = 20, cluster: Optional[str] = None,
                 since: Optional[float] = None, now: Optional[float] = None,
                 use_index: bool = True, euid: Optional[int] = None,
                 warn: Callable[[str], None] = lambda msg: None) -> Tuple[List[dict], str]:
     """(rows, "index" or "scan"): what `efajob jobs` lists, newest first."""
-    from efajob.report.assemble import list_jobs, private_view
+    from efajob.report.assemble import list_jobs
 
     now = time.time() if now is None else now
     if use_index:
-        if private_view(cfg, euid):
-            if os.path.exists(cfg.job_index_path):
-                warn("private_records: the job index is root's; scanning the store "
-                     "(only the jobs whose records you can read)")
-        else:
-            try:
-                return _from_index(cfg, flt, limit=limit, cluster=cluster, since=since, now=now,
-                                   warn=warn), "index"
-            except JobIndexError as e:
-                warn(f"{e}; scanning the store instead (slow on a big store)")
+        got = read_index(cfg, euid, lambda: _from_index(cfg, flt, limit=limit, cluster=cluster,
+                                                        since=since, now=now, warn=warn), warn)
+        if got is not None:
+            return got, "index"
     rows = list_jobs(cfg, users=flt.users, since=since, limit=limit, cluster=cluster, now=now,
                      euid=euid, match=flt.match)
     return rows, "scan"

@@ -126,6 +126,7 @@ def _remove_dir(conn: sqlite3.Connection, store: str, d: JobDir) -> None:
         raise StoreError(f"cannot remove {target}: {e.strerror or e}") from None
     conn.execute("DELETE FROM jobs WHERE cluster = ? AND job_id = ?", (d.cluster, d.job_id))
     conn.execute("DELETE FROM dirs WHERE cluster = ? AND job_id = ?", (d.cluster, d.job_id))
+    conn.execute("DELETE FROM node_jobs WHERE cluster = ? AND job_id = ?", (d.cluster, d.job_id))
 
 
 def prune(cfg, *, max_age_s: float, max_bytes: float, apply: bool, now: float,

@@ -52,6 +52,17 @@ def _no_statuses(cluster: str) -> Dict:
     return {}  # rows from the records alone: running jobs come from the status files at query time
 
 
+def node_rows(rep) -> List[Tuple]:
+    """The node_jobs rows of one job report (db.NODE_JOB_COLUMNS): each node with data and the
+    codes of the warning and critical findings that name it (NodeReport.marks). Nodes without
+    data are left out: `incomplete` says nothing about the node's fabric."""
+    m = rep.meta
+    end = m.end if m.end is not None else m.start
+    num = m.num_nodes or len(rep.nodes)
+    return [(m.cluster, n.host, m.job_id, m.restart, end, num, " ".join(sorted(n.marks)))
+            for n in rep.data_nodes]
+
+
 def index_dir(conn: sqlite3.Connection, cfg, cluster: str, job_id: str, mtime: float,
               stats: UpdateStats) -> None:
     """(Re)write the rows of one job directory: one per restart, the newest marked latest."""
@@ -59,6 +70,7 @@ def index_dir(conn: sqlite3.Connection, cfg, cluster: str, job_id: str, mtime: f
     from efajob.store.reader import find_job, load_job
 
     conn.execute("DELETE FROM jobs WHERE cluster = ? AND job_id = ?", (cluster, job_id))
+    conn.execute("DELETE FROM node_jobs WHERE cluster = ? AND job_id = ?", (cluster, job_id))
     try:
         files = find_job(cfg.store, job_id, cluster=cluster, statuses=_no_statuses)
     except EfajobError:  # an empty directory (a record on its way): no row yet
@@ -70,7 +82,10 @@ def index_dir(conn: sqlite3.Connection, cfg, cluster: str, job_id: str, mtime: f
         stats.records += len(run.paths)
         if not_yours(loaded, run):
             continue  # every record refused this writer: run it as root (docs/jobindex.md)
-        row = jobs_row(_build_from(cfg, run, loaded, time.time()))  # name: the records' job_name
+        rep = _build_from(cfg, run, loaded, time.time())
+        row = jobs_row(rep)  # name: the records' job_name
+        conn.executemany("INSERT OR REPLACE INTO node_jobs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         node_rows(rep))
         conn.execute(db.INSERT, db.to_db(row, records=len(run.paths),
                                          latest=restart == files.restart,
                                          landed=mtime, nbytes=_size(run.paths)))
@@ -122,6 +137,7 @@ def _sync(conn: sqlite3.Connection, cfg, *, full: bool, now: float,
         for gone in set(known) - names:
             conn.execute("DELETE FROM jobs WHERE cluster = ? AND job_id = ?", (c, gone))
             conn.execute("DELETE FROM dirs WHERE cluster = ? AND job_id = ?", (c, gone))
+            conn.execute("DELETE FROM node_jobs WHERE cluster = ? AND job_id = ?", (c, gone))
             stats.removed += 1
         work += [(c, n, known.get(n)) for n in sorted(names)
                  if full or n not in known or not known[n][1]]

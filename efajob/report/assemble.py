@@ -160,11 +160,25 @@ def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[s
             warn(f"skipped {path}: {why}")
     hosts = [r["host"] for r in loaded.records] + list(files.live)
     info, times, note2 = check_slurm(info, files, hosts)
-    return build_report(
+    report = build_report(
         loaded.records, job_id=files.job_id, cluster=files.cluster, restart=files.restart,
         restarts=files.restarts, restart_defaulted=files.restart_defaulted, job_info=info,
         slurm_note=note2 or note, slurm_times=times, live=files.live, skipped=loaded.skipped,
         thresholds=cfg.thresholds, now=now)
+    return with_nccl_log(cfg, report, info)
+
+
+def with_nccl_log(cfg: Any, report: Any, info: Any) -> Any:
+    """The one hook point of report/nccllog.py: an efa_unused finding quotes NCCL's log when
+    Slurm names the job's output file and the config allows reading it (docs/report.md)."""
+    path = getattr(info, "stdout", None)
+    if not path or not cfg.reads_nccl_log or not any(f.code == "efa_unused"
+                                                     for f in report.findings):
+        return report
+    from efajob.report.nccllog import confirm, read_evidence
+
+    ev = read_evidence(path)
+    return report if ev is None else confirm(report, ev)
 
 
 # -- recent jobs ------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ class JobInfo:
     # When the query named an array job or a het job by its plain id (`500`, `420`): the ids
     # of all its tasks or components as Slurm shows them (`500_1`, `420+1`), else empty.
     parts: Tuple[str, ...] = ()
+    stdout: Optional[str] = None  # the job's output file as scontrol expands it (StdOut=)
 
     @property
     def alive(self) -> bool:
@@ -183,7 +184,7 @@ def parse_scontrol_job(text: str) -> List[JobInfo]:
             start=parse_slurm_time(kv.get("StartTime")), end=parse_slurm_time(kv.get("EndTime")),
             cluster=_none(kv.get("ClusterName") or kv.get("Cluster")),
             time_limit=parse_time_limit(kv.get("TimeLimit")), restarts=_int(kv.get("Restarts")),
-            slurm_job_id=raw,
+            slurm_job_id=raw, stdout=_none(kv.get("StdOut")),
         ))
     return jobs
 

@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from efajob.config import Config  # noqa: E402
 from efajob.node.instances import INSTANCE_TYPES  # noqa: E402
 from efajob.hooks.records import JobIdentity, build_record  # noqa: E402
+from efajob.node.counters import is_device_error  # noqa: E402
 from efajob.sim import DEVICE_COUNTERS, PORT_COUNTERS  # noqa: E402
 from efajob.node.readings import DeviceReading, Snapshot  # noqa: E402
 
@@ -69,7 +70,8 @@ def template(job_id: str, nodes: int) -> dict:
 
     def snap(t: float, end: bool) -> Snapshot:
         devs = {d: DeviceReading(d, 1, {n: 10**12 + (delta[n] if end else 0) for n in PORT_COUNTERS},
-                                 {n: 10**6 + (3600 if end else 0) for n in DEVICE_COUNTERS})
+                                 {n: 10**6 + (3600 if end and not is_device_error(n) else 0)
+                                  for n in DEVICE_COUNTERS})
                 for d in it.device_names}
         return Snapshot(mono=100.0 + t, wall=T0 + t, devices=devs,
                         net={"eth0": {"rx_bytes": 10**9, "tx_bytes": 10**9 + (10**8 if end else 0)}})

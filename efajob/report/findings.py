@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional
 
 from efajob.node.counters import is_device_error, is_wr_error
+from efajob.report.compact import columns, nonzero
 from efajob.report.counternotes import DEVICE_ERROR_MEANINGS, reset_devices, reset_note, wr_kind
 from efajob.report.maths import max2, ratio
 from efajob.report.model import ENA_ALLOWANCE, LINK_SOURCES
@@ -257,7 +258,7 @@ def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
     for n in report.data_nodes:
         for d in n.devices:
-            errs = {k: v for k, v in d.counters.items() if v and is_wr_error(k)}
+            errs = nonzero(d.counters, is_wr_error)
             total = sum(errs.values())
             if not errs or total < th["wr_errors"]:
                 continue
@@ -288,7 +289,7 @@ def device_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]
     out = []
     for n in report.data_nodes:
         for d in n.devices:
-            errs = {k: v for k, v in d.device_counters.items() if v and is_device_error(k)}
+            errs = nonzero(d.device_counters, is_device_error)
             if not errs or sum(errs.values()) < th["device_errors"]:
                 continue
             order = list(DEVICE_ERROR_MEANINGS)
@@ -445,7 +446,7 @@ def rate_above_link(report: "JobReport", th: Mapping[str, float]) -> List[Findin
         devs = [d for d in n.devices if d.peak_above_link]
         if not n.above_link and not n.peak_above_link and not devs:
             continue
-        cols = [c for c in (n.series.get("tx_gbps"), n.series.get("rx_gbps")) if isinstance(c, list)]
+        cols = columns(n.series.get("tx_gbps"), n.series.get("rx_gbps"))
         points = max((len(c) for c in cols), default=0)
         peak = max((v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None), default=0.0)
         where = LINK_SOURCES.get(n.link_source or "", "the record")

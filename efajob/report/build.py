@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from efajob.config import DEFAULT_THRESHOLDS
 from efajob.node.instances import lookup, unsupported_counters
-from efajob.report.compact import columns, compact_counters, compact_series
+from efajob.report.compact import columns, compact_block, compact_counters, compact_series
 from efajob.report.findings import evaluate, running_verdict, sort_findings, verdict
 from efajob.report.live import live_findings
 from efajob.report.maths import (ints, max2, maxv, mean, nonempty, num, ratio,
@@ -37,15 +37,22 @@ def _without(counters: Dict[str, int], names: Mapping[str, str]) -> Dict[str, in
 def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
     itype = lookup(nonempty(rec.get("instance_type")))
     unsupported = unsupported_counters(itype)
+    raw = [d for d in rec.get("devices") or []
+           if isinstance(d, dict) and isinstance(d.get("name"), str)]
+    # The usual record: every device with the same counters, all counts. One array per node
+    # (compact.compact_block); else each device's dicts checked and compacted on their own.
+    port = compact_block([d.get("counters") for d in raw])
+    if port and unsupported and any(k in port[0] for k in unsupported):
+        port = None  # unsupported counters to leave out (_without)
+    dev = compact_block([d.get("device_counters") for d in raw])
     devices = []
-    for d in rec.get("devices") or []:
-        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
-            continue
+    for i, d in enumerate(raw):
         devices.append(DeviceReport(
             name=d["name"], link_gbps=num(d.get("link_gbps")),
-            counters=compact_counters(_without(ints(d.get("counters")), unsupported)),
+            counters=port[i] if port else
+            compact_counters(_without(ints(d.get("counters")), unsupported)),
             # Shown and judged per device (device_errors), never summed.
-            device_counters=compact_counters(ints(d.get("device_counters"))),
+            device_counters=dev[i] if dev else compact_counters(ints(d.get("device_counters"))),
             resets=[r for r in d.get("resets") or [] if isinstance(r, str)],
             peak_tx_gbps=num(d.get("peak_tx_gbps")), peak_rx_gbps=num(d.get("peak_rx_gbps"))))
     totals = _without(ints(rec.get("totals")), unsupported)

@@ -14,7 +14,9 @@ compaction never changes a number. Pure: no I/O.
 """
 from __future__ import annotations
 
+import struct
 from array import array
+from itertools import chain
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 # Key tuples already seen -> (the shared tuple, {name: position}). Bounded: a store can only
@@ -24,20 +26,24 @@ _MAX_KEY_SETS = 256
 
 
 class Counters(Mapping[str, int]):
-    """An immutable {counter name: non-negative int} stored as a shared key tuple and an
-    unsigned 64-bit array."""
+    """An immutable {counter name: non-negative int} stored as a shared key tuple and a slice
+    of an unsigned 64-bit array (`off`: where it starts; a node's devices share one array)."""
 
-    __slots__ = ("_keys", "_index", "_vals")
+    __slots__ = ("_keys", "_index", "_vals", "_off")
 
-    def __init__(self, keys: Tuple[str, ...], index: Dict[str, int], vals: "array[int]"):
-        self._keys, self._index, self._vals = keys, index, vals
+    def __init__(self, keys: Tuple[str, ...], index: Dict[str, int], vals: "array[int]",
+                 off: int = 0):
+        self._keys, self._index, self._vals, self._off = keys, index, vals, off
 
     def __getitem__(self, name: str) -> int:
-        return self._vals[self._index[name]]
+        return self._vals[self._off + self._index[name]]
 
     def get(self, name: str, default: Any = None) -> Any:  # the hot path: no exception
         i = self._index.get(name)
-        return default if i is None else self._vals[i]
+        return default if i is None else self._vals[self._off + i]
+
+    def _slice(self) -> "array[int]":
+        return self._vals[self._off:self._off + len(self._keys)]
 
     def __contains__(self, name: object) -> bool:
         return name in self._index
@@ -49,13 +55,51 @@ class Counters(Mapping[str, int]):
         return len(self._keys)
 
     def items(self) -> Any:  # a plain iterator of pairs, at C speed (not an ItemsView)
-        return zip(self._keys, self._vals)
+        return zip(self._keys, self._slice())
 
     def values(self) -> Any:
-        return iter(self._vals)
+        return iter(self._slice())
 
     def __repr__(self) -> str:
         return f"Counters({dict(self.items())!r})"
+
+
+def _shared(keys: Tuple[str, ...]) -> Optional[Tuple[Tuple[str, ...], Dict[str, int]]]:
+    shared = _KEYS.get(keys)
+    if shared is None and len(_KEYS) < _MAX_KEY_SETS:
+        shared = _KEYS.setdefault(keys, (keys, {k: i for i, k in enumerate(keys)}))
+    return shared
+
+
+def compact_block(dicts: Sequence[object]) -> Optional[List[Counters]]:
+    """Counters for each of `dicts` sharing one array, when they all have the same names in
+    the same order and every value is an int in [0, 2**64) (the devices of a record, as the
+    hooks write them); None otherwise (compact_counters then takes them one by one). One
+    pass at C speed for a node's 32 devices instead of 32 small ones."""
+    if not dicts or not all(type(d) is dict for d in dicts):
+        return None
+    first: Tuple[str, ...] = tuple(dicts[0])  # type: ignore[arg-type]  # checked: dicts
+    if not first or any(tuple(d) != first for d in dicts[1:]):  # type: ignore[arg-type]
+        return None
+    shared = _shared(first)
+    if shared is None:
+        return None
+
+    def vals() -> Iterator[Any]:
+        return chain.from_iterable(d.values() for d in dicts)  # type: ignore[attr-defined]
+
+    if not set(map(type, vals())) <= _INT:  # a bool is an int to array('Q'): not a count
+        return None
+    n = len(first)
+    try:  # struct packs at C speed; array("Q", iterable) converts item by item, twice as slow
+        block = array("Q", struct.pack(f"{n * len(dicts)}Q", *vals()))
+    except struct.error:  # negative, >= 2**64: the per-dict path filters those out
+        return None
+    keys, index = shared
+    return [Counters(keys, index, block, i * n) for i in range(len(dicts))]
+
+
+_INT = {int}
 
 
 def compact_counters(d: Mapping[str, int]) -> Mapping[str, int]:
@@ -63,12 +107,9 @@ def compact_counters(d: Mapping[str, int]) -> Mapping[str, int]:
     value does not fit in 64 bits or the key sets are too many."""
     if not isinstance(d, dict) or not d:
         return d
-    keys = tuple(d)
-    shared = _KEYS.get(keys)
+    shared = _shared(tuple(d))
     if shared is None:
-        if len(_KEYS) >= _MAX_KEY_SETS:
-            return d
-        shared = _KEYS.setdefault(keys, (keys, {k: i for i, k in enumerate(keys)}))
+        return d
     try:
         vals = array("Q", d.values())
     except (OverflowError, TypeError):  # >= 2**64 (or not an int): keep what was parsed
@@ -87,8 +128,8 @@ def nonzero(d: Mapping[str, int], wanted: Callable[[str], bool]) -> Dict[str, in
     ask this of every device of a job: 131,072 times at 4,096 nodes)."""
     if isinstance(d, Counters):
         picked = _picked(d._keys, wanted)
-        vals = d._vals
-        return {k: vals[i] for i, k in picked if vals[i]}
+        vals, off = d._vals, d._off
+        return {k: vals[off + i] for i, k in picked if vals[off + i]}
     return {k: v for k, v in d.items() if v and wanted(k)}
 
 
@@ -96,8 +137,8 @@ def total(d: Mapping[str, int], wanted: Callable[[str], bool]) -> Optional[int]:
     """Sum of the counters of `d` that `wanted` names; None when `d` has none of them."""
     if isinstance(d, Counters):
         picked = _picked(d._keys, wanted)
-        vals = d._vals
-        return sum(vals[i] for i, _ in picked) if picked else None
+        vals, off = d._vals, d._off
+        return sum(vals[off + i] for i, _ in picked) if picked else None
     got = [v for k, v in d.items() if wanted(k)]
     return sum(got) if got else None
 
@@ -122,8 +163,8 @@ def compact_series(series: Mapping[str, Any]) -> Dict[str, Any]:
     for k, v in series.items():
         if isinstance(v, list) and v:
             kinds = set(map(type, v))
-            if kinds == {float}:
-                v = array("d", v)
+            if kinds == {float}:  # (struct: see compact_block)
+                v = array("d", struct.pack(f"{len(v)}d", *v))
             elif kinds == {int} and -(1 << 62) < min(v) and max(v) < (1 << 62):
                 v = array("q", v)
         out[k] = v

@@ -155,6 +155,59 @@ def _picked(keys: Tuple[str, ...], wanted: Callable[[str], bool]) -> List[Tuple[
     return got
 
 
+# -- a node's devices at once ----------------------------------------------------------------
+def _block(seq: Sequence[Mapping[str, int]]) -> Optional[Counters]:
+    """The first of `seq` when `seq` is exactly the Counters of one compact_block, in order
+    (the usual node): then counter k of every device is the C-speed slice vals[i::n]."""
+    if not seq:
+        return None
+    c0 = seq[0]
+    if not isinstance(c0, Counters) or c0._off != 0:
+        return None
+    vals, n = c0._vals, len(c0._keys)
+    if len(vals) != n * len(seq):
+        return None
+    for j, c in enumerate(seq):
+        if not isinstance(c, Counters) or c._vals is not vals or c._off != j * n:
+            return None
+    return c0
+
+
+def any_nonzero(seq: Sequence[Mapping[str, int]], wanted: Callable[[str], bool]) -> bool:
+    """Whether any of `seq` holds a non-zero counter that `wanted` names (a node with no
+    error counts skips the per-device look)."""
+    b = _block(seq)
+    if b is None:
+        return any(nonzero(d, wanted) for d in seq)
+    n = len(b._keys)
+    return any(any(b._vals[i::n]) for i, _ in _picked(b._keys, wanted))
+
+
+def sum_over(seq: Sequence[Mapping[str, int]], wanted: Callable[[str], bool]) -> Optional[int]:
+    """Sum over every one of `seq` of the counters `wanted` names; None when none has one."""
+    b = _block(seq)
+    if b is not None:
+        picked, n = _picked(b._keys, wanted), len(b._keys)
+        return sum(sum(b._vals[i::n]) for i, _ in picked) if picked else None
+    out: Optional[int] = None
+    for d in seq:
+        t = total(d, wanted)
+        if t is not None:
+            out = (out or 0) + t
+    return out
+
+
+def values_of(seq: Sequence[Mapping[str, int]], name: str) -> List[Optional[int]]:
+    """Counter `name` of each of `seq` (None where absent)."""
+    b = _block(seq)
+    if b is not None:
+        i = b._index.get(name)
+        if i is None:
+            return [None] * len(seq)
+        return list(b._vals[i::len(b._keys)].tolist())
+    return [d.get(name) for d in seq]
+
+
 # -- series ---------------------------------------------------------------------------------
 def compact_series(series: Mapping[str, Any]) -> Dict[str, Any]:
     """A record's series with every all-float column as array('d') and every all-int column

@@ -41,9 +41,10 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
            if isinstance(d, dict) and isinstance(d.get("name"), str)]
     # The usual record: every device with the same counters, all counts. One array per node
     # (compact.compact_block); else each device's dicts checked and compacted on their own.
-    port = compact_block([d.get("counters") for d in raw])
-    if port and unsupported and any(k in port[0] for k in unsupported):
-        port = None  # unsupported counters to leave out (_without)
+    ports = [d.get("counters") for d in raw]
+    if unsupported:  # counters the type cannot count, left out (_without) before compacting
+        ports = [_without(c, unsupported) if isinstance(c, dict) else c for c in ports]
+    port = compact_block(ports)
     dev = compact_block([d.get("device_counters") for d in raw])
     devices = []
     for i, d in enumerate(raw):

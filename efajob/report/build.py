@@ -34,6 +34,11 @@ def _without(counters: Dict[str, int], names: Mapping[str, str]) -> Dict[str, in
     return {k: v for k, v in counters.items() if k not in names}
 
 
+def _num(v: object) -> Optional[float]:
+    # maths.num, its usual case first: 98,304 calls at 1,024 nodes.
+    return v if type(v) is float and v == v else num(v)
+
+
 def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
     itype = lookup(nonempty(rec.get("instance_type")))
     unsupported = unsupported_counters(itype)
@@ -48,14 +53,15 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
     dev = compact_block([d.get("device_counters") for d in raw])
     devices = []
     for i, d in enumerate(raw):
+        rs = d.get("resets")
         devices.append(DeviceReport(
-            name=d["name"], link_gbps=num(d.get("link_gbps")),
+            name=d["name"], link_gbps=_num(d.get("link_gbps")),
             counters=port[i] if port else
             compact_counters(_without(ints(d.get("counters")), unsupported)),
             # Shown and judged per device (device_errors), never summed.
             device_counters=dev[i] if dev else compact_counters(ints(d.get("device_counters"))),
-            resets=[r for r in d.get("resets") or [] if isinstance(r, str)],
-            peak_tx_gbps=num(d.get("peak_tx_gbps")), peak_rx_gbps=num(d.get("peak_rx_gbps"))))
+            resets=[r for r in rs if isinstance(r, str)] if rs else [],
+            peak_tx_gbps=_num(d.get("peak_tx_gbps")), peak_rx_gbps=_num(d.get("peak_rx_gbps"))))
     totals = _without(ints(rec.get("totals")), unsupported)
     if not totals and devices:  # an older writer without totals: the sum is the definition
         totals = sum_counters(d.counters for d in devices)

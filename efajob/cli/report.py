@@ -10,7 +10,7 @@ import gc
 import json
 import shlex
 import time
-from typing import Optional
+from typing import Iterable, Optional, Union
 
 import click
 
@@ -21,18 +21,22 @@ from efajob.report.assemble import build_job_report
 from efajob.store.watchdog import call_watched
 
 
-def _emit(text: str, output: Optional[str]) -> None:
+def _emit(text: Union[str, Iterable[str]], output: Optional[str]) -> None:
+    """Write the report (a string, or pieces of one: the JSON of a huge job is written as it
+    is made, never held whole)."""
+    pieces = [text] if isinstance(text, str) else text
     if output:
         try:
             with open(output, "w", encoding="utf-8") as f:
-                f.write(text)
+                f.writelines(pieces)
         except OSError as e:
             from efajob.errors import UsageError
 
             raise UsageError(f"cannot write {output}: {e.strerror}") from None
         click.echo(f"wrote {output}", err=True)
     else:
-        click.echo(text, nl=False)
+        for piece in pieces:
+            click.echo(piece, nl=False)
 
 
 def _warn(msg: str) -> None:
@@ -76,7 +80,7 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
     from efajob.report.render.csv import render_csv
     from efajob.report.render.html import render_html
     from efajob.report.render.text import render_text
-    from efajob.report.render.json import render_json
+    from efajob.report.render.json import iter_json
 
     gc.disable()  # a short-lived process that builds one big acyclic tree: see _no_gc()
     if debug:
@@ -86,7 +90,7 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
                                               use_slurm=not no_slurm, warn=_warn),
                      store=cfg.store, timeout=cfg.store_timeout)
     if fmt == "json":
-        text = render_json(r)
+        text: Union[str, Iterable[str]] = iter_json(r)
     elif fmt == "csv":
         text = render_csv(r)
     elif fmt == "html":

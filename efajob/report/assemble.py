@@ -124,8 +124,8 @@ def parts_error(job_id: str, parts) -> AmbiguousJobError:
 
 def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[str],
            restart: Optional[int], now: float, warn, use_slurm: bool = True):
-    from efajob.store.reader import find_job, find_parts, load_job, list_clusters
-    from efajob.report.build import build_report
+    from efajob.store.reader import LoadedRecords, find_job, find_parts, iter_records, list_clusters
+    from efajob.report.build import build_report, ingest
 
     parts = tuple(getattr(info, "parts", None) or ())
     if parts:
@@ -136,7 +136,12 @@ def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[s
         target = sid  # the hooks file an array task 7_8 under its SLURM_JOB_ID
     files = find_job(cfg.store, target, cluster=cluster, restart=restart, now=now,
                      max_status_age=max(60.0, 4 * cfg.status_interval))
-    loaded = load_job(files)
+    # Records are made into nodes as they are read (report/build.py ingest), so a huge job is
+    # never held whole; what the checks below read of them is each record's header.
+    skipped: List[Tuple[str, str]] = []
+    ing = ingest(iter_records(files.paths, job_id=files.job_id, restart=files.restart,
+                              skipped=skipped))
+    loaded = LoadedRecords(records=ing.headers, skipped=skipped)
     if job_id.isdigit() and any(str(r.get(k)) == job_id for r in loaded.records
                                 for k in ("array_job_id", "het_job_id")):
         # Records that know their array/het job (a Slurm that sets SLURM_ARRAY_* for the
@@ -161,7 +166,7 @@ def _build(cfg, job_id: str, info: Any, note: Optional[str], cluster: Optional[s
     hosts = [r["host"] for r in loaded.records] + list(files.live)
     info, times, note2 = check_slurm(info, files, hosts)
     report = build_report(
-        loaded.records, job_id=files.job_id, cluster=files.cluster, restart=files.restart,
+        ing, job_id=files.job_id, cluster=files.cluster, restart=files.restart,
         restarts=files.restarts, restart_defaulted=files.restart_defaulted, job_info=info,
         slurm_note=note2 or note, slurm_times=times, live=files.live, skipped=loaded.skipped,
         thresholds=cfg.thresholds, now=now)

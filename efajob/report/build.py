@@ -3,14 +3,20 @@ judging it with the finding rules (report/findings.py).
 
 Pure: no I/O, no clock (the caller passes `now`). The model it fills is model.py; the store
 reading and Slurm lookups that feed it are assemble.py.
+
+Records stream in (`ingest`): each one becomes its NodeReport (device counters and series in
+the compact forms of compact.py) and a small header (HEADER_KEYS, what the job's metadata is
+made of) as it is read, and is dropped; nothing holds a 4,096-node job's parsed records at once.
 """
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from efajob.config import DEFAULT_THRESHOLDS
 from efajob.node.instances import lookup, unsupported_counters
+from efajob.report.compact import columns, compact_block, compact_counters, compact_series
 from efajob.report.findings import evaluate, running_verdict, sort_findings, verdict
 from efajob.report.live import live_findings
 from efajob.report.maths import (ints, max2, maxv, mean, nonempty, num, ratio,
@@ -28,20 +34,34 @@ def _without(counters: Dict[str, int], names: Mapping[str, str]) -> Dict[str, in
     return {k: v for k, v in counters.items() if k not in names}
 
 
+def _num(v: object) -> Optional[float]:
+    # maths.num, its usual case first: 98,304 calls at 1,024 nodes.
+    return v if type(v) is float and v == v else num(v)
+
+
 def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
     itype = lookup(nonempty(rec.get("instance_type")))
     unsupported = unsupported_counters(itype)
+    raw = [d for d in rec.get("devices") or []
+           if isinstance(d, dict) and isinstance(d.get("name"), str)]
+    # The usual record: every device with the same counters, all counts. One array per node
+    # (compact.compact_block); else each device's dicts checked and compacted on their own.
+    ports = [d.get("counters") for d in raw]
+    if unsupported:  # counters the type cannot count, left out (_without) before compacting
+        ports = [_without(c, unsupported) if isinstance(c, dict) else c for c in ports]
+    port = compact_block(ports)
+    dev = compact_block([d.get("device_counters") for d in raw])
     devices = []
-    for d in rec.get("devices") or []:
-        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
-            continue
+    for i, d in enumerate(raw):
+        rs = d.get("resets")
         devices.append(DeviceReport(
-            name=d["name"], link_gbps=num(d.get("link_gbps")),
-            counters=_without(ints(d.get("counters")), unsupported),
+            name=d["name"], link_gbps=_num(d.get("link_gbps")),
+            counters=port[i] if port else
+            compact_counters(_without(ints(d.get("counters")), unsupported)),
             # Shown and judged per device (device_errors), never summed.
-            device_counters=ints(d.get("device_counters")),
-            resets=[r for r in d.get("resets") or [] if isinstance(r, str)],
-            peak_tx_gbps=num(d.get("peak_tx_gbps")), peak_rx_gbps=num(d.get("peak_rx_gbps"))))
+            device_counters=dev[i] if dev else compact_counters(ints(d.get("device_counters"))),
+            resets=[r for r in rs if isinstance(r, str)] if rs else [],
+            peak_tx_gbps=_num(d.get("peak_tx_gbps")), peak_rx_gbps=_num(d.get("peak_rx_gbps"))))
     totals = _without(ints(rec.get("totals")), unsupported)
     if not totals and devices:  # an older writer without totals: the sum is the definition
         totals = sum_counters(d.counters for d in devices)
@@ -73,7 +93,7 @@ def node_from_record(rec: Mapping[str, Any]) -> NodeReport:
         appeared_devices=[v for v in rec.get("appeared_devices") or [] if isinstance(v, str)],
         source=nonempty(rec.get("source")), daemon_samples=rec.get("daemon_samples")
         if isinstance(rec.get("daemon_samples"), int) else None,
-        exit_code=nonempty(rec.get("exit_code")), series=dict(series))
+        exit_code=nonempty(rec.get("exit_code")), series=compact_series(series))
     n.expected_devices, n.link_source = expected, link_source
     n.unsupported = dict(unsupported)
     return n
@@ -92,14 +112,29 @@ def flag_rates(n: NodeReport, tolerance: float) -> None:
         return
     cap = link * tolerance
     tx, rx = n.series.get("tx_gbps"), n.series.get("rx_gbps")
-    cols = [c for c in (tx, rx) if isinstance(c, list)]
-    if cols:
+    cols = columns(tx, rx)
+    if cols and all(_below(c, cap) for c in cols):
+        n.above_link = []  # the usual case, decided at C speed
+    elif cols:
         width = max(len(c) for c in cols)
         n.above_link = [i for i in range(width)
                         if any(i < len(c) and isinstance(c[i], (int, float)) and c[i] > cap
                                for c in cols)]
     peak = max2(n.peak_tx_gbps, n.peak_rx_gbps)
     n.peak_above_link = peak is not None and peak > cap
+
+
+_NUMBERS = {int, float}
+
+
+def _below(col: Sequence, cap: float) -> bool:
+    """Every point of a series column is a number no faster than `cap` (an empty column
+    too). Columns holding anything else (None for a gap, a bool) take flag_rates' full path."""
+    if not col:
+        return True
+    if isinstance(col, list) and not set(map(type, col)) <= _NUMBERS:
+        return False
+    return max(col) <= cap
 
 
 def _rank(nodes: List[NodeReport]) -> List[NodeReport]:
@@ -249,7 +284,37 @@ def apply_slurm(m: JobMeta, info: Any, *, times: bool = True) -> None:
 
 
 # -- the report --------------------------------------------------------------------------------
-def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: str,
+# What meta_from_records (and assemble's checks: host, array and het ids) read of a record:
+# all that is kept of it once its NodeReport is made.
+HEADER_KEYS = ("host", "job_name", "user", "account", "partition", "nodelist", "num_nodes",
+               "instance_type", "start", "end", "exit_code", "array_job_id", "array_task_id",
+               "het_job_id", "het_job_offset")
+
+
+def record_header(rec: Mapping[str, Any]) -> Dict[str, Any]:
+    return {k: rec[k] for k in HEADER_KEYS if k in rec}
+
+
+@dataclass
+class Ingested:
+    """A job's records, read: {host: NodeReport} (a later record of a host replaces an
+    earlier one) and every record's header, in reading order."""
+
+    nodes: Dict[str, NodeReport] = field(default_factory=dict)
+    headers: List[Dict[str, Any]] = field(default_factory=list)
+
+
+def ingest(records: Iterable[Mapping[str, Any]]) -> Ingested:
+    """Consume `records` one at a time, keeping its NodeReport and header only: a record
+    is garbage as soon as the next one is read."""
+    out = Ingested()
+    for rec in records:
+        out.nodes[rec["host"]] = node_from_record(rec)
+        out.headers.append(record_header(rec))
+    return out
+
+
+def build_report(records: Union[Iterable[Mapping[str, Any]], Ingested], *, job_id: str, cluster: str,
                  restart: int = 0, restarts: Sequence[int] = (0,), restart_defaulted: bool = False,
                  job_info: Any = None, slurm_note: Optional[str] = None, slurm_times: bool = True,
                  live: Optional[Mapping[str, Any]] = None, expected_hosts: Sequence[str] = (),
@@ -258,10 +323,9 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
                  now: Optional[float] = None) -> JobReport:
     """Assemble the report. `live` is {host: jobstore.NodeStatus} of nodes that list the job as
     running; `expected_hosts` the job's hosts when known otherwise (default: Slurm's, else the
-    records' nodelist expanded)."""
-    nodes: Dict[str, NodeReport] = {}
-    for rec in records:
-        nodes[rec["host"]] = node_from_record(rec)
+    records' nodelist expanded). `records` may be a one-pass iterator, or already `ingest`ed."""
+    ing = records if isinstance(records, Ingested) else ingest(records)
+    nodes, headers = ing.nodes, ing.headers
     # A node with a record has run its epilog: a status file written just before that may
     # still list the job, but the node is done with it.
     live = {h: s for h, s in (live or {}).items() if h not in nodes}
@@ -287,7 +351,7 @@ def build_report(records: Sequence[Mapping[str, Any]], *, job_id: str, cluster: 
                                  start=job.start if job else None,
                                  instance_type=getattr(st, "instance_type", None))
     running = bool(live) or slurm_running
-    meta = meta_from_records(job_id, cluster, restart, records, running)
+    meta = meta_from_records(job_id, cluster, restart, headers, running)
     _owner_from_status(meta, live, job_id, restart)
     if job_info is not None:
         apply_slurm(meta, job_info, times=slurm_times)

@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional
 
 from efajob.node.counters import is_device_error, is_wr_error
+from efajob.report.compact import any_nonzero, columns, nonzero, values_of
 from efajob.report.counternotes import DEVICE_ERROR_MEANINGS, reset_devices, reset_note, wr_kind
-from efajob.report.maths import max2, ratio
+from efajob.report.maths import add, max2, ratio
 from efajob.report.model import ENA_ALLOWANCE, LINK_SOURCES
 from efajob.fmt import fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct
 
@@ -227,7 +228,10 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
                 "reload or a device slow to probe): its traffic is not in the totals.",
                 "Check `dmesg` on the node for efa resets or probe errors; a device that comes "
                 "and goes is worth draining the node for.", host=n.host, device=name))
-        devs = [(d, t) for d, t in ((d, d.traffic) for d in n.devices) if t is not None]
+        ports = [d.counters for d in n.devices]  # d.traffic, for all devices at once
+        devs = [(d, t) for d, t in zip(n.devices, map(add, values_of(ports, "tx_bytes"),
+                                                     values_of(ports, "rx_bytes")))
+                if t is not None]
         if len(devs) < 2 or (n.traffic or 0) < th["efa_unused_bytes_per_node"]:
             continue
         # The LOW median: idle devices must be a strict minority. A job that uses 4 of 8 GPUs
@@ -256,8 +260,10 @@ def device_idle(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
 def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
     for n in report.data_nodes:
+        if not any_nonzero([d.counters for d in n.devices], is_wr_error):
+            continue  # the usual node, told at C speed
         for d in n.devices:
-            errs = {k: v for k, v in d.counters.items() if v and is_wr_error(k)}
+            errs = nonzero(d.counters, is_wr_error)
             total = sum(errs.values())
             if not errs or total < th["wr_errors"]:
                 continue
@@ -287,8 +293,10 @@ def wr_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
 def device_errors(report: "JobReport", th: Mapping[str, float]) -> List[Finding]:
     out = []
     for n in report.data_nodes:
+        if not any_nonzero([d.device_counters for d in n.devices], is_device_error):
+            continue
         for d in n.devices:
-            errs = {k: v for k, v in d.device_counters.items() if v and is_device_error(k)}
+            errs = nonzero(d.device_counters, is_device_error)
             if not errs or sum(errs.values()) < th["device_errors"]:
                 continue
             order = list(DEVICE_ERROR_MEANINGS)
@@ -445,7 +453,7 @@ def rate_above_link(report: "JobReport", th: Mapping[str, float]) -> List[Findin
         devs = [d for d in n.devices if d.peak_above_link]
         if not n.above_link and not n.peak_above_link and not devs:
             continue
-        cols = [c for c in (n.series.get("tx_gbps"), n.series.get("rx_gbps")) if isinstance(c, list)]
+        cols = columns(n.series.get("tx_gbps"), n.series.get("rx_gbps"))
         points = max((len(c) for c in cols), default=0)
         peak = max((v for v in (n.peak_tx_gbps, n.peak_rx_gbps) if v is not None), default=0.0)
         where = LINK_SOURCES.get(n.link_source or "", "the record")

@@ -11,7 +11,7 @@ no node reported is absent (None, "n/a"), never 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from efajob.report.maths import add, max2, ratio
 
@@ -34,7 +34,7 @@ ALIVE_STATES = frozenset(("PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SU
 class _Traffic:
     """Bytes sent and received, from the `counters` of a device or a node (absent stays None)."""
 
-    counters: Dict[str, int]
+    counters: Mapping[str, int]  # a dict, or report/compact.py's Counters
 
     @property
     def tx_bytes(self) -> Optional[int]:
@@ -53,8 +53,8 @@ class _Traffic:
 class DeviceReport(_Traffic):
     name: str
     link_gbps: Optional[float] = None
-    counters: Dict[str, int] = field(default_factory=dict)
-    device_counters: Dict[str, int] = field(default_factory=dict)
+    counters: Mapping[str, int] = field(default_factory=dict)  # compact.Counters in a report
+    device_counters: Mapping[str, int] = field(default_factory=dict)
     resets: List[str] = field(default_factory=list)
     peak_tx_gbps: Optional[float] = None
     peak_rx_gbps: Optional[float] = None

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from efajob.errors import AmbiguousJobError, JobNotFoundError, StoreError, UsageError
 from efajob.slurm.jobid import is_job_id, split_record_stem, status_job_key, validate_job_id
@@ -316,6 +316,16 @@ def read_records(paths: Sequence[str], *, job_id: Optional[str] = None,
                  restart: Optional[int] = None) -> LoadedRecords:
     """Parse record files; bad ones are skipped with a reason, never raised."""
     out = LoadedRecords()
+    out.records.extend(iter_records(paths, job_id=job_id, restart=restart, skipped=out.skipped))
+    return out
+
+
+def iter_records(paths: Sequence[str], *, job_id: Optional[str] = None,
+                 restart: Optional[int] = None,
+                 skipped: Optional[List[Tuple[str, str]]] = None) -> Iterator[dict]:
+    """The usable records of `paths`, parsed one at a time as the caller asks for the next:
+    the report of a 4,096-node job never holds them all (report/build.py `ingest`). Bad files
+    are appended to `skipped` as (path, why), never raised."""
     for path in paths:
         why = None
         try:
@@ -333,10 +343,10 @@ def read_records(paths: Sequence[str], *, job_id: Optional[str] = None,
             why = f"not valid JSON ({str(e).splitlines()[0][:80]}): corrupt or half-written"
         if why is None:
             assert isinstance(rec, dict)  # check_loaded passed it: a usable record
-            out.records.append(rec)
-        else:
-            out.skipped.append((path, why))
-    return out
+            yield rec
+            del rec  # not kept alive while the next file is read
+        elif skipped is not None:
+            skipped.append((path, why))
 
 
 def check_loaded(rec: object, path: str, job_id: Optional[str], restart: Optional[int]) -> Optional[str]:

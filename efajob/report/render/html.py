@@ -5,7 +5,8 @@ Every string that comes from a record, Slurm or the store (job names, user names
 device names, counter names, file paths) goes through `esc()`: a job named
 `<script>alert(1)</script>` prints as text. A Content-Security-Policy that forbids scripts and
 any fetch backs that up. Charts: per node, tx and rx Gbps over the job from the record's series,
-downsampled to at most MAX_POINTS points (the page of a 1,024-node job stays a few MB).
+downsampled to at most MAX_POINTS points; past report/sampling.SERIES_LIMIT nodes only a sample
+of the nodes is drawn, and the page says which.
 """
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from datetime import tzinfo
 from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
 from efajob.fmt import NA, fmt_bytes, fmt_count, fmt_duration, fmt_gbps, fmt_pct, fmt_time
+from efajob.report.compact import column
 from efajob.report.findings import verdict_tone
+from efajob.report.sampling import describe, series_sample
 from efajob.report.render.text import (QUESTIONED, device_avg, error_totals, fmt_allowance,
                                        link_source_text, natural_key, not_here)
 
@@ -72,8 +75,11 @@ def series_top(nodes: Sequence["NodeReport"]) -> float:
     top = 0.0
     for n in nodes:
         for key in ("tx_gbps", "rx_gbps"):
-            vals = (n.series or {}).get(key) or []
-            top = max([top] + [v for v in vals if isinstance(v, (int, float))])
+            vals = (n.series or {}).get(key)
+            if vals is None or isinstance(vals, list):
+                top = max([top] + [v for v in vals or [] if isinstance(v, (int, float))])
+            elif len(vals):  # a compact column (report/compact.py): numbers only
+                top = max(top, max(vals))
     if top <= 0:
         top = max([n.link_gbps or 0.0 for n in nodes] + [1.0])
     return top * 1.15
@@ -82,8 +88,10 @@ def series_top(nodes: Sequence["NodeReport"]) -> float:
 def chart(n: "NodeReport", top: Optional[float] = None, width: int = 260, height: int = 90) -> str:
     """Inline SVG of one node's tx/rx Gbps over time (empty frame when there is no series)."""
     s = n.series or {}
-    t, tx, rx = s.get("t") or [], s.get("tx_gbps") or [], s.get("rx_gbps") or []
-    ok = isinstance(t, list) and isinstance(tx, list) and isinstance(rx, list) and len(t) > 0
+    # Lists as parsed, or compact arrays (report/compact.py); anything else draws no chart.
+    cols = [column(v) if v else [] for v in (s.get("t"), s.get("tx_gbps"), s.get("rx_gbps"))]
+    ok = all(c is not None for c in cols) and len(cols[0] or []) > 0
+    t, tx, rx = (c or [] for c in cols)
     label = f"{n.host}: EFA Gbps over time (blue sent, orange received)"
     head = (f'<svg class="series" xmlns="http://www.w3.org/2000/svg" width="{width}" '
             f'height="{height + 14}" role="img" aria-label="{esc(label)}" data-host="{esc(n.host)}">'
@@ -252,9 +260,12 @@ def render_html(r: "JobReport", *, tz: Optional[tzinfo] = None) -> str:
     m = r.meta
     title = f"EFA job report: job {m.job_id}, cluster {m.cluster}"
     top = series_top(r.data_nodes)
+    sample = series_sample(r)
     charts = "".join(
         f'<div class="chart"><p>{esc(n.rank)}. {esc(n.host)} ({esc(n.status)})</p>{chart(n, top)}</div>'
-        for n in r.nodes if n.has_data)
+        for n in sample.nodes)
+    if not sample.complete:
+        charts = f'<p class="note" id="series-sample">{esc(describe(sample))}</p>' + charts
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'

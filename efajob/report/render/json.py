@@ -6,7 +6,9 @@ Schema "efajob/job-report", version SCHEMA_VERSION, documented key by key in doc
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
+
+from efajob.report.compact import plain, plain_series
 
 if TYPE_CHECKING:  # pragma: no cover
     from efajob.report.model import DeviceReport, JobReport, NodeReport
@@ -20,12 +22,13 @@ def _r(v: Optional[float], nd: int = 3) -> Optional[float]:
 
 
 # Counter dicts go out in the record's order (the store's writer sorts keys), not re-sorted:
-# 70,000 sorts were a fifth of a 1,024-node JSON report. The dicts are shared, not copied.
+# 70,000 sorts were a fifth of a 1,024-node JSON report. Device counters are kept compact
+# (report/compact.py) and become dicts one node at a time, as the node's line is written.
 def device_to_dict(d: DeviceReport) -> dict:
     return {"name": d.name, "link_gbps": d.link_gbps, "tx_bytes": d.tx_bytes,
             "rx_bytes": d.rx_bytes, "peak_tx_gbps": _r(d.peak_tx_gbps),
-            "peak_rx_gbps": _r(d.peak_rx_gbps), "counters": d.counters,
-            "device_counters": d.device_counters, "resets": list(d.resets),
+            "peak_rx_gbps": _r(d.peak_rx_gbps), "counters": plain(d.counters),
+            "device_counters": plain(d.device_counters), "resets": list(d.resets),
             "peak_above_link": d.peak_above_link}
 
 
@@ -59,10 +62,19 @@ def _series(n: NodeReport) -> Optional[dict]:
     (finding rate_above_link), so a plot can mark them."""
     if not n.series:
         return None
-    return dict(n.series, above_link=list(n.above_link))
+    return dict(plain_series(n.series), above_link=list(n.above_link))
 
 
 def report_to_dict(r: JobReport) -> dict:
+    """The whole report as one dict (every node's devices and series as plain JSON)."""
+    d = _report_dict(r)
+    d["nodes"] = list(d["nodes"])
+    return d
+
+
+def _report_dict(r: JobReport) -> dict:
+    """The report's keys in order, `nodes` a generator: iter_json writes one node's line
+    before the next node's dicts are made."""
     m, o = r.meta, r.overall
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
@@ -88,7 +100,7 @@ def report_to_dict(r: JobReport) -> dict:
             "rdma_write_share": _r(o.rdma_write_share, 4), "send_share": _r(o.send_share, 4),
             "resets": list(o.resets),
         },
-        "nodes": [node_to_dict(n) for n in r.nodes],
+        "nodes": (node_to_dict(n) for n in r.nodes),
         "findings": [f.to_dict() for f in r.findings],
         "verdict": r.verdict,
         "notes": list(r.notes),
@@ -98,17 +110,36 @@ def report_to_dict(r: JobReport) -> dict:
 
 
 def render_json(r: JobReport) -> str:
-    """One top-level key per line, and one line per node, finding or skipped file: readable,
+    """The JSON report as one string (iter_json's pieces joined)."""
+    return "".join(iter_json(r))
+
+
+def _dumps(v: Any) -> str:
+    return json.dumps(v, separators=(", ", ": "))
+
+
+def iter_json(r: JobReport) -> Iterator[str]:
+    """The JSON report in pieces, one node's line at a time: a 4,096-node report is ~150 MB
+    of JSON, written out piece by piece instead of held whole (bench/report.py). One
+    top-level key per line, and one line per node, finding or skipped file: readable,
     diff-able, and fast (json's C encoder only runs without `indent`; with it, a 1,024-node
     report took seconds)."""
-    def dumps(v: Any) -> str:
-        return json.dumps(v, separators=(", ", ": "))
-
-    lines = []
-    for k, v in report_to_dict(r).items():
-        if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
-            inner = ",\n".join("    " + dumps(x) for x in v)
-            lines.append(f"  {dumps(k)}: [\n{inner}\n  ]")
+    sep = "{\n"
+    for k, v in _report_dict(r).items():
+        if not isinstance(v, list) and k == "nodes":
+            v = iter(v)
+            first = next(v, None)
+            if first is None:
+                yield f"{sep}  {_dumps(k)}: []"
+            else:
+                yield f"{sep}  {_dumps(k)}: [\n    {_dumps(first)}"
+                for x in v:
+                    yield f",\n    {_dumps(x)}"
+                yield "\n  ]"
+        elif isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+            inner = ",\n".join("    " + _dumps(x) for x in v)
+            yield f"{sep}  {_dumps(k)}: [\n{inner}\n  ]"
         else:
-            lines.append(f"  {dumps(k)}: {dumps(v)}")
-    return "{\n" + ",\n".join(lines) + "\n}\n"
+            yield f"{sep}  {_dumps(k)}: {_dumps(v)}"
+        sep = ",\n"
+    yield "\n}\n"

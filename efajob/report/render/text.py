@@ -244,17 +244,17 @@ def error_totals(r: "JobReport") -> Dict[str, Optional[int]]:
     """Work-request errors (`*_wr_err` port counters) and driver errors (device_errors'
     counters) summed over the job's devices; None when no device had such a counter."""
     from efajob.node.counters import is_device_error, is_wr_error
+    from efajob.report.compact import sum_over
 
     wr: Optional[int] = None
     dev: Optional[int] = None
     for n in r.data_nodes:
-        for d in n.devices:
-            for k, v in d.counters.items():
-                if is_wr_error(k):
-                    wr = (wr or 0) + v
-            for k, v in d.device_counters.items():
-                if is_device_error(k):
-                    dev = (dev or 0) + v
+        t = sum_over([d.counters for d in n.devices], is_wr_error)
+        if t is not None:
+            wr = (wr or 0) + t
+        t = sum_over([d.device_counters for d in n.devices], is_device_error)
+        if t is not None:
+            dev = (dev or 0) + t
     return {"wr_errors": wr, "device_errors": dev}
 
 

@@ -79,8 +79,10 @@ def installed_venv(venv) -> tuple:
         if not os.path.exists(os.path.join(venv, ".efajob-bench-done")):
             built = "built now"
             subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True, timeout=300)
-            subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", REPO], check=True,
-                           timeout=1800, stdout=subprocess.DEVNULL)
+            p = subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", REPO],
+                               timeout=1800, capture_output=True, text=True)
+            if p.returncode != 0:  # pip's output only when it failed
+                raise SystemExit(f"pip install {REPO} failed:\n{p.stdout}{p.stderr}")
             open(os.path.join(venv, ".efajob-bench-done"), "w").close()
         how = f"non-editable install of this checkout, {built}"
     else:

@@ -8,7 +8,7 @@ for a prolog). So this module:
   (the run dir and the outbox), never calls Slurm commands or the network;
 - validates every environment value before it becomes a path or a record field;
 - imports only the standard library and efajob's hook path, lazily where it can (the prolog
-  should cost a few ms over interpreter start: bench/hooks.py).
+  should cost little over interpreter start: bench/hooks.py, docs/performance.md "Hooks").
 
 prolog: start snapshot + active-job file (runfiles.write_active).
 epilog: end snapshot, start snapshot, daemon rows from the local store (if any), overlap,

@@ -7,23 +7,43 @@ that names the key (a typo must not silently fall back to a default). Path value
 `$EFAJOB_NODE` elsewhere, defaulting to the short host name. That lets several simulated nodes
 share one host in tests and the demo.
 
-On the hook import path: standard library only (plus `tomli` below Python 3.11).
+On the hook import path: standard library only (plus `tomli` below Python 3.11), and as
+little of it as the hooks need: no `re`, `typing`, `dataclasses` or (for the usual flat file)
+`tomllib` at run time, which together cost more than the interpreter's own start
+(bench/hooks.py; efajob/minitoml.py, efajob/frozen.py).
 """
 from __future__ import annotations
 
 import os
-import re
 import sys
-from dataclasses import dataclass, field, fields, replace
-from typing import Any, Dict, Mapping, Optional, Tuple
 
 from efajob.errors import ConfigError
+from efajob.frozen import Frozen, factory
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 DEFAULT_PATH = "/etc/efajob/config.toml"
-# Used with fullmatch: `$` would also accept a trailing newline ("n1\n" as a path component).
-_CLUSTER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_NODE_RE = _CLUSTER_RE
-_PLACEHOLDER_RE = re.compile(r"\{[^}]*\}")
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
+
+
+def is_name(value: str) -> bool:
+    """[A-Za-z0-9][A-Za-z0-9_.-]{0,63}, the whole string (no trailing newline either)."""
+    return 0 < len(value) <= 64 and value[0] in _ALNUM and not (set(value) - _NAME_CHARS)
+
+
+def placeholders(value: str) -> List[str]:
+    """Every `{...}` in `value` (a `{` up to the next `}`), in order."""
+    out, i = [], value.find("{")
+    while i >= 0:
+        j = value.find("}", i + 1)
+        if j < 0:
+            break
+        out.append(value[i:j + 1])
+        i = value.find("{", j + 1)
+    return out
 
 # (low, high, low allowed): a value outside is a typo or a unit slip, and would otherwise
 # surface later as a traceback (a 1e300 s sleep overflows time_t) or as silent misbehaviour
@@ -46,26 +66,34 @@ _RANGES: Dict[str, Tuple[float, float, bool]] = {
 
 
 def _load_toml(path: str) -> dict:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    from efajob.minitoml import parse
+
+    doc = parse(data)  # the flat subset every efajob config uses, without importing tomllib
+    return doc if doc is not None else _load_full_toml(path, data)
+
+
+def _load_full_toml(path: str, data: bytes) -> dict:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - exercised by CI's oldest-Python run
         import tomli as tomllib
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
+        return tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as e:  # tomllib decodes the whole file first
         raise ConfigError(f"config file {path} is not UTF-8 (byte {e.start}: "
                           f"{e.object[e.start:e.start + 1]!r})") from None
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
 
-@dataclass(frozen=True)
-class CloudWatchConfig:
+class CloudWatchConfig(Frozen):
     enabled: bool = False
     region: Optional[str] = None
     namespace: str = "EFAJob"
@@ -79,15 +107,13 @@ class CloudWatchConfig:
     spool_max_bytes: int = 64 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class PrometheusConfig:
+class PrometheusConfig(Frozen):
     enabled: bool = False
     bind: str = "127.0.0.1"
     port: int = 9814
 
 
-@dataclass(frozen=True)
-class StoreRetention:
+class StoreRetention(Frozen):
     """How long the job store keeps job directories (`efajob index prune`, docs/jobindex.md);
     0 is no bound. Not the daemon's local samples: those are `retention_hours`."""
     max_age_days: float = 0.0  # job directories whose last record landed longer ago go
@@ -119,8 +145,7 @@ DEFAULT_THRESHOLDS: Dict[str, float] = {
 }
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Frozen):
     cluster: str = "default"
     node: str = ""
     sysfs_root: str = "/sys"
@@ -155,10 +180,10 @@ class Config:
     # ENA allowance counters (efajob/node/ethtool.py): "ioctl", "off", or a directory of
     # `ethtool -S` text files named by interface (the simulator's; may contain {node}).
     ethtool: str = "ioctl"
-    cloudwatch: CloudWatchConfig = field(default_factory=CloudWatchConfig)
-    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
-    store_retention: StoreRetention = field(default_factory=StoreRetention)
-    thresholds: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    cloudwatch: CloudWatchConfig = factory(CloudWatchConfig)
+    prometheus: PrometheusConfig = factory(PrometheusConfig)
+    store_retention: StoreRetention = factory(StoreRetention)
+    thresholds: Mapping[str, float] = factory(lambda: dict(DEFAULT_THRESHOLDS))
     source: Optional[str] = None  # the file it came from, for messages
 
     @property
@@ -189,16 +214,17 @@ class Config:
 _PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file", "ethtool", "index_path")
 _SECTIONS = {"cloudwatch": CloudWatchConfig, "prometheus": PrometheusConfig,
              "store_retention": StoreRetention}
-_TOP_KEYS = {f.name: f for f in fields(Config) if f.name not in ("source",)}
+# field name -> its annotation ("Optional[str]", "float", ...)
+_TOP_KEYS = {n: t for n, t in Config._types.items() if n not in ("source",)}
 
 
-def _type_name(f) -> str:
-    return str(f.type).replace("Optional[", "").rstrip("]")
+def _type_name(annotation: str) -> str:
+    return annotation.replace("Optional[", "").rstrip("]")
 
 
-def _coerce(name: str, f, value: Any, from_env: bool) -> Any:
+def _coerce(name: str, annotation: str, value: Any, from_env: bool) -> Any:
     """Turn a TOML or environment value into the field's type, or raise ConfigError naming it."""
-    kind = _type_name(f)
+    kind = _type_name(annotation)
     try:
         if kind == "bool":
             if isinstance(value, bool):
@@ -220,7 +246,7 @@ def _coerce(name: str, f, value: Any, from_env: bool) -> Any:
                 raise ValueError
             return v
         if kind == "str":
-            if value is None and "Optional" in str(f.type):
+            if value is None and "Optional" in annotation:
                 return None
             if not isinstance(value, str):
                 raise ValueError
@@ -236,10 +262,10 @@ def _exact(value: Any, typ: type) -> Any:
     return value
 
 
-def _section(name: str, cls: type, raw: Any) -> Any:
+def _section(name: str, cls: type[Frozen], raw: Any) -> Any:
     if not isinstance(raw, dict):
         raise ConfigError(f"config section [{name}] must be a table")
-    known = {f.name: f for f in fields(cls)}
+    known = cls._types
     kwargs = {}
     for key, value in raw.items():
         if key not in known:
@@ -271,7 +297,7 @@ def default_node_name() -> str:
 
 def validate_name(kind: str, value: object) -> str:
     """Cluster and node names become path components: allow a conservative alphabet only."""
-    if not isinstance(value, str) or not _CLUSTER_RE.fullmatch(value):
+    if not isinstance(value, str) or not is_name(value):
         raise ConfigError(
             f"{kind} name {value!r} is not allowed: use letters, digits, '_', '.', '-' "
             "(at most 64, not starting with '.' or '-')"
@@ -293,12 +319,12 @@ def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optio
             top[key] = _coerce(key, _TOP_KEYS[key], value, from_env=False)
         else:
             raise ConfigError(f"unknown config key {key!r}" + (f" in {source}" if source else ""))
-    for key, f in _TOP_KEYS.items():
+    for key, annotation in _TOP_KEYS.items():
         if key in (*_SECTIONS, "thresholds", "node"):
             continue
         env_key = "EFAJOB_" + key.upper()
         if env_key in env:
-            top[key] = _coerce(env_key, f, env[env_key], from_env=True)
+            top[key] = _coerce(env_key, annotation, env[env_key], from_env=True)
     node_name = node or env.get("EFAJOB_NODE") or default_node_name()
     validate_name("node", node_name)
     cfg = Config(**top, **sections, node=node_name, source=source)
@@ -333,7 +359,7 @@ def _check_paths(cfg: Config) -> None:
         value = getattr(cfg, key)
         if not value or (key == "ethtool" and value in ("ioctl", "off")):
             continue
-        bad = [p for p in _PLACEHOLDER_RE.findall(value) if p != "{node}"]
+        bad = [p for p in placeholders(value) if p != "{node}"]
         if bad:
             raise ConfigError(f"config key {key!r}: unknown placeholder {bad[0]} in {value!r} "
                               "(only {node} is replaced)")
@@ -361,7 +387,7 @@ def expand_node(cfg: Config, node: str) -> Config:
         value = getattr(cfg, key)
         if value and "{node}" in value:
             changes[key] = value.replace("{node}", node)
-    return replace(cfg, node=node, **changes) if changes else replace(cfg, node=node)
+    return cfg.replace(node=node, **changes)
 
 
 def config_path(path: Optional[str], env: Mapping[str, str]) -> Tuple[Optional[str], bool]:

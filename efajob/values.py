@@ -7,11 +7,15 @@ Standard library only: the hooks use it.
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import stat
-from typing import NoReturn, Optional
+
+from efajob.fastjson import loads as _loads
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` or `json` at run time: the hooks import this (bench/hooks.py)
+    from typing import NoReturn, Optional
 
 # Counters are u64: 20 digits at most, and any integer of 20 digits converts to a float. A
 # longer run of digits, an exponent of 100 or more, or NaN/Infinity (Python's json accepts
@@ -55,8 +59,8 @@ def loads_checked(data: bytes) -> object:
     of more than 20 digits (u64 has 20), non-finite numbers. The caller bounds the size when it reads."""
     try:
         if not _suspect(data):
-            return json.loads(data)
-        return json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
+            return _loads(data)
+        return _loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 

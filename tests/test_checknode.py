@@ -282,7 +282,7 @@ def test_imports_neither_click_nor_the_report(tmp_path, p4d):
     assert not any(m.split(".")[0] in ("click", "argparse", "socket", "statistics")
                    for m in loaded)
     assert loaded <= {"efajob", "efajob.cli", "efajob.cli.checknode", "efajob.config",
-                      "efajob.errors", "efajob.values", "efajob.node", "efajob.node.health",
+                      "efajob.errors", "efajob.fastjson", "efajob.frozen", "efajob.minitoml", "efajob.values", "efajob.node", "efajob.node.health",
                       "efajob.node.counters", "efajob.node.sysfs", "efajob.node.readings",
                       "efajob.node.flatlayout", "efajob.node.instances",
                       "efajob.node.localstore"}, loaded

@@ -147,10 +147,10 @@ def test_one_writer_and_read_only_readers(cfg):
 
 
 def test_private_records_make_the_index_root_only(cfg):
-    update(replace(cfg, private_records=True), now=NOW)
+    update(cfg.replace(private_records=True), now=NOW)
     assert stat.S_IMODE(os.stat(cfg.job_index_path).st_mode) == 0o600
     warned = []
-    rows, how = recent_jobs(replace(cfg, private_records=True), JobFilter(), limit=5, now=NOW,
+    rows, how = recent_jobs(cfg.replace(private_records=True), JobFilter(), limit=5, now=NOW,
                             euid=4242, warn=warned.append)
     assert how == "scan" and warned == ["private_records: the job index is root's; scanning "
                                         "the store (only the jobs whose records you can read)"]
@@ -171,7 +171,7 @@ def test_version_store_and_absence_fall_back_with_a_warning(cfg, tmp_path):
         update(cfg, now=NOW)
     rebuild(cfg, now=NOW)  # the migration is a rebuild
     assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW)[1] == "index"
-    other = replace(cfg, store=str(tmp_path / "other"))
+    other = cfg.replace(store=str(tmp_path / "other"))
     os.makedirs(other.store)
     warned.clear()
     assert recent_jobs(other, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"

@@ -6,7 +6,6 @@ import fcntl
 import json
 import os
 import stat
-from dataclasses import replace
 
 import pytest
 
@@ -115,7 +114,7 @@ def test_backoff_delay_is_capped():
 
 
 def test_private_records(cfg):
-    cfg = replace(cfg, private_records=True)
+    cfg = cfg.replace(private_records=True)
     write_outbox(cfg, record("42", uid=1234))
     write_outbox(cfg, record("43", uid=None))
     deliver_pending(cfg)
@@ -281,7 +280,7 @@ def test_reconcile_leaves_young_jobs_alone(cfg, node):
 
 def test_reconcile_one_bad_job_does_not_stop_the_others(cfg, node):
     good = active(cfg, "1", boot="old")
-    ghost = replace(good, key="2", job_id="2", cluster="bad/name")
+    ghost = good.replace(key="2", job_id="2", cluster="bad/name")
     assert reconcile(cfg, [ghost, good], good.start_wall + 5, boot_id="new") == ["1"]
 
 

@@ -256,7 +256,7 @@ def test_private_records_keep_user_names_off_the_endpoint(ticked, tmp_path):
     """Issue 13, case 6: with private_records every local user who can scrape the endpoint
     saw who runs what. The series stay (same labels), the user is empty."""
     _, tick, mono = ticked
-    sink = PrometheusSink(replace(cfg_for(tmp_path), private_records=True), clock=mono,
+    sink = PrometheusSink(cfg_for(tmp_path).replace(private_records=True), clock=mono,
                           serve=False)
     sink.on_tick(tick)
     jobs = {(s.labels["job_id"], s.labels["user"]): s.value

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 
 import pytest
 
@@ -99,7 +98,7 @@ def test_requeued_job_gets_its_own_files(tmp_path):
 
 def test_write_active_refuses_mismatched_key(tmp_path):
     with pytest.raises(RecordError):
-        write_active(str(tmp_path), replace(job(), key="124"), snap())
+        write_active(str(tmp_path), job().replace(key="124"), snap())
     with pytest.raises(RecordError):
         read_start(str(tmp_path), "../x")
 

@@ -231,7 +231,6 @@ def main(argv: Optional[Sequence[str]] = None, *, env: Optional[Mapping[str, str
 
 def _main(a, env, out, err, now, boot_id, drain_runner) -> int:
     import time
-    from dataclasses import replace
 
     from efajob.config import load_config
     from efajob.node.health import drain_argv, drain_line, reason
@@ -242,7 +241,7 @@ def _main(a, env, out, err, now, boot_id, drain_runner) -> int:
             or os.uname().nodename.split(".")[0] or None)
     cfg = load_config(a["config"], env=env, node=node)
     if a["sysfs_root"]:
-        cfg = replace(cfg, sysfs_root=a["sysfs_root"])
+        cfg = cfg.replace(sysfs_root=a["sysfs_root"])
     now = time.time() if now is None else now
     problems, ok_line = check(cfg, now=now, boot_id=boot_id or current_boot_id(),
                               window_s=a["window"])

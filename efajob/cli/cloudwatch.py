@@ -56,9 +56,7 @@ def dashboard(config_path: Optional[str], cluster: Optional[str], region: Option
     cfg = get_config(config_path)
     cw = cfg.cloudwatch
     if cluster:
-        from dataclasses import replace
-
-        cfg = replace(cfg, cluster=validate_name("cluster", cluster))
+        cfg = cfg.replace(cluster=validate_name("cluster", cluster))
     region = _region(cfg, region)
     body = build_dashboard(cluster=cfg.cluster, region=region, namespace=cw.namespace,
                            period=cw.period, per_device=cw.per_device, job_metrics=cw.job_metrics,
@@ -144,9 +142,7 @@ def alarms(config_path: Optional[str], cluster: Optional[str], region: Optional[
 
     cfg = get_config(config_path)
     if cluster:
-        from dataclasses import replace
-
-        cfg = replace(cfg, cluster=validate_name("cluster", cluster))
+        cfg = cfg.replace(cluster=validate_name("cluster", cluster))
     specs = build_alarms(cluster=cfg.cluster, namespace=cfg.cloudwatch.namespace,
                          thresholds=cfg.thresholds, actions=actions)
     if dry_run:

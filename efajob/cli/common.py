@@ -60,8 +60,6 @@ def format_option(*choices: str) -> Callable:
 
 
 def get_config(config_path: Optional[str] = None, node: Optional[str] = None, **overrides) -> Config:
-    from dataclasses import replace
-
     cfg = load_config(config_path, node=node)
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if cfg.cluster == "default" and "cluster" not in overrides:
@@ -77,7 +75,7 @@ def get_config(config_path: Optional[str] = None, node: Optional[str] = None, **
                 overrides["cluster"] = validate_name("cluster", name)
             except ConfigError:
                 pass  # a name efajob cannot use in paths: keep "default", as the hooks do
-    return replace(cfg, **overrides) if overrides else cfg
+    return cfg.replace(**overrides) if overrides else cfg
 
 
 node_option = click.option("--node", help="This node's name (default: $EFAJOB_NODE, else the "

@@ -126,9 +126,7 @@ def gather(cfg: Config, *, slurm_scripts_dir: Optional[str] = None,
     itype_name = cfg.instance_type or read_cached_instance_type(cfg.state_dir)
     itype = lookup(itype_name)
     if itype_name and not cfg.instance_type:
-        from dataclasses import replace
-
-        cfg = replace(cfg, instance_type=itype_name)  # as the daemon would: status judges it
+        cfg = cfg.replace(instance_type=itype_name)  # as the daemon would: status judges it
     status = read_local_status(cfg, now_mono=mono_clock(), now_wall=clock())
 
     if slurm_config is None:

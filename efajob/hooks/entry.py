@@ -8,7 +8,7 @@ for a prolog). So this module:
   (the run dir and the outbox), never calls Slurm commands or the network;
 - validates every environment value before it becomes a path or a record field;
 - imports only the standard library and efajob's hook path, lazily where it can (the prolog
-  should cost a few ms over interpreter start: bench/hooks.py).
+  should cost little over interpreter start: bench/hooks.py, docs/performance.md "Hooks").
 
 prolog: start snapshot + active-job file (runfiles.write_active).
 epilog: end snapshot, start snapshot, daemon rows from the local store (if any), overlap,
@@ -19,43 +19,65 @@ epilog: end snapshot, start snapshot, daemon rows from the local store (if any),
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, List, Mapping, Optional
 
-if TYPE_CHECKING:  # imported where it is used: the happy path logs nothing
-    import logging
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` at run time; logging is imported where it is used (the happy
+    import logging  # path logs nothing)
+    from typing import Callable, List, Mapping, Optional
 
-_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}")  # user, partition, account
-_NODELIST_RE = re.compile(r"[A-Za-z0-9_.,\[\]-]{1,65536}")
-_DIGITS_RE = re.compile(r"[0-9]{1,10}")
+# The grammar of each environment value, checked with sets and str methods rather than `re`
+# (importing re and compiling costs the hooks milliseconds):
+_ALNUM = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_NAME_FIRST = _ALNUM | {"_"}  # user, partition, account: [A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}
+_NAME_CHARS = _NAME_FIRST | frozenset(".@+-")
+_NODELIST_CHARS = _ALNUM | frozenset("_.,[]-")  # [A-Za-z0-9_.,\[\]-]{1,65536}
+
+
+def _is_name(v: str) -> bool:
+    return len(v) <= 128 and v[0] in _NAME_FIRST and not (set(v) - _NAME_CHARS)
+
+
+def _is_digits(v: str) -> bool:  # [0-9]{1,10}
+    return len(v) <= 10 and v.isascii() and v.isdigit()
+
+
+def _is_nodelist(v: str) -> bool:
+    return len(v) <= 65536 and not (set(v) - _NODELIST_CHARS)
 # Job names and directories are the user's free text: printable, no control characters
 # (they reach terminals and CSV), bounded (Slurm caps names at 1024 bytes; PATH_MAX 4096).
-_TEXT_RE = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
-_DIR_RE = re.compile(r"/[^\x00-\x1f\x7f]{0,4095}")
+_CONTROL = frozenset(map(chr, range(32))) | {"\x7f"}
+
+
+def _is_text(v: str) -> bool:  # [^\x00-\x1f\x7f]{1,1024}
+    return len(v) <= 1024 and not (set(v) & _CONTROL)
+
+
+def _is_dir(v: str) -> bool:  # /[^\x00-\x1f\x7f]{0,4095}
+    return v[0] == "/" and len(v) <= 4096 and not (set(v) & _CONTROL)
 USAGE = "usage: efajob-hook prolog|epilog   (run by slurmd; always exits 0)"
 
 
 # -- the environment -------------------------------------------------------------------------
 def _name(env: Mapping[str, str], var: str) -> Optional[str]:
     v = env.get(var)
-    return v if v and _NAME_RE.fullmatch(v) else None
+    return v if v and _is_name(v) else None
 
 
-def _text(env: Mapping[str, str], var: str, pattern: "re.Pattern[str]") -> Optional[str]:
+def _text(env: Mapping[str, str], var: str, check: Callable[[str], bool]) -> Optional[str]:
     v = env.get(var)
-    return v if v and pattern.fullmatch(v) else None
+    return v if v and check(v) else None
 
 
 def _int(env: Mapping[str, str], var: str) -> Optional[int]:
     v = env.get(var)
-    return int(v) if v and _DIGITS_RE.fullmatch(v) else None
+    return int(v) if v and _is_digits(v) else None
 
 
 def _digits(env: Mapping[str, str], var: str) -> Optional[str]:
     v = env.get(var)
-    return v if v and _DIGITS_RE.fullmatch(v) else None
+    return v if v and _is_digits(v) else None
 
 
 def resolve_cluster(cfg, env: Mapping[str, str]) -> str:
@@ -105,7 +127,7 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
         uid=_int(env, "SLURM_JOB_UID"),
         partition=_name(env, "SLURM_JOB_PARTITION"),
         account=_name(env, "SLURM_JOB_ACCOUNT"),
-        nodelist=nodelist if nodelist and _NODELIST_RE.fullmatch(nodelist) else None,
+        nodelist=nodelist if nodelist and _is_nodelist(nodelist) else None,
         num_nodes=_int(env, "SLURM_JOB_NUM_NODES"),
         array_job_id=array_job if array_task else None,
         array_task_id=array_task if array_job else None,
@@ -115,8 +137,8 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
         if epilog else None,
         derived_exit_code=format_exit_code(env.get("SLURM_JOB_DERIVED_EC")) if epilog else None,
         start_wall=float(start_time) if start_time else None,
-        job_name=_text(env, "SLURM_JOB_NAME", _TEXT_RE),
-        work_dir=_text(env, "SLURM_JOB_WORK_DIR", _DIR_RE),
+        job_name=_text(env, "SLURM_JOB_NAME", _is_text),
+        work_dir=_text(env, "SLURM_JOB_WORK_DIR", _is_dir),
     )
 
 
@@ -140,13 +162,11 @@ def run_prolog(cfg, env: Mapping[str, str]) -> str:
 
 def run_epilog(cfg, env: Mapping[str, str]) -> str:
     """Build the record, put it in the outbox, forget the job. Returns the outbox path."""
-    from dataclasses import replace
-
     from efajob.hooks.finish import finish_job
     from efajob.hooks.runfiles import read_boot_id
 
     ident = identity_from_env(env, cfg, epilog=True)
-    ident = replace(ident, restart=epilog_restart(cfg.run_dir, ident.job_id, ident.restart))
+    ident = ident.replace(restart=epilog_restart(cfg.run_dir, ident.job_id, ident.restart))
     key = ident.key
     path = finish_job(cfg, ident=ident, key=key, source="epilog", boot_id=read_boot_id(),
                       now_wall=time.time())

@@ -11,7 +11,9 @@ On the hook import path: standard library only, imported lazily like the hook it
 """
 from __future__ import annotations
 
-from typing import List, Optional, Set
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` at run time: the epilog imports this (bench/hooks.py)
+    from typing import List, Optional, Set
 
 STORE_TIMEOUT = 0.5  # seconds the epilog waits for a locked local store
 # Job windows longer than this read the daemon's minute rollups for their whole minutes
@@ -129,14 +131,13 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
         log.warning("%s", e)
         start, reasons = None, reasons + ["bad_start_snapshot"]
     prolog_seen = job is not None or start is not None
-    from dataclasses import replace
 
     if job is not None and job.boot_id != boot_id:
         # The counters were reset by a reboot: the start snapshot is useless here, and the
         # old boot's monotonic clock is only comparable to the old boot's daemon rows.
         rebooted = True
     if job is not None:
-        ident = replace(ident, start_wall=job.start_wall, start_mono=job.start_mono)
+        ident = ident.replace(start_wall=job.start_wall, start_mono=job.start_mono)
     if rebooted:
         reasons.append("rebooted")
 

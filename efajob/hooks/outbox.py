@@ -26,12 +26,14 @@ import errno
 import os
 import stat
 import time
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
 
 from efajob.hooks.records import check_record
 from efajob.slurm.jobid import record_stem
 from efajob.hooks.runfiles import LazyLogger, atomic_write, dumps, ensure_dir, read_json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` or `dataclasses` at run time: the epilog imports this
+    from typing import Callable, List, Optional, Tuple
 
 log = LazyLogger("efajob.outbox")
 
@@ -117,17 +119,30 @@ def outbox_path(cfg, name: str) -> str:
 
 
 # -- delivery --------------------------------------------------------------------------------
-@dataclass
 class DeliveryResult:
-    delivered: List[str] = field(default_factory=list)  # store paths written this round
-    records: List[dict] = field(default_factory=list)  # the records delivered (for sinks)
-    quarantined: List[str] = field(default_factory=list)  # outbox names moved to bad/
-    dropped: List[str] = field(default_factory=list)  # reconcile records an epilog's beat
-    pending: int = 0  # still waiting after this round
-    skipped: bool = False  # backing off: nothing was tried
-    attempts: int = 0  # consecutive failed rounds
-    next_try: Optional[float] = None  # wall time of the next attempt when backing off
-    last_error: Optional[str] = None
+    """What one delivery round did (a plain class: `dataclasses` costs the epilog its import)."""
+
+    def __init__(self, pending: int = 0, skipped: bool = False, attempts: int = 0,
+                 next_try: Optional[float] = None, last_error: Optional[str] = None) -> None:
+        self.delivered: List[str] = []  # store paths written this round
+        self.records: List[dict] = []  # the records delivered (for sinks)
+        self.quarantined: List[str] = []  # outbox names moved to bad/
+        self.dropped: List[str] = []  # reconcile records an epilog's beat
+        self.pending = pending  # still waiting after this round
+        self.skipped = skipped  # backing off: nothing was tried
+        self.attempts = attempts  # consecutive failed rounds
+        self.next_try = next_try  # wall time of the next attempt when backing off
+        self.last_error = last_error
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DeliveryResult):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
+
+    def __repr__(self) -> str:
+        return f"DeliveryResult({self.__dict__!r})"
 
 
 def _read_state(cfg) -> dict:

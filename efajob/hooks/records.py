@@ -19,7 +19,6 @@ On the hook import path: standard library only.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from efajob import __version__
 from efajob.node.counters import diff_snapshots
@@ -27,6 +26,10 @@ from efajob.node.instances import lookup
 from efajob.slurm.jobid import JobIdentity as JobIdentity  # part of this module's API
 from efajob.slurm.jobid import format_exit_code as format_exit_code
 from efajob.node.readings import Snapshot
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` at run time: the epilog imports this (bench/hooks.py)
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 RECORD_SCHEMA = "efajob/job-node-record"
 RECORD_VERSION = 1

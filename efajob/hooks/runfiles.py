@@ -17,21 +17,24 @@ reboot wipes these files anyway. What must outlive a crash is a copy of the acti
 `<state_dir>/active/<key>.json` (write_active's `durable_dir`, on disk): from it the daemon's
 reconcile (daemon/reconcile.py) makes the record of a job that ran before the reboot.
 
-On the hook import path: standard library only.
+On the hook import path: standard library only, and no `json`, `re`, `typing` or
+`dataclasses` at run time (efajob/fastjson.py, efajob/frozen.py: bench/hooks.py).
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-from dataclasses import asdict, dataclass
-from typing import Callable, Dict, List, Optional, Tuple
 
 from efajob.errors import RecordError
+from efajob.fastjson import dumps as _json_dumps
+from efajob.frozen import Frozen
 from efajob.slurm.jobid import is_key
 from efajob.slurm.jobid import job_key as job_key  # part of this module's API
 from efajob.node.readings import Snapshot
 from efajob.values import loads_checked, read_regular
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple
 
 
 
@@ -67,8 +70,7 @@ FILE_MODE = 0o644
 PRIVATE_FILE_MODE = 0o600
 
 
-@dataclass(frozen=True)
-class ActiveJob:
+class ActiveJob(Frozen):
     """A job the prolog saw start on this node. `start_mono` is CLOCK_MONOTONIC of the start
     snapshot and only means something within `boot_id`."""
 
@@ -89,7 +91,7 @@ class ActiveJob:
 
     def to_dict(self) -> dict:
         d = {"schema": ACTIVE_SCHEMA, "version": RUNFILE_VERSION}
-        d.update(asdict(self))
+        d.update(Frozen.to_dict(self))
         return d
 
     @classmethod
@@ -194,7 +196,7 @@ def fsync_dir(path: str) -> None:
 
 
 def dumps(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+    return _json_dumps(obj, sort_keys=True).encode()
 
 
 def read_json(path: str, max_bytes: int = 64 << 20) -> object:
@@ -205,7 +207,23 @@ def read_json(path: str, max_bytes: int = 64 << 20) -> object:
     return loads_checked(data)
 
 
-_TEMP_RE = re.compile(r"\..+\.([0-9]{1,10})\.[0-9a-f]{8}\.tmp")  # atomic_write's temp names
+_HEX = frozenset("0123456789abcdef")
+
+
+def temp_file_pid(name: str) -> Optional[int]:
+    """The writer's pid in one of atomic_write's temp names (`.<name>.<pid>.<8 hex>.tmp`,
+    i.e. \\..+\\.([0-9]{1,10})\\.[0-9a-f]{8}\\.tmp), else None."""
+    if not (name.startswith(".") and name.endswith(".tmp")):
+        return None
+    parts = name[1:-4].rsplit(".", 2)
+    if len(parts) != 3 or not parts[0]:
+        return None
+    _, pid, tag = parts
+    if not (len(tag) == 8 and not (set(tag) - _HEX)):
+        return None
+    if not (1 <= len(pid) <= 10 and pid.isascii() and pid.isdigit()):
+        return None
+    return int(pid)
 
 
 def sweep_temp_files(dirs: List[str], now_wall: float, min_age: float = 600.0) -> List[str]:
@@ -220,12 +238,12 @@ def sweep_temp_files(dirs: List[str], now_wall: float, min_age: float = 600.0) -
         except OSError:
             continue
         for e in entries:
-            m = _TEMP_RE.fullmatch(e.name)
-            if m is None:
+            pid = temp_file_pid(e.name)
+            if pid is None:
                 continue
             try:
                 st = e.stat(follow_symlinks=False)
-                if now_wall - st.st_mtime < min_age or pid_alive(int(m.group(1))):
+                if now_wall - st.st_mtime < min_age or pid_alive(pid):
                     continue
                 os.unlink(e.path)
                 removed.append(e.path)

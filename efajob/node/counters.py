@@ -9,10 +9,13 @@ Rules (shared/notes/efa-sysfs.md, DESIGN invariant 3):
 from __future__ import annotations
 
 from operator import itemgetter, sub
-from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from efajob.node.flatlayout import Layout
 from efajob.node.readings import Snapshot
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` at run time: the epilog imports this (bench/hooks.py)
+    from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 BITS_PER_BYTE = 8
 
@@ -55,13 +58,19 @@ def diff_counters(prev: Mapping[str, int], cur: Mapping[str, int]) -> Tuple[Dict
     return out, resets
 
 
-class DeviceDelta(NamedTuple):
-    """One device's counter deltas (a NamedTuple: the daemon may build 32 a second)."""
+if TYPE_CHECKING:
+    class DeviceDelta(NamedTuple):
+        """One device's counter deltas (a named tuple: the daemon may build 32 a second)."""
 
-    name: str
-    port_counters: Dict[str, int]
-    device_counters: Dict[str, int]
-    resets: Tuple[str, ...] = ()
+        name: str
+        port_counters: Dict[str, int]
+        device_counters: Dict[str, int]
+        resets: Tuple[str, ...] = ()
+else:  # the same named tuple without importing `typing`
+    from collections import namedtuple
+
+    DeviceDelta = namedtuple("DeviceDelta", ("name", "port_counters", "device_counters", "resets"),
+                             defaults=((),))
 
 
 class SnapshotDelta:

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover - names for annotations; array is imported lazily where used
+    # (no `typing` at run time: the hooks import this module, and typing costs them ms)
     import array
-    from typing import Protocol, Union
+    from typing import Callable, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple, Union
 
     # What the parsers read: the answered ioctl buffer, or bytes in the tests.
     Buffer = Union[bytes, bytearray, "array.array[int]"]
@@ -83,12 +84,17 @@ _IFREQ = struct.Struct("16sP")
 _IFREQ_SIZE = 40
 
 
-class EthtoolStats(NamedTuple):
-    """One interface's allowances at one instant: cumulative `counters` and `levels`. Only the
-    names the driver reported are keys (absent is not zero)."""
+if TYPE_CHECKING:
+    class EthtoolStats(NamedTuple):
+        """One interface's allowances at one instant: cumulative `counters` and `levels`. Only
+        the names the driver reported are keys (absent is not zero)."""
 
-    counters: Dict[str, int]
-    levels: Dict[str, int]
+        counters: Dict[str, int]
+        levels: Dict[str, int]
+else:  # the same named tuple without importing `typing`
+    from collections import namedtuple
+
+    EthtoolStats = namedtuple("EthtoolStats", ("counters", "levels"))
 
 
 # -- pure: building and parsing the ioctl buffers ------------------------------------------------

@@ -9,13 +9,15 @@ fifth of the daemon's CPU (docs/performance.md). Pure: no I/O.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` at run time: the hooks import this
+    from typing import Dict, List, Optional, Sequence, Tuple
+
+    Group = Tuple[int, int, int, int, int, Tuple[str, ...]]  # kind, owner, port, start, end, names
+    Span = Tuple[int, int, Tuple[str, ...]]  # start, end, names
 
 # Slot kinds in the sampler's descriptor table.
 PORT, DEV, NET = 0, 1, 2
-
-Group = Tuple[int, int, int, int, int, Tuple[str, ...]]  # kind, owner, port, start, end, names
-Span = Tuple[int, int, Tuple[str, ...]]  # start, end, names
 
 
 class Layout:

@@ -7,9 +7,12 @@ before kernel 6.13 reads "100 Gb/sec (4X EDR)" even on 200/400G cards.
 from __future__ import annotations
 
 import os
-import re
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+
+from efajob.frozen import Frozen
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing`, `re` or `dataclasses` at run time: the hooks import this
+    from typing import Dict, Optional, Tuple
 
 EFA_VENDOR = "0x1d0f"
 
@@ -23,8 +26,7 @@ def _groups(*starts: int, width: int = 4) -> Tuple[int, ...]:
     return tuple(b for s in starts for b in range(s, s + width))
 
 
-@dataclass(frozen=True)
-class InstanceType:
+class InstanceType(Frozen):
     name: str
     device_names: Tuple[str, ...]
     gbps_per_device: float
@@ -125,7 +127,13 @@ def lookup(name: Optional[str]) -> Optional[InstanceType]:
 # The daemon learns the instance type from IMDSv2 when the config does not name it, and leaves
 # it here for the hooks, which must never touch the network (docs/hooks.md).
 INSTANCE_TYPE_FILE = "instance-type"
-_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,40}\Z")
+_TYPE_FIRST = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
+_TYPE_CHARS = _TYPE_FIRST | frozenset(".-")
+
+
+def is_instance_type_name(text: str) -> bool:
+    """[a-z0-9][a-z0-9.-]{1,40}, the whole string."""
+    return 2 <= len(text) <= 41 and text[0] in _TYPE_FIRST and not (set(text) - _TYPE_CHARS)
 
 
 def read_cached_instance_type(state_dir: str) -> Optional[str]:
@@ -135,12 +143,12 @@ def read_cached_instance_type(state_dir: str) -> Optional[str]:
             text = f.read(64).decode("ascii", "replace").strip()
     except OSError:
         return None
-    return text if _TYPE_RE.match(text) else None
+    return text if is_instance_type_name(text) else None
 
 
 def write_cached_instance_type(state_dir: str, instance_type: str) -> None:
     """Atomic (temp + rename). Raises ValueError for a malformed type, OSError on I/O."""
-    if not _TYPE_RE.match(instance_type):
+    if not is_instance_type_name(instance_type):
         raise ValueError(f"malformed instance type {instance_type!r}")
     os.makedirs(state_dir, exist_ok=True)
     path = os.path.join(state_dir, INSTANCE_TYPE_FILE)

@@ -19,16 +19,28 @@ On the hook import path (the epilog reads job windows): standard library only.
 """
 from __future__ import annotations
 
-import json
 import os
-import sqlite3
 import sys
 import zlib
 from array import array
-from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
+from efajob import fastjson
 from efajob.errors import StoreError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` or `dataclasses` at run time: the epilog imports this
+    import sqlite3
+    from typing import Dict, Iterable, List, NamedTuple, Optional, Sequence, Set, Tuple
+else:
+    try:
+        # The C module that `sqlite3` re-exports whole: sqlite3/dbapi2.py adds only the
+        # datetime adapters (importing `datetime` and `collections.abc`, ~10 ms of an epilog,
+        # bench/hooks.py), which efajob never uses: every column here is a number, text or
+        # a blob. Its classes and exceptions are sqlite3's own objects.
+        import _sqlite3 as sqlite3
+    except ImportError:  # pragma: no cover - an interpreter without the private name
+        import sqlite3
+    from collections import namedtuple
 
 SCHEMA_VERSION = 1
 
@@ -43,19 +55,39 @@ _MAX_I64 = (1 << 63) - 1
 _MAX_U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True)
-class SampleRow:
-    """One tick of the node daemon. Counter names are the kernel's; absent counters are absent."""
+# Rows are named tuples, not dataclasses: an epilog decodes thousands (a tuple's __new__ is
+# the cheapest construction), and `dataclasses`/`typing.NamedTuple` cost the hooks their
+# imports; the typed class below is what mypy sees, the collections one what runs.
+if TYPE_CHECKING:
+    class _SampleRow(NamedTuple):
+        boot_id: str
+        mono: float  # CLOCK_MONOTONIC at the sample
+        wall: float  # epoch seconds
+        seconds: float  # time since the previous sample (the deltas' interval)
+        deltas: Dict[str, int]  # node totals of port-counter deltas over `seconds`
+        device_tx_bytes: Dict[str, int]  # per-device tx_bytes delta
+        device_rx_bytes: Dict[str, int]
+        jobs: Tuple[str, ...]  # active job keys at this tick (runfiles keys)
+        resets: Tuple[str, ...]  # "device/counter" reset during this interval
 
-    boot_id: str
-    mono: float  # CLOCK_MONOTONIC at the sample
-    wall: float  # epoch seconds
-    seconds: float  # time since the previous sample (the deltas' interval)
-    deltas: Dict[str, int]  # node totals of port-counter deltas over `seconds`
-    device_tx_bytes: Dict[str, int]  # per-device tx_bytes delta
-    device_rx_bytes: Dict[str, int]
-    jobs: Tuple[str, ...]  # active job keys at this tick (runfiles keys)
-    resets: Tuple[str, ...]  # "device/counter" reset during this interval
+    class _Rollup(NamedTuple):
+        minute: int  # epoch seconds // 60
+        samples: int
+        seconds: float
+        sums: Dict[str, int]  # every port counter's delta summed over the minute
+        rate_min: Dict[str, float]  # common counters only
+        rate_max: Dict[str, float]
+else:
+    _SampleRow = namedtuple("SampleRow", ("boot_id", "mono", "wall", "seconds", "deltas",
+                                          "device_tx_bytes", "device_rx_bytes", "jobs", "resets"))
+    _Rollup = namedtuple("Rollup", ("minute", "samples", "seconds", "sums", "rate_min", "rate_max"))
+
+
+class SampleRow(_SampleRow):
+    """One tick of the node daemon. Counter names are the kernel's; absent counters are absent.
+    Fields: see _SampleRow."""
+
+    __slots__ = ()
 
     def rate(self, name: str) -> Optional[float]:
         """Per-second node rate of one counter; None when absent or no time passed."""
@@ -65,20 +97,25 @@ class SampleRow:
         return v / self.seconds
 
 
-@dataclass(frozen=True)
-class Rollup:
-    """One wall-clock minute of node baseline. Rates are per second; absent counters absent."""
+class Rollup(_Rollup):
+    """One wall-clock minute of node baseline. Rates are per second; absent counters absent.
+    Fields: see _Rollup."""
 
-    minute: int  # epoch seconds // 60
-    samples: int
-    seconds: float
-    sums: Dict[str, int]  # every port counter's delta summed over the minute
-    rate_min: Dict[str, float]  # common counters only
-    rate_max: Dict[str, float]
+    __slots__ = ()
 
     def rate_avg(self, name: str) -> Optional[float]:
         v = self.sums.get(name)
         return None if v is None or self.seconds <= 0 else v / self.seconds
+
+
+_URI_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
+
+
+def _uri_path(path: str) -> str:
+    """urllib.parse.quote(path) (what a `file:` URI needs: `?`, `#`, `%` and the rest escaped),
+    without importing urllib.parse, which imports `re` (the epilog opens the store read-only)."""
+    return "".join(c if c in _URI_SAFE else "".join(f"%{b:02X}" for b in c.encode("utf-8"))
+                   for c in path)
 
 
 def current_boot_id(proc_root: str = "/proc") -> str:
@@ -226,9 +263,7 @@ class LocalStore:
                 if not _readable(path):
                     raise StoreError(f"local store {path} is not readable by you (with "
                                      "private_records = true it is root's only)")
-                from urllib.parse import quote
-
-                db = sqlite3.connect(f"file:{quote(path)}?mode=ro", uri=True, timeout=timeout,
+                db = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True, timeout=timeout,
                                      isolation_level=None, check_same_thread=False)
             else:
                 parent = os.path.dirname(path)
@@ -331,7 +366,7 @@ class LocalStore:
         return k
 
     def _layout_key(self, extra: Tuple[str, ...], tx: Tuple[str, ...], rx: Tuple[str, ...]) -> int:
-        spec = json.dumps([extra, tx, rx], separators=(",", ":"))
+        spec = fastjson.dumps([extra, tx, rx])
         k = self._layouts.get(spec)
         if k is None:
             row = self._db.execute("SELECT id FROM layouts WHERE spec = ?", (spec,)).fetchone()
@@ -346,7 +381,7 @@ class LocalStore:
             row = self._db.execute("SELECT spec FROM layouts WHERE id = ?", (k,)).fetchone()
             if row is None:
                 raise StoreError(f"local store {self.path}: sample refers to unknown layout {k}")
-            extra, tx, rx = json.loads(row[0])
+            extra, tx, rx = fastjson.loads(row[0])
             names = self._layout_names[k] = (tuple(extra), tuple(tx), tuple(rx))
         return names
 
@@ -400,7 +435,7 @@ class LocalStore:
                 d.get("rx_drops"), d.get("retrans_pkts"),
                 self._layout_key(extra, tx, rx), _pack(values),
                 ",".join(row.jobs) if row.jobs else None,
-                json.dumps(list(row.resets), separators=(",", ":")) if row.resets else None,
+                fastjson.dumps(list(row.resets)) if row.resets else None,
             ),
         )
 
@@ -508,7 +543,7 @@ class LocalStore:
             device_tx_bytes=dict(zip(tx, values)),
             device_rx_bytes=dict(zip(rx, values)),
             jobs=tuple(r[12].split(",")) if r[12] else (),
-            resets=tuple(json.loads(r[13])) if r[13] else (),
+            resets=tuple(fastjson.loads(r[13])) if r[13] else (),
         )
 
     def _query(self, sql: str, args: tuple) -> List[tuple]:

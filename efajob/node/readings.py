@@ -5,13 +5,13 @@ This module is on the hook import path: standard library only.
 """
 from __future__ import annotations
 
-import re
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
-
 from efajob.node.flatlayout import Layout
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` or `re` at run time: the hooks import this (bench/hooks.py)
+    from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+
 _MAX_U64 = (1 << 64) - 1
-_DIGITS_RE = re.compile(r"([0-9]+)")
 
 
 def parse_counter(raw: bytes) -> Optional[int]:
@@ -26,21 +26,45 @@ def parse_counter(raw: bytes) -> Optional[int]:
 
 def natural_key(name: str) -> tuple:
     """rdmap79s0 before rdmap113s0, n2 before n10: the order people read device and host names."""
-    return tuple(int(p) if p.isdigit() else p for p in _DIGITS_RE.split(name))
+    # re.split("([0-9]+)", name): text and ASCII digit runs alternating, text first
+    parts: list = []
+    run, digits = "", False
+    for c in name:
+        d = "0" <= c <= "9"
+        if d != digits:
+            parts.append(int(run) if digits else run)
+            run, digits = "", d
+        run += c
+    parts.append(int(run) if digits else run)
+    if digits:
+        parts.append("")
+    return tuple(parts)
 
 
-class DeviceReading(NamedTuple):
+if TYPE_CHECKING:
+    class _DeviceReadingBase(NamedTuple):
+        name: str
+        port: int
+        port_counters: Dict[str, int]
+        device_counters: Dict[str, int]
+        other_ports: Dict[int, Dict[str, int]] = {}
+else:  # the same tuple, from collections: typing.NamedTuple imports `typing` (ms in the hooks)
+    from collections import namedtuple
+
+    _DeviceReadingBase = namedtuple(
+        "DeviceReading", ("name", "port", "port_counters", "device_counters", "other_ports"),
+        defaults=({},))
+
+
+class DeviceReading(_DeviceReadingBase):
     """One device's counters at one instant. Absent counters are missing keys.
 
-    A NamedTuple rather than a frozen dataclass: the sampler builds 32 of these per p5 sample
-    and a frozen dataclass's __init__ costs several times more.
+    A named tuple rather than a frozen dataclass: the sampler builds 32 of these per p5 sample
+    and a frozen dataclass's __init__ costs several times more. Fields: name, port,
+    port_counters, device_counters, other_ports (see _DeviceReadingBase).
     """
 
-    name: str
-    port: int
-    port_counters: Dict[str, int]
-    device_counters: Dict[str, int]
-    other_ports: Dict[int, Dict[str, int]] = {}
+    __slots__ = ()
 
     def to_dict(self) -> dict:
         d = {

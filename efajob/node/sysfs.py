@@ -20,15 +20,19 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
-from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Tuple
 
 from efajob.errors import SysfsError
-from efajob.node.flatlayout import DEV, NET, PORT, Group, Layout
+from efajob.frozen import Frozen
+from efajob.node.flatlayout import DEV, NET, PORT, Layout
 from efajob.node.readings import DeviceReading, Snapshot, _parse_all, natural_key
 from efajob.node.instances import EFA_VENDOR
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # no `typing` (nor `re`, `dataclasses`) at run time: the hooks import this
+    from typing import Callable, Dict, List, Optional, Tuple
+
+    from efajob.node.flatlayout import Group
 
 # Counter files hold at most 20 digits and a newline; 64 bytes also takes in the longest
 # garbage we need to recognise ("N/A (no PMA)") without a second read.
@@ -37,15 +41,25 @@ NOT_COUNTERS = frozenset(("lifespan",))
 # Errors after which a descriptor must be reopened: the file was replaced or its device went
 # away (kernfs answers ENODEV on an open file whose node was removed).
 _REOPEN_ERRNOS = frozenset((errno.ENOENT, errno.ESTALE, errno.ENODEV))
-_RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*Gb/sec")
 
 
 def parse_rate_gbps(text: Optional[str]) -> Optional[float]:
     """`ports/<n>/rate` ("100 Gb/sec (4X EDR)") -> 100.0; None when absent or unparsable."""
     if not text:
         return None
-    m = _RATE_RE.match(text)
-    return float(m.group(1)) if m else None
+    # ^\s*(\d+(?:\.\d+)?)\s*Gb/sec, with string methods
+    t = text.lstrip()
+    i = 0
+    while i < len(t) and "0" <= t[i] <= "9":
+        i += 1
+    if i == 0:
+        return None
+    j = i + 1
+    while i < len(t) and t[i] == "." and j < len(t) and "0" <= t[j] <= "9":
+        j += 1
+    if j > i + 1:
+        i = j
+    return float(t[:i]) if t[i:].lstrip().startswith("Gb/sec") else None
 
 
 def _read_text(path: str) -> Optional[str]:
@@ -63,8 +77,7 @@ def _listdir(path: str) -> List[str]:
         return []
 
 
-@dataclass(frozen=True)
-class DeviceInfo:
+class DeviceInfo(Frozen):
     """What discovery learns about one EFA device (static between rediscoveries)."""
 
     name: str

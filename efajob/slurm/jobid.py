@@ -8,30 +8,55 @@ the job (`SLURM_JOB_RESTART_COUNT` > 0: same job id, a new run).
 Anything else (`../../etc`, `123/4`, empty, 30 digits, unicode digits) is refused: these
 strings are used as file names under the run dir, the outbox and the shared job store.
 
-On the hook import path: standard library only.
+On the hook import path: standard library only, and no `re` (its import and compiles cost
+the hooks milliseconds): the grammar below is checked with string methods.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional, Tuple
-
 from efajob.errors import UsageError
+from efajob.frozen import Frozen
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing.TypeGuard is 3.10+; annotations are never evaluated at run time
+    from typing import Optional, Tuple
+
     from typing_extensions import TypeGuard
 
-# 10 digits hold any 32-bit job id (Slurm's are uint32); the het offset is small.
-# [0-9] rather than \d (\d matches unicode digits, which int() accepts); fullmatch rather than
-# `$`, which also matches before a trailing newline.
-_JOB_ID = r"[0-9]{1,10}(?:_[0-9]{1,10}|\+[0-9]{1,5})?"
-JOB_ID_RE = re.compile(_JOB_ID)
-KEY_RE = re.compile(rf"({_JOB_ID})(?:\.([1-9][0-9]{{0,5}}))?")
 MAX_RESTART = 999999
 
 
+def _digits(s: str, lo: int, hi: int) -> bool:
+    """[0-9]{lo,hi}: ASCII digits only (str.isdigit alone accepts unicode digits, which int()
+    takes too)."""
+    return lo <= len(s) <= hi and s.isascii() and s.isdigit()
+
+
+def _job_id_ok(s: str) -> bool:
+    """[0-9]{1,10}(_[0-9]{1,10}|\\+[0-9]{1,5})?, the whole string. 10 digits hold any 32-bit job
+    id (Slurm's are uint32); the het offset is small."""
+    head, sep, tail = s.partition("_")
+    if sep:
+        return _digits(head, 1, 10) and _digits(tail, 1, 10)
+    head, sep, tail = s.partition("+")
+    if sep:
+        return _digits(head, 1, 10) and _digits(tail, 1, 5)
+    return _digits(s, 1, 10)
+
+
+def _split_key(s: str) -> Optional[Tuple[str, int]]:
+    """<job id>(.[1-9][0-9]{0,5})? -> (job id, restart), or None."""
+    head, dot, tail = s.partition(".")
+    if not _job_id_ok(head):
+        return None
+    if not dot:
+        return head, 0
+    if not _digits(tail, 1, 6) or tail[0] == "0":
+        return None
+    return head, int(tail)
+
+
 def is_job_id(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and JOB_ID_RE.fullmatch(value) is not None
+    return isinstance(value, str) and _job_id_ok(value)
 
 
 def validate_job_id(value: Optional[str]) -> str:
@@ -61,18 +86,17 @@ def job_key(job_id: str, restart: int = 0) -> str:
 
 def parse_key(key: str) -> Tuple[str, int]:
     """`123.1` -> ("123", 1); raises UsageError when `key` is not a key."""
-    m = KEY_RE.fullmatch(key) if isinstance(key, str) else None
-    if m is None:
+    parts = _split_key(key) if isinstance(key, str) else None
+    if parts is None:
         raise UsageError(f"job key {key!r} is not valid (expected <jobid> or <jobid>.<restart>)")
-    return m.group(1), int(m.group(2) or 0)
+    return parts
 
 
 def is_key(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and KEY_RE.fullmatch(value) is not None
+    return isinstance(value, str) and _split_key(value) is not None
 
 
-@dataclass(frozen=True)
-class JobIdentity:
+class JobIdentity(Frozen):
     """Who the job is, as the hooks learn it from Slurm's environment (or the active file)."""
 
     cluster: str
@@ -139,13 +163,9 @@ def status_job_key(entry: object) -> Optional[Tuple[str, str, int, dict]]:
 
 
 # -- record file names in the job store: <host>[.<restart>].json ------------------------------
-_DIGITS = re.compile(r"[0-9]+")
-_STEM_SUFFIX = re.compile(r"(.+)\.(0|[1-9][0-9]{0,5})")
-
-
 def _ends_in_digit_label(host: str) -> bool:
     head, dot, last = host.rpartition(".")
-    return bool(dot and head and _DIGITS.fullmatch(last))
+    return bool(dot and head and last.isascii() and last.isdigit())
 
 
 def record_stem(host: str, restart: int) -> str:
@@ -159,10 +179,11 @@ def record_stem(host: str, restart: int) -> str:
 def split_record_stem(stem: str) -> Tuple[str, int]:
     """record_stem's inverse: `n1` -> ("n1", 0), `n1.2` -> ("n1", 2), `gpu.3.0` -> ("gpu.3", 0).
     `n1.0`, which record_stem never writes, is the host `n1.0` (as efajob 0.1 wrote it)."""
-    m = _STEM_SUFFIX.fullmatch(stem)
-    if m is None:
+    # (.+)\.(0|[1-9][0-9]{0,5})
+    host, dot, tail = stem.rpartition(".")
+    if not (dot and host and _digits(tail, 1, 6) and (tail == "0" or tail[0] != "0")):
         return stem, 0
-    host, restart = m.group(1), int(m.group(2))
+    restart = int(tail)
     if restart == 0 and not _ends_in_digit_label(host):
         return stem, 0
     return host, restart

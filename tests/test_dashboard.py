@@ -238,8 +238,11 @@ def store(tmp_path_factory):
         d["jobs"] = [dict(j, start=now - 90) for j in d["jobs"]]
         write_node_status(os.path.join(root, "store", "c1", "nodes", f"{host}.json"), d)
     old = doc("n4", tx=5.0, jobs=[("71", "dave")])
-    old["time"] = now - 30 * 86400  # stale however long this module takes to run
+    old["time"] = now - 12 * 3600  # stale however long this module takes to run (not expired: 1 day)
     write_node_status(os.path.join(root, "store", "c1", "nodes", "n4.json"), old)
+    gone = doc("n6")
+    gone["time"] = now - 30 * 86400  # older than status_expiry: a node that left
+    write_node_status(os.path.join(root, "store", "c1", "nodes", "n6.json"), gone)
     with open(os.path.join(root, "store", "c1", "nodes", "n5.json"), "w") as f:
         f.write("{half a file")
     return str(root / "store")
@@ -282,8 +285,11 @@ def test_routes(server):
     for host in ("n1", "n2", "n3", "n4"):
         assert f'data-host="{host}"' in page
     assert '<tr class="stale" data-host="n4">' in page and "n5.json unreadable" in page
-    assert '<a href="/job/70?cluster=c1">70</a>' in page  # running (fresh status files)
-    assert '<a href="/job/71' not in page and ">71</span> (dave)" in page  # only a stale node lists it
+    assert '<a href="/jobs/c1/70">70</a>' in page  # running (fresh status files): its job page
+    assert '<a href="/job/70?cluster=c1">report</a>' in page  # and its report
+    assert '<a href="/jobs/c1/71' not in page and ">71</span> (dave)" in page  # only a stale node lists it
+    assert 'data-host="n6"' not in page and "1 node status file(s) of nodes that left" in page
+    assert '<a class="s" href="/node/c1/n4"' in page  # the node map: stale n4, a link to its page
     assert '<a href="/job/66?cluster=c1">66</a>' in page and "&lt;img src=x" in page
     assert "<script" not in page.lower()
 
@@ -296,6 +302,24 @@ def test_routes(server):
     jobs = json.loads(request(server, "GET", "/api/jobs")[2])
     assert [(r["key"], r["hosts"]) for r in jobs["running"]] == [("70", ["n1", "n2"])]
     assert {r["job_id"]: r["verdict"] for r in jobs["recent"]} == {"66": "Failure", "67": "Healthy"}
+
+    code, _, node = request(server, "GET", "/node/c1/n1")
+    assert code == 200 and "Node n1 (c1)" in node and '<a href="/jobs/c1/70">70</a> (carol)' in node
+    assert json.loads(request(server, "GET", "/api/node/c1/n4")[2])["node"]["state"] == "stale"
+    code, _, job = request(server, "GET", "/jobs/c1/70")
+    assert code == 200 and '<a href="/job/70?cluster=c1">Full report (HTML)</a>' in job
+    assert job.count('<tr class="ok">') == 2  # its two nodes, with their rates
+    api = json.loads(request(server, "GET", "/api/job/c1/70")[2])
+    assert [n["host"] for n in api["nodes"]] == ["n1", "n2"] and api["running"]["tx_gbps"] == 200.0
+    code, _, recent = request(server, "GET", "/jobs/c1/66")  # recent, not running: its summary
+    assert code == 200 and "Failure" in recent and "Not running now" in recent
+    for path in ("/node/c1/n9", "/node/c1/..", "/node/c1", "/jobs/c1/99", "/api/job/c1/../x",
+                 "/node/%3Cx%3E/n1"):
+        assert request(server, "GET", path)[0] == 404, path
+    code, _, body = request(server, "GET", "/api/nodes?state=stale")
+    assert json.loads(body)["matched"] == 1 and [n["host"] for n in json.loads(body)["nodes"]] == ["n4"]
+    probs = json.loads(request(server, "GET", "/api/problems")[2])["problems"]
+    assert probs[0]["kind"] == "stale" and probs[0]["hosts"] == ["n4"]
 
     code, h, rep = request(server, "GET", "/job/66?cluster=c1")
     assert code == 200 and "EFA job report: job 66, cluster c1" in rep and "<script" not in rep
@@ -445,7 +469,7 @@ def test_page_in_headless_chromium(server, tmp_path):
     # What the browser built: every node row, the running job, the recent jobs with links.
     assert len(re.findall(r'<tr class="(ok|warn|stale)" data-host="n[0-9]+">', dom)) == 4
     assert dom.count('<svg class="devs"') == 4
-    assert '<a href="/job/70?cluster=c1">70</a>' in dom and '<a href="/job/67?cluster=c1">67</a>' in dom
+    assert '<a href="/jobs/c1/70">70</a>' in dom and '<a href="/job/67?cluster=c1">67</a>' in dom
     assert re.search(r'<span class="badge Failure">Failure</span>', dom)
     # The hostile user name is text: no element made of it, no script ran (title is ours).
     assert "<script" not in dom.lower() and "<img" not in dom

@@ -1,8 +1,14 @@
 """`efajob dashboard serve`: the dashboard over HTTP, read-only, standard library only.
 
-    GET /            the page (dashboard/page.py), refreshing itself
-    GET /api/nodes   the nodes and cluster totals as JSON (dashboard.nodes_to_dict)
-    GET /api/jobs    running and recent jobs as JSON (dashboard.jobs_to_dict)
+    GET /            the page (dashboard/page.py), refreshing itself; the query string is the
+                     node table's view (dashboard/view.py: q, job, user, partition, state,
+                     problem, sort, desc, page, per)
+    GET /node/<cluster>/<host>, /jobs/<cluster>/<key>
+                     a node's page, a job's page (dashboard/detail.py)
+    GET /api/nodes   the nodes and cluster totals as JSON (dashboard.nodes_to_dict); with a
+                     view in the query string, only that page of matching nodes
+    GET /api/problems, /api/node/<cluster>/<host>, /api/job/<cluster>/<key>, /api/jobs
+                     the problem summary, one node, one job, running and recent jobs
     GET /job/<id>    one job's HTML report (`efajob report <id> --format html`); optional
                      ?cluster=NAME&restart=N when the id is ambiguous
     GET /healthz     "ok"; 503 while a store read hangs past its deadline (for a load
@@ -36,7 +42,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from efajob import __version__
-from efajob.dashboard.model import CSP, Dashboard, build_dashboard, jobs_to_dict, nodes_to_dict
+from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, build_dashboard, job_to_dict, jobs_to_dict,
+                                    node_to_dict, nodes_to_dict, problems_to_dict)
+from efajob.dashboard.page import Links
+from efajob.dashboard.view import parse_view
 from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
 from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, list_clusters, list_job_dirs
 from efajob.values import loads_checked, read_regular
@@ -45,6 +54,7 @@ log = logging.getLogger("efajob.dashboard")
 
 DEFAULT_PORT = 9815
 GZIP_MIN = 4096
+NODES_TTL = 30.0  # Slurm's node list is asked at most this often (one sinfo per 30 s)
 SUMMARY_TTL = 300.0  # a cached job summary is rebuilt at least this often (coarse NFS mtimes)
 # How long a request waits for a store read before it answers from the last snapshot (or 503):
 # a hung mount must cost each request this much at most, never the whole dashboard.
@@ -102,6 +112,7 @@ class Collector:
         self._refresh: Optional[threading.Thread] = None
         self._refresh_since = 0.0
         self._error: Optional[BaseException] = None
+        self._slurm_nodes: Optional[Tuple[float, Dict[str, str]]] = None
 
     def snapshot(self) -> Dashboard:
         with self._lock:
@@ -161,8 +172,27 @@ class Collector:
             docs += d
             notes += n
         recent = self._recent(now, notes)
+        slurm = self._node_list(notes) if self.use_slurm else None
         return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes,
-                               private=self.cfg.private_records, thresholds=self.cfg.thresholds)
+                               private=self.cfg.private_records, thresholds=self.cfg.thresholds,
+                               slurm_nodes=slurm, slurm_cluster=self.cluster or self.cfg.cluster,
+                               expire_after=self.cfg.status_expiry or None)
+
+    def _node_list(self, notes: List[str]) -> Optional[Dict[str, str]]:
+        """Slurm's {node: state}, asked at most once per NODES_TTL; None (and a note) when
+        Slurm does not answer: the page then shows the status files alone."""
+        from efajob.errors import SlurmError
+        from efajob.slurm.adapter import CommandBackend
+
+        if self._slurm_nodes is not None and self.mono() - self._slurm_nodes[0] < NODES_TTL:
+            return self._slurm_nodes[1]
+        try:
+            nodes = CommandBackend().nodes()
+        except SlurmError as e:
+            notes.append(f"Slurm's node list is not available ({e})")
+            return None
+        self._slurm_nodes = (self.mono(), nodes)
+        return nodes
 
     def _recent(self, now: float, notes: List[str]) -> List[dict]:
         from efajob.report.assemble import job_summary
@@ -217,6 +247,34 @@ def job_href(cluster: str, job_id: str, restart: int) -> str:
         f"&restart={restart}" if restart else "")
 
 
+def node_href(cluster: str, host: str) -> str:
+    return f"/node/{quote(cluster, safe='')}/{quote(host, safe='')}"
+
+
+def job_page_href(cluster: str, key: str) -> str:
+    return f"/jobs/{quote(cluster, safe='')}/{quote(key, safe='')}"
+
+
+LINKS = Links(report=job_href, node=node_href, job=job_page_href, table=True)
+
+
+def _two(rest: str) -> Optional[Tuple[str, str]]:
+    """`<cluster>/<name>` of a detail path, both in the store's name alphabet (a job key:
+    `123`, `123_4.1`), else None (a 404)."""
+    parts = rest.split("/")
+    if len(parts) != 2 or not NAME_RE.fullmatch(parts[0]) or not NAME_RE.fullmatch(parts[1]):
+        return None
+    return parts[0], parts[1]
+
+
+def _recent_row(d: Dashboard, cluster: str, key: str) -> Optional[dict]:
+    for r in d.recent:
+        restart = r.get("restart") or 0
+        if r.get("cluster") == cluster and f"{r.get('job_id')}" + (f".{restart}" if restart else "") == key:
+            return r
+    return None
+
+
 def _printable(s: str, limit: int = 200) -> str:
     # Request paths go to the log: no terminal escapes, no forged log lines.
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s[:limit])
@@ -255,9 +313,17 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         try:
             if path in ("/", "/index.html"):
-                self._page()
+                self._page(parse_qs(url.query))
             elif path == "/api/nodes":
-                self._json(nodes_to_dict(self.server.collector.snapshot()))
+                d = self.server.collector.snapshot()
+                self._json(nodes_to_dict(d, parse_view(parse_qs(url.query)) if url.query else None))
+            elif path == "/api/problems":
+                self._json(problems_to_dict(self.server.collector.snapshot()))
+            elif path.startswith(("/node/", "/api/node/")):
+                self._node(path.startswith("/api/"), unquote(path.split("/node/", 1)[1]))
+            elif path.startswith(("/jobs/", "/api/job/")):
+                self._job_page(path.startswith("/api/"), unquote(path.split("/", 3)[-1]
+                                                                 if path.startswith("/api/") else path[6:]))
             elif path == "/api/jobs":
                 self._json(jobs_to_dict(self.server.collector.snapshot()))
             elif path.startswith("/job/"):
@@ -281,13 +347,42 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("error answering %s", _printable(self.path))
             self._send(500, "text/plain", b"internal error (see the dashboard's log)\n")
 
-    def _page(self) -> None:
+    def _page(self, query: Dict[str, List[str]]) -> None:
         from efajob.dashboard.page import render_dashboard
 
         d = self.server.collector.snapshot()
-        page = render_dashboard(d, refresh=self.server.refresh, job_href=job_href,
+        page = render_dashboard(d, refresh=self.server.refresh, links=LINKS, view=parse_view(query),
                                 store=self.server.collector.cfg.store)
         self._send(200, "text/html", page.encode("utf-8"))
+
+    def _node(self, api: bool, rest: str) -> None:
+        from efajob.dashboard.detail import render_node_page
+
+        d = self.server.collector.snapshot()
+        where = _two(rest)
+        n = d.by_host.get(where) if where else None
+        if n is None:
+            self._send(404, "text/plain", b"no such node\n")
+        elif api:
+            self._json(node_to_dict(n))
+        else:
+            self._send(200, "text/html", render_node_page(d, n, LINKS, refresh=self.server.refresh)
+                       .encode("utf-8"))
+
+    def _job_page(self, api: bool, rest: str) -> None:
+        from efajob.dashboard.detail import render_job_page
+
+        d = self.server.collector.snapshot()
+        where = _two(rest)
+        running = d.by_job.get(where) if where else None
+        summary = _recent_row(d, *where) if where else None
+        if where is None or (running is None and summary is None):
+            self._send(404, "text/plain", b"no such running or recent job\n")
+        elif api:
+            self._json(job_to_dict(d, running, summary))
+        else:
+            self._send(200, "text/html", render_job_page(d, where[0], where[1], running, summary, LINKS,
+                                                         refresh=self.server.refresh).encode("utf-8"))
 
     def _json(self, doc: dict) -> None:
         self._send(200, "application/json", (json.dumps(doc, indent=1) + "\n").encode())

@@ -491,16 +491,12 @@ def node_to_dict(n: NodeView) -> dict:
     return _rounded_object({"schema": "efajob/dashboard-node", "version": 1, "node": _node_row(n)})
 
 
-def nodes_to_dict(d: Dashboard, view=None) -> dict:
-    """`GET /api/nodes`: the model as JSON (absent values are null, never 0); with a view
-    (dashboard/view.py), only its page of matching nodes, and `matched` says how many match."""
-    nodes = d.nodes
-    extra: Dict[str, object] = {}
-    if view is not None:
-        from efajob.dashboard.view import select
-
-        matched, nodes = select(d.nodes, view)
-        extra = {"matched": matched, "page": view.page, "per": view.per}
+def nodes_to_dict(d: Dashboard, nodes: Optional[Sequence[NodeView]] = None,
+                  extra: Optional[Mapping[str, object]] = None) -> dict:
+    """`GET /api/nodes`: the model as JSON (absent values are null, never 0); `nodes`: only
+    these (a page of a view: dashboard/view.py's view_to_dict), `extra`: keys that say which."""
+    nodes = d.nodes if nodes is None else nodes
+    extra = extra or {}
     return _rounded_object({"schema": "efajob/dashboard-nodes", "version": 1,
                             "generated": d.generated, "max_status_age": d.max_status_age,
                             "clusters": d.clusters, "totals": asdict(d.totals),

@@ -194,7 +194,8 @@ def _map_group(n: NodeView) -> str:
 def node_map(d: Dashboard, links: Links) -> str:
     """One small cell per node, grouped by the job it runs (job boundaries are group borders),
     coloured by health then utilisation, each a link to its node. Built once per snapshot."""
-    cached = d.cache.get("map")
+    slot = f"map:{links.node is not None}:{links.job is not None}"  # a static page links nothing
+    cached = d.cache.get(slot)
     if cached is not None:
         return cached
     groups: dict = {}
@@ -231,7 +232,7 @@ def node_map(d: Dashboard, links: Links) -> str:
               'utilisation 0-100% &nbsp;<i class="w"></i> warning <i class="c"></i> critical '
               '<i class="s"></i> stale <i class="p"></i> powered down <i class="x"></i> no efajob</p>')
     html = f'<div id="nodemap">{"".join(out)}</div>{legend}' if out else ""
-    d.cache["map"] = html
+    d.cache[slot] = html
     return html
 
 

@@ -45,7 +45,7 @@ from efajob import __version__
 from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, build_dashboard, job_to_dict, jobs_to_dict,
                                     node_to_dict, nodes_to_dict, problems_to_dict)
 from efajob.dashboard.page import Links
-from efajob.dashboard.view import parse_view
+from efajob.dashboard.view import parse_view, view_to_dict
 from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
 from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, list_clusters, list_job_dirs
 from efajob.values import loads_checked, read_regular
@@ -316,7 +316,8 @@ class Handler(BaseHTTPRequestHandler):
                 self._page(parse_qs(url.query))
             elif path == "/api/nodes":
                 d = self.server.collector.snapshot()
-                self._json(nodes_to_dict(d, parse_view(parse_qs(url.query)) if url.query else None))
+                self._json(view_to_dict(d, parse_view(parse_qs(url.query))) if url.query
+                           else nodes_to_dict(d))
             elif path == "/api/problems":
                 self._json(problems_to_dict(self.server.collector.snapshot()))
             elif path.startswith(("/node/", "/api/node/")):

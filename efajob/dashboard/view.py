@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlencode
 
-from efajob.dashboard.model import NodeView
+from efajob.dashboard.model import Dashboard, NodeView, nodes_to_dict
 from efajob.errors import UsageError
 from efajob.node.readings import natural_key
 from efajob.slurm.hostlist import expand
@@ -139,3 +139,9 @@ def select(nodes: Sequence[NodeView], v: View) -> Tuple[int, List[NodeView]]:
 
 def pages(total: int, v: View) -> int:
     return max(1, -(-total // v.per))
+
+
+def view_to_dict(d: Dashboard, v: View) -> dict:
+    """`GET /api/nodes?<view>`: the view's page of matching nodes; `matched` counts them all."""
+    matched, nodes = select(d.nodes, v)
+    return nodes_to_dict(d, nodes, {"matched": matched, "page": v.page, "per": v.per})

@@ -239,7 +239,8 @@ def _jobs(raw: object, private: bool = False) -> List[NodeJob]:
 
 def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float,
                     private: bool = False,
-                    thresholds: Optional[Mapping[str, float]] = None) -> Optional[NodeView]:
+                    thresholds: Optional[Mapping[str, float]] = None,
+                    memo: Optional[Dict[tuple, list]] = None) -> Optional[NodeView]:
     """A node status document (efajob/daemon/nodestatus.py) -> NodeView; None when it names no valid
     host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
     the dashboard shows more of the document, and one corrupt number must not hide a node.)"""
@@ -257,7 +258,16 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
     n.daemon_version = _text(daemon.get("version"), 32)
     rates = as_object(doc.get("rates"))
     n.rates = {k: v for k, v in ((k, as_number(rates.get(k))) for k in HEALTH_RATES) if v is not None}
-    n.devices = _devices(doc.get("devices"))
+    # What depends on the document alone (its devices, the health rules' verdict) is kept in
+    # `memo` (the server's, across refreshes) until the daemon writes a new document: parsing
+    # 32 devices and running the rules is most of a refresh's cost at 10,000 nodes.
+    key = (cluster, host, n.time, n.instance_type)
+    kept = memo.get(key) if memo is not None else None
+    if kept is None:
+        kept = [_devices(doc.get("devices")), None]
+        if memo is not None:
+            memo[key] = kept
+    n.devices = kept[0]
     n.link_gbps = _sum(d.link_gbps for d in n.devices)
     busier = [v for v in (n.tx_gbps, n.rx_gbps) if v is not None]
     n.util = ratio(max(busier), n.link_gbps) if busier else None
@@ -280,7 +290,9 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
         n.add_problem("local_store", f"local store: {store[:120]}")
     problems = device_problems(n.devices, doc.get("expected_devices"))
     if not n.stale:
-        problems += live_problems(host, doc, n.rates, thresholds, n.instance_type)
+        if kept[1] is None:
+            kept[1] = live_problems(host, doc, n.rates, thresholds, n.instance_type)
+        problems += kept[1]
         if n.util is not None and n.util > UTIL_SUSPECT:
             # More than the link carries: a wrong link rate or a counter glitch, not a fact.
             problems.append(("util_over_link", f"sends or receives {n.util * 100:.0f}% of the "
@@ -376,7 +388,8 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
                     private: bool = False,
                     thresholds: Optional[Mapping[str, float]] = None,
                     slurm_nodes: Optional[Mapping[str, str]] = None, slurm_cluster: str = "",
-                    expire_after: Optional[float] = None) -> Dashboard:
+                    expire_after: Optional[float] = None,
+                    memo: Optional[Dict[tuple, list]] = None) -> Dashboard:
     """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first.
     `private` (private_records): no user or partition anywhere on the page, whatever the
     files say (the service may run as root and read every record).
@@ -384,12 +397,15 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
     `slurm_nodes` ({node: sinfo state} of `slurm_cluster`, when Slurm is read): nodes without
     a status file are shown as such; a powered-down cloud node is no stale alert; a stale
     status file of a node Slurm no longer has (a deleted cloud node) is left out. Status files
-    older than `expire_after` seconds are left out whatever Slurm says (nodes that left)."""
+    older than `expire_after` seconds are left out whatever Slurm says (nodes that left).
+    `memo`: parsed devices and health rule verdicts by (cluster, host, status time), kept by
+    the caller between builds; left holding only this build's nodes."""
     nodes: Dict[Tuple[str, str], NodeView] = {}
     skipped = expired = 0
+    used: Dict[tuple, list] = {}
     for cluster, doc in docs:
         n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age,
-                            private=private, thresholds=thresholds) \
+                            private=private, thresholds=thresholds, memo=memo) \
             if isinstance(cluster, str) and NAME_RE.fullmatch(cluster) else None
         if n is None:
             skipped += 1
@@ -397,6 +413,12 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
             expired += 1
         elif (cluster, n.host) not in nodes or (n.time or 0) > (nodes[(cluster, n.host)].time or 0):
             nodes[(cluster, n.host)] = n  # two files naming one host: the newer wins
+            key = (cluster, n.host, n.time, n.instance_type)
+            if memo is not None and key in memo:
+                used[key] = memo[key]
+    if memo is not None:
+        memo.clear()
+        memo.update(used)
     if slurm_nodes is not None:
         _reconcile(nodes, slurm_nodes, slurm_cluster)
     views = sorted(nodes.values(), key=lambda n: (n.cluster, natural_key(n.host)))

@@ -67,9 +67,19 @@ def max_status_age(status_interval: float) -> float:
     return max(60.0, 4 * status_interval)
 
 
-def read_status_docs(store: str, cluster: str) -> Tuple[List[Tuple[str, object]], List[str]]:
+DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # path -> (mtime_ns, size, inode), JSON
+
+
+def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
+                     keep: Optional[DocCache] = None) -> Tuple[List[Tuple[str, object]], List[str]]:
     """([(cluster, parsed JSON)], notes) of a cluster's node status files. A file that cannot be
-    read or parsed is a note (the daemon rewrites it every few seconds), not an error."""
+    read or parsed is a note (the daemon rewrites it every few seconds), not an error.
+
+    `cache` (kept by the Collector between refreshes): a file whose mtime, size and inode are
+    those of its last read is not read or parsed again; `keep` gets every file of this read
+    (the next refresh's cache: files that went are forgotten). Daemons write every status_interval
+    (15 s) while the page refreshes every few seconds: most files have not changed. The
+    writers replace files by rename, so a changed file is a new inode."""
     d = os.path.join(store, cluster, NODES_DIR)
     try:
         names = sorted(os.listdir(d))
@@ -82,9 +92,19 @@ def read_status_docs(store: str, cluster: str) -> Tuple[List[Tuple[str, object]]
     for name in names:
         if not name.endswith(".json") or name.startswith("."):  # "." prefix: a writer's temp file
             continue
+        path = os.path.join(d, name)
         try:
-            data = read_regular(os.path.join(d, name), MAX_STATUS_BYTES)
-            docs.append((cluster, loads_checked(data)))
+            if cache is not None:
+                st = os.stat(path)  # never blocks, even on a FIFO (read_regular refuses those)
+                key = (st.st_mtime_ns, st.st_size, st.st_ino)
+                hit = cache.get(path)
+                if hit is None or hit[0] != key:
+                    hit = (key, loads_checked(read_regular(path, MAX_STATUS_BYTES)))
+                if keep is not None:
+                    keep[path] = hit
+                docs.append((cluster, hit[1]))
+                continue
+            docs.append((cluster, loads_checked(read_regular(path, MAX_STATUS_BYTES))))
         except (OSError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) else "not valid JSON"
             notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
@@ -113,6 +133,10 @@ class Collector:
         self._refresh_since = 0.0
         self._error: Optional[BaseException] = None
         self._slurm_nodes: Optional[Tuple[float, Dict[str, str]]] = None
+        # Between refreshes (refresh thread only): parsed status files, and what the health
+        # rules said of each; both bounded by the files of the last refresh.
+        self._docs: DocCache = {}
+        self._live: Dict[tuple, list] = {}
 
     def snapshot(self) -> Dashboard:
         with self._lock:
@@ -167,16 +191,18 @@ class Collector:
         clusters = [self.cluster] if self.cluster else list_clusters(store)
         docs: List[Tuple[str, object]] = []
         notes: List[str] = []
+        keep: DocCache = {}
         for c in clusters:
-            d, n = read_status_docs(store, c)
+            d, n = read_status_docs(store, c, self._docs, keep)
             docs += d
             notes += n
+        self._docs = keep
         recent = self._recent(now, notes)
         slurm = self._node_list(notes) if self.use_slurm else None
         return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes,
                                private=self.cfg.private_records, thresholds=self.cfg.thresholds,
                                slurm_nodes=slurm, slurm_cluster=self.cluster or self.cfg.cluster,
-                               expire_after=self.cfg.status_expiry or None)
+                               expire_after=self.cfg.status_expiry or None, memo=self._live)
 
     def _node_list(self, notes: List[str]) -> Optional[Dict[str, str]]:
         """Slurm's {node: state}, asked at most once per NODES_TTL; None (and a note) when

@@ -97,7 +97,7 @@ def render_job_page(d: Dashboard, cluster: str, key: str, running: Optional[Runn
         f'<tr class="{n.state}"><td><b>{_link(n.host, links.node(cluster, n.host) if links.node else None)}</b></td>'
         f"<td>{_state_text(n)}</td><td class=n>{esc(fmt_bandwidth(n.tx_gbps))}</td>"
         f"<td class=n>{esc(fmt_bandwidth(n.rx_gbps))}</td><td>{_gauge(n.util)}</td>"
-        f"<td>{_device_bars(n.devices)}</td><td class=n>{esc(_rate(n.rates.get('rx_drops')))}</td></tr>"
+        f"<td>{_device_bars(n.devices, detail=False)}</td><td class=n>{esc(_rate(n.rates.get('rx_drops')))}</td></tr>"
         for n in nodes)
     parts.append("<h2>Throughput per node</h2><table id=jobnodes><thead><tr><th>Node</th><th>State</th>"
                  "<th class=n>Sent</th><th class=n>Recv</th><th>Utilisation</th><th>Devices</th>"

@@ -51,6 +51,7 @@ def placeholders(value: str) -> List[str]:
 _RANGES: Dict[str, Tuple[float, float, bool]] = {
     "interval": (0, 3600, False),
     "status_interval": (0, 86400, False),
+    "status_expiry": (0, 3650 * 86400, True),
     "rediscover_interval": (0, 86400, False),
     "device_counter_interval": (0, 86400, False),
     "retention_hours": (0, 24 * 3650, False),
@@ -154,6 +155,9 @@ class Config(Frozen):
     store: str = "/var/lib/efajob/jobstore"
     interval: float = 1.0
     status_interval: float = 15.0
+    # The dashboard leaves out node status files older than this (seconds; 0: never): nodes
+    # that left the cluster. A day: a node down overnight is still listed, stale.
+    status_expiry: float = 86400.0
     # The longest a hook waits for anything: its record's delivery when no daemon runs, the
     # run-dir lock for the history file. Short, because slurmd holds the job (and kills the
     # hook at PrologEpilogTimeout) meanwhile; nothing is lost when it runs out.

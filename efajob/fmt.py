@@ -50,6 +50,23 @@ def fmt_gbps(v: Optional[float]) -> str:
     return "<0.1" if 0 < v < 0.05 else f"{v:,.1f}"
 
 
+_RATE_UNITS = ("Gbps", "Tbps", "Pbps", "Ebps")
+
+
+def fmt_bandwidth(gbps: Optional[float]) -> str:
+    """A rate in Gbps with its unit, scaled up as a cluster's sum grows ("312 Gbps",
+    "1.00 Pbps"): a card reading "1,000,559.0 Gbps" is not read at a glance."""
+    if gbps is None:
+        return NA
+    if 0 < gbps < 0.05:
+        return "<0.1 Gbps"
+    v, i = float(gbps), 0
+    while v >= 999.5 and i < len(_RATE_UNITS) - 1:
+        v /= 1000.0
+        i += 1
+    return f"{v:.1f} Gbps" if i == 0 and v < 100 else f"{_sig3(v)} {_RATE_UNITS[i]}"
+
+
 def fmt_pct(ratio: Optional[float], nd: int = 1) -> str:
     return NA if ratio is None else f"{ratio * 100:.{nd}f}%"
 

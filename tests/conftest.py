@@ -49,15 +49,32 @@ CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-background-networking", "--disable-component-update", "--disable-sync")
 
 
+def _chromium() -> str:
+    exe = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                if os.path.exists(p)), None)
+    require("chromium", exe is not None, "no chromium binary")
+    return exe  # type: ignore[return-value]
+
+
 def chromium_dump_dom(url: str, profile_dir: str, timeout: float = 90):
     """The DOM headless Chromium built from `url` (a completed subprocess: `.stdout` holds it).
     The flags keep it off the network: this machine reaches only 127.0.0.1."""
     import subprocess
 
-    exe = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-                if os.path.exists(p)), None)
-    require("chromium", exe is not None, "no chromium binary")
+    exe = _chromium()
     argv = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--dump-dom", url]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+
+
+def chromium_screenshot(url: str, profile_dir: str, png: str, size: str = "1400,1800",
+                        timeout: float = 90):
+    """A PNG of `url` as headless Chromium lays it out in a `size` window (a completed
+    subprocess; the file is at `png`)."""
+    import subprocess
+
+    exe = _chromium()
+    argv = [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile_dir}", "--hide-scrollbars",
+            f"--window-size={size}", f"--screenshot={png}", url]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
 
 

@@ -326,6 +326,22 @@ def test_status_file_and_unwritable_job_store(tmp_path, proc, small):
         d.close()
 
 
+def test_a_clean_stop_leaves_a_status_file_listing_no_job(tmp_path, proc, small):
+    """Issue 17: after a clean stop the last status file still listed a job that had ended."""
+    cfg = make_cfg(tmp_path)
+    write_active(cfg.run_dir, job("77"), read_snapshot(cfg.sysfs_root))
+    d, mono, wall = start_daemon(cfg, proc)
+    path = tmp_path / "store" / "c1" / "nodes" / "n1.json"
+    try:
+        d.tick()
+        d.write_status()
+        assert [j["key"] for j in json.loads(path.read_text())["jobs"]] == ["77"]
+    finally:
+        d.close()
+    doc = json.loads(path.read_text())
+    assert doc["jobs"] == [] and doc["node"] == "n1"
+
+
 def test_status_file_carries_the_driver_error_signals(tmp_path, proc, small):
     """Errors that rose since the previous status, per device and summed; readable counters;
     the type's device count. (Port state stays in the file for display, judged by nothing.)"""

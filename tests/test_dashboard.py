@@ -198,7 +198,14 @@ def test_page_escapes_everything_and_has_no_script():
     assert re.search(r"<[^>]*\b(onerror|onload)=", page) is None
     assert "&quot;&gt;&lt;img src=x onerror=&quot;document.title=&#x27;pwned-user&#x27;&quot;&gt;" in page
     assert "&lt;script&gt;document.title=&#x27;pwned-part&#x27;&lt;/script&gt;" in page
-    assert "&lt;svg onload=alert(1)&gt;" in page and "&lt;b&gt;Failure&lt;/b&gt;" in page
+    assert "&lt;b&gt;Failure&lt;/b&gt;" in page
+    # Device names are in the node page (the table's rows name only erring devices).
+    from efajob.dashboard.detail import render_node_page
+    from efajob.dashboard.server import LINKS
+
+    d = hostile_dashboard()
+    node = render_node_page(d, d.nodes[0], LINKS)
+    assert "&lt;svg onload=alert(1)&gt;" in node and "<svg onload" not in node and "<script" not in node
     # Only links to job reports, and only for valid ids and clusters; no other resource.
     assert set(re.findall(r'<a href="([^"]*)"', page)) == {"/job/7?cluster=c1",
                                                            "/job/5?cluster=c1&amp;restart=1"}
@@ -238,8 +245,11 @@ def store(tmp_path_factory):
         d["jobs"] = [dict(j, start=now - 90) for j in d["jobs"]]
         write_node_status(os.path.join(root, "store", "c1", "nodes", f"{host}.json"), d)
     old = doc("n4", tx=5.0, jobs=[("71", "dave")])
-    old["time"] = now - 30 * 86400  # stale however long this module takes to run
+    old["time"] = now - 12 * 3600  # stale however long this module takes to run (not expired: 1 day)
     write_node_status(os.path.join(root, "store", "c1", "nodes", "n4.json"), old)
+    gone = doc("n6")
+    gone["time"] = now - 30 * 86400  # older than status_expiry: a node that left
+    write_node_status(os.path.join(root, "store", "c1", "nodes", "n6.json"), gone)
     with open(os.path.join(root, "store", "c1", "nodes", "n5.json"), "w") as f:
         f.write("{half a file")
     return str(root / "store")
@@ -282,8 +292,11 @@ def test_routes(server):
     for host in ("n1", "n2", "n3", "n4"):
         assert f'data-host="{host}"' in page
     assert '<tr class="stale" data-host="n4">' in page and "n5.json unreadable" in page
-    assert '<a href="/job/70?cluster=c1">70</a>' in page  # running (fresh status files)
-    assert '<a href="/job/71' not in page and ">71</span> (dave)" in page  # only a stale node lists it
+    assert '<a href="/jobs/c1/70">70</a>' in page  # running (fresh status files): its job page
+    assert '<a href="/job/70?cluster=c1">report</a>' in page  # and its report
+    assert '<a href="/jobs/c1/71' not in page and ">71</span> (dave)" in page  # only a stale node lists it
+    assert 'data-host="n6"' not in page and "1 node status file(s) of nodes that left" in page
+    assert '<a class="s" href="/node/c1/n4"' in page  # the node map: stale n4, a link to its page
     assert '<a href="/job/66?cluster=c1">66</a>' in page and "&lt;img src=x" in page
     assert "<script" not in page.lower()
 
@@ -297,11 +310,40 @@ def test_routes(server):
     assert [(r["key"], r["hosts"]) for r in jobs["running"]] == [("70", ["n1", "n2"])]
     assert {r["job_id"]: r["verdict"] for r in jobs["recent"]} == {"66": "Failure", "67": "Healthy"}
 
+    code, _, node = request(server, "GET", "/node/c1/n1")
+    assert code == 200 and "Node n1 (c1)" in node and '<a href="/jobs/c1/70">70</a> (carol)' in node
+    assert json.loads(request(server, "GET", "/api/node/c1/n4")[2])["node"]["state"] == "stale"
+    code, _, job = request(server, "GET", "/jobs/c1/70")
+    assert code == 200 and '<a href="/job/70?cluster=c1">Full report (HTML)</a>' in job
+    assert job.count('<tr class="ok">') == 2  # its two nodes, with their rates
+    api = json.loads(request(server, "GET", "/api/job/c1/70")[2])
+    assert [n["host"] for n in api["nodes"]] == ["n1", "n2"] and api["running"]["tx_gbps"] == 200.0
+    code, _, recent = request(server, "GET", "/jobs/c1/66")  # recent, not running: its summary
+    assert code == 200 and "Failure" in recent and "Not running now" in recent
+    for path in ("/node/c1/n9", "/node/c1/..", "/node/c1", "/jobs/c1/99", "/api/job/c1/../x",
+                 "/node/%3Cx%3E/n1"):
+        assert request(server, "GET", path)[0] == 404, path
+    code, _, body = request(server, "GET", "/api/nodes?state=stale")
+    assert json.loads(body)["matched"] == 1 and [n["host"] for n in json.loads(body)["nodes"]] == ["n4"]
+    probs = json.loads(request(server, "GET", "/api/problems")[2])["problems"]
+    assert probs[0]["kind"] == "stale" and probs[0]["hosts"] == ["n4"]
+
     code, h, rep = request(server, "GET", "/job/66?cluster=c1")
     assert code == 200 and "EFA job report: job 66, cluster c1" in rep and "<script" not in rep
     assert request(server, "GET", "/job/66")[0] == 200
     assert request(server, "GET", "/job/70")[0] == 200  # running: from the node status files
     assert request(server, "GET", "/healthz")[:3:2] == (200, "ok\n")
+    # History: the refreshes so far left points (at most one per 30 s of the models' clock, so
+    # one here), their values the totals the page shows; node and job pages carry theirs.
+    hist = json.loads(request(server, "GET", "/api/history")[2])
+    assert hist["schema"] == "efajob/dashboard-history" and hist["kind"] == "cluster"
+    assert hist["points"] == 240 and hist["step"] == 30.0
+    assert len(hist["series"]["t"]) >= 1 and hist["series"]["tx_gbps"][-1] == 300.0
+    node_hist = json.loads(request(server, "GET", "/api/node/c1/n1")[2])["history"]
+    assert node_hist["tx_gbps"][-1] == 100.0
+    assert json.loads(request(server, "GET", "/api/job/c1/70")[2])["history"]["tx_gbps"][-1] == 200.0
+    assert 'class="history"' in request(server, "GET", "/")[2]
+    assert "Last hours" in request(server, "GET", "/node/c1/n1")[2]
     code, h, body = request(server, "HEAD", "/")
     assert code == 200 and body == "" and int(h["Content-Length"]) > 1000
     c = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=60)
@@ -445,7 +487,7 @@ def test_page_in_headless_chromium(server, tmp_path):
     # What the browser built: every node row, the running job, the recent jobs with links.
     assert len(re.findall(r'<tr class="(ok|warn|stale)" data-host="n[0-9]+">', dom)) == 4
     assert dom.count('<svg class="devs"') == 4
-    assert '<a href="/job/70?cluster=c1">70</a>' in dom and '<a href="/job/67?cluster=c1">67</a>' in dom
+    assert '<a href="/jobs/c1/70">70</a>' in dom and '<a href="/job/67?cluster=c1">67</a>' in dom
     assert re.search(r'<span class="badge Failure">Failure</span>', dom)
     # The hostile user name is text: no element made of it, no script ran (title is ours).
     assert "<script" not in dom.lower() and "<img" not in dom

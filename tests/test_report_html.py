@@ -35,14 +35,39 @@ def test_self_contained_and_escaped(report):
     page = render_html(report)
     assert page.startswith("<!DOCTYPE html>")
     assert "<script" not in page.lower()
-    # No resource of any kind: no tag carries src= or href= (escaped text may say "src=").
-    assert re.search(r"<[^>]*\b(src|href)=", page) is None
+    # No resource of any kind: no tag carries src=, and href= only to a row of this page
+    # (escaped text may say "src=").
+    assert re.search(r"<[^>]*\bsrc=", page) is None
+    assert set(re.findall(r'href="([^"]*)"', page)) <= {"#node-n1", "#node-n2", "#node-n3"}
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
     assert "&lt;script&gt;document.title=&#x27;pwned-name&#x27;&lt;/script&gt;" in page
     assert re.search(r"<[^>]*\bonerror=", page) is None
     assert "&quot;&gt;&lt;img src=x onerror=&quot;" in page
     assert "&lt;svg onload=alert(1)&gt;" in page
     assert page.count('<svg class="series"') == 3 and page.count("<polyline") == 6
+
+
+def test_verdict_and_findings_first_linked_to_their_nodes(report):
+    """Issue 17: the findings were ~3,300 px down for 4 nodes, below every device row."""
+    page = render_html(report)
+    assert page.index('id="verdict"') < page.index('id="findings"') < page.index("<h2>Job</h2>") \
+        < page.index("Per node (ranked")
+    linked = re.findall(r'<a href="#(node-[\w.-]+)">', page)
+    assert linked and all(f'id="{a}"' in page for a in linked)
+    assert "node-n3" in linked  # the dead device's node
+    # Device rows collapsed per node; a flagged node's open.
+    assert page.count("<details") == 3 and page.count("<details open>") >= 1
+    assert "<summary>8 device(s) of n1</summary>" in page
+
+
+def test_advice_is_text_without_backticks(report):
+    from efajob.report.render.html import advice_html
+
+    page = render_html(report)
+    advice = re.findall(r'<p class="advice">(.*?)</p>', page)
+    assert advice and not any("`" in a for a in advice) and any("<code>" in a for a in advice)
+    assert advice_html("run `efajob doctor` then <b>") == "run <code>efajob doctor</code> then &lt;b&gt;"
+    assert advice_html("a ` alone") == "a ` alone"
 
 
 def test_downsample_keeps_shape():

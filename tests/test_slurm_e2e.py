@@ -20,7 +20,7 @@ from typing import Dict, List, Optional
 import pytest
 
 import slurm_cluster as sc
-from conftest import require
+from conftest import require, wait_until
 from fault_ledger import Row, record
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
@@ -610,6 +610,56 @@ def test_doctor_reads_the_running_slurms_config(cluster):
         assert h["status"] == "pass" and f"{c.lay.scripts}/{kind}.d/" in h["message"], h
         assert f"runs {word}" in h["message"]
     assert got["job store"]["status"] == "pass" and got["efa devices"]["status"] != "fail"
+
+
+def test_dashboard_reconciles_with_slurms_node_list(cluster, monkeypatch):
+    """Issue 17, against the real sinfo: a daemon stopped cleanly clears its job list; a node
+    taken down with an old status stays a stale alert (Slurm has it, with its state); a node
+    without a status file is shown as without efajob; a node Slurm does not have is left out."""
+    import signal as sig
+
+    from efajob.config import build_config
+    from efajob.dashboard.server import Collector
+    from efajob.daemon.nodestatus import write_node_status
+
+    c = cluster
+    nodes_dir = os.path.join(c.lay.store, sc.CLUSTER_NAME, "nodes")
+    jid = c.sbatch("-w", "n4", wrap="sleep 120")
+    c.wait_running(jid)
+
+    def status(node):
+        with open(os.path.join(nodes_dir, f"{node}.json")) as f:
+            return json.load(f)
+
+    assert wait_until(lambda: [j["job_id"] for j in status("n4")["jobs"]] == [jid])
+    c.kill_daemon("n4", sig.SIGTERM)  # a clean stop: its last status lists no job
+    assert status("n4")["jobs"] == []
+    c.cancel_all()
+    old = status("n4")
+    old["time"] -= 3600.0  # and then silent for an hour
+    write_node_status(os.path.join(nodes_dir, "n4.json"), old)
+    c.run("scontrol", "update", "nodename=n4", "state=down", "reason=efajob-dashboard-test")
+    c.kill_daemon("n3")
+    os.unlink(os.path.join(nodes_dir, "n3.json"))
+    gone = dict(old, node="n9")
+    write_node_status(os.path.join(nodes_dir, "n9.json"), gone)
+    try:
+        monkeypatch.setenv("SLURM_CONF", c.lay.slurm_conf)
+        monkeypatch.setenv("PATH", c.env["PATH"])
+        cfg = build_config({"cluster": sc.CLUSTER_NAME, "store": c.lay.store, "status_interval": 0.5},
+                           env={}, node="head")
+        d = Collector(cfg, use_slurm=True).collect()
+        states = {n.host: (n.state, n.slurm_state) for n in d.nodes}
+        assert set(states) == {"n1", "n2", "n3", "n4"}, d.notes  # n9: not in Slurm, stale: left out
+        assert states["n3"] == ("no-efajob", "idle")
+        assert states["n4"][0] == "stale" and states["n4"][1].startswith("down")
+        assert {states[n][0] for n in ("n1", "n2")} <= {"ok", "warn"}
+        assert "1 node status file(s) of nodes that left are not shown" in d.notes
+        assert [h for _, h in next(g for g in d.problems if g.kind == "stale").hosts] == ["n4"]
+    finally:
+        os.unlink(os.path.join(nodes_dir, "n9.json"))
+        c.resume("n4")
+        c.ensure_daemons()
 
 
 def test_without_alloc_node_without_step_is_flagged(noalloc_cluster):

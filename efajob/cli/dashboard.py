@@ -51,15 +51,18 @@ def _check_cluster(cluster: Optional[str]) -> None:
               help="Seconds between page reloads (0: never).")
 @limit_option
 @click.option("--slurm/--no-slurm", default=True, show_default=True,
-              help="Job reports (/job/<id>) ask Slurm for the header when it answers.")
+              help="Ask Slurm, when it answers: job report headers (/job/<id>) and its node "
+              "list (sinfo, every 30 s: nodes without efajob, powered-down cloud nodes).")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @handle_errors
 def serve(config_path: Optional[str], store: Optional[str], cluster: Optional[str], bind: str,
           port: int, refresh: int, limit: int, slurm: bool, verbose: bool) -> None:
     """Serve the dashboard over HTTP until SIGTERM or Ctrl-C.
 
-    GET / (the page), /api/nodes and /api/jobs (JSON), /job/<jobid> (a job's HTML report),
-    /healthz. Other paths 404, other methods 405. One log line per request on stderr.
+    GET / (the page; its query string is the node table's view), /node/<cluster>/<host>,
+    /jobs/<cluster>/<key>, /api/nodes, /api/problems, /api/node/..., /api/job/... and
+    /api/jobs (JSON), /job/<jobid> (a job's HTML report), /healthz. Other paths 404, other
+    methods 405. One log line per request on stderr.
     """
     from efajob.dashboard.server import Collector, DashboardServer, is_loopback, run
 

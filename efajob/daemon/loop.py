@@ -25,6 +25,7 @@ import signal
 import socket
 import sys
 import threading
+from dataclasses import replace
 import time
 from types import SimpleNamespace
 from typing import (TYPE_CHECKING, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Tuple,
@@ -288,6 +289,7 @@ class Daemon:
             # The worker may hang on a dead shared filesystem: give it a moment, no more.
             self._worker.join(timeout=flush_timeout)
             self._worker = None
+        self._last_status(flush_timeout)
         for s in self.sinks:
             self._guard("sink", s.flush, flush_timeout)
             self._guard("sink", s.close)
@@ -561,6 +563,18 @@ class Daemon:
                     wait = DELIVER_SECONDS  # records wait in the outbox (store down): retry
                 if due is not None:
                     due[job] = now + wait
+
+    def _last_status(self, timeout: float) -> None:
+        """A clean stop writes a last status file listing no job: the dashboard would show the
+        node's last jobs as running until the file went stale. In a thread of its own, for at
+        most `timeout`: the shared filesystem may be what hangs."""
+        if self.last_tick is None:
+            return
+        self.last_tick = replace(self.last_tick, jobs=())
+        t = threading.Thread(target=self._guard, args=("status", self.write_status),
+                             name="efajob-last-status", daemon=True)
+        t.start()
+        t.join(timeout)
 
     def write_status(self) -> None:
         from efajob.daemon.nodestatus import build_node_status, node_status_path, write_node_status

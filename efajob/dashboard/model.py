@@ -34,8 +34,9 @@ HEALTH_RATES = ("rx_drops", "retrans_pkts", "retrans_timeout_events",
 SKEW_S = 30.0
 # The store's name alphabet (config.validate_name): clusters and hosts become path components.
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# No script at all; the one form (the node table's filter) submits to this server by GET.
 CSP = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
-       "form-action 'none'")
+       "form-action 'self'")
 
 
 @dataclass(frozen=True)
@@ -84,9 +85,25 @@ class NodeView:
     devices: List[DeviceView] = field(default_factory=list)
     jobs: List[NodeJob] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
+    # (kind, severity) of each problem, in step with `problems`; the kind is a finding code
+    # or one of KINDS: what the problem summary groups by.
+    kinds: List[Tuple[str, str]] = field(default_factory=list)
+    # From Slurm's node list (slurmnodes.py), when the dashboard reads it: the state as sinfo
+    # prints it, and whether this node has any efajob status file at all.
+    slurm_state: Optional[str] = None
+    efajob: bool = True
+    powered_down: bool = False  # a cloud node Slurm powered down: silence is expected
+
+    def add_problem(self, kind: str, message: str, severity: Optional[str] = None) -> None:
+        self.kinds.append((kind, severity or KINDS.get(kind, ("", "warning"))[1]))
+        self.problems.append(message)
 
     @property
     def state(self) -> str:
+        if not self.efajob:
+            return "no-efajob"
+        if self.powered_down:
+            return "powered-down"
         return "stale" if self.stale else ("warn" if self.problems else "ok")
 
 
@@ -120,6 +137,16 @@ class Totals:
     users: int = 0
 
 
+@dataclass(frozen=True)
+class ProblemGroup:
+    """Every node with one kind of problem: "31 nodes: rx drops"."""
+    kind: str
+    label: str
+    severity: str  # critical | warning
+    hosts: Tuple[Tuple[str, str], ...]  # (cluster, host), in node order
+    example: str  # the first node's message, numbers included
+
+
 @dataclass
 class Dashboard:
     generated: float
@@ -130,6 +157,36 @@ class Dashboard:
     running: List[RunningJob]
     recent: List[dict]  # `jobreports.job_summary` rows, newest first
     notes: List[str] = field(default_factory=list)
+    problems: List[ProblemGroup] = field(default_factory=list)
+    # (cluster, host) -> node and (cluster, job key) -> running job, for the detail pages.
+    by_host: Dict[Tuple[str, str], NodeView] = field(default_factory=dict, repr=False)
+    by_job: Dict[Tuple[str, str], RunningJob] = field(default_factory=dict, repr=False)
+    # What a renderer made of this snapshot once (the node map): requests only slice and render.
+    cache: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+
+# Problem kinds that are not report finding codes, with their labels and severities; a finding
+# code (efajob/report/findings.py) keeps its own severity and is labelled from its code.
+KINDS: Dict[str, Tuple[str, str]] = {
+    "device_missing": ("device missing", "critical"),
+    "device_errors": ("EFA device errors", "critical"),
+    "counters_unreadable": ("port counters unreadable", "critical"),
+    "daemon_unhealthy": ("daemon unhealthy", "critical"),
+    "stale": ("no recent status (stale)", "warning"),
+    "no_time": ("status file without a time", "warning"),
+    "clock_skew": ("node clock ahead", "warning"),
+    "local_store": ("daemon's local store failing", "warning"),
+    "rx_drops": ("rx drops", "warning"),
+    "retrans_pkts": ("SRD retransmits", "warning"),
+    "util_over_link": ("rate above link rate (check the link rate)", "warning"),
+}
+_LABELS = {"wr_errors": "work-request errors", "retransmits": "SRD retransmits",
+           "impaired_connections": "impaired connections", "unresponsive_remote": "unresponsive remotes",
+           "ena_allowance_exceeded": "ENA allowance exceeded", "straggler_node": "straggler",
+           "device_idle": "idle device among busy ones", "efa_unused": "EFA unused"}
+_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+# Utilisation above this is a wrong link rate or a counter glitch, not traffic: flagged.
+UTIL_SUSPECT = 1.05
 
 
 # -- parsing ---------------------------------------------------------------------------------
@@ -182,7 +239,8 @@ def _jobs(raw: object, private: bool = False) -> List[NodeJob]:
 
 def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float,
                     private: bool = False,
-                    thresholds: Optional[Mapping[str, float]] = None) -> Optional[NodeView]:
+                    thresholds: Optional[Mapping[str, float]] = None,
+                    memo: Optional[Dict[tuple, list]] = None) -> Optional[NodeView]:
     """A node status document (efajob/daemon/nodestatus.py) -> NodeView; None when it names no valid
     host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
     the dashboard shows more of the document, and one corrupt number must not hide a node.)"""
@@ -200,53 +258,75 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
     n.daemon_version = _text(daemon.get("version"), 32)
     rates = as_object(doc.get("rates"))
     n.rates = {k: v for k, v in ((k, as_number(rates.get(k))) for k in HEALTH_RATES) if v is not None}
-    n.devices = _devices(doc.get("devices"))
+    # What depends on the document alone (its devices, the health rules' verdict) is kept in
+    # `memo` (the server's, across refreshes) until the daemon writes a new document: parsing
+    # 32 devices and running the rules is most of a refresh's cost at 10,000 nodes.
+    key = (cluster, host, n.time, n.instance_type)
+    kept = memo.get(key) if memo is not None else None
+    if kept is None:
+        kept = [_devices(doc.get("devices")), None]
+        if memo is not None:
+            memo[key] = kept
+    n.devices = kept[0]
     n.link_gbps = _sum(d.link_gbps for d in n.devices)
     busier = [v for v in (n.tx_gbps, n.rx_gbps) if v is not None]
     n.util = ratio(max(busier), n.link_gbps) if busier else None
     # Staleness from the write time: a daemon that died cannot say it is unhealthy.
     if n.time is None:
-        n.problems.append("status file has no time")
+        n.add_problem("no_time", "status file has no time")
     else:
         n.age_s = max(0.0, now - n.time)
         n.stale = n.age_s > max_status_age
         if n.stale:
-            n.problems.append(f"no status for {fmt_duration(n.age_s)}")
+            n.add_problem("stale", f"no status for {fmt_duration(n.age_s)}")
         if n.time - now > SKEW_S:
-            n.problems.append(f"node clock {fmt_duration(n.time - now)} ahead")
+            n.add_problem("clock_skew", f"node clock {fmt_duration(n.time - now)} ahead")
     if n.daemon_healthy is False:
         age = as_number(daemon.get("last_sample_age"))
-        n.problems.append("daemon unhealthy" + (f" (last sample {age:.0f} s old)" if age is not None else ""))
+        n.add_problem("daemon_unhealthy", "daemon unhealthy"
+                      + (f" (last sample {age:.0f} s old)" if age is not None else ""))
     store = daemon.get("store")
     if isinstance(store, str) and store != "ok":
-        n.problems.append(f"local store: {store[:120]}")
-    n.problems.extend(device_problems(n.devices, doc.get("expected_devices")))
+        n.add_problem("local_store", f"local store: {store[:120]}")
+    problems = device_problems(n.devices, doc.get("expected_devices"))
     if not n.stale:
-        n.problems += live_problems(host, doc, n.rates, thresholds, n.instance_type)
+        if kept[1] is None:
+            kept[1] = live_problems(host, doc, n.rates, thresholds, n.instance_type)
+        problems += kept[1]
+        if n.util is not None and n.util > UTIL_SUSPECT:
+            # More than the link carries: a wrong link rate or a counter glitch, not a fact.
+            problems.append(("util_over_link", f"sends or receives {n.util * 100:.0f}% of the "
+                             "link rate: the link rate or a counter is wrong", None))
+    for kind, message, severity in problems:
+        n.add_problem(kind, message, severity)
     return n
 
 
-def device_problems(devices: Sequence[DeviceView], expected: object) -> List[str]:
-    """What the driver's own signals say is wrong with a node's EFA devices (not the port
-    state: efa_query_port hard-codes ACTIVE)."""
-    out = []
+Problem = Tuple[str, str, Optional[str]]  # (kind, message, severity: None for the kind's)
+
+
+def device_problems(devices: Sequence[DeviceView], expected: object) -> List[Problem]:
+    """(kind, message, None) of what the driver's own signals say is wrong with a node's EFA devices
+    (not the port state: efa_query_port hard-codes ACTIVE)."""
+    out: List[Problem] = []
     erring = [d for d in devices if d.errors]
     if erring:
         worst = sorted({k for d in erring for k in d.errors})
-        out.append(f"EFA errors on {', '.join(d.name for d in erring[:4])}"
+        out.append(("device_errors", f"EFA errors on {', '.join(d.name for d in erring[:4])}"
                    + (f" (+{len(erring) - 4})" if len(erring) > 4 else "")
-                   + f": {', '.join(worst[:4])}")
+                   + f": {', '.join(worst[:4])}", None))
     unreadable = [d.name for d in devices if d.port_counters == 0]
     if unreadable:
-        out.append("port counters unreadable: " + ", ".join(unreadable[:4])
-                   + (f" (+{len(unreadable) - 4})" if len(unreadable) > 4 else ""))
+        out.append(("counters_unreadable", "port counters unreadable: " + ", ".join(unreadable[:4])
+                    + (f" (+{len(unreadable) - 4})" if len(unreadable) > 4 else ""), None))
     if isinstance(expected, int) and not isinstance(expected, bool) and 0 < len(devices) < expected:
-        out.append(f"{len(devices)} of {expected} EFA devices")
+        out.append(("device_missing", f"{len(devices)} of {expected} EFA devices", None))
     return out
 
 
 def live_problems(host: str, doc: dict, rates: Mapping[str, float],
-                  thresholds: Optional[Mapping[str, float]], instance_type: Optional[str]) -> List[str]:
+                  thresholds: Optional[Mapping[str, float]],
+                  instance_type: Optional[str]) -> List[Problem]:
     """What the daemon saw go wrong: the health rules on its last minute (`recent`, the same
     rules and thresholds as a report: report/live.py), or, from a daemon that writes no
     window, any health counter moving at the last sample. Either way a node dropping or
@@ -257,10 +337,10 @@ def live_problems(host: str, doc: dict, rates: Mapping[str, float],
 
     recent = parse_recent(doc.get("recent"))
     if recent is None:
-        return [f"{k} {v:,.1f}/s at the last sample" for k, v in rates.items() if v > 0]
+        return [(k, f"{k} {v:,.1f}/s at the last sample", None) for k, v in rates.items() if v > 0]
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
-    return [f.message for f in node_findings(host, recent, th, instance_type)
+    return [(f.code, f.message, f.severity) for f in node_findings(host, recent, th, instance_type)
             if f.severity != "info"]
 
 
@@ -306,29 +386,103 @@ def _totals(nodes: Sequence[NodeView], running: Sequence[RunningJob]) -> Totals:
 def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping], *, now: float,
                     max_status_age: float, notes: Sequence[str] = (),
                     private: bool = False,
-                    thresholds: Optional[Mapping[str, float]] = None) -> Dashboard:
+                    thresholds: Optional[Mapping[str, float]] = None,
+                    slurm_nodes: Optional[Mapping[str, str]] = None, slurm_cluster: str = "",
+                    expire_after: Optional[float] = None,
+                    memo: Optional[Dict[tuple, list]] = None) -> Dashboard:
     """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first.
     `private` (private_records): no user or partition anywhere on the page, whatever the
-    files say (the service may run as root and read every record)."""
+    files say (the service may run as root and read every record).
+
+    `slurm_nodes` ({node: sinfo state} of `slurm_cluster`, when Slurm is read): nodes without
+    a status file are shown as such; a powered-down cloud node is no stale alert; a stale
+    status file of a node Slurm no longer has (a deleted cloud node) is left out. Status files
+    older than `expire_after` seconds are left out whatever Slurm says (nodes that left).
+    `memo`: parsed devices and health rule verdicts by (cluster, host, status time), kept by
+    the caller between builds; left holding only this build's nodes."""
     nodes: Dict[Tuple[str, str], NodeView] = {}
-    skipped = 0
+    skipped = expired = 0
+    used: Dict[tuple, list] = {}
     for cluster, doc in docs:
         n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age,
-                            private=private, thresholds=thresholds) \
+                            private=private, thresholds=thresholds, memo=memo) \
             if isinstance(cluster, str) and NAME_RE.fullmatch(cluster) else None
         if n is None:
             skipped += 1
+        elif _expired(n, now, expire_after, slurm_nodes if cluster == slurm_cluster else None):
+            expired += 1
         elif (cluster, n.host) not in nodes or (n.time or 0) > (nodes[(cluster, n.host)].time or 0):
             nodes[(cluster, n.host)] = n  # two files naming one host: the newer wins
+            key = (cluster, n.host, n.time, n.instance_type)
+            if memo is not None and key in memo:
+                used[key] = memo[key]
+    if memo is not None:
+        memo.clear()
+        memo.update(used)
+    if slurm_nodes is not None:
+        _reconcile(nodes, slurm_nodes, slurm_cluster)
     views = sorted(nodes.values(), key=lambda n: (n.cluster, natural_key(n.host)))
     running = _running(views)
     all_notes = list(notes) + ([f"{skipped} node status file(s) unusable (no valid node name)"]
                                if skipped else [])
+    if expired:
+        all_notes.append(f"{expired} node status file(s) of nodes that left are not shown")
     return Dashboard(generated=now, max_status_age=max_status_age,
                      clusters=sorted({n.cluster for n in views} | {str(r.get("cluster")) for r in recent}),
                      nodes=views, totals=_totals(views, running), running=running,
                      recent=[dict(r, user=None) if private else dict(r) for r in recent],
-                     notes=all_notes)
+                     notes=all_notes, problems=group_problems(views),
+                     by_host={(n.cluster, n.host): n for n in views},
+                     by_job={(r.cluster, r.key): r for r in running})
+
+
+def _expired(n: NodeView, now: float, expire_after: Optional[float],
+             slurm_nodes: Optional[Mapping[str, str]]) -> bool:
+    if n.time is not None and expire_after is not None and now - n.time > expire_after:
+        return True
+    # Stale and unknown to Slurm: a deleted cloud node or one taken out of slurm.conf.
+    return slurm_nodes is not None and n.stale and n.host not in slurm_nodes
+
+
+def _reconcile(nodes: Dict[Tuple[str, str], NodeView], slurm_nodes: Mapping[str, str],
+               cluster: str) -> None:
+    from efajob.slurm.nodes import is_powered_down
+
+    for host, state in slurm_nodes.items():
+        n = nodes.get((cluster, host))
+        if n is None:
+            if NAME_RE.fullmatch(host):
+                nodes[(cluster, host)] = NodeView(cluster=cluster, host=host, slurm_state=state,
+                                                  efajob=False)
+            continue
+        n.slurm_state = state
+        if n.stale and is_powered_down(state):
+            # No instance behind the name: its old status is history, not an alert.
+            n.powered_down = True
+            n.problems, n.kinds = [], []
+
+
+def kind_label(kind: str) -> str:
+    return KINDS[kind][0] if kind in KINDS else _LABELS.get(kind, kind.replace("_", " "))
+
+
+def group_problems(nodes: Sequence[NodeView]) -> List[ProblemGroup]:
+    """Problems by kind, worst first (critical before warning, then the most nodes): a fault
+    every node shares is one line, not a thousand."""
+    hosts: Dict[str, List[Tuple[str, str]]] = {}
+    example: Dict[str, str] = {}
+    worst: Dict[str, str] = {}
+    for n in nodes:
+        for (kind, severity), message in zip(n.kinds, n.problems):
+            at = hosts.setdefault(kind, [])
+            if not at or at[-1] != (n.cluster, n.host):
+                at.append((n.cluster, n.host))
+            example.setdefault(kind, f"{n.host}: {message}")
+            if _SEVERITY_RANK.get(severity, 3) < _SEVERITY_RANK.get(worst.get(kind, "info"), 3):
+                worst[kind] = severity
+    groups = [ProblemGroup(kind=k, label=kind_label(k), severity=worst.get(k, "warning"),
+                           hosts=tuple(h), example=example[k]) for k, h in hosts.items()]
+    return sorted(groups, key=lambda g: (_SEVERITY_RANK.get(g.severity, 3), -len(g.hosts), g.kind))
 
 
 def _rounded(v: object) -> object:
@@ -346,17 +500,52 @@ def _rounded_object(d: dict) -> dict:
     return {k: _rounded(x) for k, x in d.items()}
 
 
-def nodes_to_dict(d: Dashboard) -> dict:
-    """`GET /api/nodes`: the model as JSON (absent values are null, never 0)."""
-    nodes = []
-    for n in d.nodes:
-        row = asdict(n)
-        row["state"] = n.state
-        nodes.append(row)
+def _node_row(n: NodeView) -> dict:
+    row = asdict(n)
+    row["state"] = n.state
+    row["kinds"] = [k for k, _ in n.kinds]
+    row["severities"] = [sev for _, sev in n.kinds]
+    return row
+
+
+def node_to_dict(n: NodeView) -> dict:
+    """`GET /api/node/<cluster>/<host>`: one node, as in /api/nodes."""
+    return _rounded_object({"schema": "efajob/dashboard-node", "version": 1, "node": _node_row(n)})
+
+
+def nodes_to_dict(d: Dashboard, nodes: Optional[Sequence[NodeView]] = None,
+                  extra: Optional[Mapping[str, object]] = None) -> dict:
+    """`GET /api/nodes`: the model as JSON (absent values are null, never 0); `nodes`: only
+    these (a page of a view: dashboard/view.py's view_to_dict), `extra`: keys that say which."""
+    nodes = d.nodes if nodes is None else nodes
+    extra = extra or {}
     return _rounded_object({"schema": "efajob/dashboard-nodes", "version": 1,
                             "generated": d.generated, "max_status_age": d.max_status_age,
-                            "clusters": d.clusters, "totals": asdict(d.totals), "nodes": nodes,
-                            "notes": d.notes})
+                            "clusters": d.clusters, "totals": asdict(d.totals),
+                            "nodes": [_node_row(n) for n in nodes], "notes": d.notes,
+                            "problems": [_group_row(g) for g in d.problems], **extra})
+
+
+def _group_row(g: ProblemGroup) -> dict:
+    return {"kind": g.kind, "label": g.label, "severity": g.severity, "count": len(g.hosts),
+            "hosts": [h for _, h in g.hosts], "clusters": sorted({c for c, _ in g.hosts}),
+            "example": g.example}
+
+
+def problems_to_dict(d: Dashboard) -> dict:
+    """`GET /api/problems`: problems by kind, worst first, every node named."""
+    return {"schema": "efajob/dashboard-problems", "version": 1, "generated": d.generated,
+            "problems": [_group_row(g) for g in d.problems], "notes": d.notes}
+
+
+def job_to_dict(d: Dashboard, running: Optional[RunningJob], summary: Optional[Mapping]) -> dict:
+    """`GET /api/job/<cluster>/<key>`: the job now (its nodes' rates and problems) and its
+    summary row among the recent jobs; either may be null."""
+    nodes = [_node_row(d.by_host[(running.cluster, h)]) for h in running.hosts
+             if (running.cluster, h) in d.by_host] if running else []
+    return _rounded_object({"schema": "efajob/dashboard-job", "version": 1, "generated": d.generated,
+                            "running": asdict(running) if running else None, "nodes": nodes,
+                            "summary": dict(summary) if summary else None})
 
 
 def jobs_to_dict(d: Dashboard) -> dict:

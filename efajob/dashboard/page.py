@@ -7,14 +7,16 @@ problems) goes through `esc()`; attribute values too.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
-from efajob.dashboard.model import CSP, NAME_RE, Dashboard, DeviceView, NodeJob, as_number, ratio
+from efajob.dashboard.model import CSP, NAME_RE, UTIL_SUSPECT, Dashboard, DeviceView, NodeJob, NodeView, as_number, ratio
+from efajob.dashboard.view import DEFAULT, STATES, View, pages, select, to_query
 from efajob.slurm.hostlist import fold
 from efajob.slurm.jobid import is_job_id
 from efajob.report.findings import verdict_tone
 from efajob.report.render.html import esc
-from efajob.fmt import NA, fmt_bytes, fmt_duration, fmt_gbps, fmt_pct, fmt_time
+from efajob.fmt import NA, fmt_bandwidth, fmt_bytes, fmt_duration, fmt_gbps, fmt_pct, fmt_time
 
 JobHref = Callable[[str, str, int], Optional[str]]  # (cluster, job id, restart) -> link or None
 _CSS = """
@@ -34,12 +36,25 @@ tbody tr:nth-child(even){background:#f6f8fa}tr.warn td{background:#fff6e0}tr.sta
 .gauge span{display:block;height:100%;background:#1565c0}.big .gauge{width:160px}
 .alerts{border-left:4px solid #b26a00;background:#fff6e0;padding:6px 12px;margin:12px 0}.alerts p{margin:2px 0}
 .muted{color:#6b7585}svg.devs{vertical-align:middle}a{color:#1565c0}
+.alerts p.critical b{color:#c62828}.badge.no-efajob{background:#90a4ae}.badge.powered-down{background:#b0bec5}
+.grp{display:inline-block;vertical-align:top;margin:0 10px 8px 0;max-width:100%}.gh{font-size:12px;color:#4a5566}
+.map{display:flex;flex-wrap:wrap;gap:1px;max-width:1200px}.map a,.map i,.legend i{display:inline-block;width:9px;height:9px}
+.u{background:#dfe3ea}.u0{background:#c6dbef}.u1{background:#9ecae1}.u2{background:#6baed6}.u3{background:#3182bd}
+.u4{background:#08519c}.w{background:#f0a202}.c{background:#c62828}.s{background:#8a93a3}
+.p{background:#fff;outline:1px solid #b0bec5;outline-offset:-1px}.x{background:repeating-linear-gradient(45deg,#fff 0 2px,#b0bec5 2px 3px)}
+form#filter{margin:6px 0}form#filter input,form#filter select{font:inherit;font-size:13px}.pager{margin:6px 0}
+.over{color:#b26a00;font-weight:600}.hist{margin:4px 0}
 """
 
 
 def _gauge(ratio: Optional[float]) -> str:
     pct = 0.0 if ratio is None else max(0.0, min(100.0, ratio * 100))
-    return f'<span class="gauge"><span style="width:{pct:.1f}%"></span></span> {esc(fmt_pct(ratio))}'
+    bar = f'<span class="gauge"><span style="width:{pct:.1f}%"></span></span> '
+    if ratio is not None and ratio > UTIL_SUSPECT:
+        # More than the link carries is a wrong link rate or a counter glitch: questioned.
+        return bar + (f'<span class="over" title="above the link rate: the link rate or a counter '
+                      f'is wrong">{esc(fmt_pct(ratio))}?</span>')
+    return bar + esc(fmt_pct(ratio))
 
 
 def _rate(v: Optional[float]) -> str:
@@ -66,42 +81,57 @@ def _job_link(text: str, href: Optional[JobHref], cluster: object, job_id: objec
     return _link(text, None)
 
 
-def _device_bars(devs: Sequence[DeviceView]) -> str:
+def _device_bars(devs: Sequence[DeviceView], detail: bool = True) -> str:
     """One bar per device: its busier direction over its link rate. An idle device among busy
     siblings, or a device whose error counters rose or whose counters are unreadable (red),
-    stands out at a glance. (Not the port state: the EFA driver always reports ACTIVE.)"""
+    stands out at a glance. (Not the port state: the EFA driver always reports ACTIVE.)
+    The bars are three paths (healthy, sick, sick backgrounds), not two rects a device, and
+    `detail` adds a tooltip per device (the node page): a 100-row table of 32-device nodes was
+    450 kB of rects and tooltips."""
     if not devs:
         return '<span class="muted">none</span>'
     w, h = 5, 18
-    bars = []
+    paths = {"well": [], "sick": [], "back": []}  # type: dict
+    tips = []
     for i, d in enumerate(devs):
         busier = max([v for v in (d.tx_gbps, d.rx_gbps) if v is not None], default=None)
         r = max(0.0, min(1.0, ratio(busier, d.link_gbps) or 0.0))
         bh = max(1.0, r * h) if busier is not None else 0.0
-        color = "#c62828" if d.sick else "#1565c0"
-        what = ("port counters unreadable" if d.port_counters == 0 else
-                "errors " + ", ".join(f"{k} {v:.2g}/s" for k, v in d.errors.items()) if d.errors
-                else "no errors")
-        tip = (f"{d.name} ({what}): sent {fmt_gbps(d.tx_gbps)}, received "
-               f"{fmt_gbps(d.rx_gbps)} of {fmt_gbps(d.link_gbps)} Gbps")
-        back = "#f4c7c3" if d.sick else "#e8ebf0"
-        bars.append(f'<g><title>{esc(tip)}</title><rect x="{i * (w + 1)}" y="0" width="{w}" '
-                    f'height="{h}" fill="{back}"/><rect x="{i * (w + 1)}" y="{h - bh:.1f}" '
-                    f'width="{w}" height="{bh:.1f}" fill="{color}"/></g>')
+        x = i * (w + 1)
+        if d.sick:
+            paths["back"].append(f"M{x} 0h{w}v{h}h-{w}z")
+        if bh:
+            paths["sick" if d.sick else "well"].append(f"M{x} {h}v-{bh:.1f}h{w}v{bh:.1f}z")
+        if detail:
+            what = ("port counters unreadable" if d.port_counters == 0 else
+                    "errors " + ", ".join(f"{k} {v:.2g}/s" for k, v in d.errors.items()) if d.errors
+                    else "no errors")
+            tip = (f"{d.name} ({what}): sent {fmt_gbps(d.tx_gbps)}, received "
+                   f"{fmt_gbps(d.rx_gbps)} of {fmt_gbps(d.link_gbps)} Gbps")
+            tips.append(f'<rect x="{x}" y="0" width="{w}" height="{h}" fill-opacity="0">'
+                        f"<title>{esc(tip)}</title></rect>")
+    width = len(devs) * (w + 1)
     well = sum(1 for d in devs if not d.sick)
-    return (f'<svg class="devs" xmlns="http://www.w3.org/2000/svg" width="{len(devs) * (w + 1)}" '
-            f'height="{h}" role="img" aria-label="{esc(f"{well} of {len(devs)} devices without errors")}">'
-            + "".join(bars) + f"</svg> {well}/{len(devs)}")
+    label = f"{well} of {len(devs)} devices without errors"
+    sick = [d.name for d in devs if d.sick]
+    title = label + (": " + ", ".join(sick[:8]) + " erring" if sick else "")
+    drawn = "".join(f'<path fill="{color}" d="{"".join(paths[k])}"/>'
+                    for k, color in (("back", "#f4c7c3"), ("well", "#1565c0"), ("sick", "#c62828"))
+                    if paths[k])
+    return (f'<svg class="devs" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+            f'height="{h}" role="img" aria-label="{esc(label)}"><title>{esc(title)}</title>'
+            f'<rect width="{width}" height="{h}" fill="#e8ebf0"/>{drawn}{"".join(tips)}'
+            f"</svg> {well}/{len(devs)}")
 
 
 def _cards(d: Dashboard) -> str:
     t = d.totals
-    link = f" of {t.link_gbps:,.0f} Gbps" if t.link_gbps else ""
+    link = f" of {fmt_bandwidth(t.link_gbps)}" if t.link_gbps else ""
     cards = [
-        (f"{t.fresh}/{t.nodes}", f"nodes reporting ({t.stale} stale, {t.warn} with problems)"),
-        (f"{fmt_gbps(t.tx_gbps)} / {fmt_gbps(t.rx_gbps)}", "EFA Gbps now, sent / received" + link),
+        (f"{t.fresh:,}/{t.nodes:,}", f"nodes reporting ({t.stale:,} stale, {t.warn:,} with problems)"),
+        (f"{fmt_bandwidth(t.tx_gbps)} / {fmt_bandwidth(t.rx_gbps)}", "EFA now, sent / received" + link),
         (f'<span class="big">{_gauge(t.util)}</span>', "utilisation (busier direction)"),
-        (f"{t.running_jobs}", f"running jobs, {t.users} user(s)"),
+        (f"{t.running_jobs:,}", f"running jobs, {t.users:,} user(s)"),
         (f"{_rate(t.rates.get('rx_drops'))} / {_rate(t.rates.get('retrans_pkts'))}",
          "rx drops / SRD retransmits"),
     ]
@@ -110,37 +140,186 @@ def _cards(d: Dashboard) -> str:
         for i, (v, s) in enumerate(cards)) + "</div>"
 
 
-def _alerts(d: Dashboard) -> str:
-    lines = [f"<p><b>{esc(n.host)}</b>{esc(' (' + n.cluster + ')' if len(d.clusters) > 1 else '')}: "
-             f"{esc('; '.join(n.problems))}</p>" for n in d.nodes if n.problems]
-    lines += [f"<p>{esc(x)}</p>" for x in d.notes]
+MAX_GROUPS = 12  # problem kinds listed; the rest are counted
+MAX_HOSTLIST = 160  # characters of a group's folded hostlist shown
+
+
+def _short_hostlist(hosts: Sequence[str]) -> str:
+    text = _fold(hosts)
+    return text if len(text) <= MAX_HOSTLIST else text[:MAX_HOSTLIST].rsplit(",", 1)[0] + ",…"
+
+
+def _alerts(d: Dashboard, links: "Links") -> str:
+    """Problems first, grouped by kind, worst first: "31 nodes: rx drops" with their hostlist,
+    one line however many nodes share a fault."""
+    lines = []
+    for g in d.problems[:MAX_GROUPS]:
+        hosts = [h for _, h in g.hosts]
+        count = f"{len(hosts):,} node{'s' if len(hosts) != 1 else ''}: {g.label}"
+        where = _short_hostlist(hosts)
+        href = ("/" + to_query(DEFAULT, problem=g.kind)) if links.table else None
+        lines.append(f'<p class="{esc(g.severity)}" data-kind="{esc(g.kind)}"><b>{esc(count)}</b> '
+                     f'{_link(where, href)} <span class="muted">e.g. {esc(g.example)}</span></p>')
+    if len(d.problems) > MAX_GROUPS:
+        rest = d.problems[MAX_GROUPS:]
+        lines.append(f"<p>{len(rest)} more kind(s) of problem on "
+                     f"{len({h for g in rest for h in g.hosts}):,} node(s)</p>")
+    lines += [f"<p>{esc(x)}</p>" for x in d.notes[:20]]
+    if len(d.notes) > 20:
+        lines.append(f"<p>{len(d.notes) - 20} more note(s)</p>")
     return f'<div class="alerts" id="alerts">{"".join(lines)}</div>' if lines else ""
 
 
-def _job_refs(jobs: Sequence[NodeJob], cluster: str, href: Optional[JobHref], stale: bool) -> str:
+def _job_refs(jobs: Sequence[NodeJob], cluster: str, links: "Links", stale: bool) -> str:
     if not jobs:
         return '<span class="muted">idle</span>'
     # A stale node's jobs may be long gone: shown, not linked (the report would not find them).
     return ", ".join((f'<span class="muted">{esc(j.key)}</span>' if stale else
-                      _job_link(j.key, href, cluster, j.job_id, j.restart))
+                      _link(j.key, links.job(cluster, j.key)) if links.job else
+                      _job_link(j.key, links.report, cluster, j.job_id, j.restart))
                      + (f" ({esc(j.user)})" if j.user else "") for j in jobs)
 
 
-def _nodes_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
+@dataclass(frozen=True)
+class Links:
+    """Where the page may link: each None on a static file (`dashboard build`: no server)."""
+    report: Optional[JobHref] = None  # a job's HTML report
+    node: Optional[Callable[[str, str], str]] = None  # (cluster, host) -> node page
+    job: Optional[Callable[[str, str], str]] = None  # (cluster, job key) -> job page
+    table: bool = False  # sort, filter and page links to "/?..."
+
+
+def _cell_class(n: NodeView) -> str:
+    """A node map cell's colour: health first (it is what needs eyes), then utilisation."""
+    if n.state in ("no-efajob", "powered-down", "stale"):
+        return {"no-efajob": "x", "powered-down": "p", "stale": "s"}[n.state]
+    if n.problems:
+        return "c" if any(sev == "critical" for _, sev in n.kinds) else "w"
+    if n.util is None:
+        return "u"
+    return f"u{min(4, int(n.util * 5))}"
+
+
+def _map_group(n: NodeView) -> str:
+    if n.state in ("no-efajob", "powered-down"):
+        return n.state
+    return n.jobs[0].key if n.jobs and not n.stale else ""
+
+
+def node_map(d: Dashboard, links: Links) -> str:
+    """One small cell per node, grouped by the job it runs (job boundaries are group borders),
+    coloured by health then utilisation, each a link to its node. Built once per snapshot."""
+    slot = f"map:{links.node is not None}:{links.job is not None}"  # a static page links nothing
+    cached = d.cache.get(slot)
+    if cached is not None:
+        return cached
+    groups: dict = {}
+    for n in d.nodes:
+        groups.setdefault((n.cluster, _map_group(n)), []).append(n)
+
+    def order(item) -> tuple:
+        (cluster, key), _ = item
+        return (cluster, key in ("", "no-efajob", "powered-down"), key)
+
+    out = []
+    for (cluster, key), members in sorted(groups.items(), key=order):
+        r = d.by_job.get((cluster, key))
+        if r is not None:
+            who = ", ".join(r.users)
+            title = f"job {key}" + (f" ({who})" if who else "") + f", {len(members):,} node(s)"
+            head = _link(title, links.job(cluster, key) if links.job else None)
+        else:
+            head = esc({"": "idle or stale", "no-efajob": "in Slurm, no efajob",
+                        "powered-down": "powered down (cloud)"}.get(key, f"job {key}")
+                       + f", {len(members):,} node(s)")
+        if len(d.clusters) > 1:
+            head = esc(cluster + ": ") + head
+        cells = []
+        for n in members:
+            tip = esc(f"{n.host}: {n.state}, {fmt_pct(n.util)}")
+            cls = _cell_class(n)
+            if links.node:
+                cells.append(f'<a class="{cls}" href="{esc(links.node(n.cluster, n.host))}" title="{tip}"></a>')
+            else:
+                cells.append(f'<i class="{cls}" title="{tip}"></i>')
+        out.append(f'<div class="grp"><div class="gh">{head}</div><div class="map">{"".join(cells)}</div></div>')
+    legend = ('<p class="legend muted"><i class="u0"></i><i class="u2"></i><i class="u4"></i> '
+              'utilisation 0-100% &nbsp;<i class="w"></i> warning <i class="c"></i> critical '
+              '<i class="s"></i> stale <i class="p"></i> powered down <i class="x"></i> no efajob</p>')
+    html = f'<div id="nodemap">{"".join(out)}</div>{legend}' if out else ""
+    d.cache[slot] = html
+    return html
+
+
+_HEADS = (("node", "Node", ""), ("state", "State", ""), ("type", "Type", ""), ("tx", "Sent", "n"),
+          ("rx", "Recv", "n"), ("util", "Utilisation", ""), ("", "Devices", ""),
+          ("drops", "rx drops", "n"), ("retrans", "Retransmits", "n"), ("jobs", "Jobs (user)", ""),
+          ("updated", "Updated", ""))
+
+
+def _head(view: View, links: Links, multi: bool) -> str:
+    cells = ["<th>Cluster</th>"] if multi else []
+    for key, text, cls in _HEADS:
+        c = f" class={cls}" if cls else ""
+        if key and links.table:
+            desc = not view.desc if view.sort == key else key not in ("node", "type", "state")
+            mark = (" ▼" if view.desc else " ▲") if view.sort == key else ""
+            cells.append(f'<th{c}><a href="/{esc(to_query(view, sort=key, desc=desc))}">'
+                         f"{esc(text)}</a>{mark}</th>")
+        else:
+            cells.append(f"<th{c}>{esc(text)}</th>")
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _state_text(n: NodeView) -> str:
+    text = {"ok": "ok", "warn": "problem", "stale": "STALE", "no-efajob": "no efajob",
+            "powered-down": "powered down"}[n.state]
+    return f'<span class="badge {n.state}">{esc(text)}</span>' + (
+        f' <span class="muted">{esc(n.slurm_state)}</span>' if n.slurm_state else "")
+
+
+def _filter_form(view: View) -> str:
+    def box(name: str, label: str, size: int = 12) -> str:
+        return (f'<label>{esc(label)} <input name="{name}" size="{size}" '
+                f'value="{esc(getattr(view, name))}"></label> ')
+    opts = "".join(f'<option value="{s}"{" selected" if view.state == s else ""}>{s or "any"}</option>'
+                   for s in ("",) + STATES)
+    keep = "".join(f'<input type="hidden" name="{k}" value="{esc(str(getattr(view, k)))}">'
+                   for k in ("sort", "problem") if getattr(view, k) != getattr(DEFAULT, k))
+    if view.desc:
+        keep += '<input type="hidden" name="desc" value="1">'
+    return ('<form method="get" action="/" id="filter">' + box("q", "Nodes (hostlist)", 22)
+            + box("job", "Job", 8) + box("user", "User", 10) + box("partition", "Partition", 10)
+            + f'<label>State <select name="state">{opts}</select></label> {keep}'
+            '<button type="submit">Filter</button> <a href="/">clear</a></form>')
+
+
+def _pager(view: View, total: int) -> str:
+    last = pages(total, view)
+    if last == 1:
+        return ""
+    parts = []
+    if view.page > 1:
+        parts.append(f'<a href="/{esc(to_query(view, page=view.page - 1))}" rel="prev">previous</a>')
+    parts.append(f"page {min(view.page, last)} of {last}")
+    if view.page < last:
+        parts.append(f'<a href="/{esc(to_query(view, page=view.page + 1))}" rel="next">next</a>')
+    return '<p class="pager">' + " · ".join(parts) + "</p>"
+
+
+def _nodes_table(d: Dashboard, links: Links, tz, view: View) -> str:
     if not d.nodes:
         return "<p>No node status files yet: are the node daemons running, and do they see this store?</p>"
+    total, rows_of = select(d.nodes, view)
     multi = len(d.clusters) > 1
-    head = ("<tr>" + ("<th>Cluster</th>" if multi else "") + "<th>Node</th><th>State</th><th>Type</th>"
-            "<th class=n>Sent Gbps</th><th class=n>Recv Gbps</th><th>Utilisation</th><th>Devices</th>"
-            "<th class=n>rx drops</th><th class=n>Retransmits</th><th>Jobs (user)</th><th>Updated</th></tr>")
     rows = []
-    for n in d.nodes:
-        state = {"ok": "ok", "warn": "problem", "stale": "STALE"}[n.state]
+    for n in rows_of:
+        host = _link(n.host, links.node(n.cluster, n.host) if links.node else None)
         cells = ([esc(n.cluster)] if multi else []) + [
-            f"<b>{esc(n.host)}</b>", f'<span class="badge {n.state}">{state}</span>',
-            esc(n.instance_type or NA), esc(fmt_gbps(n.tx_gbps)), esc(fmt_gbps(n.rx_gbps)),
-            _gauge(n.util), _device_bars(n.devices), esc(_rate(n.rates.get("rx_drops"))),
-            esc(_rate(n.rates.get("retrans_pkts"))), _job_refs(n.jobs, n.cluster, href, n.stale),
+            f"<b>{host}</b>", _state_text(n),
+            esc(n.instance_type or NA), esc(fmt_bandwidth(n.tx_gbps)), esc(fmt_bandwidth(n.rx_gbps)),
+            _gauge(n.util), _device_bars(n.devices, detail=False), esc(_rate(n.rates.get("rx_drops"))),
+            esc(_rate(n.rates.get("retrans_pkts"))), _job_refs(n.jobs, n.cluster, links, n.stale),
             f'<span title="{esc(fmt_time(n.time, tz))}">{esc(_ago(n.age_s))}</span>']
         off = 1 if multi else 0
         num = {3 + off, 4 + off, 7 + off, 8 + off}
@@ -149,25 +328,38 @@ def _nodes_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
         cls = {i: ' class="n hot"' if i in hot else " class=n" for i in num}
         tds = "".join(f"<td{cls.get(i, '')}>{c}</td>" for i, c in enumerate(cells))
         rows.append(f'<tr class="{n.state}" data-host="{esc(n.host)}">{tds}</tr>')
-    return f'<table id="nodes"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    shown = (f"{total:,} of {len(d.nodes):,} nodes match" if total != len(d.nodes)
+             else f"{total:,} nodes")
+    form = _filter_form(view) if links.table else ""
+    body = (f'<table id="nodes"><thead>{_head(view, links, multi)}</thead><tbody>{"".join(rows)}'
+            "</tbody></table>") if rows else "<p>No node matches.</p>"
+    return f'{form}<p class="muted" id="matched">{esc(shown)}</p>{body}{_pager(view, total) if links.table else ""}'
 
 
-def _running_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
+MAX_RUNNING = 50  # running jobs listed on the main page (the JSON API has all)
+
+
+def _running_table(d: Dashboard, links: Links, tz) -> str:
     if not d.running:
         return "<p>None: no fresh node status lists a job.</p>"
     head = ("<tr><th>Job</th><th>Cluster</th><th>User</th><th>Partition</th><th class=n>Nodes</th>"
-            "<th>Hosts</th><th>Running for</th><th class=n>Sent Gbps</th><th class=n>Recv Gbps</th>"
-            "<th>Shared with other jobs</th></tr>")
+            "<th>Hosts</th><th>Running for</th><th class=n>Sent</th><th class=n>Recv</th>"
+            "<th>Shared with other jobs</th><th>Report</th></tr>")
     rows = []
-    for r in d.running:
+    for r in d.running[:MAX_RUNNING]:
         since = None if r.start is None else max(0.0, d.generated - r.start)
-        cells = [_job_link(r.key, href, r.cluster, r.job_id, r.restart), esc(r.cluster),
-                 esc(", ".join(r.users) or NA), esc(", ".join(r.partitions) or NA), str(len(r.hosts)),
-                 esc(_fold(r.hosts)), f'<span title="{esc(fmt_time(r.start, tz))}">{esc(fmt_duration(since))}</span>',
-                 esc(fmt_gbps(r.tx_gbps)), esc(fmt_gbps(r.rx_gbps)), esc(_fold(r.shared_hosts) or "-")]
+        page = links.job(r.cluster, r.key) if links.job else None
+        cells = [_link(r.key, page), esc(r.cluster),
+                 esc(", ".join(r.users) or NA), esc(", ".join(r.partitions) or NA), f"{len(r.hosts):,}",
+                 esc(_short_hostlist(r.hosts)), f'<span title="{esc(fmt_time(r.start, tz))}">{esc(fmt_duration(since))}</span>',
+                 esc(fmt_bandwidth(r.tx_gbps)), esc(fmt_bandwidth(r.rx_gbps)),
+                 esc(_short_hostlist(r.shared_hosts) or "-"),
+                 _job_link("report", links.report, r.cluster, r.job_id, r.restart)]
         tds = "".join(f"<td{' class=n' if i in (4, 7, 8) else ''}>{c}</td>" for i, c in enumerate(cells))
         rows.append(f"<tr>{tds}</tr>")
-    return f'<table id="running"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+    more = (f'<p class="muted">and {len(d.running) - MAX_RUNNING:,} more (all in /api/jobs)</p>'
+            if len(d.running) > MAX_RUNNING else "")
+    return f'<table id="running"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>{more}'
 
 
 def _fold(hosts: Sequence[str]) -> str:
@@ -206,9 +398,16 @@ def _recent_table(d: Dashboard, href: Optional[JobHref], tz) -> str:
 
 
 def render_dashboard(d: Dashboard, *, refresh: int = 0, job_href: Optional[JobHref] = None,
-                     tz=None, store: Optional[str] = None) -> str:
-    """The page. `refresh` > 0 reloads it every that many seconds (meta refresh: no script);
-    `job_href` links job ids to their reports (the server's /job/<id>; none in a static file)."""
+                     tz=None, store: Optional[str] = None, view: View = DEFAULT,
+                     links: Optional[Links] = None, history: str = "") -> str:
+    """The page: problems first, the node map, one page of the node table (`view`: the query
+    string's filter, sort and page), running and recent jobs. `refresh` > 0 reloads it every
+    that many seconds (meta refresh: no script); `links` says what may be linked (the server's
+    routes; `job_href` alone: job reports only; neither in a static file, whose table then
+    holds every node). `history`: the server's chart of the last hours (dashboard/history.py)."""
+    links = links or Links(report=job_href)
+    if not links.table:
+        view = replace(view, page=1, per=max(1, len(d.nodes)))
     where = ", ".join(d.clusters) or "no cluster yet"
     title = f"EFA dashboard: {where}"
     meta = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh > 0 else ""
@@ -216,15 +415,22 @@ def render_dashboard(d: Dashboard, *, refresh: int = 0, job_href: Optional[JobHr
            + (f", refreshed every {int(refresh)} s" if refresh > 0 else " (static: does not refresh)")
            + f". Nodes silent for more than {fmt_duration(d.max_status_age)} are stale and left out of the totals."
            + (f" Store {store}." if store else ""))
-    hint = "" if job_href else ('<p class="muted">Job reports: <code>efajob report JOBID --format html '
-                                "-o FILE</code> (or open this page through <code>efajob dashboard serve</code>).</p>")
+    hint = "" if links.report else ('<p class="muted">Job reports: <code>efajob report JOBID --format html '
+                                    "-o FILE</code> (or open this page through <code>efajob dashboard serve</code>).</p>")
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">{meta}'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
-        f"<h1>{esc(title)}</h1>\n<p class=\"sub\">{esc(sub)}</p>\n{_cards(d)}\n{_alerts(d)}\n"
-        f"<h2>Nodes ({len(d.nodes)})</h2>\n{_nodes_table(d, job_href, tz)}\n"
-        f"<h2>Running jobs ({len(d.running)})</h2>\n{_running_table(d, job_href, tz)}\n"
-        f"<h2>Recent jobs</h2>\n{_recent_table(d, job_href, tz)}\n{hint}"
+        head_html(title, refresh=meta)
+        + f"<h1>{esc(title)}</h1>\n<p class=\"sub\">{esc(sub)}</p>\n{_cards(d)}\n{_alerts(d, links)}\n"
+        + (f"<h2>Cluster, last hours</h2>\n{history}\n" if history else "")
+        + f"<h2>Node map ({len(d.nodes):,})</h2>\n{node_map(d, links)}\n"
+        f"<h2>Nodes</h2>\n{_nodes_table(d, links, tz, view)}\n"
+        f"<h2>Running jobs ({len(d.running):,})</h2>\n{_running_table(d, links, tz)}\n"
+        f"<h2>Recent jobs</h2>\n{_recent_table(d, links.report, tz)}\n{hint}"
         "</body></html>\n")
+
+
+def head_html(title: str, refresh: str = "") -> str:
+    """The document head every dashboard page shares (CSP, CSS), then `<body>`."""
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">{refresh}'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n")

@@ -1,8 +1,15 @@
 """`efajob dashboard serve`: the dashboard over HTTP, read-only, standard library only.
 
-    GET /            the page (dashboard/page.py), refreshing itself
-    GET /api/nodes   the nodes and cluster totals as JSON (dashboard.nodes_to_dict)
-    GET /api/jobs    running and recent jobs as JSON (dashboard.jobs_to_dict)
+    GET /            the page (dashboard/page.py), refreshing itself; the query string is the
+                     node table's view (dashboard/view.py: q, job, user, partition, state,
+                     problem, sort, desc, page, per)
+    GET /node/<cluster>/<host>, /jobs/<cluster>/<key>
+                     a node's page, a job's page (dashboard/detail.py)
+    GET /api/nodes   the nodes and cluster totals as JSON (dashboard.nodes_to_dict); with a
+                     view in the query string, only that page of matching nodes
+    GET /api/problems, /api/node/<cluster>/<host>, /api/job/<cluster>/<key>, /api/jobs,
+        /api/history the problem summary, one node, one job (each with its history), running
+                     and recent jobs, the cluster's history (dashboard/history.py)
     GET /job/<id>    one job's HTML report (`efajob report <id> --format html`); optional
                      ?cluster=NAME&restart=N when the id is ambiguous
     GET /healthz     "ok"; 503 while a store read hangs past its deadline (for a load
@@ -36,7 +43,11 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from efajob import __version__
-from efajob.dashboard.model import CSP, Dashboard, build_dashboard, jobs_to_dict, nodes_to_dict
+from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, build_dashboard, job_to_dict, jobs_to_dict,
+                                    node_to_dict, nodes_to_dict, problems_to_dict)
+from efajob.dashboard.history import History, history_block, history_to_dict
+from efajob.dashboard.page import Links
+from efajob.dashboard.view import parse_view, view_to_dict
 from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
 from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, list_clusters, list_job_dirs
 from efajob.values import loads_checked, read_regular
@@ -45,6 +56,7 @@ log = logging.getLogger("efajob.dashboard")
 
 DEFAULT_PORT = 9815
 GZIP_MIN = 4096
+NODES_TTL = 30.0  # Slurm's node list is asked at most this often (one sinfo per 30 s)
 SUMMARY_TTL = 300.0  # a cached job summary is rebuilt at least this often (coarse NFS mtimes)
 # How long a request waits for a store read before it answers from the last snapshot (or 503):
 # a hung mount must cost each request this much at most, never the whole dashboard.
@@ -57,9 +69,19 @@ def max_status_age(status_interval: float) -> float:
     return max(60.0, 4 * status_interval)
 
 
-def read_status_docs(store: str, cluster: str) -> Tuple[List[Tuple[str, object]], List[str]]:
+DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # path -> (mtime_ns, size, inode), JSON
+
+
+def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
+                     keep: Optional[DocCache] = None) -> Tuple[List[Tuple[str, object]], List[str]]:
     """([(cluster, parsed JSON)], notes) of a cluster's node status files. A file that cannot be
-    read or parsed is a note (the daemon rewrites it every few seconds), not an error."""
+    read or parsed is a note (the daemon rewrites it every few seconds), not an error.
+
+    `cache` (kept by the Collector between refreshes): a file whose mtime, size and inode are
+    those of its last read is not read or parsed again; `keep` gets every file of this read
+    (the next refresh's cache: files that went are forgotten). Daemons write every status_interval
+    (15 s) while the page refreshes every few seconds: most files have not changed. The
+    writers replace files by rename, so a changed file is a new inode."""
     d = os.path.join(store, cluster, NODES_DIR)
     try:
         names = sorted(os.listdir(d))
@@ -72,9 +94,19 @@ def read_status_docs(store: str, cluster: str) -> Tuple[List[Tuple[str, object]]
     for name in names:
         if not name.endswith(".json") or name.startswith("."):  # "." prefix: a writer's temp file
             continue
+        path = os.path.join(d, name)
         try:
-            data = read_regular(os.path.join(d, name), MAX_STATUS_BYTES)
-            docs.append((cluster, loads_checked(data)))
+            if cache is not None:
+                st = os.stat(path)  # never blocks, even on a FIFO (read_regular refuses those)
+                key = (st.st_mtime_ns, st.st_size, st.st_ino)
+                hit = cache.get(path)
+                if hit is None or hit[0] != key:
+                    hit = (key, loads_checked(read_regular(path, MAX_STATUS_BYTES)))
+                if keep is not None:
+                    keep[path] = hit
+                docs.append((cluster, hit[1]))
+                continue
+            docs.append((cluster, loads_checked(read_regular(path, MAX_STATUS_BYTES))))
         except (OSError, ValueError) as e:
             why = e.strerror if isinstance(e, OSError) else "not valid JSON"
             notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
@@ -102,6 +134,12 @@ class Collector:
         self._refresh: Optional[threading.Thread] = None
         self._refresh_since = 0.0
         self._error: Optional[BaseException] = None
+        self._slurm_nodes: Optional[Tuple[float, Dict[str, str]]] = None
+        # Between refreshes (refresh thread only): parsed status files, and what the health
+        # rules said of each; both bounded by the files of the last refresh.
+        self._docs: DocCache = {}
+        self.history = History()  # a point per refresh, at most every 30 s (memory only)
+        self._live: Dict[tuple, list] = {}
 
     def snapshot(self) -> Dashboard:
         with self._lock:
@@ -145,6 +183,8 @@ class Collector:
             d = self.collect()
         except Exception as e:  # noqa: BLE001 - handed to the waiting requests
             err = e
+        if d is not None:
+            self.history.add(d)  # before the snapshot is published: a page shows its point
         with self._lock:
             if d is not None:
                 self._snap = (self.mono(), d)
@@ -156,13 +196,34 @@ class Collector:
         clusters = [self.cluster] if self.cluster else list_clusters(store)
         docs: List[Tuple[str, object]] = []
         notes: List[str] = []
+        keep: DocCache = {}
         for c in clusters:
-            d, n = read_status_docs(store, c)
+            d, n = read_status_docs(store, c, self._docs, keep)
             docs += d
             notes += n
+        self._docs = keep
         recent = self._recent(now, notes)
+        slurm = self._node_list(notes) if self.use_slurm else None
         return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes,
-                               private=self.cfg.private_records, thresholds=self.cfg.thresholds)
+                               private=self.cfg.private_records, thresholds=self.cfg.thresholds,
+                               slurm_nodes=slurm, slurm_cluster=self.cluster or self.cfg.cluster,
+                               expire_after=self.cfg.status_expiry or None, memo=self._live)
+
+    def _node_list(self, notes: List[str]) -> Optional[Dict[str, str]]:
+        """Slurm's {node: state}, asked at most once per NODES_TTL; None (and a note) when
+        Slurm does not answer: the page then shows the status files alone."""
+        from efajob.errors import SlurmError
+        from efajob.slurm.adapter import CommandBackend
+
+        if self._slurm_nodes is not None and self.mono() - self._slurm_nodes[0] < NODES_TTL:
+            return self._slurm_nodes[1]
+        try:
+            nodes = CommandBackend().nodes()
+        except SlurmError as e:
+            notes.append(f"Slurm's node list is not available ({e})")
+            return None
+        self._slurm_nodes = (self.mono(), nodes)
+        return nodes
 
     def _recent(self, now: float, notes: List[str]) -> List[dict]:
         from efajob.report.assemble import job_summary
@@ -217,6 +278,34 @@ def job_href(cluster: str, job_id: str, restart: int) -> str:
         f"&restart={restart}" if restart else "")
 
 
+def node_href(cluster: str, host: str) -> str:
+    return f"/node/{quote(cluster, safe='')}/{quote(host, safe='')}"
+
+
+def job_page_href(cluster: str, key: str) -> str:
+    return f"/jobs/{quote(cluster, safe='')}/{quote(key, safe='')}"
+
+
+LINKS = Links(report=job_href, node=node_href, job=job_page_href, table=True)
+
+
+def _two(rest: str) -> Optional[Tuple[str, str]]:
+    """`<cluster>/<name>` of a detail path, both in the store's name alphabet (a job key:
+    `123`, `123_4.1`), else None (a 404)."""
+    parts = rest.split("/")
+    if len(parts) != 2 or not NAME_RE.fullmatch(parts[0]) or not NAME_RE.fullmatch(parts[1]):
+        return None
+    return parts[0], parts[1]
+
+
+def _recent_row(d: Dashboard, cluster: str, key: str) -> Optional[dict]:
+    for r in d.recent:
+        restart = r.get("restart") or 0
+        if r.get("cluster") == cluster and f"{r.get('job_id')}" + (f".{restart}" if restart else "") == key:
+            return r
+    return None
+
+
 def _printable(s: str, limit: int = 200) -> str:
     # Request paths go to the log: no terminal escapes, no forged log lines.
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s[:limit])
@@ -255,9 +344,20 @@ class Handler(BaseHTTPRequestHandler):
         path = url.path
         try:
             if path in ("/", "/index.html"):
-                self._page()
+                self._page(parse_qs(url.query))
             elif path == "/api/nodes":
-                self._json(nodes_to_dict(self.server.collector.snapshot()))
+                d = self.server.collector.snapshot()
+                self._json(view_to_dict(d, parse_view(parse_qs(url.query))) if url.query
+                           else nodes_to_dict(d))
+            elif path == "/api/history":
+                self._json(history_to_dict(self.server.collector.history, "cluster"))
+            elif path == "/api/problems":
+                self._json(problems_to_dict(self.server.collector.snapshot()))
+            elif path.startswith(("/node/", "/api/node/")):
+                self._node(path.startswith("/api/"), unquote(path.split("/node/", 1)[1]))
+            elif path.startswith(("/jobs/", "/api/job/")):
+                self._job_page(path.startswith("/api/"), unquote(path.split("/", 3)[-1]
+                                                                 if path.startswith("/api/") else path[6:]))
             elif path == "/api/jobs":
                 self._json(jobs_to_dict(self.server.collector.snapshot()))
             elif path.startswith("/job/"):
@@ -281,13 +381,50 @@ class Handler(BaseHTTPRequestHandler):
             log.exception("error answering %s", _printable(self.path))
             self._send(500, "text/plain", b"internal error (see the dashboard's log)\n")
 
-    def _page(self) -> None:
+    def _page(self, query: Dict[str, List[str]]) -> None:
         from efajob.dashboard.page import render_dashboard
 
         d = self.server.collector.snapshot()
-        page = render_dashboard(d, refresh=self.server.refresh, job_href=job_href,
-                                store=self.server.collector.cfg.store)
+        hist = history_block(self.server.collector.history.series("cluster"), "cluster")
+        page = render_dashboard(d, refresh=self.server.refresh, links=LINKS, view=parse_view(query),
+                                store=self.server.collector.cfg.store, history=hist)
         self._send(200, "text/html", page.encode("utf-8"))
+
+    def _node(self, api: bool, rest: str) -> None:
+        from efajob.dashboard.detail import render_node_page
+
+        d = self.server.collector.snapshot()
+        where = _two(rest)
+        n = d.by_host.get(where) if where else None
+        if n is None:
+            self._send(404, "text/plain", b"no such node\n")
+        else:
+            hist = self.server.collector.history
+            if api:
+                self._json(dict(node_to_dict(n), history=hist.series("node", where)))
+                return
+            page = render_node_page(d, n, LINKS, refresh=self.server.refresh,
+                                    history=history_block(hist.series("node", where), n.host))
+            self._send(200, "text/html", page.encode("utf-8"))
+
+    def _job_page(self, api: bool, rest: str) -> None:
+        from efajob.dashboard.detail import render_job_page
+
+        d = self.server.collector.snapshot()
+        where = _two(rest)
+        running = d.by_job.get(where) if where else None
+        summary = _recent_row(d, *where) if where else None
+        if where is None or (running is None and summary is None):
+            self._send(404, "text/plain", b"no such running or recent job\n")
+        else:
+            series = self.server.collector.history.series("job", where)
+            if api:
+                self._json(dict(job_to_dict(d, running, summary), history=series))
+                return
+            page = render_job_page(d, where[0], where[1], running, summary, LINKS,
+                                   refresh=self.server.refresh,
+                                   history=history_block(series, f"job {where[1]}") if running else "")
+            self._send(200, "text/html", page.encode("utf-8"))
 
     def _json(self, doc: dict) -> None:
         self._send(200, "application/json", (json.dumps(doc, indent=1) + "\n").encode())

@@ -395,6 +395,15 @@ class CommandBackend:
             raise _failed("scontrol show config", p)
         return parse_scontrol_config(p.stdout)
 
+    def nodes(self) -> Dict[str, str]:
+        """{node: state} of every node slurmctld knows (slurm/nodes.py parses it)."""
+        from efajob.slurm.nodes import parse_sinfo_nodes
+
+        p = self._cmd(["sinfo", "-h", "-N", "-o", "%N %T"])
+        if p.returncode != 0:
+            raise _failed("sinfo -N", p)
+        return parse_sinfo_nodes(p.stdout)
+
     def hostnames(self, expr: str) -> List[str]:
         p = self._cmd(["scontrol", "show", "hostnames", expr])
         if p.returncode != 0:

@@ -33,6 +33,8 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:16px;margin:24px 0 8px;border-bott
 table{border-collapse:collapse}td,th{padding:2px 10px 2px 0;text-align:left;vertical-align:top}
 th{font-weight:600;color:#4a5566}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.dev td{color:#5b6576;font-size:12px}tr.flag td{background:#fff6e0}
+tr.devs>td{padding:0 0 4px 24px}details summary{cursor:pointer;color:#5b6576;font-size:12px}
+.finding{margin:6px 0}code{background:#f0f2f5;padding:0 3px;border-radius:3px;font-size:13px}
 .verdict{display:inline-block;padding:2px 10px;border-radius:10px;color:#fff;font-weight:600}
 .Healthy{background:#2e7d32}.Warning{background:#b26a00}.Failure{background:#c62828}.unknown{background:#6b7585}
 .sev{font-weight:600;text-transform:uppercase;font-size:11px;padding:1px 6px;border-radius:6px;color:#fff}
@@ -205,9 +207,11 @@ def _nodes(r: "JobReport") -> str:
         num = (0, 3, 4, 5, 6, 7, 8, 9, 10)
         tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i not in (1, 2) else c}</td>"
                       for i, c in enumerate(cells))
-        body.append(f"<tr{cls}>{tds}<td>{esc(', '.join(n.marks))}</td></tr>")
+        # The row's id is what the findings link to (host names are validated store names).
+        body.append(f'<tr{cls} id="{esc(node_anchor(n.host))}">{tds}<td>{esc(", ".join(n.marks))}</td></tr>')
         if not show_devices and not n.marks:
             continue
+        devs = []
         for d in sorted(n.devices, key=lambda d: natural_key(d.name)):
             dpk = max([v for v in (d.peak_tx_gbps, d.peak_rx_gbps) if v is not None], default=None)
             dc = ["", esc(d.name), "", fmt_bytes(d.tx_bytes), fmt_bytes(d.rx_bytes),
@@ -217,21 +221,44 @@ def _nodes(r: "JobReport") -> str:
                   fmt_count(d.counters.get("retrans_pkts"))]
             tds = "".join(f"<td{' class=n' if i in num else ''}>{esc(c) if i != 1 else c}</td>"
                           for i, c in enumerate(dc))
-            body.append(f'<tr class="dev">{tds}<td>{"reset" if d.resets else ""}</td></tr>')
+            devs.append(f'<tr class="dev">{tds}<td>{"reset" if d.resets else ""}</td></tr>')
+        if devs:
+            # Collapsed: a 256-node job's 8,192 device rows pushed everything else out of sight;
+            # a flagged node opens on its own devices.
+            body.append(f'<tr class="devs"><td colspan="12"><details{" open" if n.marks else ""}>'
+                        f"<summary>{len(devs)} device(s) of {esc(n.host)}</summary><table>{head}"
+                        f"{''.join(devs)}</table></details></td></tr>")
     note = "" if show_devices else (f"<p>Device rows shown for flagged nodes only ({len(r.nodes)} "
                                     "nodes); --format csv or json lists every device.</p>")
     return f"{note}<table>{head}{''.join(body)}</table>"
+
+
+def node_anchor(host: str) -> str:
+    return f"node-{host}"
+
+
+def advice_html(text: str) -> str:
+    """Advice as text: `command` spans (the text report's backticks) become <code>, the rest
+    is escaped; an unpaired backtick stays a backtick."""
+    parts = text.split("`")
+    if len(parts) % 2 == 0:  # unpaired: no code spans at all
+        return esc(text)
+    return "".join(f"<code>{esc(p)}</code>" if i % 2 else esc(p) for i, p in enumerate(parts))
 
 
 def _findings(r: "JobReport") -> str:
     if not r.findings:
         return "<p>None: nothing unusual in the counters.</p>"
     out = []
+    hosts = {n.host for n in r.nodes}
     for f in r.findings:
-        where = " ".join(esc(x) for x in (f.host, f.device) if x)
-        out.append(f'<p><span class="sev {esc(f.severity)}">{esc(f.severity)}</span> '
+        # A finding about a node links to its row in the table below.
+        host = (f'<a href="#{esc(node_anchor(f.host))}">{esc(f.host)}</a>' if f.host in hosts
+                else esc(f.host or ""))
+        where = " ".join(x for x in (host, esc(f.device or "")) if x)
+        out.append(f'<div class="finding"><p><span class="sev {esc(f.severity)}">{esc(f.severity)}</span> '
                    f"<b>{esc(f.code)}</b> {where}<br>{esc(f.message)}</p>"
-                   + (f'<p class="advice">{esc(f.advice)}</p>' if f.advice else ""))
+                   + (f'<p class="advice">{advice_html(f.advice)}</p>' if f.advice else "") + "</div>")
     return "".join(out)
 
 
@@ -272,10 +299,11 @@ def render_html(r: "JobReport", *, tz: Optional[tzinfo] = None) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>\n"
         f'<h1>{esc(title)} <span class="verdict {esc(verdict_tone(r.verdict))}" id="verdict">{esc(r.verdict)}</span></h1>\n'
-        f"{_header(r, tz)}\n<h2>Overall</h2>\n{_overall(r)}\n"
+        # Verdict and findings first: at 256 nodes they were 16,000 px down, below every row.
+        f'<h2 id="findings">Findings</h2>\n{_findings(r)}\n'
+        f"<h2>Job</h2>\n{_header(r, tz)}\n<h2>Overall</h2>\n{_overall(r)}\n"
+        f"<h2>Health</h2>\n{_health(r)}\n"
         f'<h2>Throughput over time</h2>\n<p class="legend"><span class="tx">&#9632; sent</span> '
         f'<span class="rx">&#9632; received</span> <span class="above">&#9675; above the link (not a measurement)</span> (Gbps per node, one scale for all nodes)</p>\n<div class="charts">{charts or "<p>No node record yet.</p>"}</div>\n'
         f"<h2>Per node (ranked by traffic)</h2>\n{_nodes(r)}\n"
-        f"<h2>Health</h2>\n{_health(r)}\n<h2>Findings</h2>\n{_findings(r)}\n"
-        f'<p>Verdict: <span class="verdict {esc(verdict_tone(r.verdict))}">{esc(r.verdict)}</span></p>\n'
         "</body></html>\n")

@@ -269,20 +269,46 @@ def test_window_ignores_samples_before_it():
 # -- startup: what it imports -------------------------------------------------------------
 def test_imports_neither_click_nor_the_report(tmp_path, p4d):
     _, root = p4d
-    code = ("import json, sys; from efajob.cli.checknode import main; rc = main(['-v']); "
-            "print(rc, json.dumps(sorted(m for m in sys.modules "
-            "if m.split('.')[0] in ('click', 'efajob', 'argparse', 'socket', 'statistics'))))")
+    # -S and efajob's directory by hand, as the hook wrappers do: an editable install's import
+    # finder (site) imports re and typing itself.
+    import efajob
+
+    top = os.path.dirname(os.path.dirname(os.path.abspath(efajob.__file__)))
+    code = (f"import sys; sys.path.insert(0, {top!r}); "
+            "from efajob.cli.checknode import main; rc = main(['-v']); "
+            "print(rc, ' '.join(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('click', 'efajob', 'argparse', 'socket', 'statistics', "
+            "'dataclasses', 'typing', 're', 'json'))))")
     env = dict(os.environ, EFAJOB_CONFIG="", EFAJOB_SYSFS_ROOT=root,
                EFAJOB_STATE_DIR=str(tmp_path / "st"), EFAJOB_INSTANCE_TYPE="p4d.24xlarge")
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=120, check=True)
+    p = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True,
+                       env=env, timeout=120, check=True)
     rc, mods = p.stdout.splitlines()[-1].split(" ", 1)
     assert rc == "0"
-    loaded = set(json.loads(mods))
-    assert not any(m.split(".")[0] in ("click", "argparse", "socket", "statistics")
-                   for m in loaded)
+    loaded = set(mods.split())
+    # The standard modules that cost most of a check before (docs/operations.md).
+    assert not any(m.split(".")[0] in ("click", "argparse", "socket", "statistics",
+                                       "dataclasses", "typing", "re", "json") for m in loaded)
     assert loaded <= {"efajob", "efajob.cli", "efajob.cli.checknode", "efajob.config",
                       "efajob.errors", "efajob.fastjson", "efajob.frozen", "efajob.minitoml", "efajob.values", "efajob.node", "efajob.node.health",
                       "efajob.node.counters", "efajob.node.sysfs", "efajob.node.readings",
                       "efajob.node.flatlayout", "efajob.node.instances",
                       "efajob.node.localstore"}, loaded
+
+
+def test_the_installed_script_runs_the_check_without_re(tmp_path, p4d):
+    # slurm/efajob-check-node is what pip installs (pyproject's script-files): pip's generated
+    # entry-point wrapper would import re, a quarter of the check's cost.
+    _, root = p4d
+    import efajob
+
+    top = os.path.dirname(os.path.dirname(os.path.abspath(efajob.__file__)))
+    script = os.path.join(top, "slurm", "efajob-check-node")
+    env = dict(os.environ, EFAJOB_CONFIG="", EFAJOB_SYSFS_ROOT=root, PYTHONPATH=top,
+               EFAJOB_STATE_DIR=str(tmp_path / "st"), EFAJOB_INSTANCE_TYPE="p4d.24xlarge")
+    p = subprocess.run([sys.executable, "-S", "-X", "importtime", script], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr[-2000:]  # healthy: exit 0, silent
+    imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "efajob.cli.checknode" in imported and not imported & {"re", "dataclasses", "typing"}

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-
+TYPE_CHECKING = False  # no `typing` at run time (a few ms of every check)
 if TYPE_CHECKING:  # pragma: no cover
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
     from efajob.node.health import DeviceNow
 
 STATE_FILE = "check-node.json"
@@ -89,13 +90,13 @@ def _previous(cfg, boot_id: str):
 def _save(cfg, doc: dict) -> None:
     """Best effort: a check run by a user cannot write root's state directory, and that must
     not fail the check (the next root run compares with the last root run)."""
-    import json
+    from efajob.fastjson import dumps
 
     path = os.path.join(cfg.state_dir, STATE_FILE)
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
+            f.write(dumps(doc))
         os.replace(tmp, path)
     except OSError:
         try:

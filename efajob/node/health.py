@@ -16,35 +16,49 @@ Port state is not looked at: the EFA driver hard-codes ACTIVE.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
-
+from efajob.frozen import Frozen
 from efajob.node.counters import is_device_error, is_wr_error
+
+# No `typing`, `dataclasses` or `re` at run time: efajob-check-node runs every HealthCheck
+# interval on every node, and those imports were a third of its cost (docs/operations.md).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set
 
 REASON_MAX = 200  # characters of Slurm's drain reason: enough for three problems, short in sinfo
 
 
-@dataclass(frozen=True)
-class DeviceNow:
+class DeviceNow(Frozen):
     name: str
     port_counters: Mapping[str, int]
     device_counters: Mapping[str, int]
 
 
-@dataclass
 class Window:
-    """The local store's last minutes."""
+    """The local store's last minutes (filled in place by window_from_samples)."""
 
-    seconds: float = 0.0  # covered by samples
-    busy_seconds: float = 0.0  # of which with a job running
-    devices_seen: Set[str] = field(default_factory=set)
-    busy_bytes: Dict[str, int] = field(default_factory=dict)  # device -> tx + rx while busy
-    wr_errors: Dict[str, int] = field(default_factory=dict)  # node totals of *_wr_err deltas
+    __slots__ = ("seconds", "busy_seconds", "devices_seen", "busy_bytes", "wr_errors")
+
+    def __init__(self, seconds: float = 0.0, busy_seconds: float = 0.0,
+                 devices_seen: Optional[Set[str]] = None,
+                 busy_bytes: Optional[Dict[str, int]] = None,
+                 wr_errors: Optional[Dict[str, int]] = None):
+        self.seconds = seconds  # covered by samples
+        self.busy_seconds = busy_seconds  # of which with a job running
+        self.devices_seen: Set[str] = set() if devices_seen is None else devices_seen
+        # device -> tx + rx while busy; node totals of *_wr_err deltas
+        self.busy_bytes: Dict[str, int] = {} if busy_bytes is None else busy_bytes
+        self.wr_errors: Dict[str, int] = {} if wr_errors is None else wr_errors
+
+    def __repr__(self) -> str:
+        return "Window(" + ", ".join(f"{k}={getattr(self, k)!r}" for k in self.__slots__) + ")"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Window) and all(getattr(self, k) == getattr(other, k)
+                                                 for k in self.__slots__)
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Frozen):
     kind: str  # missing | erroring | idle
     device: Optional[str]
     text: str
@@ -120,7 +134,7 @@ def reason(problems: Sequence[Problem]) -> str:
     """One line for Slurm's drain reason and NHC: `efajob: ` + the problems, at most
     REASON_MAX characters, printable ASCII only (the text comes from device names in sysfs)."""
     text = "; ".join(p.text for p in problems)
-    text = re.sub(r"[^\x20-\x7e]", "?", text)
+    text = "".join(c if " " <= c <= "~" else "?" for c in text)  # printable ASCII only
     if len(text) > REASON_MAX:
         text = text[:REASON_MAX - 3].rstrip() + "..."
     return f"efajob: {text}"

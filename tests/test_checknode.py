@@ -103,6 +103,15 @@ def test_state_file_is_the_previous_checks(tmp_path, p4d):
     assert parse_state(doc, BOOT) == doc["devices"] and parse_state(doc, "other") is None
     assert parse_state({"boot_id": BOOT, "devices": {"d": {"x": True, "y": 3}}}, BOOT) == \
         {"d": {"y": 3}}
+    # Nothing moved: the file is left as it is (same inode, same mtime); a rise rewrites it.
+    path = os.path.join(run.state, STATE_FILE)
+    before = os.stat(path)
+    assert run()[0] == 0
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    run(boot="boot-2")
+    with open(path) as f:
+        assert json.load(f)["boot_id"] == "boot-2"
     with open(os.path.join(run.state, STATE_FILE), "w") as f:
         f.write("{garbage")
     assert run() == (0, [], [])

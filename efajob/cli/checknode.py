@@ -11,7 +11,8 @@ Epilog (SLURM_SCRIPT_CONTEXT set), where it only prints it: efajob never drains 
 Fast: standard library only, no click, nothing imported that the check does not use. It reads
 sysfs once and the local store (node/localstore.py, read-only), never the network or the
 shared store. The error counters of the previous check (`<state_dir>/check-node.json`,
-written when the state directory is writable) are what "rising" is measured against.
+written when the state directory is writable and they changed) are what "rising" is measured
+against.
 """
 from __future__ import annotations
 
@@ -120,8 +121,12 @@ def check(cfg, *, now: float, boot_id: str, window_s: float = WINDOW_S,
     problems = judge(devices, expected=known.devices if known else None, instance_type=itype,
                      window=window, previous=previous,
                      busy_bytes=float(cfg.thresholds["efa_unused_bytes_per_node"]))
-    if save:
-        _save(cfg, state_doc(boot_id, now, devices))
+    doc = state_doc(boot_id, now, devices)
+    if save and doc["devices"] != previous:
+        # Rewritten only when a counter moved (or a device came or went, or the boot changed):
+        # on a healthy node most checks write nothing, and replacing the file cost more wall
+        # time than any other step of the check (docs/operations.md).
+        _save(cfg, doc)
     return problems, summary(devices, window, previous)
 
 

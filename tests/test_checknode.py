@@ -321,3 +321,16 @@ def test_the_installed_script_runs_the_check_without_re(tmp_path, p4d):
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines()
                 if line.startswith("import time:")}
     assert "efajob.cli.checknode" in imported and not imported & {"re", "dataclasses", "typing"}
+
+
+def test_counter_files_that_are_not_numbers_fifos_or_gone_are_absent(tmp_path):
+    from efajob.cli.checknode import _read_counters
+
+    d = tmp_path / "hw_counters"
+    d.mkdir()
+    (d / "tx_bytes").write_text("123\n")
+    (d / "cmds_err").write_text("garbage\n")
+    os.mkfifo(str(d / "rdma_read_wr_err"))  # would block a plain open() and read
+    names = ["tx_bytes", "cmds_err", "rdma_read_wr_err", "missing"]
+    assert _read_counters(str(d), names) == {"tx_bytes": 123}
+    assert _read_counters(str(tmp_path / "gone"), names) == {}

@@ -48,17 +48,39 @@ def _devices(cfg) -> "List[DeviceNow]":
     return out
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_DIRECTORY", 0)
+# Non-blocking: a FIFO where a counter should be (a broken or hostile tree) must not hang the
+# check; regular files and sysfs attributes read the same either way.
+_FILE_FLAGS = os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK
+
+
 def _read_counters(directory: str, names: Sequence[str]) -> "dict":
-    """{name: value} of the files that hold one unsigned decimal; others are absent."""
-    out = {}
-    for n in names:
-        try:
-            with open(os.path.join(directory, n), "rb") as f:
-                text = f.read(32).strip()
-        except OSError:
-            continue
-        if text.isdigit():
-            out[n] = int(text)
+    """{name: value} of the files that hold one unsigned decimal; others are absent.
+
+    os.open relative to the directory's descriptor and os.read: no path joins and no Python
+    file objects, which were a tenth of the check's CPU for its ~450 files (names come from
+    listing that directory: none holds a '/')."""
+    out: "Dict[str, int]" = {}
+    try:
+        dfd = os.open(directory, _DIR_FLAGS)
+    except OSError:
+        return out
+    try:
+        for n in names:
+            try:
+                fd = os.open(n, _FILE_FLAGS, dir_fd=dfd)
+            except OSError:
+                continue
+            try:
+                text = os.read(fd, 32).strip()
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
+            if text.isdigit():
+                out[n] = int(text)
+    finally:
+        os.close(dfd)
     return out
 
 

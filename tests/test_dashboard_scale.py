@@ -215,6 +215,7 @@ def test_history_is_a_bounded_ring_with_a_time_axis():
     assert node["tx_gbps"] == [100.0] * 4 and node["rx_drops"] == [12.0] * 4
     job = h.series("job", ("c1", "100"))
     assert len(job["t"]) == 4 and job["tx_gbps"] == [900.0] * 4 and job["rx_drops"] == [12.0] * 4
+    assert job["retrans_pkts"] == [0.0] * 4  # summed over its nodes (0 measured), not absent
     assert h.series("node", ("c1", "nope")) is None
     svg = render_chart(c, "cluster")
     assert svg.count("<polyline") == 2 and svg.count('fill="#c62828"') == 4

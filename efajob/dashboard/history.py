@@ -48,6 +48,12 @@ class Ring:
                 **{f: [None if x != x else round(x, 4) for x in a] for f, a in self.v.items()}}
 
 
+def _sum_rate(nodes, name: str) -> Optional[float]:
+    """A job's rate summed over its nodes that report it; None when none does (not 0)."""
+    vals = [x for x in (n.rates.get(name) for n in nodes) if x is not None]
+    return sum(vals) if vals else None
+
+
 class History:
     def __init__(self, *, step: float = STEP, points: int = POINTS, node_series: bool = True,
                  max_jobs: int = 2000):
@@ -90,10 +96,9 @@ class History:
                 if ring is None:
                     ring = self.jobs[key] = Ring(self.points)
                 self.jobs.move_to_end(key)
-                drops = [d.by_host[(r.cluster, h)].rates.get("rx_drops") for h in r.hosts
-                         if (r.cluster, h) in d.by_host]
-                vals = [x for x in drops if x is not None]
-                ring.add(t, (r.tx_gbps, r.rx_gbps, sum(vals) if vals else None, None))
+                nodes = [d.by_host[(r.cluster, h)] for h in r.hosts if (r.cluster, h) in d.by_host]
+                ring.add(t, (r.tx_gbps, r.rx_gbps, _sum_rate(nodes, "rx_drops"),
+                             _sum_rate(nodes, "retrans_pkts")))
             while len(self.jobs) > self.max_jobs:  # the least recently running go first
                 self.jobs.popitem(last=False)
             return True

@@ -63,6 +63,8 @@ _RANGES: Dict[str, Tuple[float, float, bool]] = {
     "prometheus.port": (0, 65535, True),
     "store_retention.max_age_days": (0, 36500, True),
     "store_retention.max_gb": (0, 1e9, True),
+    "accounting.settle_s": (0, 30 * 86400, True),
+    "accounting.max_age_days": (0, 36500, False),
 }
 
 
@@ -119,6 +121,15 @@ class StoreRetention(Frozen):
     0 is no bound. Not the daemon's local samples: those are `retention_hours`."""
     max_age_days: float = 0.0  # job directories whose last record landed longer ago go
     max_gb: float = 0.0  # then the oldest go until the store's records fit (decimal GB)
+
+
+class AccountingConfig(Frozen):
+    """Job summaries in Slurm's accounting (`efajob accounting sync`, docs/accounting.md):
+    `admin_comment` append (after a site's own text), skip (jobs whose AdminComment holds
+    other text are left alone) or off."""
+    admin_comment: str = "append"
+    settle_s: float = 600.0  # written once every node's record landed, or this long after the last
+    max_age_days: float = 7.0  # jobs whose records landed longer ago are not written
 
 
 # Finding thresholds are data, never code: report/model.py applies them with pure functions.
@@ -187,6 +198,7 @@ class Config(Frozen):
     cloudwatch: CloudWatchConfig = factory(CloudWatchConfig)
     prometheus: PrometheusConfig = factory(PrometheusConfig)
     store_retention: StoreRetention = factory(StoreRetention)
+    accounting: AccountingConfig = factory(AccountingConfig)
     thresholds: Mapping[str, float] = factory(lambda: dict(DEFAULT_THRESHOLDS))
     source: Optional[str] = None  # the file it came from, for messages
 
@@ -217,7 +229,7 @@ class Config(Frozen):
 # it like a path leaves them alone.
 _PATH_KEYS = ("sysfs_root", "run_dir", "state_dir", "store", "log_file", "ethtool", "index_path")
 _SECTIONS = {"cloudwatch": CloudWatchConfig, "prometheus": PrometheusConfig,
-             "store_retention": StoreRetention}
+             "store_retention": StoreRetention, "accounting": AccountingConfig}
 # field name -> its annotation ("Optional[str]", "float", ...)
 _TOP_KEYS = {n: t for n, t in Config._types.items() if n not in ("source",)}
 
@@ -336,6 +348,9 @@ def build_config(data: Mapping[str, Any], *, env: Mapping[str, str], node: Optio
     _check_ranges(cfg)
     _check_paths(cfg)
     _check_index_path(cfg)
+    if cfg.accounting.admin_comment not in ("append", "skip", "off"):
+        raise ConfigError("config key accounting.admin_comment must be \"append\", \"skip\" or "
+                          f"\"off\", got {cfg.accounting.admin_comment!r}")
     if cfg.ethtool not in ("ioctl", "off") and not os.path.isabs(cfg.ethtool):
         raise ConfigError(f"config key 'ethtool' must be \"ioctl\", \"off\" or an absolute "
                           f"directory path, got {cfg.ethtool!r}")

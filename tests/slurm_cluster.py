@@ -38,8 +38,11 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from efajob.hooks.runfiles import pid_alive
 from slurm_cluster_conf import (  # noqa: F401  (re-exported for the tests)
-    CLUSTER_NAME, MARKER_ENV, PACKAGES, POLL, STATE_FILE, TERMINAL_STATES, HarnessError, Layout,
-    node_names, parse_sbatch_id, parse_slurm_version, render_efajob_conf, render_slurm_conf)
+    ACCT_PACKAGES, CLUSTER_NAME, DB_NAME, DB_USER, MARKER_ENV, PACKAGES, POLL, STATE_FILE,
+    TERMINAL_STATES, HarnessError, Layout, node_names, parse_sbatch_id, parse_slurm_version,
+    render_efajob_conf, render_slurm_conf, render_slurmdbd_conf)
+# The accounts the accounting cluster knows (root may submit under either).
+ACCOUNTS = ("phys", "bio")
 
 # -- machine helpers -------------------------------------------------------------------------
 def sbin(name: str) -> Optional[str]:
@@ -47,16 +50,18 @@ def sbin(name: str) -> Optional[str]:
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
 
 
-def missing_binaries() -> List[str]:
-    return [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged") if not sbin(b)]
+def missing_binaries(accounting: bool = False) -> List[str]:
+    extra = ("slurmdbd", "sacctmgr", "mariadbd", "mariadb-install-db") if accounting else ()
+    return [b for b in ("slurmctld", "slurmd", "sbatch", "squeue", "munged", *extra)
+            if not sbin(b)]
 
 
-def install_slurm(timeout: float = 900) -> None:
+def install_slurm(timeout: float = 900, accounting: bool = False) -> None:
     """apt-get the packages that are not installed (no recommends: 4 packages, not 42)."""
     if not shutil.which("apt-get"):
         raise HarnessError("Slurm is not installed and there is no apt-get to install it")
     missing = []
-    for pkg in PACKAGES:
+    for pkg in PACKAGES + (ACCT_PACKAGES if accounting else ()):
         r = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True,
                            text=True, timeout=30)
         if "install ok installed" not in r.stdout:
@@ -154,7 +159,7 @@ class SlurmCluster:
 
     def __init__(self, root: str, *, nodes: int = 4, alloc: bool = True, hooks: bool = True,
                  daemons: bool = True, interval: float = 0.2, efajob: Optional[str] = None,
-                 install: bool = True):
+                 install: bool = True, accounting: bool = False):
         if not 1 <= nodes <= 16:
             raise HarnessError(f"nodes must be 1..16, got {nodes}")
         self.root = os.path.abspath(root)
@@ -166,6 +171,8 @@ class SlurmCluster:
         self.interval = interval
         self.efajob = efajob or find_efajob()
         self.install = install
+        self.accounting = accounting  # slurmdbd and MariaDB on 127.0.0.1 (sacct, sacctmgr)
+        self.dbd_port = 0
         self.hostname = socket.gethostname().split(".")[0]
         self.version: Optional[Tuple[int, int]] = None
         self.procs: Dict[str, subprocess.Popen] = {}
@@ -201,9 +208,9 @@ class SlurmCluster:
         if os.path.exists(self.lay.p(STATE_FILE)):
             # Checked before anything that stop() would undo: that cluster is not ours.
             raise HarnessError(f"{self.root} already holds a test cluster: run `down` first")
-        if missing_binaries() and self.install:
-            install_slurm()
-        missing = missing_binaries()
+        if missing_binaries(self.accounting) and self.install:
+            install_slurm(accounting=self.accounting)
+        missing = missing_binaries(self.accounting)
         if missing:
             raise HarnessError(f"not installed: {', '.join(missing)}")
         self.version = slurm_version()
@@ -214,6 +221,8 @@ class SlurmCluster:
             os.chmod(self.lay.munge_dir, 0o755)
             self._prepare()
             self._start_munged()
+            if self.accounting:
+                self._start_accounting()
             self._spawn("slurmctld", [sbin("slurmctld"), "-D", "-i", "-f", self.lay.slurm_conf])
             for n in self.nodes:
                 self._spawn(f"slurmd.{n}",
@@ -235,8 +244,10 @@ class SlurmCluster:
         for n in self.nodes:
             for d in (lay.p("spool", n), lay.run_dir(n), lay.state_dir(n)):
                 os.makedirs(d, exist_ok=True)
-        ports = free_ports(1 + len(self.nodes))
-        self.ctld_port, node_ports = ports[0], dict(zip(self.nodes, ports[1:]))
+        ports = free_ports(3 + len(self.nodes))
+        self.ctld_port, node_ports = ports[0], dict(zip(self.nodes, ports[1:-2]))
+        if self.accounting:
+            self.dbd_port, self.db_port = ports[-2:]
         with open(lay.efajob_conf, "w") as f:
             f.write(render_efajob_conf(lay, interval=self.interval))
         if not os.path.exists(lay.sysfs(self.nodes[0])):
@@ -249,7 +260,8 @@ class SlurmCluster:
                     raise HarnessError(f"`efajob install hooks` wrote nothing in scripts/{kind}")
         with open(lay.slurm_conf, "w") as f:
             f.write(render_slurm_conf(lay, hostname=self.hostname, ctld_port=self.ctld_port,
-                                      node_ports=node_ports, alloc=self.alloc, hooks=self.hooks))
+                                      node_ports=node_ports, alloc=self.alloc, hooks=self.hooks,
+                                      dbd_port=self.dbd_port))
         if self.version >= (23, 2):
             # Slurm >= 23.02 may initialise a cgroup plugin even with proctrack/linuxproc and
             # task/none; `disabled` (23.02+) is not a valid value in 22.05, so only here.
@@ -286,6 +298,76 @@ class SlurmCluster:
                 raise HarnessError("munged did not start: " + self._tail("munge/munged.log"))
             time.sleep(0.02)
 
+    # -- accounting: MariaDB, slurmdbd, the cluster and its accounts --------------------------
+    def _start_accounting(self, timeout: float = 120) -> None:
+        """A private MariaDB (its own datadir, TCP on 127.0.0.1 only, a socket beside munge's)
+        and slurmdbd over it; then the cluster, ACCOUNTS and root's associations, so jobs
+        carry an account. shared/notes/slurm.md, "Accounting"."""
+        data = self.lay.p("db")
+        sock = os.path.join(self.lay.munge_dir, "db.sock")
+        if not os.path.isdir(os.path.join(data, "mysql")):
+            os.makedirs(data, exist_ok=True)
+            self.run(sbin("mariadb-install-db") or "mariadb-install-db", "--no-defaults",
+                     "--user=root", f"--datadir={data}", "--skip-test-db",
+                     "--auth-root-authentication-method=socket", timeout=300)
+        self._spawn("mariadbd", [sbin("mariadbd"), "--no-defaults", "--user=root",
+                                 f"--datadir={data}", f"--socket={sock}",
+                                 "--bind-address=127.0.0.1", f"--port={self.db_port}",
+                                 f"--pid-file={self.lay.p('run', 'mariadbd.pid')}",
+                                 f"--log-error={self.lay.p('log', 'mariadbd.log')}",
+                                 "--innodb-buffer-pool-size=64M", "--skip-name-resolve"])
+        self._wait(lambda: os.path.exists(sock), "mariadbd", "log/mariadbd.log", timeout)
+        pw = os.urandom(12).hex()
+        sql = "".join(f"CREATE USER IF NOT EXISTS '{DB_USER}'@'{h}' IDENTIFIED BY '{pw}'; "
+                      f"ALTER USER '{DB_USER}'@'{h}' IDENTIFIED BY '{pw}'; "
+                      f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'{h}'; "
+                      for h in ("127.0.0.1", "localhost"))
+        self.run("mariadb", "--no-defaults", "-uroot", f"--socket={sock}", "-e", sql)
+        conf = self.lay.p("etc", "slurmdbd.conf")
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(render_slurmdbd_conf(self.lay, hostname=self.hostname,
+                                         dbd_port=self.dbd_port, db_port=self.db_port,
+                                         db_pass=pw))
+        os.chmod(conf, 0o600)  # slurmdbd refuses a config others can read
+        # slurmdbd finds slurmdbd.conf beside $SLURM_CONF.
+        self._spawn("slurmdbd", [sbin("slurmdbd"), "-D"])
+        last: List[str] = []
+
+        def dbd_up() -> bool:
+            r = self.run("sacctmgr", "-n", "-P", "list", "cluster", check=False, timeout=30)
+            last[:] = [r.stderr.strip()]
+            return r.returncode == 0
+
+        self._wait(dbd_up, "slurmdbd", "log/slurmdbd.log", timeout, last)
+        self.run("sacctmgr", "-i", "add", "cluster", CLUSTER_NAME, check=False)
+        self.run("sacctmgr", "-i", "add", "account", ",".join(ACCOUNTS),
+                 f"cluster={CLUSTER_NAME}", check=False)
+        self.run("sacctmgr", "-i", "add", "user", "root", f"account={','.join(ACCOUNTS)}",
+                 f"defaultaccount={ACCOUNTS[0]}", f"cluster={CLUSTER_NAME}", check=False)
+        got = self.run("sacctmgr", "-n", "-P", "list", "assoc", f"cluster={CLUSTER_NAME}",
+                       "user=root", "format=account").stdout.split()
+        if not set(ACCOUNTS) <= set(got):  # root also holds the `root` account
+            raise HarnessError(f"root's associations are {got}, lacking some of {ACCOUNTS}: "
+                               + self._tail("log/slurmdbd.log"))
+
+    def _wait(self, ready: Callable[[], bool], name: str, log: str, timeout: float,
+              why: Sequence[str] = ()) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.procs[name].poll() is not None or time.monotonic() > deadline:
+                raise HarnessError(f"{name} did not start ({' '.join(why)}): {self._tail(log)}"
+                                   f"{self._tail('log/' + name + '.out', 600)}")
+            time.sleep(POLL)
+
+    def sacct(self, *args: str) -> List[List[str]]:
+        """`sacct -X -n -P <args>` split into fields (the last may hold '|')."""
+        fields = next((a.split("=", 1)[1] for a in args if a.startswith("--format=")), "")
+        n = len(fields.split(",")) if fields else 0
+        out = self.run("sacct", "-X", "-n", "-P", *args).stdout
+        return [line.split("|", n - 1) if n else line.split("|")
+                for line in out.splitlines() if line]
+
     def _spawn(self, name: str, cmd: Sequence[Optional[str]]) -> subprocess.Popen:
         with open(self.lay.p("log", f"{name}.out"), "ab") as out:
             p = subprocess.Popen([c for c in cmd if c], env=self.env, stdout=out,
@@ -298,6 +380,7 @@ class SlurmCluster:
 
     def _save(self) -> None:
         state = {"root": self.root, "nodes": self.nodes, "alloc": self.alloc,
+                 "accounting": self.accounting, "dbd_port": self.dbd_port,
                  "version": list(self.version or ()), "hostname": self.hostname,
                  "ctld_port": getattr(self, "ctld_port", None), "pids": self.pids,
                  "efajob": self.efajob, "slurm_conf": self.lay.slurm_conf,
@@ -494,7 +577,7 @@ class SlurmCluster:
         except Exception:  # stopping must go on whatever the queue says
             pass
         # Daemons first (they flush on SIGTERM), then Slurm, munged last (slurmd talks to it).
-        order = sorted(self.procs, key=lambda k: (k == "munged", k.startswith("slurm"), k))
+        order = sorted(self.procs, key=lambda k: (k == "munged", k == "mariadbd", k.startswith("slurm"), k))
         for name in order:
             p = self.procs[name]
             if p.poll() is None:
@@ -550,7 +633,7 @@ def stop_root(root: str) -> List[int]:
             ids = sorted(set(r.stdout.split()))
             if ids:
                 subprocess.run(["scancel", *ids], env=env, capture_output=True, timeout=10)
-        order = sorted(named, key=lambda k: (k == "munged", k.startswith("slurm"), k))
+        order = sorted(named, key=lambda k: (k == "munged", k == "mariadbd", k.startswith("slurm"), k))
         # Only PIDs that still carry this root's marker: never a recycled PID.
         ours = set(marked_pids(root))
         pids = [named[k] for k in order if named[k] in ours]

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from typing import Dict, List, Tuple
 
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
+# Slurm's accounting (SlurmCluster(accounting=True)): slurmdbd over a MariaDB on 127.0.0.1.
+ACCT_PACKAGES = ("slurmdbd", "mariadb-server")
+DB_USER = "slurm"
+DB_NAME = "slurm_acct_db"
 MARKER_ENV = "EFAJOB_TESTCLUSTER"
 CLUSTER_NAME = "efatest"
 STATE_FILE = "testcluster.json"
@@ -94,7 +98,7 @@ class Layout:
 
 
 def render_slurm_conf(lay: Layout, *, hostname: str, ctld_port: int, node_ports: Dict[str, int],
-                      alloc: bool, hooks: bool) -> str:
+                      alloc: bool, hooks: bool, dbd_port: int = 0) -> str:
     """slurm.conf for one host, no systemd, no cgroups, nothing outside the root."""
     lines = [
         f"ClusterName={CLUSTER_NAME}",
@@ -110,7 +114,12 @@ def render_slurm_conf(lay: Layout, *, hostname: str, ctld_port: int, node_ports:
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
         "JobAcctGatherType=jobacct_gather/none",
-        "AccountingStorageType=accounting_storage/none",
+        *(["AccountingStorageType=accounting_storage/slurmdbd",
+           "AccountingStorageHost=127.0.0.1", f"AccountingStoragePort={dbd_port}",
+           # With slurmdbd, the munge socket for its connections is AccountingStoragePass,
+           # not AuthInfo (slurm.conf(5)); without it sacctmgr asks /run/munge.
+           f"AccountingStoragePass={lay.munge_socket}"]
+          if dbd_port else ["AccountingStorageType=accounting_storage/none"]),
         "MpiDefault=none",
         "MailProg=/bin/true",
         "SelectType=select/cons_tres",
@@ -151,6 +160,21 @@ def render_slurm_conf(lay: Layout, *, hostname: str, ctld_port: int, node_ports:
               "OverSubscribe=EXCLUSIVE",
               f"PartitionName=shared Nodes={nodes} MaxTime=INFINITE State=UP OverSubscribe=FORCE:4"]
     return "\n".join(lines) + "\n"
+
+
+def render_slurmdbd_conf(lay: Layout, *, hostname: str, dbd_port: int, db_port: int,
+                         db_pass: str) -> str:
+    """slurmdbd.conf (mode 0600: it holds the database password) for a MariaDB on 127.0.0.1.
+    DbdHost must name this host (slurmdbd refuses to start elsewhere); DbdAddr is where
+    slurmctld and the commands reach it."""
+    return "\n".join([
+        f"DbdHost={hostname}", "DbdAddr=127.0.0.1", f"DbdPort={dbd_port}",
+        "SlurmUser=root", "AuthType=auth/munge", f"AuthInfo=socket={lay.munge_socket}",
+        "StorageType=accounting_storage/mysql", "StorageHost=127.0.0.1",
+        f"StoragePort={db_port}", f"StorageUser={DB_USER}", f"StoragePass={db_pass}",
+        f"StorageLoc={DB_NAME}", f"LogFile={lay.p('log', 'slurmdbd.log')}",
+        f"PidFile={lay.p('run', 'slurmdbd.pid')}", "DebugLevel=info",
+    ]) + "\n"
 
 
 def render_efajob_conf(lay: Layout, *, interval: float) -> str:

@@ -89,7 +89,7 @@ def test_index_update_keeps_node_jobs_in_step(tmp_path):
     update(cfg, now=now)
     conn = db.open_reader(cfg.job_index_path)
     rows = db.query_node_jobs(conn)
-    assert len(rows) == 12 and db.VERSION == 3
+    assert len(rows) == 12 and db.VERSION == 4
     assert {r[1] for r in rows if "wr_errors" in r[6].split()} == {"n1"}
     assert len(db.query_node_jobs(conn, since=jobs[3].end)) == 6
     conn.close()

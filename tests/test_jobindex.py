@@ -42,7 +42,10 @@ FILTERS = [JobFilter(), JobFilter(users=frozenset({"bob", "dave"})),
            JobFilter(start=T0 + 60 * 30, end=T0 + 60 * 40),
            JobFilter(users=frozenset({"carol"}), states=frozenset({"COMPLETED"}), end=T0 + 60 * 50),
            JobFilter(names=frozenset({"eval"})),
-           JobFilter(names=frozenset({"pretrain", "nosuchname"}), users=frozenset({"alice"}))]
+           JobFilter(names=frozenset({"pretrain", "nosuchname"}), users=frozenset({"alice"})),
+           JobFilter(accounts=frozenset({"ml"})), JobFilter(accounts=frozenset({"physics"})),
+           JobFilter(nodes=frozenset({"n3", "n10"})),
+           JobFilter(nodes=frozenset({"n5", "n6"}), users=frozenset({"bob"}))]
 
 
 @pytest.mark.parametrize("flt", FILTERS)
@@ -346,10 +349,14 @@ def test_a_version_1_index_is_migrated_by_the_writer(cfg):
     assert recent_jobs(cfg, JobFilter(), limit=3, now=NOW, warn=warned.append)[1] == "scan"
     assert (f"has version 1, this efajob reads {db.VERSION}: `efajob index update` migrates it"
             in warned[0])
-    update(cfg, now=NOW)  # 1 -> 2 -> 3: the name index, then the node_jobs table
+    update(cfg, now=NOW)  # 1 -> 2 -> 3 -> 4: the name index, node_jobs, then acct
     conn = db.open_reader(cfg.job_index_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == db.VERSION == 4
     assert conn.execute("SELECT COUNT(*) FROM node_jobs").fetchone()[0] > 0
+    assert conn.execute("SELECT COUNT(*) FROM acct").fetchone()[0] == 0
+    plan = conn.execute("EXPLAIN QUERY PLAN SELECT job_id FROM jobs WHERE account = 'bio' "
+                        "ORDER BY landed DESC").fetchall()
+    assert "jobs_account" in str(plan)
     conn.close()
     rows, how = recent_jobs(cfg, JobFilter(states=frozenset({"COMPLETED"})), limit=3, now=NOW)
     assert how == "index" and rows[0]["peak_gbps_per_node"] == rows[0]["avg_gbps_per_node"] > 0

@@ -45,17 +45,21 @@ def _summary(verb: str, path: str, s) -> str:
 @click.option("--full", is_flag=True, help="Look at every job directory again, also those "
               "settled (nothing landed for a day): picks up records that landed late.")
 @no_slurm_option
+@click.option("--no-accounting", is_flag=True, help="Do not write job summaries into Slurm's "
+              "accounting (AdminComment) after indexing: `efajob accounting sync`.")
 @store_option
 @config_option
 @handle_errors
-def update(full: bool, no_slurm: bool, store: Optional[str], config_path: Optional[str]) -> None:
+def update(full: bool, no_slurm: bool, no_accounting: bool, store: Optional[str],
+           config_path: Optional[str]) -> None:
     """Index the records that landed since the last run (creates the index if missing).
 
     Cheap enough for a systemd timer every minute or two: one directory listing per
     cluster, a stat of each job directory still receiving records, and a report built for
     each job whose directory changed, and one `scontrol show job` for the names of the
-    jobs it indexed (slurmd's hooks do not see them). Exit 4 when another `efajob index` is
-    writing.
+    jobs it indexed (slurmd's hooks do not see them). Then, when Slurm keeps accounting in
+    slurmdbd, the summaries of finished jobs go into their AdminComment (`efajob
+    accounting sync`). Exit 4 when another `efajob index` is writing.
     """
     from efajob.index.update import update as run_update
 
@@ -63,6 +67,26 @@ def update(full: bool, no_slurm: bool, store: Optional[str], config_path: Option
     s = call_watched(lambda: run_update(cfg, full=full, names=_names(no_slurm)), store=cfg.store,
                      timeout=cfg.store_timeout)
     click.echo(_summary("updated", cfg.job_index_path, s), err=True)
+    if not no_slurm and not no_accounting:
+        _accounting(cfg)
+
+
+def _accounting(cfg) -> None:
+    """The summaries of jobs just indexed into Slurm's accounting (efajob/accounting/): a
+    failure there is a warning, the index update stands. Silent when Slurm keeps no
+    accounting in slurmdbd or the config turns it off."""
+    from efajob.accounting.sync import run
+    from efajob.cli.accounting import sync_line
+    from efajob.errors import EfajobError
+    from efajob.slurm.adapter import CommandBackend
+
+    try:
+        stats, _why = run(cfg, CommandBackend())
+    except EfajobError as e:
+        click.echo(f"warning: job summaries not written to Slurm's accounting: {e}", err=True)
+        return
+    if stats is not None and stats.pending:
+        click.echo(sync_line(stats), err=True)
 
 
 @index.command()

@@ -60,9 +60,11 @@ def _register() -> None:
     from efajob.cli.index import index
 
     main.add_command(index)
+    from efajob.cli.accounting import accounting
     from efajob.cli.compare import compare
 
     main.add_command(compare)
+    main.add_command(accounting)
     from efajob.cli.fabric import check_node, nodes
 
     main.add_command(nodes)

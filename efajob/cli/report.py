@@ -17,6 +17,7 @@ import click
 from efajob.cli.common import (color_option, config_option, format_option, get_config,
                                handle_errors, output_width, resolve_color, setup_logging,
                                wide_option)
+from efajob.errors import JobIndexError, JobNotFoundError, UsageError
 from efajob.report.assemble import build_job_report
 from efajob.store.watchdog import call_watched
 
@@ -86,9 +87,15 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
     if debug:
         setup_logging(verbose=True)
     cfg = get_config(config_path, store=store)
-    r = call_watched(lambda: build_job_report(cfg, job_id, cluster=cluster, restart=restart,
-                                              use_slurm=not no_slurm, warn=_warn),
-                     store=cfg.store, timeout=cfg.store_timeout)
+    try:
+        r = call_watched(lambda: build_job_report(cfg, job_id, cluster=cluster, restart=restart,
+                                                  use_slurm=not no_slurm, warn=_warn),
+                         store=cfg.store, timeout=cfg.store_timeout)
+    except JobNotFoundError as e:
+        if no_slurm or fmt not in ("text", "json") or restart:
+            raise
+        _emit(_from_accounting(job_id, cluster, fmt, e) + "\n", output)
+        return
     if fmt == "json":
         text: Union[str, Iterable[str]] = iter_json(r)
     elif fmt == "csv":
@@ -100,6 +107,22 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
                            width=output_width(wide, output))
         text += _history_section(cfg, r, output_width(wide, output))
     _emit(text, output)
+
+
+def _from_accounting(job_id: str, cluster: Optional[str], fmt: str,
+                     missing: JobNotFoundError) -> str:
+    """A job no longer in the store (pruned) whose summary efajob wrote into Slurm's
+    accounting: that summary (efajob/accounting/show.py). Without one, the store's own
+    "no such job" error stands."""
+    from efajob.accounting.show import render, summary_of
+    from efajob.errors import SlurmError
+    from efajob.slurm.adapter import CommandBackend
+
+    try:
+        found = summary_of(CommandBackend(), job_id, cluster)
+    except (JobNotFoundError, SlurmError):
+        raise missing from None
+    return render(found, job_id, fmt == "json", pruned=True)
 
 
 def _history_section(cfg, r, width: Optional[int]) -> str:
@@ -125,6 +148,10 @@ def _history_section(cfg, r, width: Optional[int]) -> str:
 @click.command()
 @click.option("--user", "-u", help="Only these users' jobs (comma-separated, as sacct -u).")
 @click.option("--partition", "-p", help="Only jobs in these partitions (comma-separated).")
+@click.option("--account", "-A", help="Only jobs charged to these accounts (comma-separated, "
+              "as sacct -A; needs Slurm accounting, which puts the account in the records).")
+@click.option("--nodelist", "-N", help="Only jobs that ran on any of these nodes (a hostlist, "
+              "as sacct -N: n[1-4],gpu7; -w is --wide here).")
 @click.option("--name", help="Only jobs with these job names (comma-separated, exact, as sacct "
               "--name; from the records, or from Slurm through `efajob index update`).")
 @click.option("--state", "-s", help="Only jobs in these states, Slurm's names or abbreviations "
@@ -134,7 +161,13 @@ def _history_section(cfg, r, width: Optional[int]) -> str:
 @click.option("--endtime", "-E", help="Only jobs that ran before this time (same forms).")
 @click.option("--since", help="Only jobs that ended (or run) after: 6h, 2d, 2024-05-01, epoch.")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--no-index", is_flag=True, help="Scan the store even when the job index exists.")
+@click.option("--no-index", is_flag=True, help="Scan the store even when the job index exists "
+              "(--source scan).")
+@click.option("--source", type=click.Choice(["auto", "index", "scan", "sacct"]), default="auto",
+              show_default=True, help="Where the list comes from: the job index (auto: when "
+              "there is one, else a scan of the store), or Slurm's accounting (sacct, the "
+              "filters passed to it; Slurm's own states; EFA columns from the summaries efajob "
+              "wrote into AdminComment, so jobs pruned from the store are there too).")
 @format_option("text", "json", "csv")
 @wide_option
 @color_option
@@ -142,31 +175,45 @@ def _history_section(cfg, r, width: Optional[int]) -> str:
 @cluster_option
 @config_option
 @handle_errors
-def jobs(user: Optional[str], partition: Optional[str], name: Optional[str], state: Optional[str],
+def jobs(user: Optional[str], partition: Optional[str], account: Optional[str],
+         nodelist: Optional[str], name: Optional[str], state: Optional[str],
          starttime: Optional[str], endtime: Optional[str], since: Optional[str], limit: int,
-         no_index: bool, fmt: str, wide: bool, color: str, no_color: bool, store: Optional[str],
-         cluster: Optional[str], config_path: Optional[str]) -> None:
+         no_index: bool, source: str, fmt: str, wide: bool, color: str, no_color: bool,
+         store: Optional[str], cluster: Optional[str], config_path: Optional[str]) -> None:
     """Recent jobs in the job store with their EFA totals and verdicts (newest first).
 
     Read from the job index (`efajob index update`) when there is one, else by scanning the
     store (a warning says so). States come from the records (the exit codes the epilogs
-    saw), not from Slurm: COMPLETED, FAILED, RUNNING, or ENDED.
+    saw), not from Slurm: COMPLETED, FAILED, RUNNING, or ENDED. With --source sacct the list
+    is Slurm's accounting's, with Slurm's states and the EFA columns of the summaries efajob
+    wrote there (docs/accounting.md); exit 7 when sacct fails.
     """
     from efajob.index.listing import recent_jobs
-    from efajob.report.jobfilter import JobFilter, parse_list, parse_slurm_time, parse_states
+    from efajob.report.jobfilter import (JobFilter, parse_list, parse_nodelist,
+                                         parse_slurm_time, parse_states)
     from efajob.store.reader import parse_since
     from efajob.report.render.text import render_jobs
 
     cfg = get_config(config_path, store=store)
     now = time.time()
     flt = JobFilter(users=parse_list(user), partitions=parse_list(partition),
+                    accounts=parse_list(account), nodes=parse_nodelist(nodelist),
                     names=parse_list(name), states=parse_states(state),
                     start=parse_slurm_time(starttime, now, "-S") if starttime else None,
                     end=parse_slurm_time(endtime, now, "-E") if endtime else None)
     t = parse_since(since, now) if since else None
-    rows, _ = call_watched(lambda: recent_jobs(cfg, flt, limit=limit, cluster=cluster, since=t,
-                                               now=now, use_index=not no_index, warn=_warn),
-                           store=cfg.store, timeout=cfg.store_timeout)
+    if source == "sacct":
+        rows = _from_sacct(flt, nodelist, starttime, endtime, t, cluster, limit, now)
+    elif source == "index" and no_index:
+        raise UsageError("--no-index and --source index contradict each other")
+    else:
+        use_index = not no_index and source != "scan"
+        rows, how = call_watched(lambda: recent_jobs(cfg, flt, limit=limit, cluster=cluster,
+                                                     since=t, now=now, use_index=use_index,
+                                                     warn=_warn),
+                                 store=cfg.store, timeout=cfg.store_timeout)
+        if source == "index" and how != "index":
+            raise JobIndexError("--source index: the job index could not be read (above)")
     if fmt == "json":
         click.echo(json.dumps({"store": cfg.store, "jobs": rows}, indent=2))
     elif fmt == "csv":
@@ -174,6 +221,24 @@ def jobs(user: Optional[str], partition: Optional[str], name: Optional[str], sta
     else:
         click.echo(render_jobs(rows, color=resolve_color(color, no_color),
                                width=output_width(wide)), nl=False)
+
+
+def _from_sacct(flt, nodelist: Optional[str], starttime: Optional[str], endtime: Optional[str],
+                since: Optional[float], cluster: Optional[str], limit: int, now: float):
+    """`jobs --source sacct` (efajob/accounting/listing.py): the filters as sacct takes them
+    (validated above), --since as -S."""
+    from datetime import datetime
+
+    from efajob.accounting.listing import list_from_sacct, sacct_argv
+    from efajob.slurm.adapter import CommandBackend
+
+    if starttime is None and since is not None:
+        starttime = datetime.fromtimestamp(since).strftime("%Y-%m-%dT%H:%M:%S")
+    argv = sacct_argv(users=flt.users, accounts=flt.accounts, partitions=flt.partitions,
+                      names=flt.names, states=flt.states, nodes=[nodelist] if nodelist else (),
+                      start=starttime, end=endtime, cluster=cluster)
+    return list_from_sacct(CommandBackend(timeout=60), argv, limit=limit,
+                           start_given=starttime is not None, now=now)
 
 
 JOBS_CSV = ("cluster", "job_id", "restart", "alias", "user", "account", "partition", "name",

@@ -24,8 +24,14 @@ from typing import Iterator, List, Optional, Sequence, Tuple
 from efajob.errors import JobIndexError
 from efajob.report.jobfilter import JobFilter
 
-VERSION = 3
+VERSION = 4
 # Version -> the SQL that brings it to the next one, run by the writer (`efajob index update`).
+# One row per job whose summary `efajob accounting sync` handled: the landing time of the
+# row it wrote (a job re-indexed later is written again), what came of it, and when to look
+# again (0: never; a job not yet in slurmdbd, or an error, is retried).
+ACCT_TABLE = ("CREATE TABLE IF NOT EXISTS acct (cluster TEXT NOT NULL, job_id TEXT NOT NULL, "
+              "landed REAL NOT NULL, status TEXT NOT NULL, at REAL NOT NULL, "
+              "retry_at REAL NOT NULL, PRIMARY KEY (cluster, job_id)); ")
 MIGRATIONS = {
     # 2: `efajob compare` and `jobs --name` look rows up by name and user, and show the peak
     # (rows indexed before stay without one until their directory changes or a rebuild).
@@ -39,6 +45,10 @@ MIGRATIONS = {
        "job_id TEXT NOT NULL, restart INTEGER NOT NULL, \"end\" REAL, num_nodes INTEGER, "
        "codes TEXT NOT NULL, PRIMARY KEY (cluster, job_id, restart, node)); "
        "CREATE INDEX IF NOT EXISTS node_jobs_end ON node_jobs (\"end\");",
+    # 4: which jobs' summaries are in Slurm's accounting (efajob/accounting/), and the
+    # indexes `efajob jobs -A` and `-w` look rows up by.
+    3: ACCT_TABLE + "CREATE INDEX IF NOT EXISTS jobs_account ON jobs (account, landed DESC); "
+       "CREATE INDEX IF NOT EXISTS node_jobs_node ON node_jobs (node, job_id);",
 }
 TIMEOUT = 10.0  # seconds a reader waits for the writer's lock (a commit takes milliseconds)
 # The columns of `efajob jobs` rows kept in the index, in table order (`findings` as JSON).
@@ -72,6 +82,9 @@ CREATE TABLE node_jobs (cluster TEXT NOT NULL, node TEXT NOT NULL, job_id TEXT N
                         restart INTEGER NOT NULL, "end" REAL, num_nodes INTEGER,
                         codes TEXT NOT NULL, PRIMARY KEY (cluster, job_id, restart, node));
 CREATE INDEX node_jobs_end ON node_jobs ("end");
+CREATE INDEX node_jobs_node ON node_jobs (node, job_id);
+CREATE INDEX jobs_account ON jobs (account, landed DESC);
+{ACCT_TABLE}
 PRAGMA user_version = {VERSION};
 """
 
@@ -220,12 +233,18 @@ def query(conn: sqlite3.Connection, flt: JobFilter, *, limit: int,
     scan's order: by landing time, newest first. The filter is SQL here; JobFilter.match is
     the same rule for the scan (tests/test_jobindex.py checks both agree)."""
     where, args = ["latest = 1"], []  # type: Tuple[List[str], List[object]]
-    for col, values in (("user", flt.users), ("partition", flt.partitions),
+    for col, values in (("user", flt.users), ("account", flt.accounts),
+                        ("partition", flt.partitions),
                         ("state", flt.states), ("name", flt.names),
                         ("cluster", {cluster} if cluster else set())):
         if values:
             where.append(f"{col} IN ({', '.join('?' * len(values))})")
             args.extend(sorted(values))
+    if flt.nodes:  # node_jobs holds the nodes with data of each run
+        where.append("EXISTS (SELECT 1 FROM node_jobs n WHERE n.cluster = jobs.cluster AND "
+                     "n.job_id = jobs.job_id AND n.restart = jobs.restart AND n.node IN "
+                     f"({', '.join('?' * len(flt.nodes))}))")
+        args.extend(sorted(flt.nodes))
     if flt.start is not None:
         where.append('("end" IS NULL OR "end" >= ?)')
         args.append(flt.start)

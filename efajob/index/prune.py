@@ -127,6 +127,7 @@ def _remove_dir(conn: sqlite3.Connection, store: str, d: JobDir) -> None:
     conn.execute("DELETE FROM jobs WHERE cluster = ? AND job_id = ?", (d.cluster, d.job_id))
     conn.execute("DELETE FROM dirs WHERE cluster = ? AND job_id = ?", (d.cluster, d.job_id))
     conn.execute("DELETE FROM node_jobs WHERE cluster = ? AND job_id = ?", (d.cluster, d.job_id))
+    conn.execute("DELETE FROM acct WHERE cluster = ? AND job_id = ?", (d.cluster, d.job_id))
 
 
 def prune(cfg, *, max_age_s: float, max_bytes: float, apply: bool, now: float,

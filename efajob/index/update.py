@@ -138,6 +138,7 @@ def _sync(conn: sqlite3.Connection, cfg, *, full: bool, now: float,
             conn.execute("DELETE FROM jobs WHERE cluster = ? AND job_id = ?", (c, gone))
             conn.execute("DELETE FROM dirs WHERE cluster = ? AND job_id = ?", (c, gone))
             conn.execute("DELETE FROM node_jobs WHERE cluster = ? AND job_id = ?", (c, gone))
+            conn.execute("DELETE FROM acct WHERE cluster = ? AND job_id = ?", (c, gone))
             stats.removed += 1
         work += [(c, n, known.get(n)) for n in sorted(names)
                  if full or n not in known or not known[n][1]]

@@ -255,8 +255,9 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
         loaded = load_job(files)
         if not_yours(loaded, files, private):
             continue  # another user's private job: not listed (it once read as a "Warning")
-        row = jobs_row(_build_from(cfg, files, loaded, now))
-        if keep(row):
+        rep = _build_from(cfg, files, loaded, now)
+        row = jobs_row(rep)
+        if keep(dict(row, nodes=[n.host for n in rep.data_nodes])):  # -w: the index's node_jobs
             out.append(row)
     return out[:limit]
 
@@ -297,7 +298,7 @@ def running_rows(cfg, statuses, *, cluster: Optional[str] = None, now: Optional[
             break
         j = first[(c, jid)]
         if not keep({"cluster": c, "job_id": jid, "user": j.user, "partition": j.partition,
-                     "state": "RUNNING", "start": j.start, "end": None}):
+                     "state": "RUNNING", "start": j.start, "end": None, "nodes": sorted(live)}):
             continue
         if os.path.isdir(os.path.join(cfg.store, c, JOBS_DIR, jid)):
             continue

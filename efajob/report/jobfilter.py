@@ -1,4 +1,5 @@
-"""`efajob jobs` filters as sacct takes them: users, partitions, job names, states (Slurm's names and
+"""`efajob jobs` filters as sacct takes them: users, accounts, partitions, job names, nodes,
+states (Slurm's names and
 abbreviations), a time window (`-S/-E`, sacct's time forms). Pure: parsing raises UsageError
 (an unknown state or a bad time is an error, never silently zero rows), `JobFilter.match`
 judges one `efajob jobs` row, and efajob/index/db.py turns the same filter into SQL.
@@ -29,6 +30,14 @@ _FULL = frozenset(STATES.values())
 def parse_list(text: Optional[str]) -> FrozenSet[str]:
     """`a,b` -> {"a", "b"}; empty items dropped."""
     return frozenset(p.strip() for p in (text or "").split(",") if p.strip())
+
+
+def parse_nodelist(text: Optional[str]) -> FrozenSet[str]:
+    """`-w n[1-3],gpu7` -> {"n1", "n2", "n3", "gpu7"} (Slurm's hostlist syntax); a malformed
+    hostlist is a UsageError."""
+    from efajob.slurm.hostlist import expand
+
+    return frozenset(expand(text))
 
 
 def parse_states(text: Optional[str]) -> FrozenSet[str]:
@@ -93,6 +102,8 @@ class JobFilter:
     partitions: FrozenSet[str] = frozenset()
     states: FrozenSet[str] = frozenset()
     names: FrozenSet[str] = frozenset()  # Slurm's job names, exact (as sacct --name)
+    accounts: FrozenSet[str] = frozenset()
+    nodes: FrozenSet[str] = frozenset()  # jobs on any of these nodes (-w, a hostlist expanded)
     start: Optional[float] = None
     end: Optional[float] = None
 
@@ -104,6 +115,12 @@ class JobFilter:
         if self.states and (row.get("state") or "").upper() not in self.states:
             return False
         if self.names and row.get("name") not in self.names:
+            return False
+        # A row without the key does not know (a running job's first look, from the status
+        # files): kept, and judged again on the full row.
+        if self.accounts and "account" in row and row["account"] not in self.accounts:
+            return False
+        if self.nodes and "nodes" in row and not self.nodes & set(row["nodes"] or ()):
             return False
         began, ended = row.get("start"), row.get("end")
         if self.start is not None and ended is not None and ended < self.start:

@@ -24,6 +24,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--alloc", action="store_true", help="PrologFlags=Alloc")
     up.add_argument("--no-daemons", action="store_true", help="do not start `efajob daemon`s")
+    up.add_argument("--accounting", action="store_true",
+                    help="slurmdbd over a private MariaDB (sacct, sacctmgr, accounts phys, bio)")
     up.add_argument("--interval", type=float, default=1.0, help="daemon sampling interval (s)")
     up.add_argument("dir")
     down = sub.add_parser("down", help="stop the cluster in DIR (by PID)")
@@ -35,7 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     os.makedirs(a.dir, exist_ok=True)
     c = SlurmCluster(a.dir, nodes=a.nodes, alloc=a.alloc, daemons=not a.no_daemons,
-                     interval=a.interval)
+                     interval=a.interval, accounting=a.accounting)
     try:
         c.start()
     except HarnessError as e:
@@ -46,7 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     v = "%d.%02d" % tuple(c.version) if c.version else "?"
     print(f"Slurm {v} cluster {CLUSTER_NAME!r} up in {c.started_in:.1f} s: nodes "
           f"{','.join(c.nodes)} on 127.0.0.1 (slurmctld port {c.ctld_port})"
-          f"{', PrologFlags=Alloc' if c.alloc else ''}")
+          f"{', PrologFlags=Alloc' if c.alloc else ''}"
+          f"{f', slurmdbd port {c.dbd_port}' if c.accounting else ''}")
     print(f"export SLURM_CONF={c.lay.slurm_conf} EFAJOB_CONFIG={c.lay.efajob_conf}")
     print(f"job store {c.lay.store}, simulated sysfs {c.lay.p('sys')}/<node>, "
           f"logs {c.lay.p('log')}")

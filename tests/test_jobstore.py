@@ -295,3 +295,60 @@ def test_names_with_a_trailing_newline_are_not_names(tmp_path):
     os.makedirs(os.path.join(s, "c2\n"))
     assert list_clusters(s) == ["c1"]
     assert parse_record_name("n1\n.json") is None
+
+
+def _status(jobs, recent=None, job_recent=None) -> dict:
+    doc = {"schema": "efajob/node-status", "version": 1, "cluster": "c1", "node": "n1",
+           "time": 100.0, "tx_gbps": 1.0, "rx_gbps": 2.0,
+           "jobs": [dict({"key": j, "job_id": j, "restart": 0, "user": "alice", "start": 50.0},
+                         **({"recent": job_recent} if job_recent else {})) for j in jobs]}
+    if recent is not None:
+        doc["recent"] = recent
+    return doc
+
+
+WINDOW = {"seconds": 60.0, "counters": {"tx_bytes": 5}, "devices": {
+    "rdmap0s6": {"counters": {"tx_bytes": 5}, "device_counters": {}}},
+    "resets": [], "vanished": [], "appeared": []}
+
+
+@pytest.mark.parametrize("doc", [
+    _status(["7"], WINDOW),                       # the daemon's layout: recent last
+    _status(["7"], WINDOW, job_recent=WINDOW),    # a job's own window too (inside the list)
+    _status(["7"]),                               # no window
+    {"recent": WINDOW, **_status(["7"])},         # recent first: parsed whole
+    _status(["7"], {"seconds": 60.0, "counters": {"x": '"recent": 1'}}),  # the key in a string
+    dict(_status(["7"], WINDOW), zz={"a": 1}),    # an object after the window: parsed whole
+])
+def test_status_window_is_parsed_on_demand_with_the_same_result(tmp_path, doc):
+    """load_status leaves the top-level window unparsed until node_window asks; whatever the
+    layout, the node and its window come out as a whole parse gives them."""
+    from efajob.store.reader import load_status, node_window, parse_node_status
+
+    from efajob.daemon.nodestatus import encode_node_status
+
+    texts = [json.dumps(doc), json.dumps(doc, indent=2), json.dumps(doc, sort_keys=True),
+             encode_node_status(doc).decode()]  # the daemon's; older daemons sorted all keys
+    assert json.loads(texts[-1]) == doc
+    for text in texts:
+        data = text.encode()
+        lazy, whole = parse_node_status(load_status(data)), parse_node_status(json.loads(text))
+        assert lazy == whole and node_window(lazy) == node_window(whole)
+        assert lazy.jobs[0].recent == whole.jobs[0].recent
+
+
+def test_a_garbled_window_leaves_the_node_without_one(tmp_path):
+    from efajob.store.reader import load_status, node_window, parse_node_status
+
+    good = json.dumps(_status(["7"], WINDOW))
+    bad = good.replace('"seconds": 60.0', '"seconds": 6e999999')
+    st = parse_node_status(load_status(bad.encode()))
+    assert st is not None and st.jobs[0].job_id == "7" and node_window(st) is None
+    broken = good[:good.rindex("}")]  # cut short: not a status file at all
+    with pytest.raises(ValueError):
+        load_status(broken.encode())
+    d = tmp_path / "store" / "c1" / "nodes"
+    d.mkdir(parents=True)
+    (d / "n1.json").write_text(good)
+    st = read_node_statuses(str(tmp_path / "store"), "c1")["n1"]
+    assert node_window(st) is not None and node_window(st).counters == {"tx_bytes": 5}

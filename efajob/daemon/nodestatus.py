@@ -339,7 +339,19 @@ def write_node_status(path: str, doc: dict) -> None:
     from efajob.hooks.runfiles import atomic_write
 
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write(path, json.dumps(doc, separators=(",", ":"), sort_keys=True).encode())
+    atomic_write(path, encode_node_status(doc))
+
+
+def encode_node_status(doc: dict) -> bytes:
+    """Compact JSON, keys sorted, except the `recent` window, which goes last: it is ~99% of a
+    32-device node's file, and a reader listing 2,000 nodes parses the part before it only
+    (store/reader.py load_status), the window of the few nodes whose jobs it shows."""
+    rest = {k: v for k, v in doc.items() if k != "recent"}
+    text = json.dumps(rest, separators=(",", ":"), sort_keys=True)
+    if "recent" not in doc:
+        return text.encode()
+    window = json.dumps(doc["recent"], separators=(",", ":"), sort_keys=True)
+    return (text[:-1] + ("," if rest else "") + '"recent":' + window + "}").encode()
 
 
 def read_node_status(path: str) -> object:

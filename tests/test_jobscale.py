@@ -82,3 +82,17 @@ def test_finished_states_on_the_index_read_no_status_file(store, reads, tmp_path
     assert how == "index" and len(rows) == 5 and dict(reads) == {}
     rows, how = recent_jobs(cfg, JobFilter(), limit=5, now=NOW)
     assert how == "index" and dict(reads) == {"status": NODES}  # and not one record
+
+
+def test_jobs_parses_the_windows_of_the_nodes_it_shows_only(store, monkeypatch):
+    """A status file's `recent` window (~99% of its bytes) is parsed for the nodes of the
+    running jobs listed, not for every node read (store/reader.py load_status)."""
+    parsed = []
+    real = reader._Window.parse
+    monkeypatch.setattr(reader._Window, "parse", lambda w: parsed.append(1) or real(w))
+    rows = list_jobs(Config(store=store), limit=2, now=NOW)
+    assert [r["state"] for r in rows] == ["RUNNING"] * 2
+    assert len(parsed) == 2 * 8  # two jobs of 8 nodes, of the 24 status files read
+    parsed.clear()
+    list_jobs(Config(store=store), state="COMPLETED", limit=5, now=NOW)
+    assert parsed == []

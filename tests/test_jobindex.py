@@ -365,3 +365,26 @@ def test_a_version_1_index_is_migrated_by_the_writer(cfg):
                         "user = 'bob' ORDER BY landed DESC").fetchall()
     conn.close()
     assert "jobs_name" in str(plan)
+
+
+def test_slurm_gives_the_states_the_records_cannot_tell(cfg):
+    """A cancelled or timed-out job's epilog sees 0:0 or a signal: the records say COMPLETED
+    or FAILED. The index takes Slurm's CANCELLED/TIMEOUT/... when it asks Slurm for names, and
+    keeps the records' COMPLETED/FAILED otherwise."""
+    from efajob.slurm.adapter import JobInfo
+
+    update(cfg, now=NOW)
+    _nameless(cfg, JOBS), _nameless(cfg, JOBS + 1), _nameless(cfg, JOBS + 2)
+    said = [JobInfo(job_id="1080", slurm_job_id="1080", name="a", user="alice", state="CANCELLED"),
+            JobInfo(job_id="1081", slurm_job_id="1081", name="b", user="alice", state="COMPLETED"),
+            JobInfo(job_id="1082", slurm_job_id="1082", user="alice", state="TIMEOUT")]
+    s = update(cfg, now=NOW, names=lambda: (said, "sim"))
+    assert s.restated == 2 and s.named == 2
+    conn = db.open_reader(cfg.job_index_path)
+    states = dict(conn.execute("SELECT job_id, state FROM jobs WHERE job_id IN "
+                               "('1080', '1081', '1082')"))
+    conn.close()
+    assert states["1080"] == "CANCELLED" and states["1082"] == "TIMEOUT"
+    assert states["1081"] in ("COMPLETED", "FAILED")  # the records' own
+    rows, how = recent_jobs(cfg, JobFilter(states=parse_states("CA,TO")), limit=10, now=NOW)
+    assert how == "index" and sorted(ids(rows)) == ["1080", "1082"]

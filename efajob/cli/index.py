@@ -36,6 +36,8 @@ def _summary(verb: str, path: str, s) -> str:
     if s.named or s.kept_names:
         out += f"; {s.named} named from Slurm" + (f", {s.kept_names} names kept"
                                                    if s.kept_names else "")
+    if s.restated:
+        out += f"; {s.restated} given Slurm's state (CANCELLED, TIMEOUT, ...)"
     if s.slurm_error:
         out += f"\nwarning: job names not asked of Slurm: {s.slurm_error}"
     return out

@@ -184,7 +184,8 @@ def jobs(user: Optional[str], partition: Optional[str], account: Optional[str],
 
     Read from the job index (`efajob index update`) when there is one, else by scanning the
     store (a warning says so). States come from the records (the exit codes the epilogs
-    saw), not from Slurm: COMPLETED, FAILED, RUNNING, or ENDED. With --source sacct the list
+    saw), not from Slurm: COMPLETED, FAILED, RUNNING, or ENDED; a --state only Slurm knows
+    (TO, OOM, CA, ...) is asked of Slurm's accounting when there is one. With --source sacct the list
     is Slurm's accounting's, with Slurm's states and the EFA columns of the summaries efajob
     wrote there (docs/accounting.md); exit 7 when sacct fails.
     """
@@ -202,11 +203,24 @@ def jobs(user: Optional[str], partition: Optional[str], account: Optional[str],
                     start=parse_slurm_time(starttime, now, "-S") if starttime else None,
                     end=parse_slurm_time(endtime, now, "-E") if endtime else None)
     t = parse_since(since, now) if since else None
-    if source == "sacct":
+    rows = None
+    if source == "auto" and not no_index and flt.states - RECORD_STATES \
+            and "ENDED" not in flt.states:
+        # States only Slurm knows (TIMEOUT, OUT_OF_MEMORY, CANCELLED, ...): the records would
+        # match nothing, so ask Slurm's accounting when there is one.
+        from efajob.errors import SlurmError
+
+        try:
+            rows = _from_sacct(flt, nodelist, starttime, endtime, t, cluster, limit, now)
+        except SlurmError as e:
+            _warn(f"--state {','.join(sorted(flt.states - RECORD_STATES))}: only Slurm's "
+                  f"accounting knows that state, and it could not be asked ({e}); listing "
+                  "from the records, which hold no job in it")
+    if rows is None and source == "sacct":
         rows = _from_sacct(flt, nodelist, starttime, endtime, t, cluster, limit, now)
-    elif source == "index" and no_index:
-        raise UsageError("--no-index and --source index contradict each other")
-    else:
+    elif rows is None:
+        if source == "index" and no_index:
+            raise UsageError("--no-index and --source index contradict each other")
         use_index = not no_index and source != "scan"
         rows, how = call_watched(lambda: recent_jobs(cfg, flt, limit=limit, cluster=cluster,
                                                      since=t, now=now, use_index=use_index,
@@ -221,6 +235,10 @@ def jobs(user: Optional[str], partition: Optional[str], account: Optional[str],
     else:
         click.echo(render_jobs(rows, color=resolve_color(color, no_color),
                                width=output_width(wide)), nl=False)
+
+
+# The states the records can hold (report/jobfilter.py): any other is Slurm's alone.
+RECORD_STATES = frozenset({"COMPLETED", "FAILED", "RUNNING", "ENDED"})
 
 
 def _from_sacct(flt, nodelist: Optional[str], starttime: Optional[str], endtime: Optional[str],

@@ -10,7 +10,7 @@ when a cluster is rebuilt). Pure apart from the one `lookup()` call.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from efajob.errors import SlurmError
 
@@ -21,18 +21,25 @@ def match_names(rows: Iterable[Row], jobs: Iterable, cluster: Optional[str]
                 ) -> Dict[Tuple[str, str], str]:
     """{(cluster, job_id): name} for the rows Slurm's jobs (JobInfo) name. `cluster` is the
     ClusterName of the Slurm asked: rows of other clusters in the store are not its jobs."""
+    return {k: j.name for k, j in match_jobs(rows, jobs, cluster).items() if j.name}
+
+
+def match_jobs(rows: Iterable[Row], jobs: Iterable, cluster: Optional[str]
+               ) -> Dict[Tuple[str, str], Any]:
+    """{(cluster, job_id): Slurm's JobInfo} for the rows that are those jobs (same numeric
+    id, cluster and user), as match_names decides."""
     by_id = {}
     for j in jobs:
-        if j.slurm_job_id and j.name:
+        if j.slurm_job_id:
             by_id[j.slurm_job_id] = j
-    out: Dict[Tuple[str, str], str] = {}
+    out: Dict[Tuple[str, str], Any] = {}
     for c, job_id, user in rows:
         j = by_id.get(job_id)
         if j is None or (cluster and c != cluster) or (j.cluster and j.cluster != c):
             continue
         if user and j.user and user != j.user:
             continue  # another job under a reused id
-        out[(c, job_id)] = j.name
+        out[(c, job_id)] = j
     return out
 
 
@@ -49,13 +56,21 @@ def scontrol_lookup(timeout: float = 10.0) -> Lookup:
     return lookup
 
 
-def names_from_slurm(rows: List[Row], lookup: Lookup) -> Tuple[Dict[Tuple[str, str], str],
+def names_from_slurm(rows: List[Row], lookup: Lookup) -> Tuple[Dict[Tuple[str, str], Any],
                                                                Optional[str]]:
-    """(names found, why Slurm could not be asked or None). No rows: Slurm is not asked."""
+    """({(cluster, job_id): JobInfo} found, why Slurm could not be asked or None). No rows:
+    Slurm is not asked."""
     if not rows:
         return {}, None
     try:
         jobs, cluster = lookup()
     except SlurmError as e:
         return {}, str(e)
-    return match_names(rows, jobs, cluster), None
+    return match_jobs(rows, jobs, cluster), None
+
+
+# Slurm's final states that the records cannot tell (the epilog runs before Slurm decides:
+# a cancelled or timed-out job's epilog sees exit code 0:0 or a signal): the row takes
+# Slurm's word for them. COMPLETED and FAILED stay as the records say.
+SLURM_ONLY_STATES = frozenset({"CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL",
+                               "PREEMPTED", "BOOT_FAIL", "DEADLINE"})

@@ -21,7 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from efajob.errors import EfajobError, JobIndexError
 from efajob.index import db
-from efajob.index.names import Lookup, names_from_slurm
+from efajob.index.names import SLURM_ONLY_STATES, Lookup, names_from_slurm
 
 SETTLE = 86400.0
 Progress = Callable[[int, int], None]
@@ -37,6 +37,7 @@ class UpdateStats:
     records: int = 0       # record files read
     removed: int = 0       # directories gone from the store, their rows dropped
     named: int = 0         # rows named from Slurm (their records carry no job name)
+    restated: int = 0      # rows given Slurm's final state (CANCELLED, TIMEOUT, ...)
     kept_names: int = 0    # rows whose name a rebuild kept from the old index
     slurm_error: Optional[str] = None  # why Slurm could not be asked for names
     indexed: List[Tuple[str, str]] = field(default_factory=list)  # (cluster, job_id) (re)indexed
@@ -164,7 +165,8 @@ def _sync(conn: sqlite3.Connection, cfg, *, full: bool, now: float,
 def _name_from_slurm(conn: sqlite3.Connection, stats: UpdateStats,
                      lookup: Optional[Lookup]) -> None:
     """Name the rows indexed in this run whose records carry no job name, from Slurm
-    (index/names.py): one query per run, only when such rows exist."""
+    (index/names.py): one query per run, only when such rows exist; and give those jobs
+    Slurm's final state when it is one the records cannot tell (CANCELLED, TIMEOUT, ...)."""
     if lookup is None or not stats.indexed:
         return
     rows = []
@@ -172,10 +174,16 @@ def _name_from_slurm(conn: sqlite3.Connection, stats: UpdateStats,
         rows += conn.execute("SELECT cluster, job_id, user FROM jobs WHERE cluster = ? AND "
                              "job_id = ? AND name IS NULL", (c, job_id)).fetchall()
     found, stats.slurm_error = names_from_slurm(sorted(set(rows)), lookup)
-    for (c, job_id), name in sorted(found.items()):
-        cur = conn.execute("UPDATE jobs SET name = ? WHERE cluster = ? AND job_id = ? AND "
-                           "name IS NULL", (name, c, job_id))
-        stats.named += cur.rowcount
+    for (c, job_id), j in sorted(found.items()):
+        if j.name:
+            cur = conn.execute("UPDATE jobs SET name = ? WHERE cluster = ? AND job_id = ? AND "
+                               "name IS NULL", (j.name, c, job_id))
+            stats.named += cur.rowcount
+        state = (j.state or "").upper()
+        if state in SLURM_ONLY_STATES:  # the latest run's, as Slurm keeps one state a job
+            stats.restated += conn.execute(
+                "UPDATE jobs SET state = ? WHERE cluster = ? AND job_id = ? AND latest = 1 AND "
+                "state IS NOT ?", (state, c, job_id, state)).rowcount
 
 
 def _keep_names(conn: sqlite3.Connection, old: str, stats: UpdateStats) -> None:

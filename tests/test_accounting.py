@@ -274,3 +274,25 @@ def test_sacct_rows_take_efa_columns_from_the_summary():
                                   "stderr": "sacct: error: Slurm accounting storage is disabled"})
     with pytest.raises(SlurmError, match="disabled"):
         list_from_sacct(Down(), ["sacct"], limit=2, start_given=True)
+
+
+def test_sacctmgr_write_checks_the_job_was_modified():
+    from efajob.accounting.slurmdb import SlurmDB
+
+    class Backend:
+        def __init__(self, out, rc=0):
+            self.out, self.rc, self.argv = out, rc, None
+
+        def _cmd(self, argv):
+            self.argv = argv
+            return type("P", (), {"returncode": self.rc, "stdout": self.out, "stderr": ""})
+
+    ok = Backend(" Modified jobs...\n  12 submitted at 2026-12-04T10:00:00\n")
+    SlurmDB(ok).write("12", "c1", "alice", "efajob1:v=healthy;r=0")
+    assert ok.argv[1:] == ["-i", "modify", "job", "where", "jobid=12", "cluster=c1", "user=alice",
+                           "set", "AdminComment=efajob1:v=healthy;r=0"]
+    # 24.11 prints "Modified jobs..." first whatever happens.
+    for out, rc in ((" Modified jobs...\n  Nothing modified\n", 1),
+                    (" Modified jobs...\n  Nothing modified\n", 0), ("", 1)):
+        with pytest.raises(SlurmError):
+            SlurmDB(Backend(out, rc)).write("12", "c1", None, "x")

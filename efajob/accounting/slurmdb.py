@@ -87,7 +87,9 @@ class SlurmDB:
         p = self.backend._cmd(["sacctmgr", "-i", "modify", "job", "where", *where, "set",
                                f"AdminComment={value}"])
         said = f"{p.stdout or ''}\n{p.stderr or ''}"
-        if p.returncode != 0 or "Modified jobs" not in said:
+        # Success lists the job ("  123 submitted at ..."): current sacctmgr prints
+        # " Modified jobs..." before it knows, then "Nothing modified" or an error.
+        if p.returncode != 0 or f" {job_id} submitted at " not in said:
             raise SlurmError(f"sacctmgr modify job {job_id}: {_tail(said) or 'nothing modified'}")
 
 

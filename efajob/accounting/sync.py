@@ -10,6 +10,7 @@ landed within `accounting.max_age_days` not yet handled, one `sacct` per 200 of 
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -147,8 +148,6 @@ def run(cfg, backend, *, now: Optional[float] = None,
         config: Optional[Dict[str, str]] = None) -> Tuple[Optional[SyncStats], Optional[str]]:
     """One sync under the index's writer lock: (stats, None), or (None, why it did not run:
     policy off, no index, Slurm without slurmdbd). SlurmError when Slurm cannot be asked."""
-    import os
-
     acct = cfg.accounting
     if acct.admin_comment == "off":
         return None, "accounting.admin_comment is off"

@@ -25,13 +25,13 @@ from efajob.errors import JobIndexError
 from efajob.report.jobfilter import JobFilter
 
 VERSION = 4
-# Version -> the SQL that brings it to the next one, run by the writer (`efajob index update`).
 # One row per job whose summary `efajob accounting sync` handled: the landing time of the
 # row it wrote (a job re-indexed later is written again), what came of it, and when to look
 # again (0: never; a job not yet in slurmdbd, or an error, is retried).
 ACCT_TABLE = ("CREATE TABLE IF NOT EXISTS acct (cluster TEXT NOT NULL, job_id TEXT NOT NULL, "
               "landed REAL NOT NULL, status TEXT NOT NULL, at REAL NOT NULL, "
               "retry_at REAL NOT NULL, PRIMARY KEY (cluster, job_id)); ")
+# Version -> the SQL that brings it to the next one, run by the writer (`efajob index update`).
 MIGRATIONS = {
     # 2: `efajob compare` and `jobs --name` look rows up by name and user, and show the peak
     # (rows indexed before stay without one until their directory changes or a rebuild).
@@ -46,7 +46,7 @@ MIGRATIONS = {
        "codes TEXT NOT NULL, PRIMARY KEY (cluster, job_id, restart, node)); "
        "CREATE INDEX IF NOT EXISTS node_jobs_end ON node_jobs (\"end\");",
     # 4: which jobs' summaries are in Slurm's accounting (efajob/accounting/), and the
-    # indexes `efajob jobs -A` and `-w` look rows up by.
+    # indexes `efajob jobs -A` and `-N` look rows up by.
     3: ACCT_TABLE + "CREATE INDEX IF NOT EXISTS jobs_account ON jobs (account, landed DESC); "
        "CREATE INDEX IF NOT EXISTS node_jobs_node ON node_jobs (node, job_id);",
 }

@@ -257,7 +257,7 @@ def list_jobs(cfg, *, user: Optional[str] = None, since: Optional[float] = None,
             continue  # another user's private job: not listed (it once read as a "Warning")
         rep = _build_from(cfg, files, loaded, now)
         row = jobs_row(rep)
-        if keep(dict(row, nodes=[n.host for n in rep.data_nodes])):  # -w: the index's node_jobs
+        if keep(dict(row, nodes=[n.host for n in rep.data_nodes])):  # -N: as the index's node_jobs
             out.append(row)
     return out[:limit]
 

@@ -1,6 +1,5 @@
 """`efajob jobs` filters as sacct takes them: users, accounts, partitions, job names, nodes,
-states (Slurm's names and
-abbreviations), a time window (`-S/-E`, sacct's time forms). Pure: parsing raises UsageError
+states (Slurm's names and abbreviations), a time window (`-S/-E`, sacct's time forms). Pure: parsing raises UsageError
 (an unknown state or a bad time is an error, never silently zero rows), `JobFilter.match`
 judges one `efajob jobs` row, and efajob/index/db.py turns the same filter into SQL.
 """
@@ -33,7 +32,7 @@ def parse_list(text: Optional[str]) -> FrozenSet[str]:
 
 
 def parse_nodelist(text: Optional[str]) -> FrozenSet[str]:
-    """`-w n[1-3],gpu7` -> {"n1", "n2", "n3", "gpu7"} (Slurm's hostlist syntax); a malformed
+    """`-N n[1-3],gpu7` -> {"n1", "n2", "n3", "gpu7"} (Slurm's hostlist syntax); a malformed
     hostlist is a UsageError."""
     from efajob.slurm.hostlist import expand
 
@@ -103,7 +102,7 @@ class JobFilter:
     states: FrozenSet[str] = frozenset()
     names: FrozenSet[str] = frozenset()  # Slurm's job names, exact (as sacct --name)
     accounts: FrozenSet[str] = frozenset()
-    nodes: FrozenSet[str] = frozenset()  # jobs on any of these nodes (-w, a hostlist expanded)
+    nodes: FrozenSet[str] = frozenset()  # jobs on any of these nodes (-N, a hostlist expanded)
     start: Optional[float] = None
     end: Optional[float] = None
 

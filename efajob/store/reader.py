@@ -460,16 +460,18 @@ _RECENT_KEY = b'"recent":'
 
 
 def load_status(data: bytes) -> object:
-    """A node status file's JSON, its top-level `recent` window left unparsed (bytes, for
+    """A node status file's JSON, its top-level `recent` window left unparsed (a _Window, for
     node_window): it is ~99% of a 32-device node's 29 kB, and a listing of 2,000 nodes needs
     the windows of the few nodes whose jobs it shows. The daemon writes `recent` last
     (daemon/nodestatus.py encode_node_status). The shortcut is taken only when the file
     looks exactly like that: the key's last occurrence followed by one object that closes
     the document (`}}` at the end, braces balanced: a file cut short is refused whole), and
-    the part before it, closed with `}`, a document with `schema` and `time` (so the key sat
-    at the top level: a job's own `recent` is inside a list, a key inside a string is
-    escaped; a file whose keys are all sorted, as older daemons wrote, has `time` after
-    `recent`). Anything else is parsed whole, as before. ValueError as loads_checked."""
+    the part before it, closed with `}`, a document with `schema`, `time`, `node` and `jobs`
+    (so the key sat at the top level: a job's own `recent` is inside a list, a key inside a
+    string is escaped; a file whose keys are all sorted, as older daemons wrote, has `time`
+    after `recent`). Anything else is parsed whole, as before. A window that does not parse
+    on its own is taken from a parse of the whole file (_Window.parse). ValueError as
+    loads_checked."""
     i = data.rfind(_RECENT_KEY)
     if i > 0:
         head = data[:i].rstrip()

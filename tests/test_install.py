@@ -19,7 +19,8 @@ from efajob.cli.main import main
 
 PY = sys.executable
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNITS = ("etc/systemd/system/efajob-node.service", "etc/systemd/system/efajob-dashboard.service")
+UNITS = ("etc/systemd/system/efajob-node.service", "etc/systemd/system/efajob-dashboard.service",
+         "etc/systemd/system/efajob-index.service", "etc/systemd/system/efajob-index.timer")
 HOOKS = ("opt/slurm/etc/scripts/prolog.d/00_efajob", "opt/slurm/etc/scripts/epilog.d/99_efajob")
 LOGROTATE = "etc/logrotate.d/efajob"
 
@@ -222,16 +223,29 @@ def test_units_are_hardened():
     assert not any(x.startswith("ReadWritePaths=") for x in dash)  # it writes nothing
     assert "CPUQuota=10%" in daemon and "MemoryMax=128M" in daemon  # limits kept
     assert "ReadWritePaths=-/run/efajob -/var/lib/efajob -/var/lib/efajob/jobstore" in daemon
+    from efajob.deploy.units import render_index_units
+
+    index, timer = (u.splitlines() for u in render_index_units(
+        build_config({"index_path": "/srv/efa/jobindex.db"}, env={}, node="h"), python=PY,
+        config_file=None))
+    assert "ProtectSystem=strict" in index and "ReadWritePaths=-/srv/efa" in index
+    assert "Type=oneshot" in index and "OnUnitActiveSec=1min" in timer
 
 
-@pytest.mark.parametrize("name", ["efajob-node.service", "efajob-dashboard.service"])
+@pytest.mark.parametrize("name", ["efajob-node.service", "efajob-dashboard.service",
+                                  "efajob-index.service", "efajob-index.timer"])
 def test_repo_unit_copies_match_the_renderers(name):
     from efajob.config import build_config
-    from efajob.deploy.units import render_dashboard_unit, render_unit
+    from efajob.deploy.units import render_dashboard_unit, render_index_units, render_unit
 
     if name == "efajob-node.service":
         want = render_unit(build_config({}, env={}, node="n1"), python="/usr/bin/python3",
                            config_file="/etc/efajob/config.toml", node=None)
+    elif name.startswith("efajob-index"):
+        service, timer = render_index_units(build_config({}, env={}, node="n1"),
+                                            python="/usr/bin/python3",
+                                            config_file="/etc/efajob/config.toml")
+        want = service if name.endswith(".service") else timer
     else:
         want = render_dashboard_unit(python="/usr/bin/python3",
                                      config_file="/etc/efajob/config.toml")

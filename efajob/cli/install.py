@@ -15,8 +15,10 @@ from efajob.cli.hooks import plan_wrappers, python_option, slurm_scripts_option
 from efajob.cli.installing import (config_on_node, dry_run_option, load_node_config, root_option,
                                    write_specs)
 from efajob.config import Config
-from efajob.deploy.units import (DASHBOARD_PORT, DASHBOARD_UNIT_NAME, LOGROTATE_NAME, UNIT_NAME,
-                                 render_dashboard_unit, render_logrotate, render_unit)
+from efajob.deploy.units import (DASHBOARD_PORT, DASHBOARD_UNIT_NAME, INDEX_SERVICE_NAME,
+                                 INDEX_TIMER_NAME, LOGROTATE_NAME, UNIT_NAME,
+                                 render_dashboard_unit, render_index_units, render_logrotate,
+                                 render_unit)
 
 if TYPE_CHECKING:
     from efajob.deploy.manifest import FileSpec
@@ -71,13 +73,19 @@ def plan_systemd(cfg: Config, *, python: str, config_file: Optional[str], node: 
     return specs
 
 
-def plan_dashboard(*, python: str, config_file: Optional[str], unit_dir: str, bind: str,
-                   port: int) -> List["FileSpec"]:
+def plan_dashboard(cfg: Config, *, python: str, config_file: Optional[str], unit_dir: str,
+                   bind: str, port: int) -> List["FileSpec"]:
+    """The head node's units: the dashboard, and the job index's service and timer."""
     from efajob.deploy.manifest import FileSpec
 
     text = render_dashboard_unit(python=python, config_file=config_file, bind=bind, port=port)
+    service, timer = render_index_units(cfg, python=python, config_file=config_file)
     return [FileSpec(os.path.join(unit_dir, DASHBOARD_UNIT_NAME), text.encode(), UNIT_MODE,
-                     "dashboard")]
+                     "dashboard"),
+            FileSpec(os.path.join(unit_dir, INDEX_SERVICE_NAME), service.encode(), UNIT_MODE,
+                     "index"),
+            FileSpec(os.path.join(unit_dir, INDEX_TIMER_NAME), timer.encode(), UNIT_MODE,
+                     "index")]
 
 
 def _python(python: Optional[str]) -> str:
@@ -134,17 +142,20 @@ def install_systemd(config_path: Optional[str], node: Optional[str], python: Opt
 @handle_errors
 def install_dashboard(config_path: Optional[str], python: Optional[str], bind: str, port: int,
                       unit_dir: str, dry_run: bool, root: Optional[str]) -> None:
-    """Write the head node's efajob-dashboard.service (DynamicUser, read-only system).
+    """Write the head node's units: efajob-dashboard.service (DynamicUser, read-only system)
+    and efajob-index.service with its timer (`efajob index update` every minute, as root:
+    the job index `efajob jobs` reads, and the job summaries in Slurm's accounting).
 
-    Then: systemctl daemon-reload && systemctl enable --now efajob-dashboard.
+    Then: systemctl daemon-reload && systemctl enable --now efajob-dashboard efajob-index.timer.
     """
     cfg = load_node_config(config_path, None, root)
-    specs = plan_dashboard(python=_python(python), config_file=_config_named(config_path, root, cfg),
-                           unit_dir=unit_dir, bind=bind, port=port)
+    specs = plan_dashboard(cfg, python=_python(python),
+                           config_file=_config_named(config_path, root, cfg), unit_dir=unit_dir,
+                           bind=bind, port=port)
     write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
     if not dry_run:
         click.echo(f"next: systemctl daemon-reload && systemctl enable --now "
-                   f"{DASHBOARD_UNIT_NAME}")
+                   f"{DASHBOARD_UNIT_NAME} {INDEX_TIMER_NAME}")
 
 
 @install.command("all")
@@ -153,7 +164,8 @@ def install_dashboard(config_path: Optional[str], python: Optional[str], bind: s
 @node_option
 @python_option
 @click.option("--dashboard/--no-dashboard", default=True, show_default=True,
-              help="Also the dashboard's unit (the head node; --no-dashboard on compute nodes).")
+              help="Also the head node's units: the dashboard's, and the job index's service "
+              "and timer (--no-dashboard on compute nodes).")
 @bind_option
 @port_option
 @unit_dir_option
@@ -165,7 +177,7 @@ def install_all(slurm_scripts_dir: str, config_path: Optional[str], node: Option
                 python: Optional[str], dashboard: bool, bind: str, port: int, unit_dir: str,
                 logrotate_dir: str, dry_run: bool, root: Optional[str]) -> None:
     """Everything a plain-Slurm node needs: hooks, the daemon's unit, the logrotate rule
-    (when `log_file` is set) and the dashboard's unit.
+    (when `log_file` is set) and the head node's units (dashboard, job index timer).
 
     Nothing is written unless every file could be built (a missing interpreter or config
     stops it before the first write).
@@ -178,13 +190,13 @@ def install_all(slurm_scripts_dir: str, config_path: Optional[str], node: Option
     specs += plan_systemd(cfg, python=py, config_file=named, node=node,
                           unit_path=os.path.join(unit_dir, UNIT_NAME), logrotate_dir=logrotate_dir)
     if dashboard:
-        specs += plan_dashboard(python=py, config_file=named, unit_dir=unit_dir, bind=bind,
+        specs += plan_dashboard(cfg, python=py, config_file=named, unit_dir=unit_dir, bind=bind,
                                 port=port)
     write_specs(specs, state_dir=cfg.state_dir, root=root, dry_run=dry_run)
     if dry_run:
         return
     d = os.path.abspath(slurm_scripts_dir)
-    units = UNIT_NAME + (" " + DASHBOARD_UNIT_NAME if dashboard else "")
+    units = UNIT_NAME + (f" {DASHBOARD_UNIT_NAME} {INDEX_TIMER_NAME}" if dashboard else "")
     click.echo(f"slurm.conf: Prolog={d}/prolog.d/*  Epilog={d}/epilog.d/*  PrologFlags=Alloc")
     click.echo(f"next: systemctl daemon-reload && systemctl enable --now {units}; "
                "then efajob doctor")

@@ -366,8 +366,9 @@ run_head() {
         return
     fi
     if efajob install dashboard --config "$CONFIG" --python "$VENV/bin/python3"; then
-        done_ "efajob-dashboard.service"
+        done_ "efajob-dashboard.service, efajob-index.service and .timer"
         enable_unit efajob-dashboard.service
+        enable_unit efajob-index.timer
     else
         skip "dashboard unit"
     fi

@@ -12,9 +12,10 @@ import time
 from datetime import datetime
 from typing import Dict, List, Optional, Sequence
 
-from efajob.accounting.slurmdb import SEP
+from efajob.accounting.slurmdb import SEP, split_rows
 from efajob.accounting.summary import decode
 from efajob.errors import SlurmError, UsageError
+from efajob.slurm.adapter import parse_slurm_time
 
 FIELDS = ("JobIDRaw", "JobID", "Cluster", "User", "Account", "Partition", "JobName", "State",
           "Start", "End", "ElapsedRaw", "NNodes", "AdminComment")
@@ -42,44 +43,24 @@ def sacct_argv(*, users=(), accounts=(), partitions=(), names=(), states=(), nod
     return argv
 
 
-def _time(text: str) -> Optional[float]:
-    if not text or text in ("Unknown", "None", "N/A"):
-        return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S").timestamp()
-    except ValueError:
-        return None
-
-
 def _int(text: str) -> Optional[int]:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
 def parse_rows(text: str) -> List[dict]:
-    """sacct's output (FIELDS, SEP-delimited) -> `efajob jobs` rows, the EFA columns from the
-    AdminComment summary (None without one). Lines that do not parse are skipped: an
-    AdminComment with a newline continues the row above."""
-    rows: List[dict] = []
-    n = len(FIELDS)
-    for line in text.split("\n"):
-        parts = line.split(SEP, n - 1)
-        if len(parts) != n or not parts[0].isdigit():
-            if rows and line:
-                rows[-1]["_comment"] += "\n" + line
-            continue
-        f = dict(zip(FIELDS, parts))
-        rows.append({"_comment": f["AdminComment"], "_f": f})
+    """sacct's output (FIELDS, SEP-delimited; slurmdb.split_rows) -> `efajob jobs` rows, the
+    EFA columns from the AdminComment summary (None without one)."""
     out = []
-    for r in rows:
-        f = r["_f"]
-        s = decode(r["_comment"])
+    for parts in split_rows(text, len(FIELDS)):
+        f = dict(zip(FIELDS, parts))
+        s = decode(f["AdminComment"])
         state = (f["State"].split() or [""])[0]
         out.append({
             "cluster": f["Cluster"] or None, "job_id": f["JobIDRaw"], "restart": s.restart if s else 0,
             "alias": f["JobID"] if f["JobID"] != f["JobIDRaw"] else None, "user": f["User"] or None,
             "account": f["Account"] or None, "partition": f["Partition"] or None,
             "name": f["JobName"] or None, "state": state, "num_nodes": _int(f["NNodes"]),
-            "start": _time(f["Start"]), "end": _time(f["End"]),
+            "start": parse_slurm_time(f["Start"]), "end": parse_slurm_time(f["End"]),
             "elapsed_s": _int(f["ElapsedRaw"]),
             "tx_bytes": s.tx_bytes if s else None, "rx_bytes": s.rx_bytes if s else None,
             "avg_gbps_per_node": s.avg_gbps_per_node if s else None,

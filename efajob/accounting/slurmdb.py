@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
 from efajob.errors import SlurmError
+from efajob.slurm.adapter import summarize_stderr
 
 SEP = "\x1f"
 CHUNK = 200  # job ids per sacct call: its argv, and slurmdbd's query, stay small
@@ -41,19 +42,26 @@ class AcctJob:
         return self.state not in ACTIVE_STATES
 
 
-def parse_sacct(text: str) -> List[AcctJob]:
-    """`sacct -X -n -P --delimiter=SEP -o JobIDRaw,JobID,User,State,AdminComment` -> rows.
-    A line that does not start a row (`<digits>SEP`) continues the last row's AdminComment."""
+def split_rows(text: str, fields: int) -> List[List[str]]:
+    """`sacct -n -P --delimiter=SEP` output of `fields` fields, the last an AdminComment ->
+    rows of `fields` strings. A line that does not start a row (`<digits>SEP`, the JobIDRaw
+    first) continues the last row's AdminComment, which may hold newlines; a line that
+    starts none and follows none is dropped."""
     rows: List[List[str]] = []
     for line in text.split("\n"):
-        if _ROW_RE.match(line) and line.count(SEP) >= 4:
-            rows.append(line.split(SEP, 4))
+        if _ROW_RE.match(line) and line.count(SEP) >= fields - 1:
+            rows.append(line.split(SEP, fields - 1))
         elif rows:
-            rows[-1][4] += "\n" + line
-    out = []
-    for raw, jid, user, state, comment in rows:
-        out.append(AcctJob(raw, jid, user, (state.split() or [""])[0], comment.rstrip("\n")))
-    return out
+            rows[-1][-1] += "\n" + line
+    for r in rows:
+        r[-1] = r[-1].rstrip("\n")
+    return rows
+
+
+def parse_sacct(text: str) -> List[AcctJob]:
+    """`sacct -X -n -P --delimiter=SEP -o JobIDRaw,JobID,User,State,AdminComment` -> rows."""
+    return [AcctJob(raw, jid, user, (state.split() or [""])[0], comment)
+            for raw, jid, user, state, comment in split_rows(text, 5)]
 
 
 class SlurmDB:
@@ -74,7 +82,7 @@ class SlurmDB:
                                    "-j", ",".join(ids[i:i + CHUNK]),
                                    "-o", "JobIDRaw,JobID,User,State,AdminComment"])
             if p.returncode != 0:
-                raise SlurmError(f"sacct failed: {_tail(p.stderr)}")
+                raise SlurmError(f"sacct failed: {summarize_stderr(p.stderr)}")
             for row in parse_sacct(p.stdout):
                 for key in {row.job_id_raw, row.job_id}:
                     out.setdefault(key, []).append(row)
@@ -90,12 +98,7 @@ class SlurmDB:
         # Success lists the job ("  123 submitted at ..."): current sacctmgr prints
         # " Modified jobs..." before it knows, then "Nothing modified" or an error.
         if p.returncode != 0 or f" {job_id} submitted at " not in said:
-            raise SlurmError(f"sacctmgr modify job {job_id}: {_tail(said) or 'nothing modified'}")
-
-
-def _tail(text: Optional[str], limit: int = 300) -> str:
-    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
-    return " / ".join(lines)[-limit:]
+            raise SlurmError(f"sacctmgr modify job {job_id}: {summarize_stderr(said)}")
 
 
 def pick(rows: Iterable[AcctJob], user: Optional[str]) -> Optional[AcctJob]:

@@ -14,11 +14,14 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Dict, List, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from timing import run_child  # noqa: E402
 
 
 def timed(argvs: List[List[str]], wants: List[int], env: Dict[str, str],
@@ -32,12 +35,11 @@ def timed(argvs: List[List[str]], wants: List[int], env: Dict[str, str],
         for k, (argv, want) in enumerate(zip(argvs, wants)):
             r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
             t = time.perf_counter()
-            p = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, timeout=120)
+            rc, _ = run_child(argv, env=env, limit=120)
             walls[k].append(time.perf_counter() - t)
             r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpus[k].append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
-            assert p.returncode == want, (argv, p.returncode)
+            assert rc == want, (argv, rc)
     return [(statistics.median(w), statistics.median(c)) for w, c in zip(walls, cpus)]
 
 

@@ -37,7 +37,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from timing import run_child  # noqa: E402
 from efajob.config import load_config  # noqa: E402
 from efajob.daemon.loop import acquire_lock  # noqa: E402
 from efajob.hooks.finish import RAW_WINDOW_MAX  # noqa: E402
@@ -108,11 +110,11 @@ def timed(argv, env):
     more than a 25 ms one."""
     r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    p = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    rc, stderr = run_child(argv, env=env, stderr=subprocess.PIPE, limit=60)
     dt = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if p.returncode != 0 or p.stderr:
-        raise SystemExit(f"{argv[-1]} failed: {p.stderr.decode()}")
+    if rc != 0 or stderr:
+        raise SystemExit(f"{argv[-1]} failed: {stderr.decode()}")
     return dt, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
 
 

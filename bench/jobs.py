@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import median_time  # noqa: E402
+from timing import median_time, run_child  # noqa: E402
 
 from efajob.config import Config  # noqa: E402
 from efajob.index.listing import recent_jobs  # noqa: E402
@@ -41,11 +40,12 @@ from efajob.sim.jobstore import T0, build_store, write_statuses  # noqa: E402
 
 def cli_time(cfg: Config, *args: str) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from efajob.cli.main import main; main()", "jobs",
-                    "-n", "20", *args], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, timeout=600,
-                   env=dict(os.environ, EFAJOB_CONFIG="", EFAJOB_STORE=cfg.store,
-                            EFAJOB_STATE_DIR=cfg.state_dir))
+    rc, _ = run_child([sys.executable, "-c", "from efajob.cli.main import main; main()", "jobs",
+                       "-n", "20", *args],
+                      env=dict(os.environ, EFAJOB_CONFIG="", EFAJOB_STORE=cfg.store,
+                               EFAJOB_STATE_DIR=cfg.state_dir))
+    if rc:
+        raise SystemExit(f"efajob jobs {' '.join(args)}: exit {rc}")
     return time.perf_counter() - t
 
 

@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from timing import median_time  # noqa: E402
+from timing import median_time, run_child  # noqa: E402
 
 from efajob.config import Config  # noqa: E402
 from efajob.fabric.gather import gather  # noqa: E402
@@ -86,11 +85,12 @@ def main() -> None:
             took = median_time(lambda b=baseline: run(b), a.rounds)  # type: ignore[misc]
             print(f"  nodes, index{' + status files' if baseline else '':15} {took:6.2f} s")
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "from efajob.cli.main import main; main()",
-                        "nodes", "--since", "2000-01-01"], check=True, stdout=subprocess.DEVNULL,
-                       timeout=600, env=dict(os.environ, EFAJOB_CONFIG="",
-                                             EFAJOB_STORE=cfg.store,
-                                             EFAJOB_STATE_DIR=cfg.state_dir))
+        rc, _ = run_child([sys.executable, "-c", "from efajob.cli.main import main; main()",
+                           "nodes", "--since", "2000-01-01"], stderr=None,
+                          env=dict(os.environ, EFAJOB_CONFIG="", EFAJOB_STORE=cfg.store,
+                                   EFAJOB_STATE_DIR=cfg.state_dir))
+        if rc:
+            raise SystemExit(f"efajob nodes: exit {rc}")
         print(f"  efajob nodes (process) {time.perf_counter() - t:6.2f} s")
         if a.scan:
             t = time.perf_counter()

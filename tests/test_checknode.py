@@ -14,7 +14,7 @@ import pytest
 
 from efajob.cli.checknode import STATE_FILE, main
 from efajob.node.health import (REASON_MAX, DeviceNow, Window, drain_argv, drain_line, judge,
-                                parse_state, reason, window_from_samples)
+                                parse_state, reason, window_from_sums)
 from efajob.node.localstore import LocalStore, SampleRow
 from efajob.node.sysfs import read_snapshot
 from efajob.sim import build_node
@@ -269,10 +269,57 @@ def test_judge_renamed_device_is_not_gone():
                  busy_bytes=1e8) == []
 
 
-def test_window_ignores_samples_before_it():
-    rows = [_sample(i, {"a": 5, "b": 5}) for i in range(10)]
-    w = window_from_samples(rows, NOW - 300 + 5)
-    assert (w.seconds, w.busy_bytes) == (5.0, {"a": 50, "b": 50})
+def _window_of(rows, since):
+    """The Window by its definition, row by row (what recent_sums must equal)."""
+    w = Window()
+    for r in rows:
+        if r.wall < since:
+            continue
+        w.seconds += r.seconds
+        w.devices_seen.update(r.device_tx_bytes, r.device_rx_bytes)
+        for k, v in r.deltas.items():
+            if k.endswith("_wr_err"):
+                w.wr_errors[k] = w.wr_errors.get(k, 0) + v
+        if r.jobs:
+            w.busy_seconds += r.seconds
+            for per in (r.device_tx_bytes, r.device_rx_bytes):
+                for d, v in per.items():
+                    w.busy_bytes[d] = w.busy_bytes.get(d, 0) + v
+    return w
+
+
+def test_window_from_the_store_matches_its_definition(tmp_path):
+    # Two layouts (a device appears half way, a wr_err counter with it), idle rows, rows
+    # before the window and beyond the row limit: summed by column, as row by row.
+    rows = [_sample(i, {"a": 5 + i, "b": 7}, jobs=("42",) if i % 3 else ()) for i in range(40)]
+    rows += [_sample(40 + i, {"a": 1, "b": 2, "c": 3 * i},
+                     deltas={"tx_bytes": 9, "rdma_read_wr_err": i, "rdma_write_wr_err": 1,
+                             "rx_drops": 4}) for i in range(30)]
+    path = str(tmp_path / "efajob.db")
+    with LocalStore.open(path) as s:
+        for r in rows:
+            s.add_sample(r)
+    with LocalStore.open(path, readonly=True) as ro:
+        for n, since in ((1000, NOW - 300 + 5), (50, NOW - 300), (1000, NOW), (0, NOW - 300)):
+            got = window_from_sums(ro.recent_sums(n, since))
+            assert got == _window_of(rows[max(0, len(rows) - n):] if n else [], since), (n, since)
+        got = window_from_sums(ro.recent_sums(1000, NOW - 300 + 5))
+    assert got.busy_bytes["c"] == 2 * sum(3 * i for i in range(30))
+    assert got.wr_errors == {"rdma_read_wr_err": sum(range(30)), "rdma_write_wr_err": 30}
+
+
+def test_window_of_a_damaged_store_is_no_window(tmp_path, p4d):
+    _, root = p4d
+    run = Run(tmp_path, root)
+    _store(run, [_sample(i, {"rdmap16s27": 10**9}) for i in range(20)])
+    import sqlite3
+
+    db = sqlite3.connect(os.path.join(run.state, "efajob.db"))
+    db.execute("UPDATE samples SET packed = X'01ffff' WHERE id = (SELECT MAX(id) FROM samples)")
+    db.commit()
+    db.close()
+    code, out, _ = run("-v")
+    assert code == 0 and "no local store samples" in out[0], out
 
 
 # -- startup: what it imports -------------------------------------------------------------

@@ -86,7 +86,7 @@ def _read_counters(directory: str, names: Sequence[str]) -> "dict":
 
 def _window(cfg, now: float, window_s: float):
     from efajob.errors import StoreError
-    from efajob.node.health import Window, window_from_samples
+    from efajob.node.health import Window, window_from_sums
     from efajob.node.localstore import LocalStore
 
     if not os.path.exists(cfg.db_path):
@@ -94,7 +94,7 @@ def _window(cfg, now: float, window_s: float):
     try:
         with LocalStore.open(cfg.db_path, readonly=True, timeout=1.0) as store:
             n = min(MAX_SAMPLES, int(window_s / max(cfg.interval, 0.1)) + 5)
-            return window_from_samples(store.last_samples(n), now - window_s)
+            return window_from_sums(store.recent_sums(n, now - window_s))
     except StoreError:
         return Window()  # unreadable (not root under private_records): sysfs alone
 

@@ -35,7 +35,7 @@ class DeviceNow(Frozen):
 
 
 class Window:
-    """The local store's last minutes (filled in place by window_from_samples)."""
+    """The local store's last minutes (window_from_sums)."""
 
     __slots__ = ("seconds", "busy_seconds", "devices_seen", "busy_bytes", "wr_errors")
 
@@ -183,22 +183,11 @@ def parse_state(doc: object, boot_id: str) -> Optional[Dict[str, Dict[str, int]]
     return out
 
 
-def window_from_samples(samples: Sequence, since_wall: float) -> Window:
-    """A Window from local-store SampleRows (ascending), those at or after `since_wall`."""
-    w = Window()
-    seen, busy, wr = w.devices_seen, w.busy_bytes, w.wr_errors
-    for s in samples:
-        if s.wall < since_wall:
-            continue
-        w.seconds += s.seconds
-        seen.update(s.device_tx_bytes)
-        seen.update(s.device_rx_bytes)
-        for k, v in s.deltas.items():
-            if k.endswith("_wr_err"):  # is_wr_error, inlined: 900 rows a check
-                wr[k] = wr.get(k, 0) + v
-        if s.jobs:
-            w.busy_seconds += s.seconds
-            for per_device in (s.device_tx_bytes, s.device_rx_bytes):
-                for d, v in per_device.items():
-                    busy[d] = busy.get(d, 0) + v
-    return w
+def window_from_sums(sums) -> Window:
+    """A Window from the local store's RecentSums (node/localstore.py)."""
+    busy = dict(sums.busy_tx)
+    for d, v in sums.busy_rx.items():
+        busy[d] = busy.get(d, 0) + v
+    return Window(seconds=sums.seconds, busy_seconds=sums.busy_seconds,
+                  devices_seen=set(sums.devices), busy_bytes=busy,
+                  wr_errors={k: v for k, v in sums.extra.items() if is_wr_error(k)})

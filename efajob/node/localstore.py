@@ -108,6 +108,35 @@ class Rollup(_Rollup):
         return None if v is None or self.seconds <= 0 else v / self.seconds
 
 
+class RecentSums:
+    """Totals of the newest rows (LocalStore.recent_sums): seconds covered, and of that with a
+    job running; every extra counter summed over all rows; each device's tx and rx bytes
+    summed over the rows with a job; every device named by any row's layout."""
+
+    __slots__ = ("rows", "seconds", "busy_seconds", "extra", "busy_tx", "busy_rx", "devices")
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.seconds = 0.0
+        self.busy_seconds = 0.0
+        self.extra: Dict[str, int] = {}
+        self.busy_tx: Dict[str, int] = {}
+        self.busy_rx: Dict[str, int] = {}
+        self.devices: Set[str] = set()
+
+
+def _add_columns(into: Dict[str, int], names: Sequence[str], rows: List[array],
+                 start: int) -> None:
+    """into[names[i]] += the sum of column start+i over rows: a column at a time (sum() over
+    zip's tuples runs in C), not a dict update per value of every row."""
+    if not rows or not names:
+        return
+    columns = zip(*rows) if start == 0 and len(names) == len(rows[0]) else zip(
+        *(r[start:start + len(names)] for r in rows))
+    for name, column in zip(names, columns):
+        into[name] = into.get(name, 0) + sum(column)
+
+
 _URI_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~/")
 
 
@@ -580,6 +609,40 @@ class LocalStore:
         rows = self._query(f"SELECT {self._ROW_COLS} FROM samples ORDER BY id DESC LIMIT ?", (n,))
         boots: Dict[int, str] = {}
         return [self._row(r, boots) for r in reversed(rows)]
+
+    def recent_sums(self, n: int, since_wall: float) -> RecentSums:
+        """Totals of the newest `n` rows (any boot) at or after `since_wall` (what
+        `efajob-check-node` looks at): summed per layout a column at a time, without building a
+        SampleRow per row (that was a sixth of a check's time)."""
+        rows = self._query(
+            "SELECT seconds, layout, packed, jobs IS NOT NULL AND jobs != '' FROM (SELECT wall, "
+            "seconds, layout, packed, jobs FROM samples ORDER BY id DESC LIMIT ?) "
+            "WHERE wall >= ?", (n, since_wall))
+        out = RecentSums()
+        every: Dict[int, List[array]] = {}
+        busy: Dict[int, List[array]] = {}
+        for seconds, layout, packed, has_job in rows:
+            out.rows += 1
+            out.seconds += seconds
+            try:
+                values = _unpack(packed)
+            except (zlib.error, ValueError):
+                raise StoreError(f"local store {self.path}: a sample's counters are damaged") from None
+            every.setdefault(layout, []).append(values)
+            if has_job:
+                out.busy_seconds += seconds
+                busy.setdefault(layout, []).append(values)
+        for layout, arrays in every.items():
+            extra, tx, rx = self._layout(layout)
+            # A row shorter than its layout (a damaged blob) would shift every column after it.
+            if any(len(a) != len(extra) + len(tx) + len(rx) for a in arrays):
+                raise StoreError(f"local store {self.path}: a sample does not match its layout")
+            out.devices.update(tx)
+            out.devices.update(rx)
+            _add_columns(out.extra, extra, arrays, 0)
+            _add_columns(out.busy_tx, tx, busy.get(layout, []), len(extra))
+            _add_columns(out.busy_rx, rx, busy.get(layout, []), len(extra) + len(tx))
+        return out
 
     def rollups_between(self, wall0: float, wall1: float) -> List[Rollup]:
         """Minute rows whose minute starts in [wall0, wall1), ascending."""

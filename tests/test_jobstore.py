@@ -201,6 +201,24 @@ def test_checked_parser_keeps_every_real_value():
         loads_checked(json.dumps({"c": 10 ** 20}).encode())  # 21 digits
 
 
+@pytest.mark.parametrize("text", [b'{"a": NaN}', b'[Infinity]', b'{"a": [1, -Infinity]}',
+                                  b'{"a": 1e400}', b'[1E+999]', b'[123456789012345678901]'])
+def test_checked_parser_refuses_what_is_not_a_counter(text):
+    from efajob.values import loads_checked
+
+    with pytest.raises(ValueError):
+        loads_checked(text)
+
+
+def test_capital_letters_keep_the_fast_parser():
+    """Every status file holds a port state like "4: ACTIVE": that alone must not send it
+    through the checking parser (1,100 parse_int calls for a p5's file)."""
+    from efajob.values import _suspect
+
+    assert not _suspect(b'{"state": "4: ACTIVE", "name": "INIT", "n": 18446744073709551615}')
+    assert _suspect(b'{"name": "NaN"}')  # a false alarm: only the slower parse
+
+
 def test_load_job(tmp_path):
     s = str(tmp_path)
     put(s, rec(host="n1"))

@@ -6,12 +6,67 @@ unusable, 4 store or record error, 5 job not found, 6 ambiguous job, 7 Slurm err
 """
 from __future__ import annotations
 
+import importlib
+from typing import Dict, List, Optional
+
 import click
 
 from efajob import __version__
 
+# name -> "module:attribute", in the order of docs/cli.md's sections. A command's module is
+# imported only when that command runs (or for help listing every command): importing all of
+# them cost every `efajob ...` about 20 ms (the simulator, the HTML renderer, the installer).
+# None of these modules imports this one back.
+COMMANDS = (
+    ("devices", "efajob.cli.node:devices"), ("snapshot", "efajob.cli.node:snapshot"),
+    ("top", "efajob.cli.top:top"), ("daemon", "efajob.cli.node:daemon"),
+    ("status", "efajob.cli.node:status"), ("install", "efajob.cli.install:install"),
+    ("uninstall", "efajob.cli.uninstall:uninstall"), ("doctor", "efajob.cli.doctor:doctor"),
+    ("simulate", "efajob.cli.simulate:simulate"), ("report", "efajob.cli.report:report"),
+    ("jobs", "efajob.cli.report:jobs"), ("demo", "efajob.cli.report:demo"),
+    ("cloudwatch", "efajob.cli.cloudwatch:cloudwatch"),
+    ("prometheus", "efajob.cli.prometheus:prometheus"),
+    ("dashboard", "efajob.cli.dashboard:dashboard"), ("index", "efajob.cli.index:index"),
+    ("compare", "efajob.cli.compare:compare"), ("accounting", "efajob.cli.accounting:accounting"),
+    ("nodes", "efajob.cli.fabric:nodes"), ("check-node", "efajob.cli.fabric:check_node"),
+)
+# Subcommands defined in another module than their group's (that module imports the group's).
+SUBCOMMANDS = {"install": ("efajob.cli.hooks:install_hooks",)}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+def _resolve(target: str) -> click.Command:
+    module, _, attr = target.partition(":")
+    cmd = getattr(importlib.import_module(module), attr)
+    assert isinstance(cmd, click.Command), target
+    return cmd
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module when the command is looked up."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in self.commands:
+            target = dict(COMMANDS).get(cmd_name)
+            if target is None:
+                return None
+            cmd = _resolve(target)
+            for sub in SUBCOMMANDS.get(cmd_name, ()):
+                if isinstance(cmd, click.Group):
+                    cmd.add_command(_resolve(sub))
+            self.add_command(cmd, cmd_name)
+        return self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        return sorted(dict(COMMANDS))
+
+    def all_commands(self, ctx: click.Context) -> Dict[str, click.Command]:
+        """Every command, loaded, in COMMANDS' order (the reference's sections)."""
+        got = {name: self.get_command(ctx, name) for name, _ in COMMANDS}
+        return {k: v for k, v in got.items() if v is not None}
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="efajob")
 def main() -> None:
     """efajob: exact, job-scoped EFA network accounting for Slurm clusters on AWS.
@@ -21,57 +76,6 @@ def main() -> None:
     says what went wrong. Start with `efajob demo`, or `efajob devices` on an EFA node.
     """
 
-
-def _register() -> None:
-    """The commands, one module per group (main.py only builds the group: none of the command
-    modules imports it back)."""
-    from efajob.cli.node import daemon, devices, snapshot, status
-    from efajob.cli.top import top
-
-    for cmd in (devices, snapshot, top, daemon, status):
-        main.add_command(cmd)
-    from efajob.cli.install import install
-    from efajob.cli.hooks import install_hooks
-
-    main.add_command(install)
-    install.add_command(install_hooks)
-    from efajob.cli.uninstall import uninstall
-
-    main.add_command(uninstall)
-    from efajob.cli.doctor import doctor
-
-    main.add_command(doctor)
-    from efajob.cli.simulate import simulate
-
-    main.add_command(simulate)
-    from efajob.cli.report import demo, jobs, report
-
-    main.add_command(report)
-    main.add_command(jobs)
-    main.add_command(demo)
-    from efajob.cli.cloudwatch import cloudwatch
-    from efajob.cli.prometheus import prometheus
-
-    main.add_command(cloudwatch)
-    main.add_command(prometheus)
-    from efajob.cli.dashboard import dashboard
-
-    main.add_command(dashboard)
-    from efajob.cli.index import index
-
-    main.add_command(index)
-    from efajob.cli.accounting import accounting
-    from efajob.cli.compare import compare
-
-    main.add_command(compare)
-    main.add_command(accounting)
-    from efajob.cli.fabric import check_node, nodes
-
-    main.add_command(nodes)
-    main.add_command(check_node)
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -28,7 +28,9 @@ def walk(cmd: click.Command, name: str = "efajob",
     ctx = click.Context(cmd, info_name=name, parent=parent, **settings)
     yield ctx.command_path, cmd, ctx
     if isinstance(cmd, click.Group):
-        for sub_name, sub in cmd.commands.items():
+        # A lazy group (cli/main.py) loads its commands only when asked: all of them here.
+        subs = cmd.all_commands(ctx) if hasattr(cmd, "all_commands") else cmd.commands
+        for sub_name, sub in subs.items():
             if not sub.hidden:
                 yield from walk(sub, sub_name, ctx)
 

@@ -41,7 +41,7 @@ def _resolve(target: str) -> click.Command:
     return cmd
 
 
-class LazyGroup(click.Group):
+class LazyGroup(click.Group):  # type: ignore[misc]  # click is Any to mypy (pyproject.toml)
     """A click group that imports a command's module when the command is looked up."""
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:

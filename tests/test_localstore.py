@@ -226,3 +226,95 @@ def test_current_boot_id(tmp_path):
     (tmp_path / "sys" / "kernel" / "random" / "boot_id").write_text("abc-123\n")
     assert current_boot_id(str(tmp_path)) == "abc-123"
     assert current_boot_id(str(tmp_path / "missing")) == "unknown"
+
+
+# -- the jobs of the minute rollups (schema 2) -------------------------------------------------
+def _jobs_at(i: int) -> tuple:
+    """Who ran at second i of a 2-hour window: job 1 throughout, job 2 for a few seconds in
+    minute 40, job 3 in the head (before the first whole minute) and job 4 in the last
+    seconds (not rolled up yet)."""
+    return (("1",) + (("2",) if 2400 <= i < 2405 else ()) + (("3",) if i < 20 else ())
+            + (("4",) if i > 7190 else ()))
+
+
+def _long_window(path: str) -> LocalStore:
+    # wall0 20 s before a minute: rows 0-19 are the head, row 7,199 the last (in the open minute)
+    s = LocalStore.open(path)
+    for i in range(7200):
+        s.add_sample(row(i, wall0=1_700_000_040.0 - 20, jobs=_jobs_at(i)))
+    return s
+
+
+def test_rollups_keep_their_minutes_jobs(tmp_path):
+    from efajob.hooks.finish import _read_long_window
+
+    s = _long_window(str(tmp_path / "db"))
+    s.close()
+    with LocalStore.open(str(tmp_path / "db"), readonly=True) as ro:
+        rollups = ro.rollups_between(0, 2e9)
+        assert all(r.jobs is not None for r in rollups)
+        assert {j for r in rollups for j in r.jobs} == {"1", "2", "3"}  # 4: not rolled up yet
+        assert ro.unrolled_jobs("b1", 0, 1e9) == {"1", "4"}
+        off = 1_700_000_020.0 - 1000.0
+        windows = ((999.0, 8199.0), (1100.0, 8100.0), (1000.0 + 2500, 8199.0))
+        scanned = [ro.jobs_between("b1", *w) for w in windows]
+        ro.jobs_between = None  # the scan is what the rollups' jobs replace
+        for w, want in zip(windows, scanned):
+            assert _read_long_window(ro, "b1", *w, off)[3] == want, w
+        assert scanned[0] == {"1", "2", "3", "4"} and scanned[2] == {"1", "4"}
+
+
+def test_a_version_1_store_is_read_then_migrated(tmp_path):
+    from efajob.hooks.finish import _read_long_window
+
+    path = str(tmp_path / "db")
+    _long_window(path).close()
+    db = sqlite3.connect(path)  # as efajob before schema 2 left it
+    db.execute("ALTER TABLE rollup_1m DROP COLUMN jobs")
+    db.execute("ALTER TABLE rollup_1m DROP COLUMN peaks")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    off = 1_700_000_020.0 - 1000.0
+    with LocalStore.open(path, readonly=True) as ro:  # the epilog before the daemon restarts
+        assert ro.version == 1
+        assert all(r.jobs is None and r.device_peaks is None for r in ro.rollups_between(0, 2e9))
+        assert _read_long_window(ro, "b1", 999.0, 8199.0, off)[3] == {"1", "2", "3", "4"}
+    s = LocalStore.open(path)  # the daemon migrates: old minutes stay unknown
+    s.add_sample(row(7260, wall0=1_700_000_040.0 - 20, jobs=("5",)))
+    s.close()
+    with LocalStore.open(path, readonly=True) as ro:
+        assert ro.version == SCHEMA_VERSION == 2
+        rollups = ro.rollups_between(0, 2e9)
+        assert rollups[0].jobs is None and rollups[-1].jobs == ("1", "4")
+        assert rollups[0].device_peaks is None and rollups[-1].device_peaks is not None
+        assert _read_long_window(ro, "b1", 999.0, 8300.0, off)[3] == {"1", "2", "3", "4", "5"}
+
+
+def test_rollups_keep_each_devices_fastest_rate(tmp_path):
+    """A device's peak in a quiet minute (not among the busiest by node rate, which is where
+    raw rows were read before schema 2): the rollups' peaks equal the peaks of every raw row."""
+    from efajob.hooks.finish import _read_long_window
+    from efajob.hooks.records import _fold_device_peaks, _row_peaks
+
+    path = str(tmp_path / "db")
+    s = LocalStore.open(path)
+    rows = []
+    for i in range(3600):
+        busy = 600 <= i < 900  # five busy minutes on efa_0
+        r = SampleRow("b1", 1000.0 + i, 1_700_000_040.0 - 20 + i, 0.5 if i == 3000 else 1.0,
+                      {"tx_bytes": 10**9 if busy else 10**6},
+                      {"efa_0": 10**9 if busy else 10**6, "efa_1": 7 * 10**6 if i == 3000 else 10},
+                      {"efa_0": 5, "efa_1": 3 * 10**6 if i == 1500 else 1}, ("1",), ())
+        rows.append(r)
+        s.add_sample(r)
+    s.close()
+    want = _row_peaks(rows)[2:]
+    off = 1_700_000_020.0 - 1000.0
+    with LocalStore.open(path, readonly=True) as ro:
+        head_tail, rollups, peak_rows, _ = _read_long_window(ro, "b1", 999.0, 4599.0, off)
+        assert peak_rows == [] and all(r.device_peaks is not None for r in rollups)
+        tx, rx = _row_peaks(head_tail)[2:]
+        _fold_device_peaks(rollups, tx, rx)
+    assert (tx, rx) == want
+    assert tx["efa_1"] == pytest.approx(7 * 10**6 / 0.5 * 8 / 1e9)  # the quiet minute's spike

@@ -257,10 +257,10 @@ def test_without_the_right_to_o_noatime_counters_open_plainly(tmp_path, monkeypa
     make_device(root, "rdmap0s0", PORT)
     real_open = os.open
 
-    def open_(path, flags, *a):
+    def open_(path, flags, *a, **k):
         if flags & getattr(os, "O_NOATIME", 0):
             raise PermissionError(errno.EPERM, "not the owner", path)
-        return real_open(path, flags, *a)
+        return real_open(path, flags, *a, **k)
 
     monkeypatch.setattr(sysfs.os, "open", open_)
     with Sampler(root) as s:

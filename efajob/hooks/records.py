@@ -184,6 +184,23 @@ def _row_peaks(rows: Sequence) -> Tuple[Optional[float], Optional[float],
     return node_tx, node_rx, dev_tx, dev_rx
 
 
+def _fold_device_peaks(rollups: Sequence, tx: Dict[str, float], rx: Dict[str, float]) -> None:
+    """Raise the per-device peaks (Gb/s) to the rollups' per-device fastest rates (bytes/s),
+    where they kept them: a column's max at C speed per group of minutes with the same devices
+    (1,440 minutes x 64 values for 24 h)."""
+    groups: Dict[tuple, list] = {}
+    for ro in rollups:
+        dp = getattr(ro, "device_peaks", None)
+        if dp is not None and len(dp[2]):
+            groups.setdefault((dp[0], dp[1]), []).append(dp[2])
+    for (tx_names, rx_names), arrays in groups.items():
+        names = [(tx, d) for d in tx_names] + [(rx, d) for d in rx_names]
+        for (into, d), column in zip(names, zip(*arrays)):
+            g = max(column) * _GBPS
+            if g > into.get(d, -1.0):
+                into[d] = g
+
+
 def _sum_rows(rows: Sequence, rollups: Sequence = ()
               ) -> Tuple[Dict[str, int], Dict[str, Dict[str, int]], List[str]]:
     """Counters from daemon rows alone (no start snapshot): node totals, per-device tx/rx.
@@ -324,6 +341,7 @@ def build_record(
 
     total_link, per_link = link_rates(instance_type, devices, device_rates)
     peak_tx, peak_rx, dev_peak_tx, dev_peak_rx = _row_peaks(list(measured) + list(peak_rows))
+    _fold_device_peaks(rollups, dev_peak_tx, dev_peak_rx)
     for ro in rollups:  # a minute's rate_max is its fastest sample's rate (bytes/s)
         for name, cur in (("tx_bytes", "tx"), ("rx_bytes", "rx")):
             v = ro.rate_max.get(name)

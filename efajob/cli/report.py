@@ -78,11 +78,6 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
     running job), 5 no such job, 6 ambiguous (several clusters: use --cluster; an array or
     het job asked by its plain id, 123: its tasks or components are listed, report one).
     """
-    from efajob.report.render.csv import render_csv
-    from efajob.report.render.html import render_html
-    from efajob.report.render.text import render_text
-    from efajob.report.render.json import iter_json
-
     gc.disable()  # a short-lived process that builds one big acyclic tree: see _no_gc()
     if debug:
         setup_logging(verbose=True)
@@ -96,13 +91,23 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
             raise
         _emit(_from_accounting(job_id, cluster, fmt, e) + "\n", output)
         return
+    # Each renderer imported when asked for: the others (csv, html and the modules they pull
+    # in) cost every text report their import time.
     if fmt == "json":
+        from efajob.report.render.json import iter_json
+
         text: Union[str, Iterable[str]] = iter_json(r)
     elif fmt == "csv":
+        from efajob.report.render.csv import render_csv
+
         text = render_csv(r)
     elif fmt == "html":
+        from efajob.report.render.html import render_html
+
         text = render_html(r)
     else:
+        from efajob.report.render.text import render_text
+
         text = render_text(r, verbose=verbose, color=resolve_color(color, no_color, output),
                            width=output_width(wide, output))
         text += _history_section(cfg, r, output_width(wide, output))

@@ -138,6 +138,22 @@ def test_scenario(pool, name, specs, job_kw, th, want, want_verdict):
         assert f.message.endswith(".") and f.code in CODES
 
 
+@pytest.mark.parametrize("name", ["straggler-dead-device", "impaired", "vanish", "ena-fallback"])
+def test_rules_named_run_alone_find_what_they_find_among_all(pool, name):
+    """evaluate(codes=...) (what a live judgement runs: report/live.py) gives exactly the
+    findings of those codes that running every rule gives: each rule's findings carry its code."""
+    from efajob.report.findings import evaluate
+    from efajob.report.live import LIVE_CODES
+
+    _, specs, job_kw, th, _, _ = next(s for s in SCENARIOS if s[0] == name)
+    r = build_report(job_records(pool, specs, job_id="12", **job_kw), job_id="12", cluster="test",
+                     now=T0 + 3600, thresholds=dict(DEFAULT_THRESHOLDS, **th))
+    thresholds = dict(DEFAULT_THRESHOLDS, **th)
+    every = evaluate(r, thresholds)
+    for codes in (LIVE_CODES, ("straggler_node",), ("efa_unused", "incomplete"), ()):
+        assert evaluate(r, thresholds, codes) == [f for f in every if f.code in codes], codes
+
+
 def test_efa_unused_advice_names_the_checks(pool):
     records = job_records(pool, healthy(2, tx_gbps=0.001, rx_gbps=0.001, ena_tx_gbps=8,
                                         ena_rx_gbps=8), job_id="11")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Mapping, Optional
 
 from efajob.node.counters import is_device_error, is_wr_error
 from efajob.report.compact import any_nonzero, columns, nonzero, values_of
@@ -65,12 +65,16 @@ def rule(code: str) -> Callable[[Rule], Rule]:
     return register
 
 
-def evaluate(report: "JobReport", thresholds: Mapping[str, float]) -> List[Finding]:
-    """Every rule's findings: critical first, then warnings, then info; within a severity in
-    rule order, then in the report's node ranking."""
+def evaluate(report: "JobReport", thresholds: Mapping[str, float],
+             codes: Optional[Iterable[str]] = None) -> List[Finding]:
+    """Every rule's findings (or those of the rules named in `codes`: a rule's findings carry
+    its code): critical first, then warnings, then info; within a severity in rule order, then
+    in the report's node ranking."""
+    wanted = None if codes is None else set(codes)
     out: List[Finding] = []
-    for fn in RULES.values():
-        out.extend(fn(report, thresholds))
+    for code, fn in RULES.items():
+        if wanted is None or code in wanted:
+            out.extend(fn(report, thresholds))
     return sort_findings(out, report)
 
 

@@ -98,9 +98,9 @@ def report(job_id: str, fmt: str, output: Optional[str], verbose: bool, wide: bo
 
         text: Union[str, Iterable[str]] = iter_json(r)
     elif fmt == "csv":
-        from efajob.report.render.csv import render_csv
+        from efajob.report.render.csv import iter_csv
 
-        text = render_csv(r)
+        text = iter_csv(r)
     elif fmt == "html":
         from efajob.report.render.html import render_html
 

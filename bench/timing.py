@@ -30,7 +30,13 @@ def run_child(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
     kills a child that outlives `limit` instead."""
     p = subprocess.Popen(list(argv), env=None if env is None else dict(env),
                          stdout=stdout, stderr=stderr)  # type: ignore[arg-type]
-    killer = threading.Timer(limit, p.kill)
+    fired = threading.Event()
+
+    def kill() -> None:
+        fired.set()
+        p.kill()
+
+    killer = threading.Timer(limit, kill)
     killer.start()
     try:
         err = p.stderr.read() if p.stderr is not None else b""
@@ -39,6 +45,7 @@ def run_child(argv: Sequence[str], *, env: Optional[Mapping[str, str]] = None,
         killer.cancel()
         if p.stderr is not None:
             p.stderr.close()
-    if killer.finished.is_set() and rc < 0:
+    # Timer.finished is set by cancel() too: only our own flag says the limit was reached.
+    if fired.is_set():
         raise SystemExit(f"{argv[0]}: still running after {limit:g} s, killed")
     return rc, err

@@ -34,6 +34,7 @@ from typing import Dict, List, Tuple
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from efajob.config import build_config  # noqa: E402
+from efajob.daemon.nodestatus import encode_node_status  # noqa: E402
 from efajob.dashboard.server import Collector, DashboardServer  # noqa: E402
 from efajob.sim.statusfleet import write_fleet  # noqa: E402
 
@@ -66,8 +67,8 @@ def rewrite_some(store: str, nodes: int, share: float, now: float) -> None:
         with open(p, encoding="utf-8") as f:
             doc = json.load(f)
         doc["time"] = now
-        with open(p + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
+        with open(p + ".tmp", "wb") as f:
+            f.write(encode_node_status(doc))  # as the daemon writes it
         os.replace(p + ".tmp", p)
 
 

@@ -591,7 +591,7 @@ class Daemon:
                                 private=cfg.private_records, recent=self.recent.summary(),
                                 job_recent=self.recent.job_windows(tick.jobs, self._boot_id),
                                 efa_driver=read_efa_driver_version(cfg.sysfs_root),
-                                previous=self._status_snapshot)
+                                previous=self._status_snapshot, thresholds=cfg.thresholds)
         write_node_status(node_status_path(cfg.store, cfg.cluster, cfg.node), doc)
         # Error rates in the next status cover the time since this one.
         self._status_snapshot = tick.snapshot

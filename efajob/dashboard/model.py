@@ -17,11 +17,12 @@ out of the cluster totals and of the running jobs (their numbers are old).
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from efajob.values import as_number as as_number  # re-exported for the server
-from efajob.values import as_object
+from efajob.values import as_object, loads_checked
+from efajob.report.nodeverdict import Problem, device_problems, live_problems, parse_verdict, rules_key
 from efajob.slurm.jobid import status_job_key
 from efajob.fmt import fmt_duration
 from efajob.node.readings import natural_key
@@ -82,7 +83,6 @@ class NodeView:
     link_gbps: Optional[float] = None  # sum of the devices' link rates
     util: Optional[float] = None  # busier direction / link rate
     rates: Dict[str, float] = field(default_factory=dict)  # HEALTH_RATES present, per second
-    devices: List[DeviceView] = field(default_factory=list)
     jobs: List[NodeJob] = field(default_factory=list)
     problems: List[str] = field(default_factory=list)
     # (kind, severity) of each problem, in step with `problems`; the kind is a finding code
@@ -93,6 +93,18 @@ class NodeView:
     slurm_state: Optional[str] = None
     efajob: bool = True
     powered_down: bool = False  # a cloud node Slurm powered down: silence is expected
+    # The devices: parsed when the file was (device_list), or their JSON as the daemon wrote
+    # it (device_src), parsed when a page first draws them: a refresh that trusts the
+    # daemon's verdict never parses 32 devices of each of 1,333 re-read files.
+    device_list: Optional[List[DeviceView]] = field(default=None, repr=False, compare=False)
+    device_src: Optional[bytes] = field(default=None, repr=False, compare=False)
+
+    @property
+    def devices(self) -> List[DeviceView]:
+        got = self.device_list
+        if got is None:  # two threads may both parse: the same answer, either one kept
+            got = self.device_list = parse_devices(self.device_src)
+        return got
 
     def add_problem(self, kind: str, message: str, severity: Optional[str] = None) -> None:
         self.kinds.append((kind, severity or KINDS.get(kind, ("", "warning"))[1]))
@@ -237,13 +249,49 @@ def _jobs(raw: object, private: bool = False) -> List[NodeJob]:
     return out
 
 
-def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float,
-                    private: bool = False,
-                    thresholds: Optional[Mapping[str, float]] = None,
-                    memo: Optional[Dict[tuple, list]] = None) -> Optional[NodeView]:
-    """A node status document (efajob/daemon/nodestatus.py) -> NodeView; None when it names no valid
-    host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
-    the dashboard shows more of the document, and one corrupt number must not hide a node.)"""
+def parse_devices(src: Optional[bytes]) -> List[DeviceView]:
+    """NodeView.device_src -> DeviceViews; none when it does not parse (anyone may write it)."""
+    if not src:
+        return []
+    try:
+        return _devices(loads_checked(src))
+    except ValueError:
+        return []
+
+
+@dataclass
+class NodeBase:
+    """What one status file says of its node whatever the time: parsed once per write of the
+    file (the server keeps it by the file's mtime, size and inode) and made into each
+    refresh's NodeView by `node_at` (age, staleness) in microseconds."""
+    view: NodeView  # without problems or age
+    always: List[Problem]  # the daemon's health, its local store, the devices
+    fresh: List[Problem]  # the last minute's rules, a rate above the link: while fresh only
+    order: tuple  # (cluster, natural_key(host)): the node table's order
+    _fresh: Optional[Tuple[List[str], List[Tuple[str, str]]]] = field(default=None, repr=False)
+
+    def fresh_problems(self) -> Tuple[List[str], List[Tuple[str, str]]]:
+        """(problems, kinds) of the node while fresh and on time, made once."""
+        if self._fresh is None:
+            v = NodeView(cluster="", host="")
+            for kind, message, severity in self.always + self.fresh:
+                v.add_problem(kind, message, severity)
+            self._fresh = (v.problems, v.kinds)
+        return self._fresh
+
+
+def parse_node_base(doc: object, cluster: str, *, private: bool = False,
+                    thresholds: Optional[Mapping[str, float]] = None, rules: Optional[str] = None,
+                    device_src: Optional[bytes] = None,
+                    verdict: Optional[Tuple[List[Problem], List[Problem]]] = None) -> Optional[NodeBase]:
+    """A node status document (efajob/daemon/nodestatus.py) -> NodeBase; None when it names no
+    valid host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
+    the dashboard shows more of the document, and one corrupt number must not hide a node.)
+
+    The daemon's `verdict` is taken when it was judged by `rules` (rules_key of this
+    dashboard's thresholds); else the devices and the health rules are judged here. With
+    `device_src` (node_base_from_bytes: a usable verdict, the devices left unparsed) the
+    document's `link_gbps` stands for the devices' sum."""
     if not isinstance(doc, dict):
         return None
     host = doc.get("node")
@@ -258,94 +306,98 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
     n.daemon_version = _text(daemon.get("version"), 32)
     rates = as_object(doc.get("rates"))
     n.rates = {k: v for k, v in ((k, as_number(rates.get(k))) for k in HEALTH_RATES) if v is not None}
-    # What depends on the document alone (its devices, the health rules' verdict) is kept in
-    # `memo` (the server's, across refreshes) until the daemon writes a new document: parsing
-    # 32 devices and running the rules is most of a refresh's cost at 10,000 nodes.
-    key = (cluster, host, n.time, n.instance_type)
-    kept = memo.get(key) if memo is not None else None
-    if kept is None:
-        kept = [_devices(doc.get("devices")), None]
-        if memo is not None:
-            memo[key] = kept
-    n.devices = kept[0]
-    n.link_gbps = _sum(d.link_gbps for d in n.devices)
+    if verdict is None and rules is not None:
+        verdict = parse_verdict(doc.get("verdict"), rules)
+    if device_src is not None and verdict is not None:
+        n.device_src = device_src
+        n.link_gbps = as_number(doc.get("link_gbps"))
+    else:
+        n.device_list = _devices(doc.get("devices"))
+        n.link_gbps = _sum(d.link_gbps for d in n.device_list)
+    if verdict is None:
+        verdict = (device_problems([(d.name, d.errors, d.port_counters) for d in n.device_list or ()],
+                                   doc.get("expected_devices")),
+                   live_problems(host, doc.get("recent"), n.rates, thresholds, n.instance_type))
     busier = [v for v in (n.tx_gbps, n.rx_gbps) if v is not None]
     n.util = ratio(max(busier), n.link_gbps) if busier else None
-    # Staleness from the write time: a daemon that died cannot say it is unhealthy.
-    if n.time is None:
-        n.add_problem("no_time", "status file has no time")
-    else:
-        n.age_s = max(0.0, now - n.time)
-        n.stale = n.age_s > max_status_age
-        if n.stale:
-            n.add_problem("stale", f"no status for {fmt_duration(n.age_s)}")
-        if n.time - now > SKEW_S:
-            n.add_problem("clock_skew", f"node clock {fmt_duration(n.time - now)} ahead")
+    always: List[Problem] = []
+    # Staleness comes from the write time (node_at): a daemon that died cannot say it is unhealthy.
     if n.daemon_healthy is False:
         age = as_number(daemon.get("last_sample_age"))
-        n.add_problem("daemon_unhealthy", "daemon unhealthy"
-                      + (f" (last sample {age:.0f} s old)" if age is not None else ""))
+        always.append(("daemon_unhealthy", "daemon unhealthy"
+                       + (f" (last sample {age:.0f} s old)" if age is not None else ""), None))
     store = daemon.get("store")
     if isinstance(store, str) and store != "ok":
-        n.add_problem("local_store", f"local store: {store[:120]}")
-    problems = device_problems(n.devices, doc.get("expected_devices"))
-    if not n.stale:
-        if kept[1] is None:
-            kept[1] = live_problems(host, doc, n.rates, thresholds, n.instance_type)
-        problems += kept[1]
-        if n.util is not None and n.util > UTIL_SUSPECT:
-            # More than the link carries: a wrong link rate or a counter glitch, not a fact.
-            problems.append(("util_over_link", f"sends or receives {n.util * 100:.0f}% of the "
-                             "link rate: the link rate or a counter is wrong", None))
-    for kind, message, severity in problems:
+        always.append(("local_store", f"local store: {store[:120]}", None))
+    always += verdict[0]
+    fresh = list(verdict[1])
+    if n.util is not None and n.util > UTIL_SUSPECT:
+        # More than the link carries: a wrong link rate or a counter glitch, not a fact.
+        fresh.append(("util_over_link", f"sends or receives {n.util * 100:.0f}% of the "
+                      "link rate: the link rate or a counter is wrong", None))
+    return NodeBase(view=n, always=always, fresh=fresh, order=(cluster, natural_key(host)))
+
+
+def node_base_from_bytes(data: bytes, cluster: str, *, private: bool = False,
+                         thresholds: Optional[Mapping[str, float]] = None,
+                         rules: Optional[str] = None) -> Optional[NodeBase]:
+    """A status file's bytes -> NodeBase. A file laid out as the daemon writes it, with a
+    verdict by these rules, is parsed up to its devices only (a few hundred bytes of its
+    30 kB: store/reader.py split_status); any other file whole. ValueError: not JSON."""
+    from efajob.store.reader import split_status
+
+    split = split_status(data) if rules is not None else None
+    if split is not None:
+        head, devices = split
+        verdict = parse_verdict(head.get("verdict"), rules or "")
+        if verdict is not None and "link_gbps" in head:
+            return parse_node_base(head, cluster, private=private, device_src=devices,
+                                   verdict=verdict)
+    return parse_node_base(loads_checked(data), cluster, private=private, thresholds=thresholds,
+                           rules=rules)
+
+
+def node_at(base: NodeBase, now: float, max_status_age: float) -> NodeView:
+    """The node as of `now`: a new NodeView (the last refresh's stays as it was for the pages
+    still rendering it) with its age, staleness and problems. 10,000 a refresh: the usual
+    node, fresh and on time, shares its base's problem lists (nothing appends to them)."""
+    n = object.__new__(NodeView)
+    n.__dict__.update(base.view.__dict__)
+    t = n.time
+    if t is not None:
+        n.age_s = age = max(0.0, now - t)
+        n.stale = age > max_status_age
+        if not n.stale and t - now <= SKEW_S:
+            n.problems, n.kinds = base.fresh_problems()
+            return n
+    n.problems, n.kinds = [], []
+    if t is None:
+        n.add_problem("no_time", "status file has no time")
+    else:
+        if n.stale:
+            n.add_problem("stale", f"no status for {fmt_duration(n.age_s or 0.0)}")
+        if t - now > SKEW_S:
+            n.add_problem("clock_skew", f"node clock {fmt_duration(t - now)} ahead")
+    for kind, message, severity in base.always:
         n.add_problem(kind, message, severity)
+    if not n.stale:
+        for kind, message, severity in base.fresh:
+            n.add_problem(kind, message, severity)
     return n
 
 
-Problem = Tuple[str, str, Optional[str]]  # (kind, message, severity: None for the kind's)
-
-
-def device_problems(devices: Sequence[DeviceView], expected: object) -> List[Problem]:
-    """(kind, message, None) of what the driver's own signals say is wrong with a node's EFA devices
-    (not the port state: efa_query_port hard-codes ACTIVE)."""
-    out: List[Problem] = []
-    erring = [d for d in devices if d.errors]
-    if erring:
-        worst = sorted({k for d in erring for k in d.errors})
-        out.append(("device_errors", f"EFA errors on {', '.join(d.name for d in erring[:4])}"
-                   + (f" (+{len(erring) - 4})" if len(erring) > 4 else "")
-                   + f": {', '.join(worst[:4])}", None))
-    unreadable = [d.name for d in devices if d.port_counters == 0]
-    if unreadable:
-        out.append(("counters_unreadable", "port counters unreadable: " + ", ".join(unreadable[:4])
-                    + (f" (+{len(unreadable) - 4})" if len(unreadable) > 4 else ""), None))
-    if isinstance(expected, int) and not isinstance(expected, bool) and 0 < len(devices) < expected:
-        out.append(("device_missing", f"{len(devices)} of {expected} EFA devices", None))
-    return out
-
-
-def live_problems(host: str, doc: dict, rates: Mapping[str, float],
-                  thresholds: Optional[Mapping[str, float]],
-                  instance_type: Optional[str]) -> List[Problem]:
-    """What the daemon saw go wrong: the health rules on its last minute (`recent`, the same
-    rules and thresholds as a report: report/live.py), or, from a daemon that writes no
-    window, any health counter moving at the last sample. Either way a node dropping or
-    retransmitting packets is never `ok`."""
-    from efajob.config import DEFAULT_THRESHOLDS
-    from efajob.report.live import node_findings
-    from efajob.store.reader import parse_recent
-
-    recent = parse_recent(doc.get("recent"))
-    if recent is None:
-        return [(k, f"{k} {v:,.1f}/s at the last sample", None) for k, v in rates.items() if v > 0]
-    th = dict(DEFAULT_THRESHOLDS)
-    th.update(thresholds or {})
-    return [(f.code, f.message, f.severity) for f in node_findings(host, recent, th, instance_type)
-            if f.severity != "info"]
+def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: float,
+                    private: bool = False,
+                    thresholds: Optional[Mapping[str, float]] = None) -> Optional[NodeView]:
+    """parse_node_base then node_at: one document as of `now`."""
+    base = parse_node_base(doc, cluster, private=private, thresholds=thresholds,
+                           rules=rules_key(thresholds))
+    return None if base is None else node_at(base, now, max_status_age)
 
 
 # -- the model -------------------------------------------------------------------------------
 def _running(nodes: Sequence[NodeView]) -> List[RunningJob]:
+    """The jobs of fresh nodes; `nodes` sorted by (cluster, natural host order)."""
     by_key: Dict[Tuple[str, str], List[Tuple[NodeView, NodeJob]]] = {}
     for n in nodes:
         if n.stale:
@@ -355,14 +407,14 @@ def _running(nodes: Sequence[NodeView]) -> List[RunningJob]:
     out = []
     for (cluster, key), pairs in by_key.items():
         j0 = pairs[0][1]
-        hosts = sorted((n.host for n, _ in pairs), key=natural_key)
+        hosts = [n.host for n, _ in pairs]  # `nodes` come in the table's (natural) order
         out.append(RunningJob(
             cluster=cluster, key=key, job_id=j0.job_id, restart=j0.restart,
             users=sorted({j.user for _, j in pairs if j.user}),
             partitions=sorted({j.partition for _, j in pairs if j.partition}), hosts=hosts,
             start=min((j.start for _, j in pairs if j.start is not None), default=None),
             tx_gbps=_sum(n.tx_gbps for n, _ in pairs), rx_gbps=_sum(n.rx_gbps for n, _ in pairs),
-            shared_hosts=sorted((n.host for n, _ in pairs if len(n.jobs) > 1), key=natural_key)))
+            shared_hosts=[n.host for n, _ in pairs if len(n.jobs) > 1]))
     return sorted(out, key=lambda r: (-(r.start or 0.0), r.cluster, natural_key(r.key)))
 
 
@@ -371,15 +423,18 @@ def _totals(nodes: Sequence[NodeView], running: Sequence[RunningJob]) -> Totals:
     t = Totals(nodes=len(nodes), fresh=len(fresh), stale=len(nodes) - len(fresh),
                warn=sum(1 for n in fresh if n.problems), running_jobs=len(running),
                users=len({u for r in running for u in r.users}))
-    t.tx_gbps = _sum(n.tx_gbps for n in fresh)
-    t.rx_gbps = _sum(n.rx_gbps for n in fresh)
-    t.link_gbps = _sum(n.link_gbps for n in fresh)
+    # One pass over 10,000 nodes, not one per sum; None stays None (absent is not 0).
+    sums: Dict[str, float] = {}
+    for n in fresh:
+        for k, v in (("tx", n.tx_gbps), ("rx", n.rx_gbps), ("link", n.link_gbps)):
+            if v is not None:
+                sums[k] = sums.get(k, 0.0) + v
+        for k, v in n.rates.items():
+            sums["r:" + k] = sums.get("r:" + k, 0.0) + v
+    t.tx_gbps, t.rx_gbps, t.link_gbps = sums.get("tx"), sums.get("rx"), sums.get("link")
     busier = [v for v in (t.tx_gbps, t.rx_gbps) if v is not None]
     t.util = ratio(max(busier), t.link_gbps) if busier else None
-    for k in HEALTH_RATES:
-        v = _sum(n.rates.get(k) for n in fresh)
-        if v is not None:
-            t.rates[k] = v
+    t.rates = {k: sums["r:" + k] for k in HEALTH_RATES if "r:" + k in sums}
     return t
 
 
@@ -388,40 +443,47 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
                     private: bool = False,
                     thresholds: Optional[Mapping[str, float]] = None,
                     slurm_nodes: Optional[Mapping[str, str]] = None, slurm_cluster: str = "",
-                    expire_after: Optional[float] = None,
-                    memo: Optional[Dict[tuple, list]] = None) -> Dashboard:
+                    expire_after: Optional[float] = None) -> Dashboard:
     """`docs`: (cluster, parsed status JSON) pairs; `recent`: job summary rows, newest first.
     `private` (private_records): no user or partition anywhere on the page, whatever the
-    files say (the service may run as root and read every record).
+    files say (the service may run as root and read every record). The rest: build_from_bases."""
+    rules = rules_key(thresholds)
+    bases = [(c, parse_node_base(doc, c, private=private, thresholds=thresholds, rules=rules)
+              if isinstance(c, str) and NAME_RE.fullmatch(c) else None) for c, doc in docs]
+    return build_from_bases(bases, recent, now=now, max_status_age=max_status_age, notes=notes,
+                            private=private, slurm_nodes=slurm_nodes, slurm_cluster=slurm_cluster,
+                            expire_after=expire_after)
+
+
+def build_from_bases(bases: Iterable[Tuple[str, Optional[NodeBase]]], recent: Sequence[Mapping], *,
+                     now: float, max_status_age: float, notes: Sequence[str] = (),
+                     private: bool = False, slurm_nodes: Optional[Mapping[str, str]] = None,
+                     slurm_cluster: str = "", expire_after: Optional[float] = None) -> Dashboard:
+    """The model of one refresh from every status file's NodeBase (None: a file that names
+    no valid node, counted in the notes), as of `now`.
 
     `slurm_nodes` ({node: sinfo state} of `slurm_cluster`, when Slurm is read): nodes without
     a status file are shown as such; a powered-down cloud node is no stale alert; a stale
     status file of a node Slurm no longer has (a deleted cloud node) is left out. Status files
-    older than `expire_after` seconds are left out whatever Slurm says (nodes that left).
-    `memo`: parsed devices and health rule verdicts by (cluster, host, status time), kept by
-    the caller between builds; left holding only this build's nodes."""
+    older than `expire_after` seconds are left out whatever Slurm says (nodes that left)."""
     nodes: Dict[Tuple[str, str], NodeView] = {}
+    order: Dict[Tuple[str, str], tuple] = {}
     skipped = expired = 0
-    used: Dict[tuple, list] = {}
-    for cluster, doc in docs:
-        n = parse_node_view(doc, cluster, now=now, max_status_age=max_status_age,
-                            private=private, thresholds=thresholds, memo=memo) \
-            if isinstance(cluster, str) and NAME_RE.fullmatch(cluster) else None
-        if n is None:
+    for cluster, base in bases:
+        if base is None:
             skipped += 1
-        elif _expired(n, now, expire_after, slurm_nodes if cluster == slurm_cluster else None):
+            continue
+        n = node_at(base, now, max_status_age)
+        at = (cluster, n.host)
+        if _expired(n, now, expire_after, slurm_nodes if cluster == slurm_cluster else None):
             expired += 1
-        elif (cluster, n.host) not in nodes or (n.time or 0) > (nodes[(cluster, n.host)].time or 0):
-            nodes[(cluster, n.host)] = n  # two files naming one host: the newer wins
-            key = (cluster, n.host, n.time, n.instance_type)
-            if memo is not None and key in memo:
-                used[key] = memo[key]
-    if memo is not None:
-        memo.clear()
-        memo.update(used)
+        elif at not in nodes or (n.time or 0) > (nodes[at].time or 0):
+            nodes[at] = n  # two files naming one host: the newer wins
+            order[at] = base.order
     if slurm_nodes is not None:
         _reconcile(nodes, slurm_nodes, slurm_cluster)
-    views = sorted(nodes.values(), key=lambda n: (n.cluster, natural_key(n.host)))
+    views = sorted(nodes.values(), key=lambda n: order.get((n.cluster, n.host))
+                   or (n.cluster, natural_key(n.host)))
     running = _running(views)
     all_notes = list(notes) + ([f"{skipped} node status file(s) unusable (no valid node name)"]
                                if skipped else [])
@@ -500,8 +562,17 @@ def _rounded_object(d: dict) -> dict:
     return {k: _rounded(x) for k, x in d.items()}
 
 
+_ROW_FIELDS = [f for f in fields(NodeView) if f.name not in ("device_list", "device_src")]
+
+
 def _node_row(n: NodeView) -> dict:
-    row = asdict(n)
+    row: dict = {}
+    for f in _ROW_FIELDS:
+        v = getattr(n, f.name)
+        row[f.name] = [asdict(j) for j in v] if f.name == "jobs" else \
+            dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
+        if f.name == "rates":  # where the devices were when they were a field
+            row["devices"] = [asdict(d) for d in n.devices]
     row["state"] = n.state
     row["kinds"] = [k for k, _ in n.kinds]
     row["severities"] = [sev for _, sev in n.kinds]

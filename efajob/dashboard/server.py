@@ -28,6 +28,7 @@ costs a directory listing and the node status files, not every recent job's reco
 """
 from __future__ import annotations
 
+import gc
 import gzip
 import ipaddress
 import json
@@ -43,8 +44,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from efajob import __version__
-from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, build_dashboard, job_to_dict, jobs_to_dict,
-                                    node_to_dict, nodes_to_dict, problems_to_dict)
+from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, NodeBase, build_from_bases, job_to_dict,
+                                    jobs_to_dict, node_base_from_bytes, node_to_dict, nodes_to_dict,
+                                    problems_to_dict)
+from efajob.report.nodeverdict import rules_key
 from efajob.dashboard.history import History, history_block, history_to_dict
 from efajob.dashboard.page import Links
 from efajob.dashboard.view import parse_view, view_to_dict
@@ -69,13 +72,16 @@ def max_status_age(status_interval: float) -> float:
     return max(60.0, 4 * status_interval)
 
 
-DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # path -> (mtime_ns, size, inode), JSON
+DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # name -> (mtime_ns, size, inode), parsed
 
 
 def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
-                     keep: Optional[DocCache] = None) -> Tuple[List[Tuple[str, object]], List[str]]:
-    """([(cluster, parsed JSON)], notes) of a cluster's node status files. A file that cannot be
-    read or parsed is a note (the daemon rewrites it every few seconds), not an error.
+                     keep: Optional[DocCache] = None,
+                     parse: Callable[[bytes, str], object] = lambda data, _c: loads_checked(data),
+                     ) -> Tuple[List[Tuple[str, object]], List[str]]:
+    """([(cluster, parse(bytes, cluster))], notes) of a cluster's node status files (`parse`:
+    the JSON by default, the Collector's NodeBase). A file that cannot be read or parsed is a
+    note (the daemon rewrites it every few seconds), not an error.
 
     `cache` (kept by the Collector between refreshes): a file whose mtime, size and inode are
     those of its last read is not read or parsed again; `keep` gets every file of this read
@@ -85,31 +91,36 @@ def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
     d = os.path.join(store, cluster, NODES_DIR)
     try:
         names = sorted(os.listdir(d))
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if cache is not None else -1
     except FileNotFoundError:
         return [], []
     except OSError as e:
         raise StoreError(f"cannot read node status directory {d}: {e.strerror}") from None
     docs: List[Tuple[str, object]] = []
     notes: List[str] = []
-    for name in names:
-        if not name.endswith(".json") or name.startswith("."):  # "." prefix: a writer's temp file
-            continue
-        path = os.path.join(d, name)
-        try:
-            if cache is not None:
-                st = os.stat(path)  # never blocks, even on a FIFO (read_regular refuses those)
-                key = (st.st_mtime_ns, st.st_size, st.st_ino)
-                hit = cache.get(path)
-                if hit is None or hit[0] != key:
-                    hit = (key, loads_checked(read_regular(path, MAX_STATUS_BYTES)))
-                if keep is not None:
-                    keep[path] = hit
-                docs.append((cluster, hit[1]))
+    try:
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):  # "." prefix: a writer's temp file
                 continue
-            docs.append((cluster, loads_checked(read_regular(path, MAX_STATUS_BYTES))))
-        except (OSError, ValueError) as e:
-            why = e.strerror if isinstance(e, OSError) else "not valid JSON"
-            notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
+            try:
+                if cache is not None:
+                    # Relative to the directory: 10,000 stats a refresh, each without a path walk.
+                    st = os.stat(name, dir_fd=dfd)  # never blocks, even on a FIFO (read_regular refuses those)
+                    key = (st.st_mtime_ns, st.st_size, st.st_ino)
+                    hit = cache.get(name)
+                    if hit is None or hit[0] != key:
+                        hit = (key, parse(read_regular(os.path.join(d, name), MAX_STATUS_BYTES), cluster))
+                    if keep is not None:
+                        keep[name] = hit
+                    docs.append((cluster, hit[1]))
+                    continue
+                docs.append((cluster, parse(read_regular(os.path.join(d, name), MAX_STATUS_BYTES), cluster)))
+            except (OSError, ValueError) as e:
+                why = e.strerror if isinstance(e, OSError) else "not valid JSON"
+                notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
+    finally:
+        if dfd >= 0:
+            os.close(dfd)
     return docs, notes
 
 
@@ -135,11 +146,11 @@ class Collector:
         self._refresh_since = 0.0
         self._error: Optional[BaseException] = None
         self._slurm_nodes: Optional[Tuple[float, Dict[str, str]]] = None
-        # Between refreshes (refresh thread only): parsed status files, and what the health
-        # rules said of each; both bounded by the files of the last refresh.
-        self._docs: DocCache = {}
+        # Between refreshes (refresh thread only), by cluster: each status file's NodeBase
+        # (its parse and verdict), bounded by the files of the last refresh.
+        self._docs: Dict[str, DocCache] = {}
         self.history = History()  # a point per refresh, at most every 30 s (memory only)
-        self._live: Dict[tuple, list] = {}
+        self._rules = rules_key(cfg.thresholds)
 
     def snapshot(self) -> Dashboard:
         with self._lock:
@@ -191,23 +202,43 @@ class Collector:
             self._error, self._refresh = err, None
 
     def collect(self) -> Dashboard:
+        # A refresh makes a few hundred thousand objects that live on as the model; the cyclic
+        # collector's passes over them were a third of a 10,000-node refresh (bench/dashboard.py).
+        # Reference counting frees the garbage meanwhile; the collector runs again after.
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return self._collect()
+        finally:
+            if was:
+                gc.enable()
+
+    def _collect(self) -> Dashboard:
         now = self.clock()
         store = self.cfg.store
         clusters = [self.cluster] if self.cluster else list_clusters(store)
-        docs: List[Tuple[str, object]] = []
+        bases: List[Tuple[str, object]] = []
         notes: List[str] = []
-        keep: DocCache = {}
+        caches: Dict[str, DocCache] = {}
         for c in clusters:
-            d, n = read_status_docs(store, c, self._docs, keep)
-            docs += d
+            keep: DocCache = {}
+            # A cluster directory's name may be anything: its files' nodes are unusable then.
+            d, n = read_status_docs(store, c, self._docs.get(c, {}), keep, self._parse
+                                    if NAME_RE.fullmatch(c) else lambda _d, _c: None)
+            caches[c] = keep
+            bases += d
             notes += n
-        self._docs = keep
+        self._docs = caches
         recent = self._recent(now, notes)
         slurm = self._node_list(notes) if self.use_slurm else None
-        return build_dashboard(docs, recent, now=now, max_status_age=self.max_age, notes=notes,
-                               private=self.cfg.private_records, thresholds=self.cfg.thresholds,
-                               slurm_nodes=slurm, slurm_cluster=self.cluster or self.cfg.cluster,
-                               expire_after=self.cfg.status_expiry or None, memo=self._live)
+        return build_from_bases(bases, recent, now=now, max_status_age=self.max_age,  # type: ignore[arg-type]
+                                notes=notes, private=self.cfg.private_records, slurm_nodes=slurm,
+                                slurm_cluster=self.cluster or self.cfg.cluster,
+                                expire_after=self.cfg.status_expiry or None)
+
+    def _parse(self, data: bytes, cluster: str) -> Optional[NodeBase]:
+        return node_base_from_bytes(data, cluster, private=self.cfg.private_records,
+                                    thresholds=self.cfg.thresholds, rules=self._rules)
 
     def _node_list(self, notes: List[str]) -> Optional[Dict[str, str]]:
         """Slurm's {node: state}, asked at most once per NODES_TTL; None (and a note) when

@@ -11,11 +11,12 @@ Names are ParallelCluster's (`gpu-dy-p5-1`, ...), folded by slurm/hostlist.py as
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from efajob.daemon.nodestatus import encode_node_status
+from efajob.report.nodeverdict import node_verdict
 from efajob.sim.jobstore import STATUS_DEVICES, USERS
 from efajob.sim.layout import DEVICE_COUNTERS, PORT_COUNTERS
 
@@ -55,14 +56,15 @@ def fleet_doc(cluster: str, host: str, now: float, *, job: Optional[Tuple[str, s
             c["rx_drops"] = int(drops * window)
         recent_devs[f"rdmap{i}s0"] = {"counters": c, "device_counters": {n: 0 for n in DEVICE_COUNTERS}}
     totals = {n: sum(d["counters"].get(n, 0) for d in recent_devs.values()) for n in PORT_COUNTERS}
-    return {
+    rates = {"rx_drops": drops, "retrans_pkts": 0.0, "tx_bytes": gbps * 1e9 / 8, "rx_bytes": gbps * 1e9 / 8}
+    doc = {
         "schema": "efajob/node-status", "version": 1, "cluster": cluster, "node": host,
         "instance_type": "p5.48xlarge", "time": now, "boot_id": "sim",
         "daemon": {"pid": 1, "version": "sim", "interval": 1.0, "healthy": True,
                    "last_sample": now, "last_sample_age": 0.2, "store": "ok"},
-        "rates": {"rx_drops": drops, "retrans_pkts": 0.0,
-                  "tx_bytes": gbps * 1e9 / 8, "rx_bytes": gbps * 1e9 / 8},
+        "rates": rates,
         "tx_gbps": gbps, "rx_gbps": gbps, "error_rates": {}, "expected_devices": STATUS_DEVICES,
+        "link_gbps": LINK_GBPS * devices,
         "devices": [{"name": f"rdmap{i}s0", "state": "4: ACTIVE", "link_gbps": LINK_GBPS,
                      "tx_gbps": per_dev, "rx_gbps": per_dev, "port_counters": len(PORT_COUNTERS),
                      "errors": {}} for i in range(devices)],
@@ -70,6 +72,10 @@ def fleet_doc(cluster: str, host: str, now: float, *, job: Optional[Tuple[str, s
                                          "partition": "gpu", "start": now - 600.0}],
         "recent": {"seconds": window, "counters": totals, "devices": recent_devs},
     }
+    # What the daemon writes with default thresholds (daemon/nodestatus.py build_node_status).
+    doc["verdict"] = node_verdict(host, [(f"rdmap{i}s0", {}, len(PORT_COUNTERS)) for i in range(devices)],
+                                  STATUS_DEVICES, doc["recent"], rates, None, "p5.48xlarge")
+    return doc
 
 
 def write_fleet(store: str, cluster: str, nodes: int, now: float, *, nodes_per_job: int = 16,
@@ -100,7 +106,7 @@ def write_fleet(store: str, cluster: str, nodes: int, now: float, *, nodes_per_j
             if cond:
                 where.append(host)
         path = os.path.join(d, f"{host}.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as f:
-            json.dump(doc, f, separators=(",", ":"))
+        with open(path + ".tmp", "wb") as f:
+            f.write(encode_node_status(doc))  # as the daemon writes it: devices, recent last
         os.replace(path + ".tmp", path)
     return fleet

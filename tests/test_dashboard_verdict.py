@@ -162,3 +162,13 @@ def test_a_refresh_reads_only_the_files_that_changed(tmp_path, monkeypatch):
     assert reads == ["n3.json"] and [n.host for n in second.nodes] == ["n1", "n2", "n3", "n4"]
     assert second.by_host[("c1", "n3")].state == "warn" and first.by_host[("c1", "n3")].state == "ok"
     assert sorted(col._docs["c1"]) == ["n1.json", "n2.json", "n3.json", "n4.json"]
+
+
+def test_a_file_without_its_window_yet_is_cut_before_its_devices_too():
+    doc = judged({k: v for k, v in faulty("drops").items() if k != "recent"})
+    data = encode_node_status(doc)
+    head, devices = split_status(data)
+    assert json.loads(devices) == doc["devices"] and head["verdict"] == doc["verdict"]
+    short = node_base_from_bytes(data, "c1", rules=RULES)
+    assert short.view.device_list is None
+    assert view(short) == view(parse_node_base({k: v for k, v in doc.items() if k != "verdict"}, "c1"))

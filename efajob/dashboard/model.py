@@ -22,15 +22,11 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from efajob.values import as_number as as_number  # re-exported for the server
 from efajob.values import as_object, loads_checked
-from efajob.report.nodeverdict import Problem, device_problems, live_problems, parse_verdict, rules_key
+from efajob.report.nodeverdict import HEALTH_RATES, Problem, device_problems, live_problems, parse_verdict, rules_key
 from efajob.slurm.jobid import status_job_key
 from efajob.fmt import fmt_duration
 from efajob.node.readings import natural_key
 
-# Per-second health rates shown per node when the status document has them (kernel names).
-HEALTH_RATES = ("rx_drops", "retrans_pkts", "retrans_timeout_events",
-                "impaired_remote_conn_events", "unresponsive_remote_events",
-                "rdma_read_wr_err", "rdma_write_wr_err")
 # A node clock this far ahead of ours is reported: ages computed from it would lie.
 SKEW_S = 30.0
 # The store's name alphabet (config.validate_name): clusters and hosts become path components.

@@ -17,6 +17,11 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 from efajob import __version__
 from efajob.node.readings import natural_key
 
+# Per-second health rates a node's status has (kernel names): what judges a node whose daemon
+# wrote no window, and what the dashboard shows per node.
+HEALTH_RATES = ("rx_drops", "retrans_pkts", "retrans_timeout_events",
+                "impaired_remote_conn_events", "unresponsive_remote_events",
+                "rdma_read_wr_err", "rdma_write_wr_err")
 Problem = Tuple[str, str, Optional[str]]  # (kind, message, severity: None for the kind's)
 # One device as the rules see it: (name, {error counter: per second, > 0}, readable port
 # counters or None when unknown).
@@ -59,7 +64,8 @@ def live_problems(host: str, recent_doc: object, rates: Mapping[str, float],
                   instance_type: Optional[str]) -> List[Problem]:
     """What the daemon saw go wrong: the health rules on its last minute (`recent`, the same
     rules and thresholds as a report: report/live.py), or, from a daemon that writes no
-    window, any health counter moving at the last sample. Either way a node dropping or
+    window, any of HEALTH_RATES moving at the last sample (`rates` may hold others: the
+    status file's `rates` has every port counter). Either way a node dropping or
     retransmitting packets is never `ok`."""
     from efajob.config import DEFAULT_THRESHOLDS
     from efajob.report.live import node_findings
@@ -67,7 +73,8 @@ def live_problems(host: str, recent_doc: object, rates: Mapping[str, float],
 
     recent = parse_recent(recent_doc)
     if recent is None:
-        return [(k, f"{k} {v:,.1f}/s at the last sample", None) for k, v in rates.items() if v > 0]
+        return [(k, f"{k} {rates[k]:,.1f}/s at the last sample", None) for k in HEALTH_RATES
+                if isinstance(rates.get(k), (int, float)) and rates[k] > 0]
     th = dict(DEFAULT_THRESHOLDS)
     th.update(thresholds or {})
     return [(f.code, f.message, f.severity) for f in node_findings(host, recent, th, instance_type)

@@ -490,28 +490,34 @@ def load_status(data: bytes) -> object:
     return loads_checked(data)
 
 
-_RECENT_AT = b',"recent":'
-_DEVICES_AT = b',"devices":'
+_DEVICES_AT = b',"devices":['
+_RECENT_AFTER = b'],"recent":{'
 
 
 def split_status(data: bytes) -> Optional[Tuple[dict, bytes]]:
     """(the document without `devices` and `recent`, the devices' JSON unparsed) of a status
     file laid out as the daemon writes it (encode_node_status: sorted keys, then `devices`,
-    then `recent`); None for any other layout, which the caller parses whole. The cut is
-    taken only when the part before `devices`, closed with `}`, is a document with `schema`,
-    `time`, `node` and `jobs` (so the key sat at the top level: a key inside a nested object
-    would leave a brace open, one inside a string is escaped) and the devices are one
-    bracketed list."""
-    r = data.rfind(_RECENT_AT)
-    body = data[:r] if r > 0 else data.rstrip()[:-1]
-    d = body.rfind(_DEVICES_AT)
+    then `recent`); None for any other layout, which the caller parses whole.
+
+    Searched forwards, so the 25 kB window after the devices is never scanned: the first
+    `,"devices":[` is the top-level list (a job's own window has `"devices":{`, an object),
+    and `],"recent":{` after it ends the list (a device entry has no `recent`). The cut is
+    taken only when the part before the devices, closed with `}`, is a document with
+    `schema`, `time`, `node` and `jobs` (so the key sat at the top level: a key inside a
+    nested object would leave a brace open, one inside a string is escaped)."""
+    d = data.find(_DEVICES_AT)
     if d <= 0:
         return None
-    devices = body[d + len(_DEVICES_AT):].strip()
-    if not (devices.startswith(b"[") and devices.endswith(b"]")):
-        return None  # (a list that does not parse when drawn is shown as no devices)
+    r = data.find(_RECENT_AFTER, d)
+    if r > 0:
+        devices = data[d + len(_DEVICES_AT) - 1:r + 1]
+    else:  # no window yet: the devices close the document
+        tail = data.rstrip()
+        if not tail.endswith(b"]}"):
+            return None
+        devices = tail[d + len(_DEVICES_AT) - 1:-1]
     try:
-        head = loads_checked(body[:d] + b"}")
+        head = loads_checked(data[:d] + b"}")
     except ValueError:
         return None
     if not isinstance(head, dict) or "devices" in head or "recent" in head \

@@ -15,7 +15,7 @@ from efajob.fastjson import loads as _loads
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no `typing` or `json` at run time: the hooks import this (bench/hooks.py)
-    from typing import NoReturn, Optional
+    from typing import NoReturn, Optional, Tuple
 
 # Counters are u64: 20 digits at most, and any integer of 20 digits converts to a float. A
 # longer run of digits, an exponent of 100 or more, or NaN/Infinity (Python's json accepts
@@ -105,7 +105,14 @@ def read_regular(path: str, max_bytes: int) -> bytes:
     non-blocking and refused unless it is a regular file: a FIFO (or a device) in the store
     would otherwise block the open forever, and with it `report`, `jobs`, the dashboard or
     the daemon. OSError("not a regular file") for those."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    return read_regular_stat(path, max_bytes)[0]
+
+
+def read_regular_stat(path: str, max_bytes: int,
+                      dir_fd: Optional[int] = None) -> Tuple[bytes, os.stat_result]:
+    """read_regular, with the file's fstat (the size and mtime of what was read, not of
+    whatever the name points at a moment later); `path` relative to `dir_fd` when given."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
@@ -116,14 +123,17 @@ def read_regular(path: str, max_bytes: int) -> bytes:
         # half of json.loads (bench/report.py). A file that grows is read on in 1 MB pieces.
         ask = st.st_size + 1 if 0 < st.st_size < (1 << 20) else 1 << 20
         while left > 0:
-            chunk = os.read(fd, min(left, ask))
-            ask = 1 << 20
+            want = min(left, ask)
+            chunk = os.read(fd, want)
             if not chunk:
                 break
             chunks.append(chunk)
             left -= len(chunk)
+            if len(chunk) < want:  # a regular file reads short only at its end: no read for EOF
+                break
+            ask = 1 << 20
         _READS[0] += 1
-        return b"".join(chunks)
+        return b"".join(chunks), st
     finally:
         os.close(fd)
 

@@ -149,8 +149,9 @@ def test_a_refresh_reads_only_the_files_that_changed(tmp_path, monkeypatch):
     cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
     col = Collector(cfg, ttl=0.0, clock=lambda: NOW + 1.0)
     reads = []
-    real = server.read_regular
-    monkeypatch.setattr(server, "read_regular", lambda p, n: reads.append(os.path.basename(p)) or real(p, n))
+    real = server.read_regular_stat
+    monkeypatch.setattr(server, "read_regular_stat",
+                        lambda p, n, **kw: reads.append(os.path.basename(p)) or real(p, n, **kw))
     first = col.collect()
     assert sorted(reads) == [f"n{i}.json" for i in range(1, 6)] and first.totals.fresh == 5
     reads.clear()

@@ -16,15 +16,17 @@ out of the cluster totals and of the running jobs (their numbers are old).
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import asdict, dataclass, field, fields
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Tuple
 
 from efajob.values import as_number as as_number  # re-exported for the server
 from efajob.values import as_object, loads_checked
 from efajob.report.nodeverdict import HEALTH_RATES, Problem, device_problems, live_problems, parse_verdict, rules_key
 from efajob.slurm.jobid import status_job_key
 from efajob.fmt import fmt_duration
+from efajob.dashboard.tally import Items, Sums, exact
 from efajob.node.readings import natural_key
 
 # A node clock this far ahead of ours is reported: ages computed from it would lie.
@@ -70,8 +72,7 @@ class NodeView:
     host: str
     instance_type: Optional[str] = None
     time: Optional[float] = None  # when the daemon wrote the status (its clock)
-    age_s: Optional[float] = None
-    stale: bool = True
+    stale: bool = True  # as of the Dashboard's `generated` (its age: age_at(generated))
     daemon_healthy: Optional[bool] = None
     daemon_version: Optional[str] = None
     tx_gbps: Optional[float] = None
@@ -101,6 +102,11 @@ class NodeView:
         if got is None:  # two threads may both parse: the same answer, either one kept
             got = self.device_list = parse_devices(self.device_src)
         return got
+
+    def age_at(self, now: float) -> Optional[float]:
+        """Seconds since the daemon wrote the status, as of `now` (a clock ahead: 0). Not a
+        field: a fresh node's view is shared by every refresh until its file changes."""
+        return None if self.time is None else max(0.0, now - self.time)
 
     def add_problem(self, kind: str, message: str, severity: Optional[str] = None) -> None:
         self.kinds.append((kind, severity or KINDS.get(kind, ("", "warning"))[1]))
@@ -232,12 +238,13 @@ def _devices(raw: object) -> List[DeviceView]:
 
 def _jobs(raw: object, private: bool = False) -> List[NodeJob]:
     """The document's `jobs` (objects with `key`, or `job_id` + `restart`); bad entries left out."""
-    out = []
+    out, keys = [], set()
     for entry in raw[:1000] if isinstance(raw, list) else []:
         parsed = status_job_key(entry)
-        if parsed is None:
+        if parsed is None or parsed[0] in keys:  # a job listed twice runs once on the node
             continue
         key, job_id, restart, j = parsed
+        keys.add(key)
         out.append(NodeJob(key=key, job_id=job_id, restart=restart,
                            user=None if private else _text(j.get("user")),
                            partition=None if private else _text(j.get("partition")),
@@ -258,28 +265,51 @@ def parse_devices(src: Optional[bytes]) -> List[DeviceView]:
 @dataclass
 class NodeBase:
     """What one status file says of its node whatever the time: parsed once per write of the
-    file (the server keeps it by the file's mtime, size and inode) and made into each
-    refresh's NodeView by `node_at` (age, staleness) in microseconds."""
-    view: NodeView  # without problems or age
+    file (the server keeps it by the file's inode) and made into each refresh's NodeView by
+    `node_at` (staleness) in microseconds."""
+    # The node while fresh and on time, problems included: the NodeView every refresh shares
+    # until the file changes (nothing writes to it once made; a refresh decides `stale`, and
+    # the age is taken from the snapshot's time). A stale or skewed node is a copy.
+    view: NodeView
     always: List[Problem]  # the daemon's health, its local store, the devices
     fresh: List[Problem]  # the last minute's rules, a rate above the link: while fresh only
     order: tuple  # (cluster, natural_key(host)): the node table's order
-    _fresh: Optional[Tuple[List[str], List[Tuple[str, str]]]] = field(default=None, repr=False)
+    # The document's `jobs` as written, so that the next write of the file, most often with
+    # the same jobs, reuses `view.jobs` instead of parsing them again.
+    raw_jobs: object = field(default=None, repr=False, compare=False)
+    _slurm: Optional[Tuple[str, NodeView]] = field(default=None, repr=False)  # fresh, in a Slurm state
 
-    def fresh_problems(self) -> Tuple[List[str], List[Tuple[str, str]]]:
-        """(problems, kinds) of the node while fresh and on time, made once."""
-        if self._fresh is None:
-            v = NodeView(cluster="", host="")
-            for kind, message, severity in self.always + self.fresh:
-                v.add_problem(kind, message, severity)
-            self._fresh = (v.problems, v.kinds)
-        return self._fresh
+    def fresh_view(self, slurm_state: Optional[str] = None) -> NodeView:
+        if slurm_state is None:
+            return self.view
+        got = self._slurm
+        if got is not None and got[0] == slurm_state:
+            return got[1]
+        n = object.__new__(NodeView)
+        n.__dict__.update(self.view.__dict__)
+        n.slurm_state = slurm_state
+        self._slurm = (slurm_state, n)
+        return n
+
+    def _copy(self, slurm_state: Optional[str]) -> NodeView:
+        """A view to judge anew: no problems yet, stale until node_at says otherwise."""
+        n = object.__new__(NodeView)
+        n.__dict__.update(self.view.__dict__)
+        n.problems, n.kinds, n.slurm_state, n.stale = [], [], slurm_state, True
+        return n
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _order_key(cluster: str, host: str) -> tuple:
+    """A node's place in the table: natural_key costs microseconds, paid once per host."""
+    return (cluster, natural_key(host))
 
 
 def parse_node_base(doc: object, cluster: str, *, private: bool = False,
                     thresholds: Optional[Mapping[str, float]] = None, rules: Optional[str] = None,
                     device_src: Optional[bytes] = None,
-                    verdict: Optional[Tuple[List[Problem], List[Problem]]] = None) -> Optional[NodeBase]:
+                    verdict: Optional[Tuple[List[Problem], List[Problem]]] = None,
+                    previous: Optional[NodeBase] = None) -> Optional[NodeBase]:
     """A node status document (efajob/daemon/nodestatus.py) -> NodeBase; None when it names no
     valid host. Unknown keys are ignored; wrong types are absent. (Not jobstore.parse_node_status:
     the dashboard shows more of the document, and one corrupt number must not hide a node.)
@@ -293,9 +323,13 @@ def parse_node_base(doc: object, cluster: str, *, private: bool = False,
     host = doc.get("node")
     if not isinstance(host, str) or not NAME_RE.fullmatch(host):
         return None
+    raw_jobs = doc.get("jobs")
+    # The file's last parse (`previous`, by the same reader) with the same jobs: its NodeJobs.
+    jobs = previous.view.jobs if previous is not None and previous.raw_jobs == raw_jobs \
+        and previous.view.cluster == cluster else _jobs(raw_jobs, private)
     n = NodeView(cluster=cluster, host=host, instance_type=_text(doc.get("instance_type")),
                  time=as_number(doc.get("time")), tx_gbps=as_number(doc.get("tx_gbps")),
-                 rx_gbps=as_number(doc.get("rx_gbps")), jobs=_jobs(doc.get("jobs"), private))
+                 rx_gbps=as_number(doc.get("rx_gbps")), jobs=jobs)
     daemon = as_object(doc.get("daemon"))
     healthy = daemon.get("healthy")
     n.daemon_healthy = healthy if isinstance(healthy, bool) else None
@@ -331,15 +365,21 @@ def parse_node_base(doc: object, cluster: str, *, private: bool = False,
         # More than the link carries: a wrong link rate or a counter glitch, not a fact.
         fresh.append(("util_over_link", f"sends or receives {n.util * 100:.0f}% of the "
                       "link rate: the link rate or a counter is wrong", None))
-    return NodeBase(view=n, always=always, fresh=fresh, order=(cluster, natural_key(host)))
+    n.stale = False  # the view while fresh (node_at copies it otherwise)
+    for kind, message, severity in always + fresh:
+        n.add_problem(kind, message, severity)
+    return NodeBase(view=n, always=always, fresh=fresh, order=_order_key(cluster, host),
+                    raw_jobs=raw_jobs)
 
 
 def node_base_from_bytes(data: bytes, cluster: str, *, private: bool = False,
                          thresholds: Optional[Mapping[str, float]] = None,
-                         rules: Optional[str] = None) -> Optional[NodeBase]:
+                         rules: Optional[str] = None,
+                         previous: Optional[NodeBase] = None) -> Optional[NodeBase]:
     """A status file's bytes -> NodeBase. A file laid out as the daemon writes it, with a
     verdict by these rules, is parsed up to its devices only (a few hundred bytes of its
-    30 kB: store/reader.py split_status); any other file whole. ValueError: not JSON."""
+    30 kB: store/reader.py split_status); any other file whole. ValueError: not JSON.
+    `previous`: this file's last NodeBase, read with the same `private` (parts reused)."""
     from efajob.store.reader import split_status
 
     split = split_status(data) if rules is not None else None
@@ -348,30 +388,27 @@ def node_base_from_bytes(data: bytes, cluster: str, *, private: bool = False,
         verdict = parse_verdict(head.get("verdict"), rules or "")
         if verdict is not None and "link_gbps" in head:
             return parse_node_base(head, cluster, private=private, device_src=devices,
-                                   verdict=verdict)
+                                   verdict=verdict, previous=previous)
     return parse_node_base(loads_checked(data), cluster, private=private, thresholds=thresholds,
-                           rules=rules)
+                           rules=rules, previous=previous)
 
 
-def node_at(base: NodeBase, now: float, max_status_age: float) -> NodeView:
-    """The node as of `now`: a new NodeView (the last refresh's stays as it was for the pages
-    still rendering it) with its age, staleness and problems. 10,000 a refresh: the usual
-    node, fresh and on time, shares its base's problem lists (nothing appends to them)."""
-    n = object.__new__(NodeView)
-    n.__dict__.update(base.view.__dict__)
-    t = n.time
-    if t is not None:
-        n.age_s = age = max(0.0, now - t)
-        n.stale = age > max_status_age
-        if not n.stale and t - now <= SKEW_S:
-            n.problems, n.kinds = base.fresh_problems()
-            return n
-    n.problems, n.kinds = [], []
-    if t is None:
+def node_at(base: NodeBase, now: float, max_status_age: float,
+            slurm_state: Optional[str] = None) -> NodeView:
+    """The node as of `now` with its staleness and problems. 10,000 a refresh: a node fresh
+    and on time is its base's shared view; any other is a new NodeView (the last refresh's
+    stays as it was for the pages still rendering it)."""
+    t = base.view.time
+    if t is not None and now - t <= max_status_age and t - now <= SKEW_S:
+        return base.fresh_view(slurm_state)
+    n = base._copy(slurm_state)
+    if t is None:  # stale: nothing says when it was written
         n.add_problem("no_time", "status file has no time")
     else:
+        age = max(0.0, now - t)
+        n.stale = age > max_status_age
         if n.stale:
-            n.add_problem("stale", f"no status for {fmt_duration(n.age_s or 0.0)}")
+            n.add_problem("stale", f"no status for {fmt_duration(age)}")
         if t - now > SKEW_S:
             n.add_problem("clock_skew", f"node clock {fmt_duration(t - now)} ahead")
     for kind, message, severity in base.always:
@@ -392,46 +429,120 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
 
 
 # -- the model -------------------------------------------------------------------------------
-def _running(nodes: Sequence[NodeView]) -> List[RunningJob]:
-    """The jobs of fresh nodes; `nodes` sorted by (cluster, natural host order)."""
-    by_key: Dict[Tuple[str, str], List[Tuple[NodeView, NodeJob]]] = {}
-    for n in nodes:
+def _contribution(n: NodeView) -> Items:
+    """What a fresh node adds to the cluster totals, exactly (dashboard/tally.py)."""
+    items = [(k, exact(v)) for k, v in (("tx", n.tx_gbps), ("rx", n.rx_gbps), ("link", n.link_gbps))
+             if v is not None]
+    items += [("r:" + k, exact(v)) for k, v in n.rates.items()]
+    return tuple(items)
+
+
+class Tally:
+    """The totals and running jobs of one build's fresh nodes, moved to the next build by the
+    nodes whose view changed. A node whose file did not change and that stays fresh keeps its
+    view object (node_at), so `move` compares views by identity: at 10,000 nodes a refresh
+    costs a pass of comparisons plus the nodes that changed, not a sum over every node."""
+
+    def __init__(self) -> None:
+        self.nodes: Dict[Tuple[str, str], NodeView] = {}  # the last build's, as it built them
+        self.counted: Dict[Tuple[str, str], Items] = {}  # fresh nodes: what each added
+        self.sums = Sums()
+        self.warn = 0
+        self.members: Dict[Tuple[str, str], Dict[Tuple[str, str], Tuple[NodeView, NodeJob]]] = {}
+        self.running: Dict[Tuple[str, str], RunningJob] = {}
+        self._sort: Dict[Tuple[str, str], tuple] = {}
+
+    def move(self, nodes: Dict[Tuple[str, str], NodeView], order: "_Order") -> None:
+        """From the last build's nodes to `nodes` (a new dict, never changed after)."""
+        last, seen = self.nodes, 0
+        touched: Set[Tuple[str, str]] = set()
+        for at, n in nodes.items():
+            p = last.get(at)
+            if p is not None:
+                seen += 1
+                if p is n:
+                    continue
+                self._out(at, p, touched)
+            self._in(at, n, touched)
+        if seen < len(last):  # nodes that left
+            for at in last.keys() - nodes.keys():
+                self._out(at, last[at], touched)
+        self.nodes = nodes
+        for jat in touched:
+            m = self.members.get(jat)
+            if not m:
+                self.members.pop(jat, None)
+                self.running.pop(jat, None)
+                self._sort.pop(jat, None)
+                continue
+            pairs = [m[at] for at in sorted(m, key=order.positions().__getitem__)]
+            self.running[jat] = r = _running_job(jat, pairs)
+            self._sort[jat] = (-(r.start or 0.0), r.cluster, natural_key(r.key))
+
+    def _in(self, at: Tuple[str, str], n: NodeView, touched: Set[Tuple[str, str]]) -> None:
         if n.stale:
-            continue
+            return
+        self.counted[at] = items = _contribution(n)
+        self.sums.add(items)
+        self.warn += bool(n.problems)
         for j in n.jobs:
-            by_key.setdefault((n.cluster, j.key), []).append((n, j))
-    out = []
-    for (cluster, key), pairs in by_key.items():
-        j0 = pairs[0][1]
-        hosts = [n.host for n, _ in pairs]  # `nodes` come in the table's (natural) order
-        out.append(RunningJob(
-            cluster=cluster, key=key, job_id=j0.job_id, restart=j0.restart,
-            users=sorted({j.user for _, j in pairs if j.user}),
-            partitions=sorted({j.partition for _, j in pairs if j.partition}), hosts=hosts,
-            start=min((j.start for _, j in pairs if j.start is not None), default=None),
-            tx_gbps=_sum(n.tx_gbps for n, _ in pairs), rx_gbps=_sum(n.rx_gbps for n, _ in pairs),
-            shared_hosts=[n.host for n, _ in pairs if len(n.jobs) > 1]))
-    return sorted(out, key=lambda r: (-(r.start or 0.0), r.cluster, natural_key(r.key)))
+            jat = (at[0], j.key)
+            self.members.setdefault(jat, {})[at] = (n, j)
+            touched.add(jat)
+
+    def _out(self, at: Tuple[str, str], n: NodeView, touched: Set[Tuple[str, str]]) -> None:
+        if n.stale:
+            return
+        self.sums.add(self.counted.pop(at), -1)
+        self.warn -= bool(n.problems)
+        for j in n.jobs:
+            jat = (at[0], j.key)
+            self.members.get(jat, {}).pop(at, None)
+            touched.add(jat)
+
+    def running_jobs(self) -> List[RunningJob]:
+        """Newest first."""
+        return sorted(self.running.values(), key=lambda r: self._sort[(r.cluster, r.key)])
+
+    def totals(self, nodes: int, running: Sequence[RunningJob]) -> Totals:
+        fresh = len(self.counted)
+        t = Totals(nodes=nodes, fresh=fresh, stale=nodes - fresh, warn=self.warn,
+                   running_jobs=len(running), users=len({u for r in running for u in r.users}),
+                   tx_gbps=self.sums.total("tx"), rx_gbps=self.sums.total("rx"),
+                   link_gbps=self.sums.total("link"))
+        busier = [v for v in (t.tx_gbps, t.rx_gbps) if v is not None]
+        t.util = ratio(max(busier), t.link_gbps) if busier else None
+        t.rates = {k: v for k, v in ((k, self.sums.total("r:" + k)) for k in HEALTH_RATES)
+                   if v is not None}
+        return t
 
 
-def _totals(nodes: Sequence[NodeView], running: Sequence[RunningJob]) -> Totals:
-    fresh = [n for n in nodes if not n.stale]
-    t = Totals(nodes=len(nodes), fresh=len(fresh), stale=len(nodes) - len(fresh),
-               warn=sum(1 for n in fresh if n.problems), running_jobs=len(running),
-               users=len({u for r in running for u in r.users}))
-    # One pass over 10,000 nodes, not one per sum; None stays None (absent is not 0).
-    sums: Dict[str, float] = {}
-    for n in fresh:
-        for k, v in (("tx", n.tx_gbps), ("rx", n.rx_gbps), ("link", n.link_gbps)):
-            if v is not None:
-                sums[k] = sums.get(k, 0.0) + v
-        for k, v in n.rates.items():
-            sums["r:" + k] = sums.get("r:" + k, 0.0) + v
-    t.tx_gbps, t.rx_gbps, t.link_gbps = sums.get("tx"), sums.get("rx"), sums.get("link")
-    busier = [v for v in (t.tx_gbps, t.rx_gbps) if v is not None]
-    t.util = ratio(max(busier), t.link_gbps) if busier else None
-    t.rates = {k: sums["r:" + k] for k in HEALTH_RATES if "r:" + k in sums}
-    return t
+def _running_job(at: Tuple[str, str], pairs: Sequence[Tuple[NodeView, NodeJob]]) -> RunningJob:
+    """One job from its fresh nodes, `pairs` in the table's (natural) order."""
+    j0 = pairs[0][1]
+    return RunningJob(
+        cluster=at[0], key=at[1], job_id=j0.job_id, restart=j0.restart,
+        users=sorted({j.user for _, j in pairs if j.user}),
+        partitions=sorted({j.partition for _, j in pairs if j.partition}),
+        hosts=[n.host for n, _ in pairs],
+        start=min((j.start for _, j in pairs if j.start is not None), default=None),
+        tx_gbps=_sum(n.tx_gbps for n, _ in pairs), rx_gbps=_sum(n.rx_gbps for n, _ in pairs),
+        shared_hosts=[n.host for n, _ in pairs if len(n.jobs) > 1])
+
+
+class _Order:
+    """The node table's order of one set of nodes, and each node's place in it (made when a
+    job's hosts are put in order)."""
+
+    def __init__(self, keys: List[Tuple[str, str]]):
+        self.keys, self.members = keys, set(keys)
+        self.clusters = {c for c, _ in keys}
+        self._pos: Optional[Dict[Tuple[str, str], int]] = None
+
+    def positions(self) -> Dict[Tuple[str, str], int]:
+        if self._pos is None:
+            self._pos = {k: i for i, k in enumerate(self.keys)}
+        return self._pos
 
 
 def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping], *, now: float,
@@ -454,44 +565,61 @@ def build_dashboard(docs: Iterable[Tuple[str, object]], recent: Sequence[Mapping
 def build_from_bases(bases: Iterable[Tuple[str, Optional[NodeBase]]], recent: Sequence[Mapping], *,
                      now: float, max_status_age: float, notes: Sequence[str] = (),
                      private: bool = False, slurm_nodes: Optional[Mapping[str, str]] = None,
-                     slurm_cluster: str = "", expire_after: Optional[float] = None) -> Dashboard:
+                     slurm_cluster: str = "", expire_after: Optional[float] = None,
+                     memo: Optional[Dict[str, object]] = None) -> Dashboard:
     """The model of one refresh from every status file's NodeBase (None: a file that names
     no valid node, counted in the notes), as of `now`.
 
     `slurm_nodes` ({node: sinfo state} of `slurm_cluster`, when Slurm is read): nodes without
     a status file are shown as such; a powered-down cloud node is no stale alert; a stale
     status file of a node Slurm no longer has (a deleted cloud node) is left out. Status files
-    older than `expire_after` seconds are left out whatever Slurm says (nodes that left)."""
+    older than `expire_after` seconds are left out whatever Slurm says (nodes that left).
+
+    `memo` (a dict the caller keeps between refreshes, the Collector's): the last build's node
+    order and its Tally (totals, running jobs), moved by the nodes that changed. A
+    10,000-node refresh then costs a pass over the nodes plus the files that changed."""
     nodes: Dict[Tuple[str, str], NodeView] = {}
-    order: Dict[Tuple[str, str], tuple] = {}
     skipped = expired = 0
     for cluster, base in bases:
         if base is None:
             skipped += 1
             continue
-        n = node_at(base, now, max_status_age)
+        smap = slurm_nodes if cluster == slurm_cluster else None
+        n = base.view
+        t = n.time
+        # node_at's first case inline (10,000 calls a refresh): fresh, on time, no Slurm state.
+        if smap is not None or t is None or now - t > max_status_age or t - now > SKEW_S:
+            n = node_at(base, now, max_status_age, None if smap is None else smap.get(n.host))
         at = (cluster, n.host)
-        if _expired(n, now, expire_after, slurm_nodes if cluster == slurm_cluster else None):
+        if (expire_after is not None or smap is not None) and _expired(n, now, expire_after, smap):
             expired += 1
         elif at not in nodes or (n.time or 0) > (nodes[at].time or 0):
             nodes[at] = n  # two files naming one host: the newer wins
-            order[at] = base.order
     if slurm_nodes is not None:
         _reconcile(nodes, slurm_nodes, slurm_cluster)
-    views = sorted(nodes.values(), key=lambda n: order.get((n.cluster, n.host))
-                   or (n.cluster, natural_key(n.host)))
-    running = _running(views)
+    last = memo.get("order") if memo is not None else None
+    if isinstance(last, _Order) and len(last.keys) == len(nodes) and nodes.keys() == last.members:
+        order = last  # the same nodes as the last refresh: the same order
+    else:
+        order = _Order(sorted(nodes, key=lambda at: _order_key(*at)))
+    tally = memo.get("tally") if memo is not None else None
+    if not isinstance(tally, Tally):
+        tally = Tally()
+    tally.move(nodes, order)
+    if memo is not None:
+        memo["order"], memo["tally"] = order, tally
+    views = [nodes[at] for at in order.keys]
+    running = tally.running_jobs()
     all_notes = list(notes) + ([f"{skipped} node status file(s) unusable (no valid node name)"]
                                if skipped else [])
     if expired:
         all_notes.append(f"{expired} node status file(s) of nodes that left are not shown")
     return Dashboard(generated=now, max_status_age=max_status_age,
-                     clusters=sorted({n.cluster for n in views} | {str(r.get("cluster")) for r in recent}),
-                     nodes=views, totals=_totals(views, running), running=running,
+                     clusters=sorted(order.clusters | {str(r.get("cluster")) for r in recent}),
+                     nodes=views, totals=tally.totals(len(views), running), running=running,
                      recent=[dict(r, user=None) if private else dict(r) for r in recent],
                      notes=all_notes, problems=group_problems(views),
-                     by_host={(n.cluster, n.host): n for n in views},
-                     by_job={(r.cluster, r.key): r for r in running})
+                     by_host=nodes, by_job={(r.cluster, r.key): r for r in running})
 
 
 def _expired(n: NodeView, now: float, expire_after: Optional[float],
@@ -504,6 +632,8 @@ def _expired(n: NodeView, now: float, expire_after: Optional[float],
 
 def _reconcile(nodes: Dict[Tuple[str, str], NodeView], slurm_nodes: Mapping[str, str],
                cluster: str) -> None:
+    """Nodes Slurm lists without a status file; a stale node Slurm powered down is quiet.
+    (node_at gave each node its Slurm state; a stale node's view is this refresh's own.)"""
     from efajob.slurm.nodes import is_powered_down
 
     for host, state in slurm_nodes.items():
@@ -513,7 +643,6 @@ def _reconcile(nodes: Dict[Tuple[str, str], NodeView], slurm_nodes: Mapping[str,
                 nodes[(cluster, host)] = NodeView(cluster=cluster, host=host, slurm_state=state,
                                                   efajob=False)
             continue
-        n.slurm_state = state
         if n.stale and is_powered_down(state):
             # No instance behind the name: its old status is history, not an alert.
             n.powered_down = True
@@ -531,6 +660,8 @@ def group_problems(nodes: Sequence[NodeView]) -> List[ProblemGroup]:
     example: Dict[str, str] = {}
     worst: Dict[str, str] = {}
     for n in nodes:
+        if not n.kinds:
+            continue
         for (kind, severity), message in zip(n.kinds, n.problems):
             at = hosts.setdefault(kind, [])
             if not at or at[-1] != (n.cluster, n.host):
@@ -561,10 +692,12 @@ def _rounded_object(d: dict) -> dict:
 _ROW_FIELDS = [f for f in fields(NodeView) if f.name not in ("device_list", "device_src")]
 
 
-def _node_row(n: NodeView) -> dict:
+def _node_row(n: NodeView, now: float) -> dict:
     row: dict = {}
     for f in _ROW_FIELDS:
         v = getattr(n, f.name)
+        if f.name == "stale":  # where the age was when it was a field
+            row["age_s"] = n.age_at(now)
         row[f.name] = [asdict(j) for j in v] if f.name == "jobs" else \
             dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v
         if f.name == "rates":  # where the devices were when they were a field
@@ -575,9 +708,11 @@ def _node_row(n: NodeView) -> dict:
     return row
 
 
-def node_to_dict(n: NodeView) -> dict:
-    """`GET /api/node/<cluster>/<host>`: one node, as in /api/nodes."""
-    return _rounded_object({"schema": "efajob/dashboard-node", "version": 1, "node": _node_row(n)})
+def node_to_dict(n: NodeView, now: float) -> dict:
+    """`GET /api/node/<cluster>/<host>`: one node, as in /api/nodes (its age as of `now`, the
+    snapshot's time)."""
+    return _rounded_object({"schema": "efajob/dashboard-node", "version": 1,
+                            "node": _node_row(n, now)})
 
 
 def nodes_to_dict(d: Dashboard, nodes: Optional[Sequence[NodeView]] = None,
@@ -589,7 +724,7 @@ def nodes_to_dict(d: Dashboard, nodes: Optional[Sequence[NodeView]] = None,
     return _rounded_object({"schema": "efajob/dashboard-nodes", "version": 1,
                             "generated": d.generated, "max_status_age": d.max_status_age,
                             "clusters": d.clusters, "totals": asdict(d.totals),
-                            "nodes": [_node_row(n) for n in nodes], "notes": d.notes,
+                            "nodes": [_node_row(n, d.generated) for n in nodes], "notes": d.notes,
                             "problems": [_group_row(g) for g in d.problems], **extra})
 
 
@@ -608,7 +743,7 @@ def problems_to_dict(d: Dashboard) -> dict:
 def job_to_dict(d: Dashboard, running: Optional[RunningJob], summary: Optional[Mapping]) -> dict:
     """`GET /api/job/<cluster>/<key>`: the job now (its nodes' rates and problems) and its
     summary row among the recent jobs; either may be null."""
-    nodes = [_node_row(d.by_host[(running.cluster, h)]) for h in running.hosts
+    nodes = [_node_row(d.by_host[(running.cluster, h)], d.generated) for h in running.hosts
              if (running.cluster, h) in d.by_host] if running else []
     return _rounded_object({"schema": "efajob/dashboard-job", "version": 1, "generated": d.generated,
                             "running": asdict(running) if running else None, "nodes": nodes,

@@ -320,7 +320,7 @@ def _nodes_table(d: Dashboard, links: Links, tz, view: View) -> str:
             esc(n.instance_type or NA), esc(fmt_bandwidth(n.tx_gbps)), esc(fmt_bandwidth(n.rx_gbps)),
             _gauge(n.util), _device_bars(n.devices, detail=False), esc(_rate(n.rates.get("rx_drops"))),
             esc(_rate(n.rates.get("retrans_pkts"))), _job_refs(n.jobs, n.cluster, links, n.stale),
-            f'<span title="{esc(fmt_time(n.time, tz))}">{esc(_ago(n.age_s))}</span>']
+            f'<span title="{esc(fmt_time(n.time, tz))}">{esc(_ago(n.age_at(d.generated)))}</span>']
         off = 1 if multi else 0
         num = {3 + off, 4 + off, 7 + off, 8 + off}
         # Drops and retransmits are rare on a healthy fabric: any, now, is shown in red.

@@ -53,7 +53,7 @@ from efajob.dashboard.page import Links
 from efajob.dashboard.view import parse_view, view_to_dict
 from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
 from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, list_clusters, list_job_dirs
-from efajob.values import loads_checked, read_regular
+from efajob.values import loads_checked, read_regular_stat
 
 log = logging.getLogger("efajob.dashboard")
 
@@ -72,55 +72,78 @@ def max_status_age(status_interval: float) -> float:
     return max(60.0, 4 * status_interval)
 
 
-DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # name -> (mtime_ns, size, inode), parsed
+DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # name -> (d_ino, mtime_ns, size), parsed
+RECHECK = 8  # each refresh stats one file in RECHECK of those whose inode did not change
 
 
 def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
                      keep: Optional[DocCache] = None,
-                     parse: Callable[[bytes, str], object] = lambda data, _c: loads_checked(data),
-                     ) -> Tuple[List[Tuple[str, object]], List[str]]:
-    """([(cluster, parse(bytes, cluster))], notes) of a cluster's node status files (`parse`:
-    the JSON by default, the Collector's NodeBase). A file that cannot be read or parsed is a
-    note (the daemon rewrites it every few seconds), not an error.
+                     parse: Callable[[bytes, str, object], object] = lambda data, _c, _p: loads_checked(data),
+                     turn: int = 0) -> Tuple[List[Tuple[str, object]], List[str]]:
+    """([(cluster, parse(bytes, cluster, previous))], notes) of a cluster's node status files
+    (`parse`: the JSON by default, the Collector's NodeBase; `previous`: what it made of the
+    file's last version, or None), in the directory's order. A file that cannot be
+    read or parsed is a note (the daemon rewrites it every few seconds), not an error.
 
-    `cache` (kept by the Collector between refreshes): a file whose mtime, size and inode are
-    those of its last read is not read or parsed again; `keep` gets every file of this read
-    (the next refresh's cache: files that went are forgotten). Daemons write every status_interval
-    (15 s) while the page refreshes every few seconds: most files have not changed. The
-    writers replace files by rename, so a changed file is a new inode."""
+    `cache` (kept by the Collector between refreshes; `keep` gets every file of this read, the
+    next refresh's cache: files that went are forgotten): daemons write every status_interval
+    (15 s) while the page refreshes every few seconds, so most files have not changed. The
+    writers replace a file by rename, a new inode each write, and the directory's listing
+    gives each name's inode without a stat: a file listed with the inode of its last read is
+    not read again, and a refresh of 10,000 files costs a listing and the files rewritten
+    since. A file that changed under the same inode (rewritten in place by another writer,
+    or a filesystem that gave a new version the inode of its version before last) is caught
+    by a rotating check: each refresh also stats one file in RECHECK (by position and `turn`,
+    the refresh's number) and reads it again when its mtime or size moved. Such a change
+    shows within RECHECK refreshes (16 s at the page's 2 s), about one status interval."""
     d = os.path.join(store, cluster, NODES_DIR)
     try:
-        names = sorted(os.listdir(d))
-        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if cache is not None else -1
+        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except FileNotFoundError:
         return [], []
     except OSError as e:
         raise StoreError(f"cannot read node status directory {d}: {e.strerror}") from None
     docs: List[Tuple[str, object]] = []
     notes: List[str] = []
+    cached: DocCache = cache if cache is not None else {}
+    i = 0
     try:
-        for name in names:
-            if not name.endswith(".json") or name.startswith("."):  # "." prefix: a writer's temp file
-                continue
-            try:
-                if cache is not None:
-                    # Relative to the directory: 10,000 stats a refresh, each without a path walk.
-                    st = os.stat(name, dir_fd=dfd)  # never blocks, even on a FIFO (read_regular refuses those)
-                    key = (st.st_mtime_ns, st.st_size, st.st_ino)
-                    hit = cache.get(name)
-                    if hit is None or hit[0] != key:
-                        hit = (key, parse(read_regular(os.path.join(d, name), MAX_STATUS_BYTES), cluster))
+        # In the directory's order, not sorted: the model puts the nodes in their order (and
+        # of two files naming one host, the newer wins whatever their names).
+        with os.scandir(dfd) as it:
+            for entry in it:
+                name = entry.name
+                if not name.endswith(".json") or name.startswith("."):  # "." prefix: a temp file
+                    continue
+                i += 1
+                try:
+                    hit = cached.get(name)
+                    if hit is not None and hit[0][0] == entry.inode():
+                        if (i + turn) % RECHECK:
+                            docs.append((cluster, hit[1]))
+                            if keep is not None:
+                                keep[name] = hit
+                            continue
+                        # Never blocks, even on a FIFO (read_regular_stat refuses those).
+                        st = os.stat(name, dir_fd=dfd)
+                        if (st.st_mtime_ns, st.st_size) == hit[0][1:]:
+                            docs.append((cluster, hit[1]))
+                            if keep is not None:
+                                keep[name] = hit
+                            continue
+                    data, st = read_regular_stat(name, MAX_STATUS_BYTES, dir_fd=dfd)
+                    hit = ((entry.inode(), st.st_mtime_ns, st.st_size),
+                           parse(data, cluster, None if hit is None else hit[1]))
+                    docs.append((cluster, hit[1]))
                     if keep is not None:
                         keep[name] = hit
-                    docs.append((cluster, hit[1]))
-                    continue
-                docs.append((cluster, parse(read_regular(os.path.join(d, name), MAX_STATUS_BYTES), cluster)))
-            except (OSError, ValueError) as e:
-                why = e.strerror if isinstance(e, OSError) else "not valid JSON"
-                notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
+                except (OSError, ValueError) as err:
+                    why = err.strerror if isinstance(err, OSError) else "not valid JSON"
+                    notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
+    except OSError as err:
+        raise StoreError(f"cannot read node status directory {d}: {err.strerror}") from None
     finally:
-        if dfd >= 0:
-            os.close(dfd)
+        os.close(dfd)
     return docs, notes
 
 
@@ -149,6 +172,8 @@ class Collector:
         # Between refreshes (refresh thread only), by cluster: each status file's NodeBase
         # (its parse and verdict), bounded by the files of the last refresh.
         self._docs: Dict[str, DocCache] = {}
+        self._turn = 0  # the refresh's number: which files read_status_docs rechecks
+        self._memo: Dict[str, object] = {}  # build_from_bases's, between refreshes
         self.history = History()  # a point per refresh, at most every 30 s (memory only)
         self._rules = rules_key(cfg.thresholds)
 
@@ -224,21 +249,23 @@ class Collector:
             keep: DocCache = {}
             # A cluster directory's name may be anything: its files' nodes are unusable then.
             d, n = read_status_docs(store, c, self._docs.get(c, {}), keep, self._parse
-                                    if NAME_RE.fullmatch(c) else lambda _d, _c: None)
+                                    if NAME_RE.fullmatch(c) else lambda _d, _c, _p: None, self._turn)
             caches[c] = keep
             bases += d
             notes += n
         self._docs = caches
+        self._turn += 1
         recent = self._recent(now, notes)
         slurm = self._node_list(notes) if self.use_slurm else None
         return build_from_bases(bases, recent, now=now, max_status_age=self.max_age,  # type: ignore[arg-type]
                                 notes=notes, private=self.cfg.private_records, slurm_nodes=slurm,
                                 slurm_cluster=self.cluster or self.cfg.cluster,
-                                expire_after=self.cfg.status_expiry or None)
+                                expire_after=self.cfg.status_expiry or None, memo=self._memo)
 
-    def _parse(self, data: bytes, cluster: str) -> Optional[NodeBase]:
+    def _parse(self, data: bytes, cluster: str, previous: object) -> Optional[NodeBase]:
         return node_base_from_bytes(data, cluster, private=self.cfg.private_records,
-                                    thresholds=self.cfg.thresholds, rules=self._rules)
+                                    thresholds=self.cfg.thresholds, rules=self._rules,
+                                    previous=previous if isinstance(previous, NodeBase) else None)
 
     def _node_list(self, notes: List[str]) -> Optional[Dict[str, str]]:
         """Slurm's {node: state}, asked at most once per NODES_TTL; None (and a note) when
@@ -432,7 +459,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             hist = self.server.collector.history
             if api:
-                self._json(dict(node_to_dict(n), history=hist.series("node", where)))
+                self._json(dict(node_to_dict(n, d.generated), history=hist.series("node", where)))
                 return
             page = render_node_page(d, n, LINKS, refresh=self.server.refresh,
                                     history=history_block(hist.series("node", where), n.host))

@@ -35,7 +35,7 @@ SORTS: Dict[str, Callable[[NodeView], object]] = {
     "state": lambda n: STATES.index(n.state) if n.state in STATES else 9,
     "tx": lambda n: n.tx_gbps, "rx": lambda n: n.rx_gbps, "util": lambda n: n.util,
     "drops": lambda n: n.rates.get("rx_drops"), "retrans": lambda n: n.rates.get("retrans_pkts"),
-    "problems": lambda n: len(n.problems), "updated": lambda n: n.age_s,
+    "problems": lambda n: len(n.problems), "updated": lambda n: None if n.time is None else -n.time,  # the newest first
     "type": lambda n: n.instance_type, "jobs": lambda n: len(n.jobs),
 }
 

@@ -1,0 +1,175 @@
+"""The dashboard's refresh by difference (dashboard/server.py read_status_docs, dashboard/model.py
+Tally, dashboard/tally.py): a refresh reads only the files whose inode changed (and a rotating
+few by stat), reuses each unchanged fresh node's view, and moves the totals and running jobs
+by the nodes that changed. Whatever happened before, the model must be the one a build from
+scratch makes of the same files at the same time, and an earlier snapshot must stay as it was."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from fractions import Fraction
+
+import pytest
+
+from efajob.config import build_config
+from efajob.daemon.nodestatus import encode_node_status
+from efajob.dashboard.model import (build_from_bases, jobs_to_dict, node_base_from_bytes,
+                                    nodes_to_dict, problems_to_dict)
+from efajob.dashboard.server import RECHECK, Collector
+from efajob.dashboard.tally import Sums, exact
+from efajob.report.nodeverdict import rules_key
+from efajob.sim.statusfleet import fleet_doc
+
+from test_dashboard_verdict import judged
+
+NOW = 1_800_000_000.0
+
+
+def model_json(d) -> str:
+    return json.dumps([nodes_to_dict(d), jobs_to_dict(d), problems_to_dict(d)], sort_keys=True)
+
+
+def write(d, host: str, t: float, **kw) -> None:
+    doc = judged(fleet_doc("c1", host, t, job=kw.pop("job", ("500000", "alice")),
+                           gbps=kw.pop("gbps", 800.0), drops=kw.pop("drops", 0.0)))
+    doc.update(kw)
+    tmp = d / f".{host}.json.tmp"
+    tmp.write_bytes(encode_node_status(doc))
+    os.replace(tmp, d / f"{host}.json")  # as the daemon writes: a new inode
+
+
+def scratch(cfg, store, now: float):
+    """The model a fresh reader makes of the store now: every file read and judged."""
+    d = os.path.join(store, "c1", "nodes")
+    rules = rules_key(cfg.thresholds)
+    bases = []
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".json") and not name.startswith("."):
+            with open(os.path.join(d, name), "rb") as f:
+                bases.append(("c1", node_base_from_bytes(f.read(), "c1", rules=rules)))
+    return build_from_bases(bases, [], now=now, max_status_age=60.0)
+
+
+def test_exact_sums_are_the_correctly_rounded_sum_whatever_was_added_and_taken_away():
+    rng = random.Random(7)
+    values = [rng.choice([0.0, 1e-300, 5e-324, 0.1, 3200.0, 1e15, 1e300]) * rng.random()
+              for _ in range(400)]
+    s = Sums()
+    for v in values:
+        s.add([("x", exact(v))])
+    gone = rng.sample(range(len(values)), 150)
+    for i in gone:
+        s.add([("x", exact(values[i]))], -1)
+    left = [v for i, v in enumerate(values) if i not in set(gone)]
+    assert s.total("x") == math.fsum(left) == float(sum(Fraction(v) for v in left))
+    assert s.total("absent") is None
+    s.add([("big", exact(1.7e308)), ("big", exact(1.7e308))])
+    assert s.total("big") == math.inf  # past the largest double, as a float sum says
+
+
+def test_a_refresh_by_difference_is_a_build_from_scratch(tmp_path):
+    """Random rewrites, new nodes, deleted files, jobs that move, nodes going stale and coming
+    back, two files naming one host: after each refresh the incremental model is the model
+    made from scratch."""
+    store = tmp_path / "store"
+    d = store / "c1" / "nodes"
+    d.mkdir(parents=True)
+    rng = random.Random(11)
+    hosts = [f"gpu-dy-p5-{i}" for i in range(1, 41)]
+    t = NOW
+    for h in hosts:
+        write(d, h, t - rng.uniform(0, 10), job=(str(500000 + rng.randrange(4)), "alice"))
+    cfg = build_config({"cluster": "c1", "store": str(store)}, env={}, node="head")
+    clock = [t]
+    col = Collector(cfg, ttl=0.0, clock=lambda: clock[0])
+    earlier = []
+    for step in range(25):
+        clock[0] = t = t + rng.choice([2.0, 2.0, 30.0])  # 30 s now and then: files go stale
+        for h in rng.sample(hosts, rng.randrange(0, 12)):
+            roll = rng.random()
+            if roll < 0.1 and (d / f"{h}.json").exists():
+                (d / f"{h}.json").unlink()
+            elif roll < 0.15:  # a second file naming the host, newer or older
+                doc = judged(fleet_doc("c1", h, t + rng.choice([-1.0, 1.0]), job=None, gbps=5.0))
+                (d / ".copy.tmp").write_bytes(encode_node_status(doc))
+                os.replace(d / ".copy.tmp", d / f"{h}-copy.json")  # by rename, as writers do
+            else:
+                job = None if roll < 0.3 else (str(500000 + rng.randrange(5)), rng.choice(["alice", "bob"]))
+                write(d, h, t - rng.uniform(0, 3), job=job, gbps=rng.uniform(0, 3200),
+                      drops=rng.choice([0.0, 0.0, 40.0]))
+        got = col.collect()
+        earlier.append((got, model_json(got)))
+        assert model_json(got) == model_json(scratch(cfg, str(store), t)), f"refresh {step}"
+    for snap, as_built in earlier:  # no later refresh changed an earlier snapshot
+        assert model_json(snap) == as_built
+
+
+def test_fresh_unchanged_nodes_keep_their_view_and_the_age_comes_from_the_snapshot(tmp_path):
+    d = tmp_path / "store" / "c1" / "nodes"
+    d.mkdir(parents=True)
+    write(d, "n1", NOW)
+    write(d, "n2", NOW)
+    cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
+    clock = [NOW + 1.0]
+    col = Collector(cfg, ttl=0.0, clock=lambda: clock[0])
+    first = col.collect()
+    clock[0] = NOW + 9.0
+    write(d, "n2", NOW + 8.0)
+    second = col.collect()
+    assert second.by_host[("c1", "n1")] is first.by_host[("c1", "n1")]  # not copied
+    assert second.by_host[("c1", "n2")] is not first.by_host[("c1", "n2")]
+    ages = [{n["host"]: n["age_s"] for n in nodes_to_dict(x)["nodes"]} for x in (first, second)]
+    assert ages == [{"n1": 1.0, "n2": 1.0}, {"n1": 9.0, "n2": 1.0}]
+    clock[0] = NOW + 65.0  # n1 goes stale: a view of its own, the shared one untouched
+    third = col.collect()
+    assert third.by_host[("c1", "n1")].stale and not first.by_host[("c1", "n1")].stale
+    assert third.totals.fresh == 1 and first.totals.fresh == 2
+
+
+def test_a_file_rewritten_in_place_is_read_within_recheck_refreshes(tmp_path, monkeypatch):
+    """Same inode, new content (another writer, or an inode the filesystem reused): the
+    listing cannot tell, the rotating stat does."""
+    d = tmp_path / "store" / "c1" / "nodes"
+    d.mkdir(parents=True)
+    for i in range(1, 4 * RECHECK):
+        write(d, f"n{i}", NOW)
+    cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
+    col = Collector(cfg, ttl=0.0, clock=lambda: NOW + 2.0)
+    col.collect()
+    path = d / "n5.json"
+    ino = path.stat().st_ino
+    doc = json.loads(path.read_bytes())
+    doc["tx_gbps"] = doc["rx_gbps"] = 1.5
+    with open(path, "r+b") as f:  # in place: the same inode, another size
+        f.write(encode_node_status(doc))
+        f.truncate()
+    assert path.stat().st_ino == ino
+    seen = []
+    for _ in range(RECHECK):
+        seen.append(col.collect().by_host[("c1", "n5")].tx_gbps)
+    assert seen[-1] == 1.5 and seen.count(1.5) >= 1 and seen[0] in (800.0, 1.5)
+    assert seen == sorted(seen, key=lambda v: v == 1.5)  # once read, it stays read
+
+
+def test_a_job_listed_twice_by_a_node_runs_once_on_it():
+    doc = judged(fleet_doc("c1", "n1", NOW, job=("77", "alice"), gbps=10.0))
+    doc["jobs"] = doc["jobs"] * 2
+    base = node_base_from_bytes(encode_node_status(doc), "c1", rules=rules_key(None))
+    d = build_from_bases([("c1", base)], [], now=NOW + 1.0, max_status_age=60.0)
+    assert [r.hosts for r in d.running] == [["n1"]] and len(d.by_host[("c1", "n1")].jobs) == 1
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_unchanged_jobs_are_reused_from_the_files_last_parse_only_when_equal(private):
+    a = judged(fleet_doc("c1", "n1", NOW, job=("77", "alice"), gbps=10.0))
+    first = node_base_from_bytes(encode_node_status(a), "c1", private=private, rules=rules_key(None))
+    a2 = dict(a, time=NOW + 15.0)
+    same = node_base_from_bytes(encode_node_status(a2), "c1", private=private,
+                                rules=rules_key(None), previous=first)
+    assert same.view.jobs is first.view.jobs
+    b = dict(a2, jobs=[dict(a["jobs"][0], user="bob")])
+    other = node_base_from_bytes(encode_node_status(b), "c1", private=private,
+                                 rules=rules_key(None), previous=first)
+    assert [j.user for j in other.view.jobs] == [None if private else "bob"]

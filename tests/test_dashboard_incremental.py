@@ -18,7 +18,7 @@ from efajob.daemon.nodestatus import encode_node_status
 from efajob.dashboard.model import (build_from_bases, jobs_to_dict, node_base_from_bytes,
                                     nodes_to_dict, problems_to_dict)
 from efajob.dashboard.server import RECHECK, Collector
-from efajob.dashboard.tally import Sums, exact
+from efajob.dashboard.tally import Sums, items
 from efajob.report.nodeverdict import rules_key
 from efajob.sim.statusfleet import fleet_doc
 
@@ -56,17 +56,20 @@ def test_exact_sums_are_the_correctly_rounded_sum_whatever_was_added_and_taken_a
     rng = random.Random(7)
     values = [rng.choice([0.0, 1e-300, 5e-324, 0.1, 3200.0, 1e15, 1e300]) * rng.random()
               for _ in range(400)]
-    s = Sums()
+    s = Sums(["x", "absent", "big"])
     for v in values:
-        s.add([("x", exact(v))])
+        s.add(items([v, None, None]))
     gone = rng.sample(range(len(values)), 150)
     for i in gone:
-        s.add([("x", exact(values[i]))], -1)
+        s.take(items([values[i], None, None]))
     left = [v for i, v in enumerate(values) if i not in set(gone)]
     assert s.total("x") == math.fsum(left) == float(sum(Fraction(v) for v in left))
     assert s.total("absent") is None
-    s.add([("big", exact(1.7e308)), ("big", exact(1.7e308))])
+    s.add(items([None, None, 1.7e308]))
+    s.add(items([None, None, 1.7e308]))
     assert s.total("big") == math.inf  # past the largest double, as a float sum says
+    s.add(items([0.0, None, None]))
+    assert s.total("x") == math.fsum(left)
 
 
 def test_a_refresh_by_difference_is_a_build_from_scratch(tmp_path):
@@ -173,3 +176,47 @@ def test_unchanged_jobs_are_reused_from_the_files_last_parse_only_when_equal(pri
     other = node_base_from_bytes(encode_node_status(b), "c1", private=private,
                                  rules=rules_key(None), previous=first)
     assert [j.user for j in other.view.jobs] == [None if private else "bob"]
+
+
+def test_a_refresh_reads_the_start_of_a_file_and_all_of_it_only_when_needed(tmp_path, monkeypatch):
+    """HEAD_BYTES of a daemon's file hold its head and devices; a file whose devices run past
+    them, or one without the daemon's verdict, is read again whole: the same model either way."""
+    import efajob.dashboard.server as server
+
+    d = tmp_path / "store" / "c1" / "nodes"
+    d.mkdir(parents=True)
+    write(d, "short", NOW)
+    long_doc = judged(fleet_doc("c1", "long", NOW, job=("9", "alice"), gbps=10.0))
+    long_doc["jobs"] = [dict(long_doc["jobs"][0], job_id=str(i), key=str(i)) for i in range(1, 90)]
+    (d / "long.json").write_bytes(encode_node_status(judged(long_doc)))
+    old = {k: v for k, v in fleet_doc("c1", "old", NOW, job=None, gbps=1.0, drops=30.0).items()
+           if k != "verdict"}
+    (d / "old.json").write_bytes(encode_node_status(old))  # an older daemon: no verdict
+    for name in ("short", "long"):
+        size = (d / f"{name}.json").stat().st_size
+        at = (d / f"{name}.json").read_bytes().find(b'],"recent":{')
+        assert size > server.HEAD_BYTES and (at < server.HEAD_BYTES) == (name == "short")
+    reads = []
+    real = server.read_regular_stat
+    monkeypatch.setattr(server, "read_regular_stat", lambda p, n, **kw: reads.append(
+        (p, kw.get("first", 0))) or real(p, n, **kw))
+    cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
+    got = Collector(cfg, ttl=0.0, clock=lambda: NOW + 1.0).collect()
+    assert sorted(reads) == [("long.json", 0), ("long.json", server.HEAD_BYTES),
+                             ("old.json", 0), ("old.json", server.HEAD_BYTES),
+                             ("short.json", server.HEAD_BYTES)]
+    assert model_json(got) == model_json(scratch(cfg, str(tmp_path / "store"), NOW + 1.0))
+    assert len(got.by_host[("c1", "long")].jobs) == 89 and got.by_host[("c1", "old")].kinds
+
+
+def test_the_start_of_a_file_is_cut_only_where_the_window_follows_the_devices():
+    from efajob.store.reader import split_status
+
+    doc = judged(fleet_doc("c1", "n1", NOW, job=None, gbps=1.0))
+    doc["devices"][0]["z_list"] = [1]  # a device ending in a list: `]}` inside the devices
+    data = encode_node_status(doc)
+    at = data.find(b"]}", data.find(b',"devices":['))
+    assert 0 < at < data.find(b'],"recent":{')
+    assert split_status(data[:at + 2], whole=False) is None  # not the end of the devices
+    head, devices = split_status(data[:data.find(b'],"recent":{') + 20], whole=False)
+    assert json.loads(devices) == json.loads(data)["devices"] and head["node"] == "n1"

@@ -26,7 +26,7 @@ from efajob.values import as_object, loads_checked
 from efajob.report.nodeverdict import HEALTH_RATES, Problem, device_problems, live_problems, parse_verdict, rules_key
 from efajob.slurm.jobid import status_job_key
 from efajob.fmt import fmt_duration
-from efajob.dashboard.tally import Items, Sums, exact
+from efajob.dashboard.tally import Items, Sums, items
 from efajob.node.readings import natural_key
 
 # A node clock this far ahead of ours is reported: ages computed from it would lie.
@@ -372,23 +372,31 @@ def parse_node_base(doc: object, cluster: str, *, private: bool = False,
                     raw_jobs=raw_jobs)
 
 
+class NeedWhole(Exception):
+    """node_base_from_bytes was given the start of a file and needs all of it."""
+
+
 def node_base_from_bytes(data: bytes, cluster: str, *, private: bool = False,
                          thresholds: Optional[Mapping[str, float]] = None,
-                         rules: Optional[str] = None,
-                         previous: Optional[NodeBase] = None) -> Optional[NodeBase]:
+                         rules: Optional[str] = None, previous: Optional[NodeBase] = None,
+                         whole: bool = True) -> Optional[NodeBase]:
     """A status file's bytes -> NodeBase. A file laid out as the daemon writes it, with a
     verdict by these rules, is parsed up to its devices only (a few hundred bytes of its
     30 kB: store/reader.py split_status); any other file whole. ValueError: not JSON.
-    `previous`: this file's last NodeBase, read with the same `private` (parts reused)."""
+    `previous`: this file's last NodeBase, read with the same `private` (parts reused).
+    `whole=False`: `data` is the file's start; NeedWhole when the head and the devices are
+    not all in it, or the file must be judged whole."""
     from efajob.store.reader import split_status
 
-    split = split_status(data) if rules is not None else None
+    split = split_status(data, whole) if rules is not None else None
     if split is not None:
         head, devices = split
         verdict = parse_verdict(head.get("verdict"), rules or "")
         if verdict is not None and "link_gbps" in head:
             return parse_node_base(head, cluster, private=private, device_src=devices,
                                    verdict=verdict, previous=previous)
+    if not whole:
+        raise NeedWhole()
     return parse_node_base(loads_checked(data), cluster, private=private, thresholds=thresholds,
                            rules=rules, previous=previous)
 
@@ -429,12 +437,13 @@ def parse_node_view(doc: object, cluster: str, *, now: float, max_status_age: fl
 
 
 # -- the model -------------------------------------------------------------------------------
+_COLUMNS = ("tx", "rx", "link") + HEALTH_RATES  # what the cluster totals sum
+
+
 def _contribution(n: NodeView) -> Items:
     """What a fresh node adds to the cluster totals, exactly (dashboard/tally.py)."""
-    items = [(k, exact(v)) for k, v in (("tx", n.tx_gbps), ("rx", n.rx_gbps), ("link", n.link_gbps))
-             if v is not None]
-    items += [("r:" + k, exact(v)) for k, v in n.rates.items()]
-    return tuple(items)
+    r = n.rates
+    return items((n.tx_gbps, n.rx_gbps, n.link_gbps) + tuple(r.get(k) for k in HEALTH_RATES))
 
 
 class Tally:
@@ -446,7 +455,7 @@ class Tally:
     def __init__(self) -> None:
         self.nodes: Dict[Tuple[str, str], NodeView] = {}  # the last build's, as it built them
         self.counted: Dict[Tuple[str, str], Items] = {}  # fresh nodes: what each added
-        self.sums = Sums()
+        self.sums = Sums(_COLUMNS)
         self.warn = 0
         self.members: Dict[Tuple[str, str], Dict[Tuple[str, str], Tuple[NodeView, NodeJob]]] = {}
         self.running: Dict[Tuple[str, str], RunningJob] = {}
@@ -493,7 +502,7 @@ class Tally:
     def _out(self, at: Tuple[str, str], n: NodeView, touched: Set[Tuple[str, str]]) -> None:
         if n.stale:
             return
-        self.sums.add(self.counted.pop(at), -1)
+        self.sums.take(self.counted.pop(at))
         self.warn -= bool(n.problems)
         for j in n.jobs:
             jat = (at[0], j.key)
@@ -512,7 +521,7 @@ class Tally:
                    link_gbps=self.sums.total("link"))
         busier = [v for v in (t.tx_gbps, t.rx_gbps) if v is not None]
         t.util = ratio(max(busier), t.link_gbps) if busier else None
-        t.rates = {k: v for k, v in ((k, self.sums.total("r:" + k)) for k in HEALTH_RATES)
+        t.rates = {k: v for k, v in ((k, self.sums.total(k)) for k in HEALTH_RATES)
                    if v is not None}
         return t
 

@@ -44,7 +44,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from efajob import __version__
-from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, NodeBase, build_from_bases, job_to_dict,
+from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, NeedWhole, NodeBase, build_from_bases, job_to_dict,
                                     jobs_to_dict, node_base_from_bytes, node_to_dict, nodes_to_dict,
                                     problems_to_dict)
 from efajob.report.nodeverdict import rules_key
@@ -74,15 +74,21 @@ def max_status_age(status_interval: float) -> float:
 
 DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # name -> (d_ino, mtime_ns, size), parsed
 RECHECK = 8  # each refresh stats one file in RECHECK of those whose inode did not change
+# What the refresh reads of a changed status file first: its head and devices, written before
+# its 25 kB window (4.6 kB for 32 devices); a longer one is read again whole.
+HEAD_BYTES = 8192
 
 
 def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
                      keep: Optional[DocCache] = None,
-                     parse: Callable[[bytes, str, object], object] = lambda data, _c, _p: loads_checked(data),
-                     turn: int = 0) -> Tuple[List[Tuple[str, object]], List[str]]:
-    """([(cluster, parse(bytes, cluster, previous))], notes) of a cluster's node status files
-    (`parse`: the JSON by default, the Collector's NodeBase; `previous`: what it made of the
-    file's last version, or None), in the directory's order. A file that cannot be
+                     parse: Callable[[bytes, str, object, bool], object]
+                     = lambda data, _c, _p, _w: loads_checked(data),
+                     turn: int = 0, head: int = 0) -> Tuple[List[Tuple[str, object]], List[str]]:
+    """([(cluster, parse(bytes, cluster, previous, whole))], notes) of a cluster's node status
+    files (`parse`: the JSON by default, the Collector's NodeBase; `previous`: what it made of
+    the file's last version, or None), in the directory's order. `head` > 0: each file's
+    first `head` bytes are read and parsed (`whole` False unless that was all of it); a
+    parse that raises NeedWhole gets the whole file. A file that cannot be
     read or parsed is a note (the daemon rewrites it every few seconds), not an error.
 
     `cache` (kept by the Collector between refreshes; `keep` gets every file of this read, the
@@ -131,9 +137,14 @@ def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
                             if keep is not None:
                                 keep[name] = hit
                             continue
-                    data, st = read_regular_stat(name, MAX_STATUS_BYTES, dir_fd=dfd)
-                    hit = ((entry.inode(), st.st_mtime_ns, st.st_size),
-                           parse(data, cluster, None if hit is None else hit[1]))
+                    last = None if hit is None else hit[1]
+                    data, st = read_regular_stat(name, MAX_STATUS_BYTES, dir_fd=dfd, first=head)
+                    try:
+                        parsed = parse(data, cluster, last, not head or len(data) < head)
+                    except NeedWhole:
+                        data, st = read_regular_stat(name, MAX_STATUS_BYTES, dir_fd=dfd)
+                        parsed = parse(data, cluster, last, True)
+                    hit = ((entry.inode(), st.st_mtime_ns, st.st_size), parsed)
                     docs.append((cluster, hit[1]))
                     if keep is not None:
                         keep[name] = hit
@@ -249,7 +260,8 @@ class Collector:
             keep: DocCache = {}
             # A cluster directory's name may be anything: its files' nodes are unusable then.
             d, n = read_status_docs(store, c, self._docs.get(c, {}), keep, self._parse
-                                    if NAME_RE.fullmatch(c) else lambda _d, _c, _p: None, self._turn)
+                                    if NAME_RE.fullmatch(c) else lambda _d, _c, _p, _w: None,
+                                    self._turn, HEAD_BYTES)
             caches[c] = keep
             bases += d
             notes += n
@@ -262,10 +274,11 @@ class Collector:
                                 slurm_cluster=self.cluster or self.cfg.cluster,
                                 expire_after=self.cfg.status_expiry or None, memo=self._memo)
 
-    def _parse(self, data: bytes, cluster: str, previous: object) -> Optional[NodeBase]:
+    def _parse(self, data: bytes, cluster: str, previous: object, whole: bool) -> Optional[NodeBase]:
         return node_base_from_bytes(data, cluster, private=self.cfg.private_records,
                                     thresholds=self.cfg.thresholds, rules=self._rules,
-                                    previous=previous if isinstance(previous, NodeBase) else None)
+                                    previous=previous if isinstance(previous, NodeBase) else None,
+                                    whole=whole)
 
     def _node_list(self, notes: List[str]) -> Optional[Dict[str, str]]:
         """Slurm's {node: state}, asked at most once per NODES_TTL; None (and a note) when

@@ -9,40 +9,53 @@ sum rounded once (the answer of math.fsum), whatever happened before.
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Optional, Tuple
+from operator import add, sub
+from typing import Optional, Sequence, Tuple
 
 _SHIFT = 1074
 _ONE = 1 << _SHIFT
 
-Items = Tuple[Tuple[str, int], ...]  # (column, exact value) of one node
+Items = Tuple[Tuple[int, ...], Tuple[int, ...]]  # one node: (exact value, present 0/1) per column
 
 
 def exact(v: float) -> int:
     """`v` (finite) in units of 2**-1074, exactly."""
+    if not v:
+        return 0
     num, den = v.as_integer_ratio()  # den is a power of two, at most 2**1074
     return num << (_SHIFT + 1 - den.bit_length())
+
+
+def items(values: Sequence[Optional[float]]) -> Items:
+    """A node's values, one per column (None: it does not report that one)."""
+    return (tuple(0 if v is None else exact(v) for v in values),
+            tuple(0 if v is None else 1 for v in values))
 
 
 class Sums:
     """Per column: the exact sum of the values present and how many there are (a column no
     node reports totals None, not 0)."""
 
-    __slots__ = ("sums", "counts")
+    __slots__ = ("columns", "sums", "counts")
 
-    def __init__(self) -> None:
-        self.sums: Dict[str, int] = {}
-        self.counts: Dict[str, int] = {}
+    def __init__(self, columns: Sequence[str]) -> None:
+        self.columns = {c: i for i, c in enumerate(columns)}
+        self.sums = [0] * len(columns)
+        self.counts = [0] * len(columns)
 
-    def add(self, items: Iterable[Tuple[str, int]], sign: int = 1) -> None:
-        sums, counts = self.sums, self.counts
-        for k, x in items:
-            sums[k] = sums.get(k, 0) + sign * x
-            counts[k] = counts.get(k, 0) + sign
+    def add(self, node: Items) -> None:
+        self.sums = list(map(add, self.sums, node[0]))
+        self.counts = list(map(add, self.counts, node[1]))
+
+    def take(self, node: Items) -> None:
+        self.sums = list(map(sub, self.sums, node[0]))
+        self.counts = list(map(sub, self.counts, node[1]))
 
     def total(self, column: str) -> Optional[float]:
-        if not self.counts.get(column):
+        i = self.columns[column]
+        if not self.counts[i]:
             return None
         try:
-            return self.sums[column] / _ONE  # int / int: correctly rounded
+            return self.sums[i] / _ONE  # int / int: correctly rounded
         except OverflowError:  # past the largest double, as a float sum would say
             return math.inf

@@ -494,7 +494,7 @@ _DEVICES_AT = b',"devices":['
 _RECENT_AFTER = b'],"recent":{'
 
 
-def split_status(data: bytes) -> Optional[Tuple[dict, bytes]]:
+def split_status(data: bytes, whole: bool = True) -> Optional[Tuple[dict, bytes]]:
     """(the document without `devices` and `recent`, the devices' JSON unparsed) of a status
     file laid out as the daemon writes it (encode_node_status: sorted keys, then `devices`,
     then `recent`); None for any other layout, which the caller parses whole.
@@ -504,13 +504,16 @@ def split_status(data: bytes) -> Optional[Tuple[dict, bytes]]:
     and `],"recent":{` after it ends the list (a device entry has no `recent`). The cut is
     taken only when the part before the devices, closed with `}`, is a document with
     `schema`, `time`, `node` and `jobs` (so the key sat at the top level: a key inside a
-    nested object would leave a brace open, one inside a string is escaped)."""
+    nested object would leave a brace open, one inside a string is escaped).
+    `whole=False`: `data` is the file's start, cut only where `recent` follows the devices."""
     d = data.find(_DEVICES_AT)
     if d <= 0:
         return None
     r = data.find(_RECENT_AFTER, d)
     if r > 0:
         devices = data[d + len(_DEVICES_AT) - 1:r + 1]
+    elif not whole:  # the start of a file: its end may be anywhere, even after a `]}`
+        return None
     else:  # no window yet: the devices close the document
         tail = data.rstrip()
         if not tail.endswith(b"]}"):

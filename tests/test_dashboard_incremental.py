@@ -220,3 +220,33 @@ def test_the_start_of_a_file_is_cut_only_where_the_window_follows_the_devices():
     assert split_status(data[:at + 2], whole=False) is None  # not the end of the devices
     head, devices = split_status(data[:data.find(b'],"recent":{') + 20], whole=False)
     assert json.loads(devices) == json.loads(data)["devices"] and head["node"] == "n1"
+
+
+def test_a_refresh_that_fails_half_way_leaves_no_half_moved_totals(tmp_path, monkeypatch):
+    import efajob.dashboard.model as model
+
+    d = tmp_path / "store" / "c1" / "nodes"
+    d.mkdir(parents=True)
+    for h in ("n1", "n2", "n3"):
+        write(d, h, NOW)
+    cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
+    clock = [NOW + 1.0]
+    col = Collector(cfg, ttl=0.0, clock=lambda: clock[0])
+    col.collect()
+    write(d, "n1", NOW + 2.0, gbps=100.0)
+    write(d, "n3", NOW + 2.0, gbps=100.0)
+    real, calls = model.Tally._in, []
+
+    def failing(self, at, n, touched):
+        calls.append(at)
+        if len(calls) == 2:
+            raise MemoryError("in the middle of a move")
+        return real(self, at, n, touched)
+
+    monkeypatch.setattr(model.Tally, "_in", failing)
+    clock[0] = NOW + 3.0
+    with pytest.raises(MemoryError):
+        col.collect()
+    monkeypatch.setattr(model.Tally, "_in", real)
+    got = col.collect()
+    assert model_json(got) == model_json(scratch(cfg, str(tmp_path / "store"), NOW + 3.0))

@@ -269,10 +269,15 @@ class Collector:
         self._turn += 1
         recent = self._recent(now, notes)
         slurm = self._node_list(notes) if self.use_slurm else None
-        return build_from_bases(bases, recent, now=now, max_status_age=self.max_age,  # type: ignore[arg-type]
-                                notes=notes, private=self.cfg.private_records, slurm_nodes=slurm,
-                                slurm_cluster=self.cluster or self.cfg.cluster,
-                                expire_after=self.cfg.status_expiry or None, memo=self._memo)
+        try:
+            return build_from_bases(bases, recent, now=now, max_status_age=self.max_age,  # type: ignore[arg-type]
+                                    notes=notes, private=self.cfg.private_records, slurm_nodes=slurm,
+                                    slurm_cluster=self.cluster or self.cfg.cluster,
+                                    expire_after=self.cfg.status_expiry or None, memo=self._memo)
+        except BaseException:
+            # A build cut short may have moved the totals half way: the next one starts over.
+            self._memo = {}
+            raise
 
     def _parse(self, data: bytes, cluster: str, previous: object, whole: bool) -> Optional[NodeBase]:
         return node_base_from_bytes(data, cluster, private=self.cfg.private_records,

@@ -52,6 +52,18 @@ def scratch(cfg, store, now: float):
     return build_from_bases(bases, [], now=now, max_status_age=60.0)
 
 
+def fleet(tmp_path, count: int):
+    """`count` nodes n1.. written at NOW, and a Collector that has read them once."""
+    d = tmp_path / "store" / "c1" / "nodes"
+    d.mkdir(parents=True)
+    for i in range(1, count + 1):
+        write(d, f"n{i}", NOW)
+    cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
+    col = Collector(cfg, ttl=0.0, clock=lambda: NOW + 2.0)
+    col.collect()
+    return d, col
+
+
 def test_exact_sums_are_the_correctly_rounded_sum_whatever_was_added_and_taken_away():
     rng = random.Random(7)
     values = [rng.choice([0.0, 1e-300, 5e-324, 0.1, 3200.0, 1e15, 1e300]) * rng.random()
@@ -134,13 +146,7 @@ def test_fresh_unchanged_nodes_keep_their_view_and_the_age_comes_from_the_snapsh
 def test_a_file_rewritten_in_place_is_read_within_recheck_refreshes(tmp_path, monkeypatch):
     """Same inode, new content (another writer, or an inode the filesystem reused): the
     listing cannot tell, the rotating stat does."""
-    d = tmp_path / "store" / "c1" / "nodes"
-    d.mkdir(parents=True)
-    for i in range(1, 4 * RECHECK):
-        write(d, f"n{i}", NOW)
-    cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
-    col = Collector(cfg, ttl=0.0, clock=lambda: NOW + 2.0)
-    col.collect()
+    d, col = fleet(tmp_path, 4 * RECHECK)
     path = d / "n5.json"
     ino = path.stat().st_ino
     doc = json.loads(path.read_bytes())
@@ -250,3 +256,36 @@ def test_a_refresh_that_fails_half_way_leaves_no_half_moved_totals(tmp_path, mon
     monkeypatch.setattr(model.Tally, "_in", real)
     got = col.collect()
     assert model_json(got) == model_json(scratch(cfg, str(tmp_path / "store"), NOW + 3.0))
+
+
+def test_a_filesystem_that_lists_no_inodes_gets_a_stat_per_file(tmp_path, monkeypatch):
+    """d_ino 0 (some FUSE filesystems): the listing cannot say what changed, so every file is
+    stat'ed, and a rewrite shows at the next refresh, not within RECHECK of them."""
+    import efajob.dashboard.server as server
+
+    class NoInode:
+        def __init__(self, entry):
+            self.name = entry.name
+
+        def inode(self):
+            return 0
+
+    real = os.scandir
+
+    class Listing:
+        def __init__(self, fd):
+            self.it = real(fd)
+
+        def __enter__(self):
+            return (NoInode(e) for e in self.it)
+
+        def __exit__(self, *exc):
+            self.it.close()
+
+    monkeypatch.setattr(server.os, "scandir", Listing)
+    d, col = fleet(tmp_path, 2 * RECHECK - 1)
+    for i in range(1, 2 * RECHECK):
+        write(d, f"n{i}", NOW + 1.0, gbps=float(i))
+    got = col.collect()
+    assert [got.by_host[("c1", f"n{i}")].tx_gbps for i in range(1, 2 * RECHECK)] == \
+        [float(i) for i in range(1, 2 * RECHECK)]

@@ -124,13 +124,16 @@ def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
                 i += 1
                 try:
                     hit = cached.get(name)
-                    if hit is not None and hit[0][0] == entry.inode():
-                        if (i + turn) % RECHECK:
+                    ino = entry.inode()
+                    if hit is not None and hit[0][0] == ino:
+                        if ino and (i + turn) % RECHECK:
                             docs.append((cluster, hit[1]))
                             if keep is not None:
                                 keep[name] = hit
                             continue
-                        # Never blocks, even on a FIFO (read_regular_stat refuses those).
+                        # The recheck's turn, or a filesystem that lists no inodes (0: some
+                        # FUSE ones), where every file is stat'ed. Never blocks, even on a
+                        # FIFO (read_regular_stat refuses those).
                         st = os.stat(name, dir_fd=dfd)
                         if (st.st_mtime_ns, st.st_size) == hit[0][1:]:
                             docs.append((cluster, hit[1]))
@@ -144,7 +147,7 @@ def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
                     except NeedWhole:
                         data, st = read_regular_stat(name, MAX_STATUS_BYTES, dir_fd=dfd)
                         parsed = parse(data, cluster, last, True)
-                    hit = ((entry.inode(), st.st_mtime_ns, st.st_size), parsed)
+                    hit = ((ino, st.st_mtime_ns, st.st_size), parsed)
                     docs.append((cluster, hit[1]))
                     if keep is not None:
                         keep[name] = hit

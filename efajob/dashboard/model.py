@@ -273,7 +273,6 @@ class NodeBase:
     view: NodeView
     always: List[Problem]  # the daemon's health, its local store, the devices
     fresh: List[Problem]  # the last minute's rules, a rate above the link: while fresh only
-    order: tuple  # (cluster, natural_key(host)): the node table's order
     # The document's `jobs` as written, so that the next write of the file, most often with
     # the same jobs, reuses `view.jobs` instead of parsing them again.
     raw_jobs: object = field(default=None, repr=False, compare=False)
@@ -285,17 +284,20 @@ class NodeBase:
         got = self._slurm
         if got is not None and got[0] == slurm_state:
             return got[1]
-        n = object.__new__(NodeView)
-        n.__dict__.update(self.view.__dict__)
+        n = self._clone()
         n.slurm_state = slurm_state
         self._slurm = (slurm_state, n)
         return n
 
     def _copy(self, slurm_state: Optional[str]) -> NodeView:
         """A view to judge anew: no problems yet, stale until node_at says otherwise."""
-        n = object.__new__(NodeView)
-        n.__dict__.update(self.view.__dict__)
+        n = self._clone()
         n.problems, n.kinds, n.slurm_state, n.stale = [], [], slurm_state, True
+        return n
+
+    def _clone(self) -> NodeView:
+        n = object.__new__(NodeView)  # no __init__: the fields are all copied
+        n.__dict__.update(self.view.__dict__)
         return n
 
 
@@ -368,8 +370,7 @@ def parse_node_base(doc: object, cluster: str, *, private: bool = False,
     n.stale = False  # the view while fresh (node_at copies it otherwise)
     for kind, message, severity in always + fresh:
         n.add_problem(kind, message, severity)
-    return NodeBase(view=n, always=always, fresh=fresh, order=_order_key(cluster, host),
-                    raw_jobs=raw_jobs)
+    return NodeBase(view=n, always=always, fresh=fresh, raw_jobs=raw_jobs)
 
 
 class NeedWhole(Exception):

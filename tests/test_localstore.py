@@ -264,17 +264,27 @@ def test_rollups_keep_their_minutes_jobs(tmp_path):
         assert scanned[0] == {"1", "2", "3", "4"} and scanned[2] == {"1", "4"}
 
 
+def downgrade(path: str, version: int) -> None:
+    """Make a store as an older efajob left it (its columns and tables dropped)."""
+    db = sqlite3.connect(path)
+    if version < 3:
+        for col in ("tx_bytes", "rx_bytes", "tx_max", "rx_max"):
+            db.execute(f"ALTER TABLE rollup_1m DROP COLUMN {col}")
+        db.execute("DROP TABLE rollup_1h")
+    if version < 2:
+        db.execute("ALTER TABLE rollup_1m DROP COLUMN jobs")
+        db.execute("ALTER TABLE rollup_1m DROP COLUMN peaks")
+    db.execute(f"PRAGMA user_version = {version}")
+    db.commit()
+    db.close()
+
+
 def test_a_version_1_store_is_read_then_migrated(tmp_path):
     from efajob.hooks.finish import _read_long_window
 
     path = str(tmp_path / "db")
     _long_window(path).close()
-    db = sqlite3.connect(path)  # as efajob before schema 2 left it
-    db.execute("ALTER TABLE rollup_1m DROP COLUMN jobs")
-    db.execute("ALTER TABLE rollup_1m DROP COLUMN peaks")
-    db.execute("PRAGMA user_version = 1")
-    db.commit()
-    db.close()
+    downgrade(path, 1)  # as efajob before schema 2 left it
     off = 1_700_000_020.0 - 1000.0
     with LocalStore.open(path, readonly=True) as ro:  # the epilog before the daemon restarts
         assert ro.version == 1
@@ -284,7 +294,7 @@ def test_a_version_1_store_is_read_then_migrated(tmp_path):
     s.add_sample(row(7260, wall0=1_700_000_040.0 - 20, jobs=("5",)))
     s.close()
     with LocalStore.open(path, readonly=True) as ro:
-        assert ro.version == SCHEMA_VERSION == 2
+        assert ro.version == SCHEMA_VERSION == 3
         rollups = ro.rollups_between(0, 2e9)
         assert rollups[0].jobs is None and rollups[-1].jobs == ("1", "4")
         assert rollups[0].device_peaks is None and rollups[-1].device_peaks is not None
@@ -312,9 +322,9 @@ def test_rollups_keep_each_devices_fastest_rate(tmp_path):
     want = _row_peaks(rows)[2:]
     off = 1_700_000_020.0 - 1000.0
     with LocalStore.open(path, readonly=True) as ro:
-        head_tail, rollups, peak_rows, _ = _read_long_window(ro, "b1", 999.0, 4599.0, off)
-        assert peak_rows == [] and all(r.device_peaks is not None for r in rollups)
+        head_tail, minutes, peak_rows, _ = _read_long_window(ro, "b1", 999.0, 4599.0, off)
+        assert peak_rows == [] and minutes.peaks_complete
         tx, rx = _row_peaks(head_tail)[2:]
-        _fold_device_peaks(rollups, tx, rx)
+        _fold_device_peaks(minutes, tx, rx)
     assert (tx, rx) == want
     assert tx["efa_1"] == pytest.approx(7 * 10**6 / 0.5 * 8 / 1e9)  # the quiet minute's spike

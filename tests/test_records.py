@@ -6,6 +6,7 @@ import json
 import pytest
 
 from efajob.node.localstore import Rollup, SampleRow
+from efajob.node.minutes import from_rollups
 from efajob.hooks.records import (MAX_SERIES_POINTS, JobIdentity, build_record, build_series,
                                   build_series_mixed, check_record, format_exit_code, link_rates)
 from efajob.node.readings import DeviceReading, Snapshot
@@ -255,7 +256,7 @@ def test_long_window_from_rollups():
     head = [row(100.0 + i, 10 ** 8, dev={"d0": (10 ** 8, 0)}) for i in range(1, 51)]
     peak = [row(100.0 + 6050 + i, 10 ** 9, dev={"d0": (10 ** 9 // 2, 0), "d1": (10 ** 9 // 2, 0)})
             for i in range(60)]
-    r = build_record(ID, start, end, head, rollups=rollups, peak_rows=peak)
+    r = build_record(ID, start, end, head, minutes=from_rollups(rollups), peak_rows=peak)
     assert r["totals"] == {"tx_bytes": 10 ** 12}  # still the snapshots
     assert r["daemon_samples"] == 50 + 179 * 60
     assert r["rates"]["peak_tx_gbps"] == pytest.approx(40.0) and r["rates"]["peak_source"] == "daemon"
@@ -269,7 +270,8 @@ def test_long_window_from_rollups():
 @pytest.mark.parametrize("hours", [3, 24, 200])
 def test_mixed_series_is_bounded(hours):
     rollups = [minute(m, 6 * 10 ** 10) for m in range(0, hours * 60)]
-    s = build_series_mixed([], rollups, 0.0, 0.0, hours * 3600.0)
+    s = build_series_mixed([], from_rollups(rollups).minutes, 0.0, 0.0, hours * 3600.0)
     assert 0 < len(s["t"]) <= MAX_SERIES_POINTS and s["t"] == sorted(s["t"])
     moved = sum(g * 1e9 / 8 * s["interval_s"] for g in s["tx_gbps"])
     assert moved == pytest.approx(6 * 10 ** 10 * hours * 60)
+

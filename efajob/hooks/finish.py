@@ -43,8 +43,10 @@ def read_counters(root: str, ethtool=None):
 
 
 def read_window(cfg, boot_id: str, mono0: float, mono1: float, *,
-                wall_offset: Optional[float] = None):
-    """The daemon's view of the job window: (rows, rollups, peak_rows, jobs, why_none).
+                wall_offset: Optional[float] = None, with_sums: bool = False):
+    """The daemon's view of the job window: (rows, minutes, peak_rows, jobs, why_none);
+    `minutes` a node/minutes.MinuteWindow or None (a short window: raw rows only), with every
+    counter's sums when `with_sums` (a job without a start snapshot counts from them).
 
     A missing, locked or broken local store means "no daemon samples", never a failure.
     Up to RAW_WINDOW_MAX seconds the raw rows are read. Longer windows (a 24 h job is 86,400
@@ -59,28 +61,32 @@ def read_window(cfg, boot_id: str, mono0: float, mono1: float, *,
     try:
         store = LocalStore.open(cfg.db_path, readonly=True, timeout=STORE_TIMEOUT)
     except StoreError as e:
-        return [], [], [], set(), str(e)
+        return [], None, [], set(), str(e)
     try:
         if wall_offset is None or mono1 - mono0 <= RAW_WINDOW_MAX:
             rows = store.samples_between(boot_id, mono0, mono1)
-            return rows, [], [], {j for r in rows for j in r.jobs}, None
-        return _read_long_window(store, boot_id, mono0, mono1, wall_offset) + (None,)
+            return rows, None, [], {j for r in rows for j in r.jobs}, None
+        return _read_long_window(store, boot_id, mono0, mono1, wall_offset,
+                                 with_sums=with_sums) + (None,)
     except StoreError as e:
-        return [], [], [], set(), str(e)
+        return [], None, [], set(), str(e)
     finally:
         store.close()
 
 
-def _read_long_window(store, boot_id: str, mono0: float, mono1: float, off: float):
+def _read_long_window(store, boot_id: str, mono0: float, mono1: float, off: float, *,
+                      with_sums: bool = False):
+    """(raw rows outside the minutes, MinuteWindow or None, peak rows, jobs) of a long window:
+    its whole wall minutes from the rollups (node/minutes.py), the head and tail raw."""
     wall0, wall1 = mono0 + off, mono1 + off
     first = int(-(-wall0 // 60))  # the first whole minute of the window
-    rollups = [ro for ro in store.rollups_between(first * 60.0, wall1)
-               if (ro.minute + 1) * 60.0 <= wall1]
-    if not rollups:
+    end = int(wall1 // 60)  # minutes that end by wall1
+    window = store.minute_window(first, end, with_sums=with_sums) if end > first else None
+    if window is None or not window.minutes:
         rows = store.samples_between(boot_id, mono0, mono1)
-        return rows, [], [], {j for r in rows for j in r.jobs}
-    covered = {ro.minute for ro in rollups}
-    lo, hi = min(covered), max(covered)
+        return rows, None, [], {j for r in rows for j in r.jobs}
+    covered = window.covered()
+    lo, hi = window.minutes[0][0], window.minutes[-1][0]
     # Rollups group rows by their wall minute: split on that too (a second of slack each side).
     head = store.samples_between(boot_id, mono0, min(mono1, lo * 60.0 - off + 1.0))
     tail = store.samples_between(boot_id, max(mono0, (hi + 1) * 60.0 - off - 1.0), mono1)
@@ -93,23 +99,20 @@ def _read_long_window(store, boot_id: str, mono0: float, mono1: float, off: floa
     peak_rows = []
     # Rollups of schema 2 keep each device's fastest rate: per-device peaks come from every
     # minute (records.build_record), no raw rows needed. Older ones: the busiest minutes' rows.
-    known = all(ro.device_peaks is not None for ro in rollups)
-    busiest = [] if known else sorted(rollups, key=lambda ro: -(
-        (ro.rate_max.get("tx_bytes") or 0.0) + (ro.rate_max.get("rx_bytes") or 0.0)))
-    for ro in busiest[:BUSIEST_MINUTES]:
-        peak_rows += [r for r in store.samples_between(boot_id, ro.minute * 60.0 - off - 1.0,
-                                                       (ro.minute + 1) * 60.0 - off + 1.0)
-                      if int(r.wall // 60) == ro.minute]
-    return rows, rollups, peak_rows, _jobs_seen(store, boot_id, mono0, mono1, rollups, rows)
+    for minute in ([] if window.peaks_complete else window.busiest(BUSIEST_MINUTES)):
+        peak_rows += [r for r in store.samples_between(boot_id, minute * 60.0 - off - 1.0,
+                                                       (minute + 1) * 60.0 - off + 1.0)
+                      if int(r.wall // 60) == minute]
+    return rows, window, peak_rows, _jobs_seen(store, boot_id, mono0, mono1, window, rows)
 
 
-def _jobs_seen(store, boot_id: str, mono0: float, mono1: float, rollups, rows) -> "Set[str]":
+def _jobs_seen(store, boot_id: str, mono0: float, mono1: float, window, rows) -> "Set[str]":
     """Who else ran here in a long window: the jobs of its minute rollups, of the raw rows
     outside them, and of the rows not rolled up yet, when every rollup kept its jobs (schema
     2); else every raw row's (an index range scan, 86,400 rows for 24 h: 18 ms, a fifth of
     the epilog)."""
-    if all(ro.jobs is not None for ro in rollups):
-        return ({j for ro in rollups for j in ro.jobs} | {j for r in rows for j in r.jobs}
+    if window.jobs is not None:
+        return (window.jobs | {j for r in rows for j in r.jobs}
                 | store.unrolled_jobs(boot_id, mono0, mono1))
     return store.jobs_between(boot_id, mono0, mono1)
 
@@ -169,7 +172,7 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
         mono0 = end.mono - (end.wall - ident.start_wall)
     mono1 = end.mono if end is not None else float("inf")
     rows: list = []
-    rollups: list = []
+    minutes = None
     peak_rows: list = []
     shared: Set[str] = set()
     # Order matters with concurrent epilogs: a finishing job enters the history before it
@@ -182,15 +185,16 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     if mono0 is not None:
         shared.update(overlapping(read_finished(cfg.run_dir), row_boot, mono0, mono1))
         # The daemon's rows and its view of who else ran here meanwhile.
-        rows, rollups, peak_rows, seen, _why = read_window(
+        rows, minutes, peak_rows, seen, _why = read_window(
             cfg, row_boot, mono0, mono1,
-            wall_offset=(end.wall - end.mono) if end is not None and not rebooted else None)
+            wall_offset=(end.wall - end.mono) if end is not None and not rebooted else None,
+            with_sums=start is None)
         shared |= seen
     shared.discard(key)
     shared.discard(ident.key)
 
     record = build_record(
-        ident, start, end, rows, rollups=rollups, peak_rows=peak_rows, shared=shared,
+        ident, start, end, rows, minutes=minutes, peak_rows=peak_rows, shared=shared,
         instance_type=cfg.instance_type or read_cached_instance_type(cfg.state_dir),
         device_rates=rates, source=source,
         prolog_seen=prolog_seen, epilog_seen=source == "epilog",

@@ -107,17 +107,17 @@ def build_series(rows: Sequence, start_mono: float, max_points: int = MAX_SERIES
             "rx_gbps": out["rx_bytes"]}
 
 
-def build_series_mixed(rows: Sequence, rollups: Sequence, start_mono: float, start_wall: float,
+def build_series_mixed(rows: Sequence, minutes: Sequence, start_mono: float, start_wall: float,
                        end_wall: float, max_points: int = MAX_SERIES_POINTS) -> dict:
-    """The series of a long window from minute rollups plus the raw rows around them, in time
-    buckets of a whole number of minutes (at most `max_points`); each point is bytes / seconds
-    of the samples ending in its bucket, placed at the bucket's end (seconds since start)."""
+    """The series of a long window from minute rollups (MinuteWindow.minutes: minute, samples,
+    seconds, tx bytes, rx bytes, ...) plus the raw rows around them, in time buckets of a whole
+    number of minutes (at most `max_points`); each point is bytes / seconds of the samples
+    ending in its bucket, placed at the bucket's end (seconds since start)."""
     span = max(60.0, end_wall - start_wall)
     interval = 60.0 * max(1, math.ceil(span / max_points / 60.0))
     segs = [(r.mono - start_mono, r.seconds, r.deltas.get("tx_bytes"), r.deltas.get("rx_bytes"))
             for r in rows]
-    segs += [((ro.minute + 1) * 60.0 - start_wall, ro.seconds, ro.sums.get("tx_bytes"),
-              ro.sums.get("rx_bytes")) for ro in rollups]
+    segs += [((m[0] + 1) * 60.0 - start_wall, m[2], m[3], m[4]) for m in minutes]
     buckets: Dict[int, List[float]] = {}
     for t_end, secs, tx, rx in segs:
         if secs <= 0:
@@ -184,31 +184,21 @@ def _row_peaks(rows: Sequence) -> Tuple[Optional[float], Optional[float],
     return node_tx, node_rx, dev_tx, dev_rx
 
 
-def _fold_device_peaks(rollups: Sequence, tx: Dict[str, float], rx: Dict[str, float]) -> None:
-    """Raise the per-device peaks (Gb/s) to the rollups' per-device fastest rates (bytes/s),
-    where they kept them: a column's max at C speed per group of minutes with the same devices
-    (1,440 minutes x 64 values for 24 h)."""
-    groups: Dict[tuple, list] = {}
-    for ro in rollups:
-        dp = getattr(ro, "device_peaks", None)
-        if dp is not None and len(dp[2]):
-            groups.setdefault((dp[0], dp[1]), []).append(dp[2])
-    for (tx_names, rx_names), arrays in groups.items():
-        names = [(tx, d) for d in tx_names] + [(rx, d) for d in rx_names]
-        for (into, d), column in zip(names, zip(*arrays)):
-            g = max(column) * _GBPS
+def _fold_device_peaks(minutes, tx: Dict[str, float], rx: Dict[str, float]) -> None:
+    """Raise the per-device peaks (Gb/s) to the minutes' per-device fastest rates (bytes/s)."""
+    mtx, mrx = minutes.device_peaks
+    for into, got in ((tx, mtx), (rx, mrx)):
+        for d, v in got.items():
+            g = v * _GBPS
             if g > into.get(d, -1.0):
                 into[d] = g
 
 
-def _sum_rows(rows: Sequence, rollups: Sequence = ()
+def _sum_rows(rows: Sequence, minutes=None
               ) -> Tuple[Dict[str, int], Dict[str, Dict[str, int]], List[str]]:
     """Counters from daemon rows alone (no start snapshot): node totals, per-device tx/rx.
     Minute rollups add to the node totals only (they keep no per-device split)."""
-    totals: Dict[str, int] = {}
-    for ro in rollups:
-        for k, v in ro.sums.items():
-            totals[k] = totals.get(k, 0) + v
+    totals: Dict[str, int] = dict(minutes.sums or {}) if minutes else {}
     devices: Dict[str, Dict[str, int]] = {}
     resets: List[str] = []
     for r in rows:
@@ -229,7 +219,7 @@ def build_record(
     end: Optional[Snapshot],
     rows: Sequence = (),
     *,
-    rollups: Sequence = (),
+    minutes=None,
     peak_rows: Sequence = (),
     shared: Iterable[str] = (),
     instance_type: Optional[str] = None,
@@ -249,9 +239,11 @@ def build_record(
     only those inside the job window are used. `end_wall`/`end_mono` stand in for the end
     snapshot when there is none (reconcile after a reboot: the last row of the old boot).
 
-    Long windows (finish.RAW_WINDOW_MAX): `rollups` are the daemon's minute rollups covering the
-    window's whole minutes, `rows` then only the raw rows outside them (head and tail), and
-    `peak_rows` the raw rows of the busiest minutes, from which per-device peaks come.
+    Long windows (finish.RAW_WINDOW_MAX): `minutes` (node/minutes.MinuteWindow) is what the
+    daemon's minute rollups say of the window's whole minutes (with `sums` when there is no
+    start snapshot), `rows` then only the raw rows outside them (head and tail), and
+    `peak_rows` the raw rows of the busiest minutes when the minutes did not keep per-device
+    peaks.
 
     `expected_devices`: how many EFA devices the node should have (default: the instance
     table's count for `instance_type`, None when the type is unknown); the report compares it
@@ -308,14 +300,14 @@ def build_record(
             # Absent at the prolog (a driver reload, a device late to probe): its traffic in
             # the job is unknown, so the totals leave it out and the record says so.
             why.append("device_appeared")
-    elif window or rollups:
+    elif window or minutes:
         # No end (reboot) or no start: the daemon's rows are all there is.
         if t0_mono is None:
             # Nothing says when the job started: count from the first row tagged with it. That
             # row's own delta covers time before it (possibly before the job): left out.
             t0_mono, t0_wall, start_source = window[0].mono, window[0].wall, "daemon"
             measured = window[1:]
-        totals, per_dev, resets = _sum_rows(measured, rollups)
+        totals, per_dev, resets = _sum_rows(measured, minutes)
         for name, c in per_dev.items():
             devices[name] = {"counters": c, "device_counters": {}, "resets": [
                 r.split("/", 1)[1] for r in resets if r.startswith(name + "/")]}
@@ -325,7 +317,7 @@ def build_record(
         if t1_mono is None and window:
             t1_mono, t1_wall = window[-1].mono, window[-1].wall
     if start is None and not prolog_seen:
-        why.append("no_prolog" if measured or rollups else "no_prolog_no_samples")
+        why.append("no_prolog" if measured or minutes else "no_prolog_no_samples")
     elif start is None:
         why.append("no_start_snapshot")
     if not epilog_seen:
@@ -341,15 +333,13 @@ def build_record(
 
     total_link, per_link = link_rates(instance_type, devices, device_rates)
     peak_tx, peak_rx, dev_peak_tx, dev_peak_rx = _row_peaks(list(measured) + list(peak_rows))
-    _fold_device_peaks(rollups, dev_peak_tx, dev_peak_rx)
-    for ro in rollups:  # a minute's rate_max is its fastest sample's rate (bytes/s)
-        for name, cur in (("tx_bytes", "tx"), ("rx_bytes", "rx")):
-            v = ro.rate_max.get(name)
-            if v is not None and v == v:  # NaN: absent that minute
-                if cur == "tx" and (peak_tx is None or v * _GBPS > peak_tx):
-                    peak_tx = v * _GBPS
-                if cur == "rx" and (peak_rx is None or v * _GBPS > peak_rx):
-                    peak_rx = v * _GBPS
+    if minutes:
+        _fold_device_peaks(minutes, dev_peak_tx, dev_peak_rx)
+        # A minute's fastest rate is its fastest sample's (bytes/s).
+        if minutes.tx_max is not None and (peak_tx is None or minutes.tx_max * _GBPS > peak_tx):
+            peak_tx = minutes.tx_max * _GBPS
+        if minutes.rx_max is not None and (peak_rx is None or minutes.rx_max * _GBPS > peak_rx):
+            peak_rx = minutes.rx_max * _GBPS
     dev_list = []
     for name in sorted(devices):
         d = devices[name]
@@ -401,7 +391,7 @@ def build_record(
         "source": source,
         "prolog_seen": prolog_seen,
         "epilog_seen": epilog_seen,
-        "daemon_samples": len(window) + sum(ro.samples for ro in rollups),
+        "daemon_samples": len(window) + (minutes.samples if minutes else 0),
         "complete": complete,
         "incomplete_reasons": why,
         "devices": dev_list,
@@ -409,8 +399,8 @@ def build_record(
         "rates": {"avg_tx_gbps": _round(avg_tx), "avg_rx_gbps": _round(avg_rx),
                   "peak_tx_gbps": _round(peak_tx), "peak_rx_gbps": _round(peak_rx),
                   "peak_source": peak_source},
-        "series": (build_series_mixed(measured, rollups, t0_mono, t0_wall, t1_wall)
-                   if rollups and t0_mono is not None and t0_wall is not None and t1_wall is not None
+        "series": (build_series_mixed(measured, minutes.minutes, t0_mono, t0_wall, t1_wall)
+                   if minutes and t0_mono is not None and t0_wall is not None and t1_wall is not None
                    else build_series(measured, t0_mono if t0_mono is not None else 0.0)),
         "ena": ena,
         "shared": shared_keys,

@@ -177,6 +177,26 @@ def test_vanishing_device_is_left_out(tmp_path, proc, small):
     assert len(t.snapshot.devices) == 3
 
 
+def test_the_daemon_keeps_the_hooks_device_cache(tmp_path, proc, small):
+    """Written at start, rewritten after a rediscovery (a device gone), read by the hooks."""
+    from efajob.node import devcache
+    from efajob.sim import vanish_device
+
+    d, mono, wall = start_daemon(make_cfg(tmp_path), proc)
+    path = devcache.cache_path(d.cfg.run_dir)
+    try:
+        assert [x.name for x in devcache.load(path, small.root)] == small.present_devices()
+        gone = small.present_devices()[-1]
+        vanish_device(small, gone)
+        for _ in range(2):
+            advance(mono, wall, 1.0)
+            d.tick()
+        assert [x.name for x in devcache.load(path, small.root)] == small.present_devices()
+        assert gone not in small.present_devices()
+    finally:
+        d.close()
+
+
 def test_garbage_counter_is_absent_not_zero(tmp_path, proc, small):
     _, t, inj, (row,) = two_ticks(tmp_path, proc, small, fault="garbage")
     (bad,) = inj.garbage

@@ -233,7 +233,7 @@ def stage(module: str, stages) -> str:
             return name
     if len(parts) >= 2 and os.path.isdir(os.path.join(PKG, parts[1])):
         return parts[1]
-    if module in ("efajob", "efajob.errors", "efajob.config", "efajob.values", "efajob.fmt",
+    if module in ("efajob", "efajob.errors", "efajob.config", "efajob.values", "efajob.atomicfile", "efajob.fmt",
                   "efajob.fastjson", "efajob.minitoml", "efajob.frozen"):
         return "base"
     return module

@@ -178,6 +178,7 @@ class Daemon:
         self._lock_fd: Optional[int] = None
         self.sinks: List[Sink] = []
         self.sampler: Optional[Sampler] = None
+        self._cached_discovery = -1  # Sampler.discoveries when the device cache was written
         self.store: Optional[LocalStore] = None
         self.store_error: Optional[str] = None
         self._store_retry_at = 0.0
@@ -236,7 +237,25 @@ class Daemon:
         self._prev = None
         self.recent.clear()
         self._jobs_reader = ActiveJobsReader(self.cfg.run_dir)
+        self._cached_discovery = -1
+        self._save_devices()
         return self.sampler
+
+    def _save_devices(self) -> None:
+        """The discovery the hooks reuse (node/devcache.py), rewritten after each full one."""
+        from efajob.hooks.runfiles import ensure_dir
+        from efajob.node.devcache import cache_path, save
+
+        sampler = self.sampler
+        if sampler is None or sampler.discoveries == self._cached_discovery or sampler.listing is None:
+            return
+        self._cached_discovery = sampler.discoveries
+        try:
+            ensure_dir(self.cfg.run_dir)
+            save(cache_path(self.cfg.run_dir), self.cfg.sysfs_root, sampler.listing, sampler.devices)
+        except OSError as e:  # costs the hooks a discovery each, nothing else
+            self._limited("devcache", logging.WARNING, "cannot write the device cache for the "
+                          "hooks in %s: %s", self.cfg.run_dir, e)
 
     def _open_store(self, fatal: bool = False) -> None:
         cfg = self.cfg
@@ -359,6 +378,8 @@ class Daemon:
         t0 = self._clock()
         snap = sampler.sample()
         t1 = self._clock()
+        if sampler.discoveries != self._cached_discovery:
+            self._save_devices()
         prev, self._prev = self._prev, snap
         self.recent.add(snap)
         jobs = tuple(self._read_jobs())

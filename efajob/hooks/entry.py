@@ -146,11 +146,12 @@ def identity_from_env(env: Mapping[str, str], cfg, *, epilog: bool = False):
 def run_prolog(cfg, env: Mapping[str, str]) -> str:
     """Start snapshot + active-job file. Returns the job key. Raises on failure."""
     from efajob.hooks.runfiles import ActiveJob, read_boot_id, write_active
+    from efajob.node.devcache import cache_path, read_once
     from efajob.node.ethtool import ethtool_reader_from_config
-    from efajob.node.sysfs import read_snapshot
 
     ident = identity_from_env(env, cfg)
-    snap = read_snapshot(cfg.sysfs_root, ethtool=ethtool_reader_from_config(cfg))
+    snap = read_once(cfg.sysfs_root, cache=cache_path(cfg.run_dir),
+                     ethtool=ethtool_reader_from_config(cfg))[0]
     job = ActiveJob(
         key=ident.key, job_id=ident.job_id, restart=ident.restart, user=ident.user, uid=ident.uid,
         partition=ident.partition, account=ident.account, cluster=ident.cluster, node=ident.host,

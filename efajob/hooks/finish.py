@@ -33,13 +33,13 @@ def identity_from_active(job) -> "object":
 
 
 # -- reading ---------------------------------------------------------------------------------
-def read_counters(root: str, ethtool=None):
-    """(snapshot, {device: sysfs link Gb/s}) in one discovery; `ethtool` as in sysfs.Sampler."""
-    from efajob.node.sysfs import Sampler
+def read_counters(root: str, ethtool=None, cache: Optional[str] = None):
+    """(snapshot, {device: sysfs link Gb/s}) in one reading; `ethtool` as in sysfs.Sampler,
+    `cache` the discovery cache (node/devcache.py)."""
+    from efajob.node.devcache import read_once
 
-    with Sampler(root, rediscover_interval=float("inf"), ethtool=ethtool) as s:
-        snap = s.sample()
-        return snap, {d.name: d.rate_gbps for d in s.devices}
+    snap, devices = read_once(root, cache=cache, ethtool=ethtool)
+    return snap, {d.name: d.rate_gbps for d in devices}
 
 
 def read_window(cfg, boot_id: str, mono0: float, mono1: float, *,
@@ -161,9 +161,11 @@ def finish_job(cfg, *, ident=None, job=None, key: Optional[str] = None, source: 
     end = rates = None
     if not rebooted:
         try:
+            from efajob.node.devcache import cache_path
             from efajob.node.ethtool import ethtool_reader_from_config
 
-            end, rates = read_counters(cfg.sysfs_root, ethtool_reader_from_config(cfg))
+            end, rates = read_counters(cfg.sysfs_root, ethtool_reader_from_config(cfg),
+                                       cache_path(cfg.run_dir))
         except EfajobError as e:
             log.warning("no end snapshot: %s", e)
     row_boot = job.boot_id if (rebooted and job is not None) else boot_id

@@ -7,6 +7,8 @@ Layout (docs/records.md):
     <run_dir>/finished.json       a short history of jobs that ended here (hooks/entry.py), so the
                                   epilog finds overlapping jobs without a daemon
     <run_dir>/hooks.lock          flock(2) target around that history
+    <run_dir>/devices.json        the last full discovery of EFA devices (node/devcache.py), for
+                                  the hooks' snapshots
 
 where key = `<jobid>` or `<jobid>.<restart>` (jobid.job_key). Every file is written to a temp
 file in the same directory and renamed over the target, so a reader sees the old file, the new
@@ -30,6 +32,9 @@ from efajob.frozen import Frozen
 from efajob.slurm.jobid import is_key
 from efajob.slurm.jobid import job_key as job_key  # part of this module's API
 from efajob.node.readings import Snapshot
+from efajob.atomicfile import atomic_write as atomic_write  # part of this module's API
+from efajob.atomicfile import FILE_MODE as FILE_MODE
+from efajob.atomicfile import fsync_dir as fsync_dir
 from efajob.values import loads_checked, read_regular
 
 TYPE_CHECKING = False
@@ -66,7 +71,6 @@ START_DIR = "start"
 # Run-dir files are not secret (job ids, user names, counters: what squeue and sysfs show
 # anyway); the daemon and `efajob status` read them.
 DIR_MODE = 0o755
-FILE_MODE = 0o644
 PRIVATE_FILE_MODE = 0o600
 
 
@@ -150,49 +154,6 @@ def ensure_dir(path: str, mode: int = DIR_MODE) -> None:
         return
     os.makedirs(path, mode=mode, exist_ok=True)
     os.chmod(path, mode)
-
-
-def atomic_write(path: str, data: bytes, *, mode: int = FILE_MODE, fsync: bool = False,
-                 uid: Optional[int] = None, gid: Optional[int] = None) -> None:
-    """Write `data` to `path` through a temp file in the same directory and rename(2).
-
-    Either the whole new file is there afterwards or the old one (or nothing) is: on any error
-    the temp file is removed and the OSError propagates. `fsync` makes it durable (the file and
-    the directory entry) before returning: needed for the outbox and the job store, not /run.
-    """
-    d, base = os.path.split(path)
-    tmp = os.path.join(d, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fchmod(fd, mode)  # O_CREAT's mode is filtered by the umask
-            if uid is not None or gid is not None:
-                os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if fsync:
-        fsync_dir(d or ".")
-
-
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def dumps(obj: object) -> bytes:

@@ -135,13 +135,19 @@ def _is_efa(devpath: str) -> Tuple[bool, Optional[str], Optional[str], Optional[
     return driver == "efa", vendor, device_id, driver
 
 
-def discover_devices(root: str = "/sys") -> List[DeviceInfo]:
-    """Every EFA device under `<root>/class/infiniband`, in natural name order (rdmap79s0 before
-    rdmap113s0). Other RDMA devices (mlx5 and friends) are skipped. A missing
-    `class/infiniband` means no devices, not an error."""
+def discover_listing(root: str = "/sys") -> List[str]:
+    """Every RDMA device name under `<root>/class/infiniband` (EFA or not), sorted: what a
+    discovery starts from, and what says whether a cached one still holds (node/devcache.py)."""
+    return _listdir(os.path.join(root, "class", "infiniband"))
+
+
+def discover_devices(root: str = "/sys", listing: Optional[List[str]] = None) -> List[DeviceInfo]:
+    """Every EFA device under `<root>/class/infiniband` (or of `listing`, its names), in
+    natural name order (rdmap79s0 before rdmap113s0). Other RDMA devices (mlx5 and friends) are
+    skipped. A missing `class/infiniband` means no devices, not an error."""
     ib = os.path.join(root, "class", "infiniband")
     found = []
-    for name in sorted(_listdir(ib), key=natural_key):
+    for name in sorted(discover_listing(root) if listing is None else listing, key=natural_key):
         devpath = os.path.join(ib, name)
         efa, vendor, device_id, driver = _is_efa(devpath)
         if not efa:
@@ -256,6 +262,11 @@ class Sampler:
     `ethtool`: a reader (`ifname -> {name: value}`, efajob/node/ethtool.py) whose counters (the ENA
     allowance counters) are merged into `Snapshot.net[ifname]` for each sampled netdev; None
     reads none. The Sampler owns it: `close()` closes it. Its failures are absent counters.
+
+    `devices`: a cached discovery (node/devcache.py) to open instead of discovering; if any of
+    its counter files cannot be opened, the Sampler discovers in full after all. `listing`
+    is then the class/infiniband listing of the last full discovery (None when the cache was
+    used), and `discoveries` counts full discoveries (the daemon rewrites the cache on each).
     """
 
     def __init__(
@@ -268,6 +279,7 @@ class Sampler:
         ethtool: Optional[Callable[[str], Optional[Dict[str, int]]]] = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        devices: Optional[Tuple[DeviceInfo, ...]] = None,
     ):
         if not os.path.isdir(root):
             raise SysfsError(f"sysfs root {root!r} is not a directory")
@@ -294,7 +306,11 @@ class Sampler:
         self._last_devc: List[Dict[str, int]] = []
         self._last_dev_values: Optional[List[int]] = None  # the flat path's _last_devc
         self._layout: Optional[Layout] = None
-        self.rediscover()
+        self.listing: Optional[List[str]] = None
+        self.discoveries = 0
+        self._expected = 0  # counter files the last discovery wanted (the cached path checks)
+        if devices is None or not self._open_cached(devices):
+            self.rediscover()
 
     # -- discovery -------------------------------------------------------------------------
     @property
@@ -305,9 +321,23 @@ class Sampler:
     def netdevs(self) -> Tuple[str, ...]:
         return self._netdevs
 
+    def _open_cached(self, devices: Tuple[DeviceInfo, ...]) -> bool:
+        """Open a cached discovery's files; False (nothing kept open) when one will not open."""
+        self._discover(devices, None)
+        if len(self._fds) == self._expected:
+            return True
+        for fd in self._fds:
+            self._close_fd(fd)
+        self._fds, self._paths, self._slots = [], [], []
+        return False
+
     def rediscover(self) -> None:
         """Re-list devices and counter files; keep descriptors of files that are still there."""
-        devices = tuple(discover_devices(self.root))
+        listing = discover_listing(self.root)
+        self._discover(tuple(discover_devices(self.root, listing)), listing)
+        self.discoveries += 1
+
+    def _discover(self, devices: Tuple[DeviceInfo, ...], listing: Optional[List[str]]) -> None:
         netdevs = tuple(discover_netdevs(self.root)) if self.include_net else ()
         # (directory, name, slot): a p5 has 1,088 files in 96 directories. Paths are joined
         # with "/" (names come from listing their directory) and files are opened relative to
@@ -329,6 +359,7 @@ class Sampler:
 
         # Device counters last, so a sample that skips them reads one contiguous prefix.
         wanted.sort(key=lambda w: w[2][0] == _DEV)
+        self._expected = len(wanted)
         old = dict(zip(self._paths, self._fds))
         for k in self._dead:
             # Slots parked on /dev/null after their file vanished: never reuse those.
@@ -369,6 +400,7 @@ class Sampler:
         self._split = sum(1 for sl in slots if sl[0] != _DEV)
         self._dev_read_at = None  # read the device counters at the next sample
         self._devices, self._netdevs = devices, netdevs
+        self.listing = listing
         self._discovered_at = self._clock()
 
     @staticmethod
@@ -558,8 +590,8 @@ def read_snapshot(root: str = "/sys", *, include_net: bool = True,
                   ethtool: Optional[Callable[[str], Optional[Dict[str, int]]]] = None,
                   clock: Callable[[], float] = time.monotonic,
                   wall_clock: Callable[[], float] = time.time) -> Snapshot:
-    """One-shot reading (what the hooks do): discover, read every counter once, close
-    (`ethtool` too, see Sampler)."""
+    """One-shot reading: discover, read every counter once, close (`ethtool` too, see
+    Sampler). The hooks read through node/devcache.read_once, which skips the discovery."""
     with Sampler(root, include_net=include_net, ethtool=ethtool, clock=clock,
                  wall_clock=wall_clock, rediscover_interval=float("inf")) as s:
         return s.sample()

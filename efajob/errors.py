@@ -74,3 +74,10 @@ class SimulatorError(EfajobError):
 class JobIndexError(StoreError):
     """The job index (efajob/index/) is unreadable, of another version, or busy with another
     writer. `efajob jobs` falls back to scanning the store; `efajob index` exits 4."""
+
+
+class NativeBuildError(EfajobError):
+    """The optional C reader could not be built here (no compiler, no Python headers, or the
+    built module does not load): the sampler goes on reading in Python."""
+
+    exit_code = 10

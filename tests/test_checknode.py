@@ -349,7 +349,8 @@ def test_imports_neither_click_nor_the_report(tmp_path, p4d):
                       "efajob.errors", "efajob.fastjson", "efajob.frozen", "efajob.minitoml", "efajob.values", "efajob.node", "efajob.node.health",
                       "efajob.node.counters", "efajob.node.sysfs", "efajob.node.readings",
                       "efajob.node.flatlayout", "efajob.node.instances",
-                      "efajob.node.localstore", "efajob.node.minutes"}, loaded
+                      "efajob.node.localstore", "efajob.node.minutes",
+                      "efajob.node._fastread"}, loaded
 
 
 def test_the_installed_script_runs_the_check_without_re(tmp_path, p4d):

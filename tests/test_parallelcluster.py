@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
 import sysconfig
+import zipfile
 
 import pytest
 
@@ -36,11 +38,18 @@ LOG = "var/log/efajob-bootstrap.log"
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory):
+    """The wheel upload.sh builds for the nodes: pure (py3-none-any), the C reader's source
+    in it and no compiled module (the node script builds that: `efajob install native`)."""
     out = tmp_path_factory.mktemp("wheel")
-    p = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out),
-                        REPO], capture_output=True, text=True, timeout=600)
+    p = subprocess.run(["bash", os.path.join(PC_DIR, "upload.sh"), "--bucket", "b", "--dist",
+                        str(out), "--python", sys.executable, "--dry-run"],
+                       capture_output=True, text=True, timeout=600)
     require("pip wheel", p.returncode == 0, p.stderr[-500:])
     (whl,) = [f for f in os.listdir(out) if f.endswith(".whl")]
+    assert whl.endswith("-py3-none-any.whl"), whl
+    with zipfile.ZipFile(out / whl) as z:
+        names = z.namelist()
+    assert "efajob/node/_fastread.c" in names and not [n for n in names if n.endswith(".so")]
     return str(out / whl)
 
 
@@ -131,6 +140,9 @@ def test_p5_compute_node_gets_package_config_hooks_and_unit_and_a_second_run_cha
     assert {"/" + h for h in HOOKS} | {"/" + NODE_UNIT} <= {f["path"] for f in manifest["files"]}
     log = log_of(root)
     assert "4 EFA device(s)" in log and "installed efajob 0.1.0 into" in log
+    # The C reader, built on the node from the wheel's source (.ci/run installs gcc).
+    require("a C compiler", shutil.which("cc") is not None)
+    assert "C reader: built " in log and "the sampler reads counters in C" in log, log
     assert "skipped: systemctl enable --now efajob-node.service (--root)" in log
     assert first.stderr.splitlines()[-1].startswith("efajob-node-configured[compute]: finished: "
                                                     "done: efajob 0.1.0 in")

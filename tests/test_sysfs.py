@@ -3,6 +3,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import types
 
 import pytest
 
@@ -10,6 +11,7 @@ from efajob.node import sysfs
 from efajob.errors import SysfsError
 from efajob.node.readings import parse_counter
 from efajob.node.sysfs import Sampler, discover_devices, parse_rate_gbps, read_snapshot
+from conftest import require
 from tests.sysfs_tree import make_device, set_counter, write
 
 PORT = {"tx_bytes": "1000\n", "rx_bytes": "2000\n", "tx_pkts": "10\n", "rx_pkts": "20\n", "rx_drops": "0\n"}
@@ -147,23 +149,53 @@ def test_device_appearing_late_is_found_at_rediscovery(tmp_path):
         assert set(s.sample().devices) == {"rdmap79s0", "rdmap80s0"}
 
 
-def test_reopen_on_enodev_and_absent_on_eio(tmp_path, monkeypatch):
+@pytest.mark.parametrize("native", [False, True], ids=["python", "c"])
+def test_reopen_on_enodev_and_absent_on_eio(tmp_path, monkeypatch, native):
     root = str(tmp_path)
     make_device(root, "rdmap79s0", PORT, DEV)
     real_pread = os.pread
-    with Sampler(root, include_net=False, rediscover_interval=3600) as s:
-        idx = {p.rsplit("/", 1)[1]: k for k, p in enumerate(s._paths)}
-        enodev = {s._fds[idx["tx_bytes"]]}
-        eio = {s._fds[idx["rx_bytes"]]}
+    enodev: set = set()
+    eio: set = set()
 
-        def fake_pread(fd, n, off):
-            e = errno.EIO if fd in eio else errno.ENODEV if fd in enodev else None
-            enodev.discard(fd)  # the reopened descriptor works
-            if e:
-                raise OSError(e, os.strerror(e))
-            return real_pread(fd, n, off)
+    def failure(fd):
+        e = errno.EIO if fd in eio else errno.ENODEV if fd in enodev else None
+        enodev.discard(fd)  # the reopened descriptor works
+        return e
 
+    def fake_pread(fd, n, off):
+        e = failure(fd)
+        if e:
+            raise OSError(e, os.strerror(e))
+        return real_pread(fd, n, off)
+
+    if native:
+        real = sysfs._fastread
+        require("the C reader (efajob/node/_fastread.c)", real is not None, "not built")
+
+        class FailingReader:
+            """The C reader's answer with chosen descriptors failing as the kernel would."""
+
+            def __init__(self, fds):
+                self.fds, self.reader = list(fds), real.Reader(fds)
+
+            def read(self, n=-1):
+                clean, items = self.reader.read(n)
+                errs = [failure(fd) for fd in self.fds[:len(items)]]
+                if not any(errs):
+                    return clean, items
+                raws = [b"%d\n" % x if isinstance(x, int) and clean else x for x in items]
+                return False, [e or r for e, r in zip(errs, raws)]
+
+        monkeypatch.setattr(sysfs, "_fastread", types.SimpleNamespace(Reader=FailingReader))
+    else:
         monkeypatch.setattr(sysfs.os, "pread", fake_pread)
+    with Sampler(root, include_net=False, rediscover_interval=3600, native=native) as s:
+        assert s.native is native
+        idx = {p.rsplit("/", 1)[1]: k for k, p in enumerate(s._paths)}
+        enodev.add(s._fds[idx["tx_bytes"]])
+        eio.add(s._fds[idx["rx_bytes"]])
+        if native:
+            monkeypatch.setattr(sysfs.os, "pread", fake_pread)  # the retry after ENODEV
         snap = s.sample()
         pc = snap.devices["rdmap79s0"].port_counters
         assert pc["tx_bytes"] == 1000  # reopened and read again

@@ -1,4 +1,4 @@
-"""`efajob install systemd|dashboard|all` and the helpers every install command shares.
+"""`efajob install systemd|dashboard|all|native` and the helpers every install command shares.
 `install hooks` (the Slurm Prolog/Epilog wrappers) lives in hooks.py and is added to the group
 by main.py; `efajob uninstall` in uninstall.py. The file texts come from efajob/deploy/units.py,
 the record of what was written from efajob/deploy/manifest.py."""
@@ -200,3 +200,29 @@ def install_all(slurm_scripts_dir: str, config_path: Optional[str], node: Option
     click.echo(f"slurm.conf: Prolog={d}/prolog.d/*  Epilog={d}/epilog.d/*  PrologFlags=Alloc")
     click.echo(f"next: systemctl daemon-reload && systemctl enable --now {units}; "
                "then efajob doctor")
+
+
+@install.command("native")
+@dry_run_option
+@handle_errors
+def install_native(dry_run: bool) -> None:
+    """Build the sampler's optional C reader into this efajob install.
+
+    `pip install` from source builds it when a compiler exists; a pure wheel (what
+    slurm/parallelcluster/upload.sh builds) ships only its C source. This compiles that source
+    with the system's C compiler ($CC, else cc) and this interpreter's headers, checks in a
+    fresh interpreter that it loads, and puts it beside the package's modules; the daemon
+    uses it from its next start. Without it the sampler reads the same counters in Python,
+    about 1.8x slower per sample (docs/performance.md). Exit 10 when it cannot be built (no
+    compiler, no Python headers): efajob keeps working without it.
+    """
+    from efajob.deploy.native import build, package_dir, plan
+
+    p = plan(package_dir())
+    if dry_run:
+        click.echo(" ".join(p.argv))
+        click.echo(f"then: check that it loads, and move it to {p.output}")
+        return
+    build(p)
+    click.echo(f"built {p.output}: the sampler reads counters in C (restart efajob-node to "
+               "use it in the daemon)")

@@ -12,9 +12,12 @@ Facts this follows (shared/notes/efa-sysfs.md):
 
 Speed: the sampler keeps one descriptor per counter file open and `pread`s them at offset 0
 (sysfs regenerates an attribute on every read at offset 0), so a sample costs one syscall per
-counter. Opening and closing each file costs about 25x more (docs/performance.md).
+counter. Opening and closing each file costs about 25x more (docs/performance.md). The read
+loop runs in C (`_fastread.c`, built with the package when a compiler exists) or, without it or
+with EFAJOB_NO_NATIVE=1 in the environment, in Python: the same files, the same rules, the
+same values (tests run both).
 
-This module is on the hook import path: standard library only.
+This module is on the hook import path: standard library only (and the optional extension).
 """
 from __future__ import annotations
 
@@ -25,8 +28,21 @@ import time
 from efajob.errors import SysfsError
 from efajob.frozen import Frozen
 from efajob.node.flatlayout import DEV, NET, PORT, Layout
-from efajob.node.readings import DeviceReading, Snapshot, _parse_all, natural_key
+from efajob.node.readings import DeviceReading, Snapshot, _parse_all, _Values, natural_key
 from efajob.node.instances import EFA_VENDOR
+
+# The interface version of _fastread.c this module speaks (its API constant). A module built
+# by `efajob install native` for an older efajob can outlive an upgrade: then it is not used.
+NATIVE_API = 1
+try:
+    from efajob.node import _fastread  # built only where a C compiler was (pyproject.toml)
+except ImportError:
+    _fastread = None  # type: ignore[assignment]
+if (os.environ.get("EFAJOB_NO_NATIVE", "") not in ("", "0")
+        or getattr(_fastread, "API", None) != NATIVE_API):
+    _fastread = None  # type: ignore[assignment]
+# Whether samplers read through the C loop (status output and the benches say which).
+NATIVE = _fastread is not None
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no `typing` (nor `re`, `dataclasses`) at run time: the hooks import this
@@ -267,6 +283,8 @@ class Sampler:
     its counter files cannot be opened, the Sampler discovers in full after all. `listing`
     is then the class/infiniband listing of the last full discovery (None when the cache was
     used), and `discoveries` counts full discoveries (the daemon rewrites the cache on each).
+
+    `native`: read through the C loop when it is built (module NATIVE); False reads in Python.
     """
 
     def __init__(
@@ -280,6 +298,7 @@ class Sampler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         devices: Optional[Tuple[DeviceInfo, ...]] = None,
+        native: bool = True,
     ):
         if not os.path.isdir(root):
             raise SysfsError(f"sysfs root {root!r} is not a directory")
@@ -309,6 +328,9 @@ class Sampler:
         self.listing: Optional[List[str]] = None
         self.discoveries = 0
         self._expected = 0  # counter files the last discovery wanted (the cached path checks)
+        self._native = native and _fastread is not None
+        # A _fastread.Reader over _fds, rebuilt whenever _fds changes (None: read in Python).
+        self._reader: "Optional[_fastread.Reader]" = None
         if devices is None or not self._open_cached(devices):
             self.rediscover()
 
@@ -321,6 +343,16 @@ class Sampler:
     def netdevs(self) -> Tuple[str, ...]:
         return self._netdevs
 
+    @property
+    def native(self) -> bool:
+        """True when samples are read by the C loop (_fastread), False in Python."""
+        return self._native
+
+    def _set_fds(self, fds: List[int]) -> None:
+        self._fds = fds
+        # The C reader copies the descriptors: a stale one would read a closed (or reused) fd.
+        self._reader = _fastread.Reader(fds) if self._native and fds else None
+
     def _open_cached(self, devices: Tuple[DeviceInfo, ...]) -> bool:
         """Open a cached discovery's files; False (nothing kept open) when one will not open."""
         self._discover(devices, None)
@@ -328,7 +360,8 @@ class Sampler:
             return True
         for fd in self._fds:
             self._close_fd(fd)
-        self._fds, self._paths, self._slots = [], [], []
+        self._set_fds([])
+        self._paths, self._slots = [], []
         return False
 
     def rediscover(self) -> None:
@@ -390,7 +423,8 @@ class Sampler:
             dirs.close()
         for fd in old.values():
             self._close_fd(fd)
-        self._fds, self._paths, self._slots = fds, paths, slots
+        self._set_fds(fds)
+        self._paths, self._slots = paths, slots
         self._groups = _group_slots(slots)
         layout = Layout(self._groups, [(d.name, d.port) for d in devices])
         if self._layout is None or self._layout.key != layout.key:
@@ -446,6 +480,20 @@ class Sampler:
                 out.append(self._retry(k, e))
         return out
 
+    def _read_native(self, limit: Optional[int]) -> Tuple[_Values, Optional[List[Optional[bytes]]]]:
+        """The C loop's reading: (values, None) when every file was clean, else (values, raws)
+        with the failed reads retried or reopened as in `_read_all`."""
+        clean, items = self._reader.read(-1 if limit is None else limit)  # type: ignore[union-attr]  # callers check
+        if clean:
+            return _Values(items), None
+        raws: List[Optional[bytes]] = []
+        for k, item in enumerate(items):
+            if isinstance(item, int):  # a failed pread's errno
+                raws.append(self._retry(k, OSError(item, os.strerror(item))))
+            else:
+                raws.append(item)
+        return _parse_all(raws), raws
+
     def _retry(self, k: int, err: OSError) -> Optional[bytes]:
         # EIO/EINVAL/EPERM: the counter is unreadable now; keep the descriptor, report absent.
         if err.errno not in _REOPEN_ERRNOS:
@@ -455,10 +503,12 @@ class Sampler:
         if fd is None:
             # Gone for good (device vanished): keep a dead slot until the next rediscovery.
             self._fds[k] = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            self._set_fds(self._fds)
             self._dead.add(k)
             self._discovered_at = None
             return None
         self._fds[k] = fd
+        self._set_fds(self._fds)
         try:
             return os.pread(fd, _READ_SIZE, 0)
         except OSError:
@@ -472,8 +522,13 @@ class Sampler:
         mono = self._clock()
         every = self.device_counter_interval
         full = every <= 0 or self._dev_read_at is None or mono - self._dev_read_at >= every
-        raws = self._read_all(None if full else self._split)
-        values = _parse_all(raws)
+        limit = None if full else self._split
+        raws: Optional[List[Optional[bytes]]]
+        if self._reader is not None:
+            values, raws = self._read_native(limit)
+        else:
+            raws = self._read_all(limit)
+            values = _parse_all(raws)
         if not values.absent and self._layout is not None and self._layout.complete:
             flat = self._flat(values, full, mono)
             if flat is not None:
@@ -496,7 +551,8 @@ class Sampler:
             vals = values[start:end]
             if values.absent:
                 counters = {n: v for n, v in zip(names, vals) if v is not None}
-                if kind != _NET and any(raws[start:end]):
+                # absent values come only from a reading with raws (a clean one has none)
+                if kind != _NET and any(raws[start:end]):  # type: ignore[index]
                     seen[owner] = True
             else:
                 counters = dict(zip(names, vals))
@@ -565,7 +621,8 @@ class Sampler:
     def close(self) -> None:
         for fd in self._fds:
             self._close_fd(fd)
-        self._fds, self._paths, self._slots, self._groups = [], [], [], []
+        self._set_fds([])
+        self._paths, self._slots, self._groups = [], [], []
         close = getattr(self._ethtool, "close", None)
         if close is not None:
             try:

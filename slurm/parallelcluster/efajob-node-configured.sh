@@ -197,6 +197,17 @@ install_package() {
         return 1
     fi
     log "installed efajob $(installed_version) into $VENV"
+    build_native
+}
+
+build_native() {
+    # The sampler's C reader: a pure wheel ships only its source. Not fatal: without a
+    # compiler or Python headers the sampler reads the same counters in Python.
+    if out=$("$VENV/bin/efajob" install native 2>&1); then
+        log "C reader: $out"
+    else
+        log "C reader not built, the sampler reads in Python: ${out#error: }"
+    fi
 }
 
 # --- the config -----------------------------------------------------------------------------

@@ -29,8 +29,17 @@ done
 DIST=${DIST:-$REPO/dist}
 
 mkdir -p "$DIST"
+# A pure wheel (py3-none-any) from a copy without the optional C extension: this machine's
+# Python and platform are not the nodes'. The nodes build the C reader themselves
+# (`efajob install native`, run by efajob-node-configured.sh) where they have a compiler.
+SRC=$(mktemp -d "${TMPDIR:-/tmp}/efajob-src.XXXXXX")
+trap 'rm -rf "$SRC"' EXIT
+cp -R "$REPO/efajob" "$REPO/README.md" "$SRC/"
+mkdir -p "$SRC/slurm" && cp "$REPO/slurm/efajob-check-node" "$SRC/slurm/"
+sed '/^# native-extension-begin$/,/^# native-extension-end$/d' "$REPO/pyproject.toml" > "$SRC/pyproject.toml"
+find "$SRC/efajob" \( -name '*.so' -o -name __pycache__ \) -prune -exec rm -rf {} +
 # --no-deps: the nodes' pip fetches click, boto3 and prometheus-client from their index.
-"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$DIST" "$REPO"
+"$PYTHON" -m pip wheel --quiet --no-deps --wheel-dir "$DIST" "$SRC"
 VERSION=$("$PYTHON" -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["project"]["version"])' \
     "$REPO/pyproject.toml" 2>/dev/null || sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/pyproject.toml")
 WHEEL=$DIST/efajob-$VERSION-py3-none-any.whl

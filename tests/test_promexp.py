@@ -263,3 +263,78 @@ def test_private_records_keep_user_names_off_the_endpoint(ticked, tmp_path):
             for s in families(sink)["efajob_job_active"].samples}
     assert jobs == {("42", ""): 1, ("43", ""): 1}
     assert b"alice" not in sink.exposition()
+
+
+# What Prometheus sends (scrape_protocols' default order), a plain text client, and OpenMetrics
+# without parameters: the three answers promtext writes itself.
+PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0;escaping=underscores;q=0.5,"
+                     "application/openmetrics-text;version=0.0.1;q=0.4,"
+                     "text/plain;version=1.0.0;escaping=underscores;q=0.3,"
+                     "text/plain;version=0.0.4;q=0.2,*/*;q=0.1")
+ACCEPTS = ["", "text/plain;version=0.0.4", "application/openmetrics-text", PROMETHEUS_ACCEPT]
+
+
+def _reference(sink, accept):
+    """prometheus_client's own encoder over the full registry, for the same Accept header."""
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, content_type = choose_encoder(accept)
+    return encoder(sink.registry), content_type
+
+
+def _without_process(body: bytes) -> bytes:
+    # process_* values (CPU seconds, memory) move between two encodings: compare the rest.
+    return b"".join(line for line in body.splitlines(keepends=True) if b"process_" not in line)
+
+
+@pytest.mark.parametrize("accept", ACCEPTS, ids=["none", "text", "openmetrics", "prometheus"])
+def test_promtext_writes_what_prometheus_client_writes(ticked, tmp_path, accept):
+    sink, tick, _ = ticked
+    hostile = [job("44", 'eve"\\\n\u00e9'), job("45_1", "bob")]
+    odd = replace(tick, jobs=tuple(tick.jobs) + tuple(hostile), cluster='c"1\\', node="n\n1")
+    for s, t in ((sink, odd), (PrometheusSink(cfg_for(tmp_path), serve=False), None)):
+        if t is not None:
+            s.on_tick(t)
+        ref, _ = _reference(s, accept)
+        fast = s.exposition(accept)
+        assert _without_process(fast) == _without_process(ref)
+        assert fast.count(b"process_") == ref.count(b"process_") > 0
+        assert fast.endswith(b"# EOF\n") == ("openmetrics" in accept)
+    assert 'user="eve\\"\\\\\\n\u00e9"'.encode() in sink.exposition(accept)
+
+
+def test_the_served_body_is_promtext_gzipped_or_not_and_filters_fall_back(ticked, tmp_path):
+    import gzip
+
+    _, tick, clock = ticked
+    # the scrape-time clock injected: the sample-age gauge is the same in both encodings
+    sink = PrometheusSink(cfg_for(tmp_path, bind="127.0.0.1", port=0), clock=clock)
+    try:
+        sink.on_tick(tick)
+        host, port = sink.address
+        url = f"http://{host}:{port}/metrics"
+        for accept, encoding in ((PROMETHEUS_ACCEPT, "gzip"), ("", "")):
+            req = urllib.request.Request(url, headers={"Accept": accept,
+                                                       "Accept-Encoding": encoding})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                body = r.read()
+                assert r.headers.get("Content-Encoding", "") == encoding
+                ctype = r.headers["Content-Type"]
+            if encoding:
+                body = gzip.decompress(body)
+            ref, ref_type = _reference(sink, accept)
+            assert ctype == ref_type
+            assert _without_process(body) == _without_process(ref)
+        # name[] filters: prometheus_client's own path, restricted to the names asked for
+        with urllib.request.urlopen(url + "?name[]=efajob_daemon_devices", timeout=60) as r:
+            text = r.read().decode()
+        assert [ln for ln in text.splitlines() if not ln.startswith("#")] == [
+            f"efajob_daemon_devices {float(len(tick.snapshot.devices))}"]
+        q = "?name[]=efajob_tx_bytes_total&name[]=process_open_fds"
+        with urllib.request.urlopen(url + q, timeout=60) as r:
+            text = r.read().decode()
+        names = {ln.split("{")[0].split()[0] for ln in text.splitlines() if not ln.startswith("#")}
+        assert names == {"efajob_tx_bytes_total", "process_open_fds"}
+        assert text.count("efajob_tx_bytes_total{") == len(tick.snapshot.devices)
+    finally:
+        sink.close()

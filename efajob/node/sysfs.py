@@ -41,7 +41,7 @@ except ImportError:
 if (os.environ.get("EFAJOB_NO_NATIVE", "") not in ("", "0")
         or getattr(_fastread, "API", None) != NATIVE_API):
     _fastread = None  # type: ignore[assignment]
-# Whether samplers read through the C loop (status output and the benches say which).
+# Whether samplers read through the C loop (bench/sampler.py prints which).
 NATIVE = _fastread is not None
 
 TYPE_CHECKING = False

@@ -499,7 +499,7 @@ def test_a_fifo_among_node_status_files_is_a_note_not_a_hang(tmp_path):
     """Issue 13, case 1: one FIFO in nodes/ made `/` and `/api/*` never answer again."""
     import threading
 
-    from efajob.dashboard.server import read_status_docs
+    from efajob.dashboard.statusdir import read_status_docs
 
     d = tmp_path / "c1" / "nodes"
     d.mkdir(parents=True)

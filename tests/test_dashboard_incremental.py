@@ -1,4 +1,4 @@
-"""The dashboard's refresh by difference (dashboard/server.py read_status_docs, dashboard/model.py
+"""The dashboard's refresh by difference (dashboard/statusdir.py, dashboard/incremental.py, dashboard/model.py
 Tally, dashboard/tally.py): a refresh reads only the files whose inode changed (and a rotating
 few by stat), reuses each unchanged fresh node's view, and moves the totals and running jobs
 by the nodes that changed. Whatever happened before, the model must be the one a build from
@@ -17,7 +17,8 @@ from efajob.config import build_config
 from efajob.daemon.nodestatus import encode_node_status
 from efajob.dashboard.model import (build_from_bases, jobs_to_dict, node_base_from_bytes,
                                     nodes_to_dict, problems_to_dict)
-from efajob.dashboard.server import RECHECK, Collector
+from efajob.dashboard.server import Collector
+from efajob.dashboard.statusdir import RECHECK
 from efajob.dashboard.tally import Sums, items
 from efajob.report.nodeverdict import rules_key
 from efajob.sim.statusfleet import fleet_doc
@@ -121,6 +122,75 @@ def test_a_refresh_by_difference_is_a_build_from_scratch(tmp_path):
         assert model_json(snap) == as_built
 
 
+@pytest.mark.parametrize("slurm", [False, True])
+@pytest.mark.parametrize("expiry", [0, 100])
+def test_a_refresh_moved_by_what_changed_is_a_build_from_scratch(tmp_path, monkeypatch, slurm, expiry):
+    """The refresh that makes again only the nodes that may have changed (dashboard/
+    incremental.py: one file per host, so its fast path runs): rewrites, new and deleted
+    files, unreadable ones, nodes going stale, ahead of the clock, expiring, Slurm's node list
+    (nodes without efajob, powered-down cloud nodes, a list that changes now and then).
+    After each refresh the model is the one made from scratch, and most refreshes took the
+    fast path."""
+    import efajob.dashboard.incremental as incremental
+
+    full = []
+    real_full = incremental.build_from_bases
+    monkeypatch.setattr(incremental, "build_from_bases",
+                        lambda *a, **kw: full.append(1) or real_full(*a, **kw))
+    store = tmp_path / "store"
+    d = store / "c1" / "nodes"
+    d.mkdir(parents=True)
+    rng = random.Random(23 + slurm + expiry)
+    hosts = [f"gpu-dy-p5-{i}" for i in range(1, 41)]
+    t = NOW
+    for h in hosts[:30]:
+        write(d, h, t - rng.uniform(0, 10), job=(str(500000 + rng.randrange(4)), "alice"))
+    cfg = build_config({"cluster": "c1", "store": str(store), "status_expiry": expiry}, env={},
+                       node="head")
+    clock = [t]
+    col = Collector(cfg, ttl=0.0, clock=lambda: clock[0], use_slurm=slurm)
+
+    def slurm_list():
+        listed = rng.sample(hosts, 30) + ["gpu-st-p5-99"]  # one node with no efajob at all
+        return {h: rng.choice(["alloc", "idle", "idle~", "down~", "mixed"]) for h in listed}
+
+    smap = slurm_list() if slurm else None
+    lists = 0  # refreshes given another node-list object: each builds in full
+    for step in range(40):
+        clock[0] = t = t + rng.choice([2.0, 2.0, 2.0, 30.0, 0.0])  # now and then files go stale
+        if slurm:
+            roll = rng.random()
+            if roll < 0.1:
+                smap, lists = slurm_list(), lists + 1  # Slurm's list changed
+            elif roll < 0.2:
+                smap, lists = dict(smap), lists + 1  # another object (Collector._node_list keeps an equal one)
+            col._slurm_nodes = (col.mono() + 1e9, smap)
+        for h in rng.sample(hosts, rng.randrange(0, 8)):
+            roll = rng.random()
+            if roll < 0.1 and (d / f"{h}.json").exists():
+                (d / f"{h}.json").unlink()
+            elif roll < 0.15:
+                (d / ".cut.tmp").write_bytes(b'{"node": "' + h.encode() + b'", "time": ')
+                os.replace(d / ".cut.tmp", d / f"{h}.json")  # cut short (by rename, as writers do)
+            else:
+                when = t + 120.0 if roll < 0.2 else t - rng.uniform(0, 3)  # a clock ahead, or now
+                job = None if roll < 0.3 else (str(500000 + rng.randrange(5)), rng.choice(["alice", "bob"]))
+                write(d, h, when, job=job, gbps=rng.uniform(0, 3200), drops=rng.choice([0.0, 0.0, 40.0]))
+        got = col.collect()
+        bases, notes = [], []
+        rules = rules_key(cfg.thresholds)
+        for name in sorted(os.listdir(d)):
+            data = (d / name).read_bytes()
+            try:
+                bases.append(("c1", node_base_from_bytes(data, "c1", rules=rules)))
+            except ValueError:  # unreadable: a note (read again each refresh), no node
+                notes.append(f"node status c1/{name} unreadable (not valid JSON)")
+        want = build_from_bases(bases, [], now=t, max_status_age=60.0, notes=notes,
+                                slurm_nodes=smap, slurm_cluster="c1", expire_after=expiry or None)
+        assert model_json(got) == model_json(want), f"refresh {step}"
+    assert len(full) == 1 + lists, "the fast path was not taken"
+
+
 def test_fresh_unchanged_nodes_keep_their_view_and_the_age_comes_from_the_snapshot(tmp_path):
     d = tmp_path / "store" / "c1" / "nodes"
     d.mkdir(parents=True)
@@ -188,6 +258,7 @@ def test_a_refresh_reads_the_start_of_a_file_and_all_of_it_only_when_needed(tmp_
     """HEAD_BYTES of a daemon's file hold its head and devices; a file whose devices run past
     them, or one without the daemon's verdict, is read again whole: the same model either way."""
     import efajob.dashboard.server as server
+    import efajob.dashboard.statusdir as statusdir
 
     d = tmp_path / "store" / "c1" / "nodes"
     d.mkdir(parents=True)
@@ -203,8 +274,8 @@ def test_a_refresh_reads_the_start_of_a_file_and_all_of_it_only_when_needed(tmp_
         at = (d / f"{name}.json").read_bytes().find(b'],"recent":{')
         assert size > server.HEAD_BYTES and (at < server.HEAD_BYTES) == (name == "short")
     reads = []
-    real = server.read_regular_stat
-    monkeypatch.setattr(server, "read_regular_stat", lambda p, n, **kw: reads.append(
+    real = statusdir.read_regular_stat
+    monkeypatch.setattr(statusdir, "read_regular_stat", lambda p, n, **kw: reads.append(
         (p, kw.get("first", 0))) or real(p, n, **kw))
     cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
     got = Collector(cfg, ttl=0.0, clock=lambda: NOW + 1.0).collect()
@@ -261,7 +332,7 @@ def test_a_refresh_that_fails_half_way_leaves_no_half_moved_totals(tmp_path, mon
 def test_a_filesystem_that_lists_no_inodes_gets_a_stat_per_file(tmp_path, monkeypatch):
     """d_ino 0 (some FUSE filesystems): the listing cannot say what changed, so every file is
     stat'ed, and a rewrite shows at the next refresh, not within RECHECK of them."""
-    import efajob.dashboard.server as server
+    import efajob.dashboard.statusdir as statusdir
 
     class NoInode:
         def __init__(self, entry):
@@ -282,7 +353,7 @@ def test_a_filesystem_that_lists_no_inodes_gets_a_stat_per_file(tmp_path, monkey
         def __exit__(self, *exc):
             self.it.close()
 
-    monkeypatch.setattr(server.os, "scandir", Listing)
+    monkeypatch.setattr(statusdir.os, "scandir", Listing)
     d, col = fleet(tmp_path, 2 * RECHECK - 1)
     for i in range(1, 2 * RECHECK):
         write(d, f"n{i}", NOW + 1.0, gbps=float(i))

@@ -139,7 +139,7 @@ def test_the_daemon_writes_its_verdict_and_link_rate(tmp_path, proc, node):  # n
 
 
 def test_a_refresh_reads_only_the_files_that_changed(tmp_path, monkeypatch):
-    import efajob.dashboard.server as server
+    import efajob.dashboard.statusdir as statusdir
 
     d = tmp_path / "store" / "c1" / "nodes"
     d.mkdir(parents=True)
@@ -149,8 +149,8 @@ def test_a_refresh_reads_only_the_files_that_changed(tmp_path, monkeypatch):
     cfg = build_config({"cluster": "c1", "store": str(tmp_path / "store")}, env={}, node="head")
     col = Collector(cfg, ttl=0.0, clock=lambda: NOW + 1.0)
     reads = []
-    real = server.read_regular_stat
-    monkeypatch.setattr(server, "read_regular_stat",
+    real = statusdir.read_regular_stat
+    monkeypatch.setattr(statusdir, "read_regular_stat",
                         lambda p, n, **kw: reads.append(os.path.basename(p)) or real(p, n, **kw))
     first = col.collect()
     assert sorted(reads) == [f"n{i}.json" for i in range(1, 6)] and first.totals.fresh == 5
@@ -162,7 +162,7 @@ def test_a_refresh_reads_only_the_files_that_changed(tmp_path, monkeypatch):
     second = col.collect()
     assert reads == ["n3.json"] and [n.host for n in second.nodes] == ["n1", "n2", "n3", "n4"]
     assert second.by_host[("c1", "n3")].state == "warn" and first.by_host[("c1", "n3")].state == "ok"
-    assert sorted(col._docs["c1"]) == ["n1.json", "n2.json", "n3.json", "n4.json"]
+    assert sorted(col._dirs["c1"].parsed) == ["n1.json", "n2.json", "n3.json", "n4.json"]
 
 
 def test_a_file_without_its_window_yet_is_cut_before_its_devices_too():

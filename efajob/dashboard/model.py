@@ -337,7 +337,9 @@ def parse_node_base(doc: object, cluster: str, *, private: bool = False,
     n.daemon_healthy = healthy if isinstance(healthy, bool) else None
     n.daemon_version = _text(daemon.get("version"), 32)
     rates = as_object(doc.get("rates"))
-    n.rates = {k: v for k, v in ((k, as_number(rates.get(k))) for k in HEALTH_RATES) if v is not None}
+    # In HEALTH_RATES's order; most files hold a few of them (the absent cost a lookup).
+    n.rates = {k: f for k in HEALTH_RATES
+               if (v := rates.get(k)) is not None and (f := as_number(v)) is not None}
     if verdict is None and rules is not None:
         verdict = parse_verdict(doc.get("verdict"), rules)
     if device_src is not None and verdict is not None:
@@ -461,22 +463,36 @@ class Tally:
         self.members: Dict[Tuple[str, str], Dict[Tuple[str, str], Tuple[NodeView, NodeJob]]] = {}
         self.running: Dict[Tuple[str, str], RunningJob] = {}
         self._sort: Dict[Tuple[str, str], tuple] = {}
+        self._hosts: Dict[Tuple[str, str], Tuple["_Order", List[Tuple[str, str]]]] = {}
 
-    def move(self, nodes: Dict[Tuple[str, str], NodeView], order: "_Order") -> None:
-        """From the last build's nodes to `nodes` (a new dict, never changed after)."""
+    def move(self, nodes: Dict[Tuple[str, str], NodeView], order: "_Order",
+             changed: Optional[Set[Tuple[str, str]]] = None) -> None:
+        """From the last build's nodes to `nodes` (a new dict, never changed after).
+        `changed`: the only nodes that may differ from the last build's (joined, left or
+        another view), when the caller knows; else every node is compared."""
         last, seen = self.nodes, 0
         touched: Set[Tuple[str, str]] = set()
-        for at, n in nodes.items():
-            p = last.get(at)
-            if p is not None:
-                seen += 1
+        if changed is not None:
+            for at in changed:
+                p, n = last.get(at), nodes.get(at)
                 if p is n:
                     continue
-                self._out(at, p, touched)
-            self._in(at, n, touched)
-        if seen < len(last):  # nodes that left
-            for at in last.keys() - nodes.keys():
-                self._out(at, last[at], touched)
+                if p is not None:
+                    self._out(at, p, touched)
+                if n is not None:
+                    self._in(at, n, touched)
+        else:
+            for at, n in nodes.items():
+                p = last.get(at)
+                if p is not None:
+                    seen += 1
+                    if p is n:
+                        continue
+                    self._out(at, p, touched)
+                self._in(at, n, touched)
+            if seen < len(last):  # nodes that left
+                for at in last.keys() - nodes.keys():
+                    self._out(at, last[at], touched)
         self.nodes = nodes
         for jat in touched:
             m = self.members.get(jat)
@@ -484,8 +500,21 @@ class Tally:
                 self.members.pop(jat, None)
                 self.running.pop(jat, None)
                 self._sort.pop(jat, None)
+                self._hosts.pop(jat, None)
                 continue
-            pairs = [m[at] for at in sorted(m, key=order.positions().__getitem__)]
+            # Its nodes in table order: kept while the same nodes run it in the same order
+            # (most refreshes: only their views changed), sorted again otherwise.
+            got = self._hosts.get(jat)
+            pairs = None
+            if got is not None and got[0] is order and len(got[1]) == len(m):
+                try:
+                    pairs = [m[at] for at in got[1]]
+                except KeyError:
+                    pass
+            if pairs is None:
+                ats = sorted(m, key=order.positions().__getitem__)
+                self._hosts[jat] = (order, ats)
+                pairs = [m[at] for at in ats]
             self.running[jat] = r = _running_job(jat, pairs)
             self._sort[jat] = (-(r.start or 0.0), r.cluster, natural_key(r.key))
 
@@ -594,19 +623,27 @@ def build_from_bases(bases: Iterable[Tuple[str, Optional[NodeBase]]], recent: Se
         if base is None:
             skipped += 1
             continue
-        smap = slurm_nodes if cluster == slurm_cluster else None
-        n = base.view
-        t = n.time
-        # node_at's first case inline (10,000 calls a refresh): fresh, on time, no Slurm state.
-        if smap is not None or t is None or now - t > max_status_age or t - now > SKEW_S:
-            n = node_at(base, now, max_status_age, None if smap is None else smap.get(n.host))
-        at = (cluster, n.host)
-        if (expire_after is not None or smap is not None) and _expired(n, now, expire_after, smap):
+        n = shown_view(base, now, max_status_age, slurm_nodes if cluster == slurm_cluster else None,
+                       expire_after)
+        if n is None:
             expired += 1
-        elif at not in nodes or (n.time or 0) > (nodes[at].time or 0):
+            continue
+        at = (cluster, n.host)
+        if at not in nodes or (n.time or 0) > (nodes[at].time or 0):
             nodes[at] = n  # two files naming one host: the newer wins
     if slurm_nodes is not None:
         _reconcile(nodes, slurm_nodes, slurm_cluster)
+    return finish_build(nodes, recent, now=now, max_status_age=max_status_age, notes=notes,
+                        private=private, skipped=skipped, expired=expired, memo=memo)
+
+
+def finish_build(nodes: Dict[Tuple[str, str], NodeView], recent: Sequence[Mapping], *, now: float,
+                 max_status_age: float, notes: Sequence[str], private: bool, skipped: int,
+                 expired: int, memo: Optional[Dict[str, object]],
+                 changed: Optional[Set[Tuple[str, str]]] = None) -> Dashboard:
+    """The Dashboard of this refresh's `nodes` (a new dict, never changed after): their
+    order, totals and running jobs (moved from the last build's in `memo`, by `changed`
+    alone when the caller knows which nodes may differ: dashboard/incremental.py)."""
     last = memo.get("order") if memo is not None else None
     if isinstance(last, _Order) and len(last.keys) == len(nodes) and nodes.keys() == last.members:
         order = last  # the same nodes as the last refresh: the same order
@@ -614,11 +651,11 @@ def build_from_bases(bases: Iterable[Tuple[str, Optional[NodeBase]]], recent: Se
         order = _Order(sorted(nodes, key=lambda at: _order_key(*at)))
     tally = memo.get("tally") if memo is not None else None
     if not isinstance(tally, Tally):
-        tally = Tally()
-    tally.move(nodes, order)
+        tally, changed = Tally(), None  # nothing to move from: every node counts anew
+    tally.move(nodes, order, changed)
     if memo is not None:
         memo["order"], memo["tally"] = order, tally
-    views = [nodes[at] for at in order.keys]
+    views = list(map(nodes.__getitem__, order.keys))
     running = tally.running_jobs()
     all_notes = list(notes) + ([f"{skipped} node status file(s) unusable (no valid node name)"]
                                if skipped else [])
@@ -630,6 +667,39 @@ def build_from_bases(bases: Iterable[Tuple[str, Optional[NodeBase]]], recent: Se
                      recent=[dict(r, user=None) if private else dict(r) for r in recent],
                      notes=all_notes, problems=group_problems(views),
                      by_host=nodes, by_job={(r.cluster, r.key): r for r in running})
+
+
+def is_fresh(t: Optional[float], now: float, max_status_age: float) -> bool:
+    """A status written at `t` is fresh and on time as of `now` (node_at's first case)."""
+    return t is not None and now - t <= max_status_age and t - now <= SKEW_S
+
+
+def shown_view(base: NodeBase, now: float, max_status_age: float,
+               smap: Optional[Mapping[str, str]], expire_after: Optional[float]) -> Optional[NodeView]:
+    """The view of one status file's node as of `now` (`smap`: Slurm's node list when it
+    is read for this node's cluster), or None when the file is left out (expired)."""
+    n = base.view
+    # node_at's first case inline (10,000 calls a cold build): fresh, on time, no Slurm state.
+    if smap is not None or not is_fresh(n.time, now, max_status_age):
+        n = node_at(base, now, max_status_age, None if smap is None else smap.get(n.host))
+    if (expire_after is not None or smap is not None) and _expired(n, now, expire_after, smap):
+        return None
+    return n
+
+
+def no_efajob_view(cluster: str, host: str, state: str) -> NodeView:
+    """A node Slurm lists without any status file."""
+    return NodeView(cluster=cluster, host=host, slurm_state=state, efajob=False)
+
+
+def quiet_if_powered_down(n: NodeView, state: str) -> None:
+    """A stale node Slurm powered down: no instance behind the name, its old status is
+    history, not an alert (`n` is this refresh's own copy: node_at made it)."""
+    from efajob.slurm.nodes import is_powered_down
+
+    if n.stale and is_powered_down(state):
+        n.powered_down = True
+        n.problems, n.kinds = [], []
 
 
 def _expired(n: NodeView, now: float, expire_after: Optional[float],
@@ -644,19 +714,13 @@ def _reconcile(nodes: Dict[Tuple[str, str], NodeView], slurm_nodes: Mapping[str,
                cluster: str) -> None:
     """Nodes Slurm lists without a status file; a stale node Slurm powered down is quiet.
     (node_at gave each node its Slurm state; a stale node's view is this refresh's own.)"""
-    from efajob.slurm.nodes import is_powered_down
-
     for host, state in slurm_nodes.items():
         n = nodes.get((cluster, host))
         if n is None:
             if NAME_RE.fullmatch(host):
-                nodes[(cluster, host)] = NodeView(cluster=cluster, host=host, slurm_state=state,
-                                                  efajob=False)
+                nodes[(cluster, host)] = no_efajob_view(cluster, host, state)
             continue
-        if n.stale and is_powered_down(state):
-            # No instance behind the name: its old status is history, not an alert.
-            n.powered_down = True
-            n.problems, n.kinds = [], []
+        quiet_if_powered_down(n, state)
 
 
 def kind_label(kind: str) -> str:

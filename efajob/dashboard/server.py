@@ -44,7 +44,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from efajob import __version__
-from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, NeedWhole, NodeBase, build_from_bases, job_to_dict,
+from efajob.dashboard.model import (CSP, NAME_RE, Dashboard, NodeBase, job_to_dict,
                                     jobs_to_dict, node_base_from_bytes, node_to_dict, nodes_to_dict,
                                     problems_to_dict)
 from efajob.report.nodeverdict import rules_key
@@ -52,8 +52,10 @@ from efajob.dashboard.history import History, history_block, history_to_dict
 from efajob.dashboard.page import Links
 from efajob.dashboard.view import parse_view, view_to_dict
 from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
-from efajob.store.reader import MAX_STATUS_BYTES, NODES_DIR, list_clusters, list_job_dirs
-from efajob.values import loads_checked, read_regular_stat
+from efajob.dashboard import incremental
+from efajob.dashboard.statusdir import StatusDir
+from efajob.store.reader import NODES_DIR
+from efajob.store.reader import list_clusters, list_job_dirs
 
 log = logging.getLogger("efajob.dashboard")
 
@@ -72,93 +74,9 @@ def max_status_age(status_interval: float) -> float:
     return max(60.0, 4 * status_interval)
 
 
-DocCache = Dict[str, Tuple[Tuple[int, int, int], object]]  # name -> (d_ino, mtime_ns, size), parsed
-RECHECK = 8  # each refresh stats one file in RECHECK of those whose inode did not change
 # What the refresh reads of a changed status file first: its head and devices, written before
 # its 25 kB window (4.6 kB for 32 devices); a longer one is read again whole.
 HEAD_BYTES = 8192
-
-
-def read_status_docs(store: str, cluster: str, cache: Optional[DocCache] = None,
-                     keep: Optional[DocCache] = None,
-                     parse: Callable[[bytes, str, object, bool], object]
-                     = lambda data, _c, _p, _w: loads_checked(data),
-                     turn: int = 0, head: int = 0) -> Tuple[List[Tuple[str, object]], List[str]]:
-    """([(cluster, parse(bytes, cluster, previous, whole))], notes) of a cluster's node status
-    files (`parse`: the JSON by default, the Collector's NodeBase; `previous`: what it made of
-    the file's last version, or None), in the directory's order. `head` > 0: each file's
-    first `head` bytes are read and parsed (`whole` False unless that was all of it); a
-    parse that raises NeedWhole gets the whole file. A file that cannot be
-    read or parsed is a note (the daemon rewrites it every few seconds), not an error.
-
-    `cache` (kept by the Collector between refreshes; `keep` gets every file of this read, the
-    next refresh's cache: files that went are forgotten): daemons write every status_interval
-    (15 s) while the page refreshes every few seconds, so most files have not changed. The
-    writers replace a file by rename, a new inode each write, and the directory's listing
-    gives each name's inode without a stat: a file listed with the inode of its last read is
-    not read again, and a refresh of 10,000 files costs a listing and the files rewritten
-    since. A file that changed under the same inode (rewritten in place by another writer,
-    or a filesystem that gave a new version the inode of its version before last) is caught
-    by a rotating check: each refresh also stats one file in RECHECK (by position and `turn`,
-    the refresh's number) and reads it again when its mtime or size moved. Such a change
-    shows within RECHECK refreshes (16 s at the page's 2 s), about one status interval."""
-    d = os.path.join(store, cluster, NODES_DIR)
-    try:
-        dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return [], []
-    except OSError as e:
-        raise StoreError(f"cannot read node status directory {d}: {e.strerror}") from None
-    docs: List[Tuple[str, object]] = []
-    notes: List[str] = []
-    cached: DocCache = cache if cache is not None else {}
-    i = 0
-    try:
-        # In the directory's order, not sorted: the model puts the nodes in their order (and
-        # of two files naming one host, the newer wins whatever their names).
-        with os.scandir(dfd) as it:
-            for entry in it:
-                name = entry.name
-                if not name.endswith(".json") or name.startswith("."):  # "." prefix: a temp file
-                    continue
-                i += 1
-                try:
-                    hit = cached.get(name)
-                    ino = entry.inode()
-                    if hit is not None and hit[0][0] == ino:
-                        if ino and (i + turn) % RECHECK:
-                            docs.append((cluster, hit[1]))
-                            if keep is not None:
-                                keep[name] = hit
-                            continue
-                        # The recheck's turn, or a filesystem that lists no inodes (0: some
-                        # FUSE ones), where every file is stat'ed. Never blocks, even on a
-                        # FIFO (read_regular_stat refuses those).
-                        st = os.stat(name, dir_fd=dfd)
-                        if (st.st_mtime_ns, st.st_size) == hit[0][1:]:
-                            docs.append((cluster, hit[1]))
-                            if keep is not None:
-                                keep[name] = hit
-                            continue
-                    last = None if hit is None else hit[1]
-                    data, st = read_regular_stat(name, MAX_STATUS_BYTES, dir_fd=dfd, first=head)
-                    try:
-                        parsed = parse(data, cluster, last, not head or len(data) < head)
-                    except NeedWhole:
-                        data, st = read_regular_stat(name, MAX_STATUS_BYTES, dir_fd=dfd)
-                        parsed = parse(data, cluster, last, True)
-                    hit = ((ino, st.st_mtime_ns, st.st_size), parsed)
-                    docs.append((cluster, hit[1]))
-                    if keep is not None:
-                        keep[name] = hit
-                except (OSError, ValueError) as err:
-                    why = err.strerror if isinstance(err, OSError) else "not valid JSON"
-                    notes.append(f"node status {cluster}/{name[:80]} unreadable ({why})")
-    except OSError as err:
-        raise StoreError(f"cannot read node status directory {d}: {err.strerror}") from None
-    finally:
-        os.close(dfd)
-    return docs, notes
 
 
 class Collector:
@@ -185,8 +103,8 @@ class Collector:
         self._slurm_nodes: Optional[Tuple[float, Dict[str, str]]] = None
         # Between refreshes (refresh thread only), by cluster: each status file's NodeBase
         # (its parse and verdict), bounded by the files of the last refresh.
-        self._docs: Dict[str, DocCache] = {}
-        self._turn = 0  # the refresh's number: which files read_status_docs rechecks
+        self._dirs: Dict[str, StatusDir] = {}
+        self._turn = 0  # the refresh's number: which files a refresh rechecks
         self._memo: Dict[str, object] = {}  # build_from_bases's, between refreshes
         self.history = History()  # a point per refresh, at most every 30 s (memory only)
         self._rules = rules_key(cfg.thresholds)
@@ -256,29 +174,38 @@ class Collector:
         now = self.clock()
         store = self.cfg.store
         clusters = [self.cluster] if self.cluster else list_clusters(store)
-        bases: List[Tuple[str, object]] = []
         notes: List[str] = []
-        caches: Dict[str, DocCache] = {}
-        for c in clusters:
-            keep: DocCache = {}
-            # A cluster directory's name may be anything: its files' nodes are unusable then.
-            d, n = read_status_docs(store, c, self._docs.get(c, {}), keep, self._parse
-                                    if NAME_RE.fullmatch(c) else lambda _d, _c, _p, _w: None,
-                                    self._turn, HEAD_BYTES)
-            caches[c] = keep
-            bases += d
-            notes += n
-        self._docs = caches
-        self._turn += 1
-        recent = self._recent(now, notes)
-        slurm = self._node_list(notes) if self.use_slurm else None
+        removed: List[Tuple[str, object]] = []
+        added: List[Tuple[str, object]] = []
+        # Clusters that went are forgotten (their files' parses go with them); each
+        # directory's files are kept as read (a read cut short leaves each file as it was or
+        # as read: StatusDir).
+        for c in self._dirs.keys() - set(clusters):
+            removed += [(c, p) for p in self._dirs[c].parsed.values()]
+        self._dirs = dirs = {c: self._dirs.get(c) or StatusDir() for c in clusters}
         try:
-            return build_from_bases(bases, recent, now=now, max_status_age=self.max_age,  # type: ignore[arg-type]
-                                    notes=notes, private=self.cfg.private_records, slurm_nodes=slurm,
-                                    slurm_cluster=self.cluster or self.cfg.cluster,
-                                    expire_after=self.cfg.status_expiry or None, memo=self._memo)
+            for c in clusters:
+                # A cluster directory's name may be anything: its files' nodes are unusable then.
+                gone, came, n = dirs[c].refresh(
+                    os.path.join(store, c, NODES_DIR), c,
+                    self._parse if NAME_RE.fullmatch(c) else lambda _d, _c, _p, _w: None,
+                    self._turn, HEAD_BYTES)
+                removed += [(c, p) for p in gone]
+                added += [(c, p) for p in came]
+                notes += n
+            self._turn += 1
+            recent = self._recent(now, notes)
+            slurm = self._node_list(notes) if self.use_slurm else None
+            return incremental.build(lambda: [(c, p) for c, sd in dirs.items()  # type: ignore[misc]
+                                              for p in sd.parsed.values()],
+                                     removed, added, recent, now=now,  # type: ignore[arg-type]
+                                     max_status_age=self.max_age, notes=notes,
+                                     private=self.cfg.private_records, slurm_nodes=slurm,
+                                     slurm_cluster=self.cluster or self.cfg.cluster,
+                                     expire_after=self.cfg.status_expiry or None, memo=self._memo)
         except BaseException:
-            # A build cut short may have moved the totals half way: the next one starts over.
+            # Files read but not built into the model, or totals moved half way: the next
+            # refresh builds from scratch.
             self._memo = {}
             raise
 
@@ -301,6 +228,8 @@ class Collector:
         except SlurmError as e:
             notes.append(f"Slurm's node list is not available ({e})")
             return None
+        if self._slurm_nodes is not None and self._slurm_nodes[1] == nodes:
+            nodes = self._slurm_nodes[1]  # the same list: the refresh may move the last model
         self._slurm_nodes = (self.mono(), nodes)
         return nodes
 

@@ -54,8 +54,7 @@ from efajob.dashboard.view import parse_view, view_to_dict
 from efajob.errors import AmbiguousJobError, EfajobError, JobNotFoundError, StoreError, UsageError
 from efajob.dashboard import incremental
 from efajob.dashboard.statusdir import StatusDir
-from efajob.store.reader import NODES_DIR
-from efajob.store.reader import list_clusters, list_job_dirs
+from efajob.store.reader import NODES_DIR, list_clusters, list_job_dirs
 
 log = logging.getLogger("efajob.dashboard")
 

@@ -30,6 +30,10 @@ Delta = Sequence[Tuple[str, Optional[NodeBase]]]  # (cluster, a file's parse; No
 _EARLY = 1.0
 
 
+class _TwoFiles(Exception):
+    """Two status files name one host: only the full build chooses between them."""
+
+
 class _State:
     """What the last build knew of each node, for the next refresh to start from."""
 
@@ -44,6 +48,28 @@ class _State:
         self.expired: Set[At] = set()  # hosts whose file is left out (expired, deleted)
         self.due: List[Tuple[float, At]] = []  # heap: when a fresh node may turn stale or expire
         self.unfresh: Set[At] = set()  # shown, not fresh and on time: made again every refresh
+
+    def came(self, cluster: str, base: Optional[NodeBase]) -> Optional[At]:
+        """A file's parse joins: its host (None: a file naming no valid node)."""
+        if base is None:
+            self.skipped += 1
+            return None
+        at = (cluster, base.view.host)
+        if at in self.base_of:
+            raise _TwoFiles()
+        self.base_of[at] = base
+        return at
+
+    def went(self, cluster: str, base: Optional[NodeBase]) -> Optional[At]:
+        """A file's last parse leaves: its host (None: a file naming no valid node)."""
+        if base is None:
+            self.skipped -= 1
+            return None
+        at = (cluster, base.view.host)
+        if self.base_of.get(at) is not base:
+            raise _TwoFiles()  # the host had another file, the one the full build chose
+        del self.base_of[at]
+        return at
 
 
 def build(every: Callable[[], Sequence[Tuple[str, Optional[NodeBase]]]], removed: Delta, added: Delta,
@@ -85,14 +111,11 @@ def _state_of(bases: Sequence[Tuple[str, Optional[NodeBase]]], d: Dashboard, par
               slurm: Optional[Mapping[str, str]], now: float) -> Optional[_State]:
     """The state a full build leaves; None when two files name one host."""
     st = _State(params, slurm, now, d.by_host)
-    for cluster, base in bases:
-        if base is None:
-            st.skipped += 1
-            continue
-        at = (cluster, base.view.host)
-        if at in st.base_of:
-            return None
-        st.base_of[at] = base
+    try:
+        for cluster, base in bases:
+            st.came(cluster, base)
+    except _TwoFiles:
+        return None
     for at, base in st.base_of.items():
         n = d.by_host.get(at)
         if n is None or not n.efajob:  # left out (a Slurm node without it then shows as such)
@@ -109,25 +132,11 @@ def _move(st: _State, nodes: Dict[At, NodeView], removed: Delta, added: Delta,
           now: float) -> Optional[Set[At]]:
     """Make again, in `nodes` (a copy of the last build's), the nodes that may have changed;
     their set, or None when only a full build can say (two files naming one host)."""
-    changed: Set[At] = set()
-    for cluster, base in removed:
-        if base is None:
-            st.skipped -= 1
-            continue
-        at = (cluster, base.view.host)
-        if st.base_of.get(at) is not base:
-            return None  # this host had two files
-        del st.base_of[at]
-        changed.add(at)
-    for cluster, base in added:
-        if base is None:
-            st.skipped += 1
-            continue
-        at = (cluster, base.view.host)
-        if at in st.base_of:
-            return None  # a second file for this host
-        st.base_of[at] = base
-        changed.add(at)
+    try:  # the parses that went first: a rewritten file's host leaves, then joins again
+        moved = [st.went(c, b) for c, b in removed] + [st.came(c, b) for c, b in added]
+    except _TwoFiles:
+        return None
+    changed: Set[At] = {at for at in moved if at is not None}
     due = st.due
     while due and due[0][0] <= now:
         changed.add(heapq.heappop(due)[1])

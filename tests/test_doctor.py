@@ -22,7 +22,7 @@ from efajob.sim import build_node
 
 BOOT = "11111111-2222-3333-4444-555555555555"
 T0 = 1_780_000_000.0  # 2026-05: after the clock floor
-HEALTHY = {"efa devices": PASS, "counters": PASS, "daemon": PASS, "prolog hook": PASS,
+HEALTHY = {"efa devices": PASS, "counters": PASS, "reader": PASS, "daemon": PASS, "prolog hook": PASS,
            "epilog hook": PASS, "PrologFlags": PASS, "job store": PASS, "clock": PASS,
            "prometheus": PASS, "cloudwatch": SKIP}
 
@@ -87,6 +87,8 @@ class Node:
         self.daemon.tick()
         self.opener = efajob_metrics
         self.fs_clock = time.time
+        # Whether this test venv built the C reader is not the node's health: injected.
+        self.native = lambda: ("/venv/efajob/node/_fastread.so", None)
 
     def cfg(self):
         return build_config(self.data, env={}, node="n1")
@@ -94,7 +96,7 @@ class Node:
     def checks(self, **kw):
         facts = gather(self.cfg(), slurm_config=lambda: self.slurm, clock=self.wall,
                        mono_clock=self.mono, fs_clock=self.fs_clock,
-                       prometheus_opener=self.opener, **kw)
+                       prometheus_opener=self.opener, native=self.native, **kw)
         return {c.name: c for c in run_checks(facts)}
 
 
@@ -141,6 +143,10 @@ def _break_counters(n):
         hw = _ib(n) / d / "ports" / "1" / "hw_counters"
         for f in hw.iterdir():
             f.unlink()
+
+
+def _break_reader(n):
+    n.native = lambda: (None, "not built: no _fastread module in /venv/efajob/node")
 
 
 def _break_daemon_stale(n):
@@ -199,6 +205,7 @@ def _break_prometheus(n):
 @pytest.mark.parametrize("breaker,name,status,words", [
     (_break_devices, "efa devices", FAIL, "3 of the 4 EFA devices"),
     (_break_counters, "counters", FAIL, "no readable port counter on 4 of 4"),
+    (_break_reader, "reader", WARN, "counters read in Python: the C reader is not built"),
     (_break_daemon_stale, "daemon", FAIL, "stale: newest sample 60 s old"),
     (_break_daemon_gone, "daemon", FAIL, "not running"),
     (_break_prolog_order, "prolog hook", WARN, "00_efajob does not run last: 000_early"),
@@ -383,3 +390,16 @@ def test_undelivered_records_warn_on_the_job_store_check(node):
     assert check_store(facts).status == PASS
     c = check_store(replace(facts, delivery_error="Permission denied", outbox_pending=3))
     assert c.status == WARN and "cannot deliver records: Permission denied (3 waiting)" in c.message
+
+
+def test_the_reader_check_passes_when_python_reads_are_chosen():
+    from efajob.deploy.doctor import check_reader
+
+    facts = type("F", (), {"reader": None,
+                           "reader_problem": "turned off by EFAJOB_NO_NATIVE in the environment"})
+    c = check_reader(facts)  # type: ignore[arg-type]
+    assert c.status == PASS and c.message == ("counters read in Python: the C reader is turned "
+                                              "off by EFAJOB_NO_NATIVE in the environment")
+    facts.reader_problem = "cannot be loaded: undefined symbol: PyFoo"
+    c = check_reader(facts)  # type: ignore[arg-type]
+    assert c.status == WARN and "efajob install native" in c.fix

@@ -157,3 +157,36 @@ def test_native_can_be_turned_off_by_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     assert out == ["False", "None"]
+
+
+def test_native_reader_names_the_module_it_loaded(fastread):
+    path, why = sysfs.native_reader()
+    assert why is None and path == fastread.__file__ and os.path.isfile(path)
+    assert os.path.basename(path).startswith("_fastread.")
+
+
+def test_native_reader_says_why_samples_are_read_in_python(monkeypatch, tmp_path):
+    # Not loaded, and no module file next to sysfs.py: "not built".
+    monkeypatch.setattr(sysfs, "_fastread", None)
+    monkeypatch.delenv("EFAJOB_NO_NATIVE", raising=False)
+    import efajob.node
+
+    monkeypatch.setitem(sys.modules, "efajob.node._fastread", None)  # import fails
+    monkeypatch.delattr(efajob.node, "_fastread", raising=False)
+    monkeypatch.setattr(sysfs, "_listdir", lambda d: ["_fastread.c", "sysfs.py"])
+    assert sysfs.native_reader() == (None, "not built: no _fastread module in "
+                                     + os.path.dirname(os.path.abspath(sysfs.__file__)))
+    # A module file that does not load (built for another Python, a missing symbol).
+    monkeypatch.setattr(sysfs, "_listdir", lambda d: ["_fastread.c", "_fastread.abi3.so"])
+    path, why = sysfs.native_reader()
+    assert path is None and why.startswith("cannot be loaded: ")
+    # One that loads but speaks another interface.
+    old = type(sys)("efajob.node._fastread")
+    old.API, old.__file__ = sysfs.NATIVE_API + 1, "/x/_fastread.so"
+    monkeypatch.setitem(sys.modules, "efajob.node._fastread", old)
+    monkeypatch.setattr(efajob.node, "_fastread", old, raising=False)
+    assert sysfs.native_reader() == (None, f"/x/_fastread.so speaks interface "
+                                     f"{sysfs.NATIVE_API + 1}, this efajob needs "
+                                     f"{sysfs.NATIVE_API}: built for another version")
+    monkeypatch.setenv("EFAJOB_NO_NATIVE", "1")
+    assert sysfs.native_reader() == (None, "turned off by EFAJOB_NO_NATIVE in the environment")

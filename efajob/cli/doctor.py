@@ -21,7 +21,8 @@ from efajob.cli.common import config_option, format_option, get_config, handle_e
 def doctor(config_path: Optional[str], node: Optional[str], slurm_scripts_dir: Optional[str],
            fmt: str) -> None:
     """Check this node: EFA devices and counters, the daemon, the hooks and their order,
-    PrologFlags=Alloc, the job store, the clock, Prometheus.
+    PrologFlags=Alloc, the job store, the clock, Prometheus, and whether counters are read
+    by the C reader (`efajob install native`) or in Python.
 
     One line per check: pass, warn, fail (each with its fix) or skip (not checked). Exit
     status: 0 all pass, 1 warnings, 2 failures. Slurm is asked with `scontrol show config`;

@@ -93,6 +93,10 @@ class Facts:
     cloudwatch_enabled: bool = False
     delivery_error: Optional[str] = None  # the daemon's last delivery failure (outbox.py)
     outbox_pending: int = 0
+    # sysfs.native_reader(): the C reader's module file, or None and why samples are read
+    # in Python (this install's answer: the daemon runs from the same one).
+    reader: Optional[str] = None
+    reader_problem: Optional[str] = None
 
 
 def check_devices(f: Facts) -> Check:
@@ -126,6 +130,17 @@ def check_counters(f: Facts) -> Check:
                      "queue (dmesg | grep efa): reload the efa module or replace the instance")
     total = sum(f.counters.get(d, 0) for d in f.devices)
     return Check("counters", PASS, f"{total} port counters read on {len(f.devices)} device(s)")
+
+
+def check_reader(f: Facts) -> Check:
+    if f.reader:
+        return Check("reader", PASS, f"counters read in C ({f.reader})")
+    why = f.reader_problem or "not loaded"
+    if "EFAJOB_NO_NATIVE" in why:  # chosen by whoever set it: not a fault
+        return Check("reader", PASS, f"counters read in Python: the C reader is {why}")
+    return Check("reader", WARN, f"counters read in Python: the C reader is {why}",
+                 "efajob install native (needs a C compiler and the Python headers); a sample "
+                 "then costs about half the CPU, docs/performance.md")
 
 
 def check_daemon(f: Facts) -> Check:
@@ -256,7 +271,7 @@ def check_cloudwatch(f: Facts) -> Check:
 
 
 CHECKS: Sequence[Callable[[Facts], Check]] = (
-    check_devices, check_counters, check_daemon, lambda f: check_hook(f.prolog),
+    check_devices, check_counters, check_reader, check_daemon, lambda f: check_hook(f.prolog),
     lambda f: check_hook(f.epilog), check_prolog_flags, check_store, check_clock,
     check_prometheus, check_cloudwatch)
 

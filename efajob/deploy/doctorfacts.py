@@ -107,16 +107,18 @@ def gather(cfg: Config, *, slurm_scripts_dir: Optional[str] = None,
            clock: Callable[[], float] = time.time,
            mono_clock: Callable[[], float] = time.monotonic,
            fs_clock: Callable[[], float] = time.time,
-           prometheus_opener: Optional[Callable] = None) -> Facts:
+           prometheus_opener: Optional[Callable] = None,
+           native: Optional[Callable[[], Tuple[Optional[str], Optional[str]]]] = None) -> Facts:
     """Everything doctor judges. `slurm_config` returns `scontrol show config` as a dict
     (default: the Slurm adapter); a SlurmError becomes `slurm_error`. `clock`/`mono_clock`
     judge the daemon's freshness and the date; `fs_clock` is compared with the mtime the job
-    store's file server gives a new file (both real time outside tests)."""
+    store's file server gives a new file (both real time outside tests); `native` says
+    whether samples are read in C (default: sysfs.native_reader, this process's answer)."""
     from efajob.daemon.nodestatus import read_local_status
     from efajob.errors import SlurmError
     from efajob.hooks.outbox import delivery_error, pending
     from efajob.node.instances import lookup, read_cached_instance_type
-    from efajob.node.sysfs import discover_devices, read_snapshot
+    from efajob.node.sysfs import discover_devices, native_reader, read_snapshot
 
     devices = discover_devices(cfg.sysfs_root) if os.path.isdir(cfg.sysfs_root) else []
     counters: Dict[str, int] = {}
@@ -148,6 +150,7 @@ def gather(cfg: Config, *, slurm_scripts_dir: Optional[str] = None,
         return read_hook_facts(kind, setting, "slurm")
 
     failing = delivery_error(cfg)
+    reader, reader_problem = (native or native_reader)()
     prom_addr, prom_error = "", None
     if cfg.prometheus.enabled:
         prom_addr, prom_error = probe_prometheus(cfg, opener=prometheus_opener)
@@ -158,4 +161,5 @@ def gather(cfg: Config, *, slurm_scripts_dir: Optional[str] = None,
         slurm_error=slurm_error, store=probe_store(cfg, clock=fs_clock), now_wall=clock(),
         prometheus_enabled=cfg.prometheus.enabled, prometheus_address=prom_addr,
         prometheus_error=prom_error, cloudwatch_enabled=cfg.cloudwatch.enabled,
-        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0)
+        delivery_error=failing, outbox_pending=len(pending(cfg)) if failing else 0,
+        reader=reader, reader_problem=reader_problem)

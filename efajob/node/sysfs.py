@@ -44,6 +44,26 @@ if (os.environ.get("EFAJOB_NO_NATIVE", "") not in ("", "0")
 # Whether samplers read through the C loop (bench/sampler.py prints which).
 NATIVE = _fastread is not None
 
+
+def native_reader() -> Tuple[Optional[str], Optional[str]]:
+    """(the C reader's module file, None) when samplers in this process read through it, else
+    (None, why not): what `efajob doctor` reports. Asked again here, not kept from the import
+    above, so that the hooks' import path pays nothing for the explanation."""
+    if _fastread is not None:
+        return getattr(_fastread, "__file__", None) or "efajob.node._fastread", None
+    if os.environ.get("EFAJOB_NO_NATIVE", "") not in ("", "0"):
+        return None, "turned off by EFAJOB_NO_NATIVE in the environment"
+    try:
+        from efajob.node import _fastread as mod
+    except ImportError as e:
+        here = os.path.dirname(os.path.abspath(__file__))
+        built = [n for n in _listdir(here) if n.startswith("_fastread.") and n != "_fastread.c"]
+        return None, (f"cannot be loaded: {e}" if built else
+                      f"not built: no _fastread module in {here}")
+    return None, (f"{getattr(mod, '__file__', '_fastread')} speaks interface "
+                  f"{getattr(mod, 'API', None)!r}, this efajob needs {NATIVE_API}: built for "
+                  "another version")
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no `typing` (nor `re`, `dataclasses`) at run time: the hooks import this
     from typing import Callable, Dict, List, Optional, Tuple

@@ -241,6 +241,33 @@ def test_device_removed_and_readded_is_read_afresh(tmp_path):
         assert snap.devices["rdmap80s0"].port_counters["tx_bytes"] == 7
 
 
+def test_a_rediscovery_keeps_descriptors_and_reopens_only_files_replaced_since(tmp_path):
+    """Whether a descriptor still reads its path's file comes from each directory's listing
+    (inode numbers), not a stat of every path: the first rediscovery asks the descriptors,
+    the next ones compare listings, and a file replaced by rename (a new inode under the same
+    name) is reopened, and only it."""
+    root = str(tmp_path)
+    d = make_device(root, "rdmap79s0", PORT, DEV)
+    with Sampler(root, include_net=False, rediscover_interval=3600) as s:
+        s.sample()
+        fds = list(s._fds)
+        for _ in range(3):  # descriptors asked once, then listings equal: nothing reopened
+            s.rediscover()
+            assert s._fds == fds
+        tx = next(i for i, p in enumerate(s._paths) if p.endswith("/ports/1/hw_counters/tx_bytes"))
+        path = os.path.join(d, "ports", "1", "hw_counters", "tx_bytes")
+        write(path + ".new", "99\n")
+        os.rename(path + ".new", path)
+        assert s.sample().devices["rdmap79s0"].port_counters["tx_bytes"] != 99  # the old file
+        s.rediscover()
+        assert s.sample().devices["rdmap79s0"].port_counters["tx_bytes"] == 99
+        assert [f for i, f in enumerate(s._fds) if i != tx] == [f for i, f in enumerate(fds) if i != tx]
+        set_counter(d, "rx_bytes", 5)  # rewritten in place, as sysfs does: same file, kept
+        s.rediscover()
+        assert s.sample().devices["rdmap79s0"].port_counters["rx_bytes"] == 5
+        assert [f for i, f in enumerate(s._fds) if i != tx] == [f for i, f in enumerate(fds) if i != tx]
+
+
 def test_device_with_no_readable_counter_is_left_out(tmp_path):
     root = str(tmp_path)
     make_device(root, "rdmap79s0", PORT, DEV)

@@ -395,8 +395,9 @@ def test_undelivered_records_warn_on_the_job_store_check(node):
 def test_the_reader_check_passes_when_python_reads_are_chosen():
     from efajob.deploy.doctor import check_reader
 
-    facts = type("F", (), {"reader": None,
-                           "reader_problem": "turned off by EFAJOB_NO_NATIVE in the environment"})
+    from efajob.node.sysfs import NATIVE_OFF
+
+    facts = type("F", (), {"reader": None, "reader_problem": NATIVE_OFF})
     c = check_reader(facts)  # type: ignore[arg-type]
     assert c.status == PASS and c.message == ("counters read in Python: the C reader is turned "
                                               "off by EFAJOB_NO_NATIVE in the environment")

@@ -43,6 +43,8 @@ if (os.environ.get("EFAJOB_NO_NATIVE", "") not in ("", "0")
     _fastread = None  # type: ignore[assignment]
 # Whether samplers read through the C loop (bench/sampler.py prints which).
 NATIVE = _fastread is not None
+# native_reader()'s reason when Python reads were asked for, not a fault (efajob doctor).
+NATIVE_OFF = "turned off by EFAJOB_NO_NATIVE in the environment"
 
 
 def native_reader() -> Tuple[Optional[str], Optional[str]]:
@@ -52,7 +54,7 @@ def native_reader() -> Tuple[Optional[str], Optional[str]]:
     if _fastread is not None:
         return getattr(_fastread, "__file__", None) or "efajob.node._fastread", None
     if os.environ.get("EFAJOB_NO_NATIVE", "") not in ("", "0"):
-        return None, "turned off by EFAJOB_NO_NATIVE in the environment"
+        return None, NATIVE_OFF
     try:
         from efajob.node import _fastread as mod
     except ImportError as e:

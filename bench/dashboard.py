@@ -152,9 +152,48 @@ def main() -> int:
         for path, m in r["paths"].items():  # type: ignore[attr-defined]
             print(f"      {path:<38} {m['server_ms']:7.1f} ms  {m['raw_bytes'] / 1000:8.1f} kB raw"
                   f"  {m['gzip_bytes'] / 1000:7.1f} kB gzip")
+    for line in target_lines(res):
+        print(line)
     load = os.getloadavg()[0]
     print(f"  (load average {load:.1f} on {os.cpu_count()} cores during the run)")
     return 0
+
+
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def target_lines(res: List[Dict[str, object]]) -> List[str]:
+    """Issue 17's targets against this run: 10,000 nodes' page, requests, update and
+    Chromium; 1,000 nodes against the empty page (gzip size, server time, Chromium's load
+    with its start, which is what a user waits for)."""
+    by = {r["nodes"]: r for r in res}
+    out = ["  targets:"]
+    big = by.get(10000)
+    if big is not None:
+        paths: Dict[str, Dict[str, float]] = big["paths"]  # type: ignore[assignment]
+        gz = paths["/"]["gzip_bytes"] / 1000
+        worst = max(m["server_ms"] for m in paths.values())
+        upd = big["update_build_s"] * 1e3  # type: ignore[operator]
+        out.append(f"    10,000 nodes: first page {gz:.0f} kB gzip (<= 300: {_verdict(gz <= 300)}), "
+                   f"slowest request {worst:.0f} ms (<= 200: {_verdict(worst <= 200)}), "
+                   f"update {upd:.0f} ms (<= 100: {_verdict(upd <= 100)})")
+        if "chromium_s" in big:
+            c = big["chromium_s"]  # type: ignore[assignment]
+            out.append(f"    10,000 nodes: Chromium first render {c * 1e3:.0f} ms "  # type: ignore[operator]
+                       f"(<= 1000: {_verdict(c <= 1.0)})")  # type: ignore[operator]
+    one, empty = by.get(1000), by.get(0)
+    if one is not None and empty is not None:
+        a: Dict[str, float] = one["paths"]["/"]  # type: ignore[index]
+        b: Dict[str, float] = empty["paths"]["/"]  # type: ignore[index]
+        size, server = a["gzip_bytes"] / b["gzip_bytes"], a["server_ms"] / b["server_ms"]
+        line = (f"    1,000 nodes vs empty: gzip size {size:.1f}x, server time {server:.1f}x")
+        if "chromium_s" in one and "chromium_s" in empty:
+            load = ((one["chromium_blank_s"] + one["chromium_s"])  # type: ignore[operator]
+                    / (empty["chromium_blank_s"] + empty["chromium_s"]))  # type: ignore[operator]
+            line += f", Chromium load with its start {load:.2f}x (<= 1.5x: {_verdict(load <= 1.5)})"
+        out.append(line)
+    return out if len(out) > 1 else []
 
 
 if __name__ == "__main__":

@@ -446,7 +446,7 @@ _COLUMNS = ("tx", "rx", "link") + HEALTH_RATES  # what the cluster totals sum
 def _contribution(n: NodeView) -> Items:
     """What a fresh node adds to the cluster totals, exactly (dashboard/tally.py)."""
     r = n.rates
-    return items((n.tx_gbps, n.rx_gbps, n.link_gbps) + tuple(r.get(k) for k in HEALTH_RATES))
+    return items((n.tx_gbps, n.rx_gbps, n.link_gbps, *map(r.get, HEALTH_RATES)))
 
 
 class Tally:

@@ -27,9 +27,17 @@ def exact(v: float) -> int:
 
 
 def items(values: Sequence[Optional[float]]) -> Items:
-    """A node's values, one per column (None: it does not report that one)."""
-    return (tuple(0 if v is None else exact(v) for v in values),
-            tuple(0 if v is None else 1 for v in values))
+    """A node's values, one per column (None: it does not report that one). `exact` written
+    out: 1,333 changed nodes a 10,000-node refresh, 9 columns each, and the call per value
+    was half of this function's time."""
+    held = []
+    for v in values:
+        if v:  # 0, 0.0 and None hold nothing
+            num, den = v.as_integer_ratio()
+            held.append(num << (_SHIFT + 1 - den.bit_length()))
+        else:
+            held.append(0)
+    return tuple(held), tuple([0 if v is None else 1 for v in values])
 
 
 class Sums:

@@ -363,11 +363,10 @@ class Sampler:
         self.discoveries = 0
         self._expected = 0  # counter files the last discovery wanted (the cached path checks)
         # What the last discovery saw, to tell at the next whether anything moved: the files
-        # it wanted, each directory's {name: inode} (None: not listed) and each open path's
-        # inode as listed then (None: unknown, the descriptor is asked).
+        # it wanted and each directory's {name: inode} (None: not listed; a descriptor kept
+        # from then is asked its inode).
         self._wanted: List[Tuple[str, str, Tuple[int, int, int, str]]] = []
         self._inodes: Optional[Dict[str, Dict[str, int]]] = None
-        self._ino: Dict[str, Optional[int]] = {}
         self._native = native and _fastread is not None
         # A _fastread.Reader over _fds, rebuilt whenever _fds changes (None: read in Python).
         self._reader: "Optional[_fastread.Reader]" = None
@@ -459,14 +458,13 @@ class Sampler:
                     self._close_fd(self._fds[k])
             self._dead = set()
             fds, paths, slots = [], [], []
-            known = self._ino
-            ino: Dict[str, Optional[int]] = {}
+            known = self._inodes
             for directory, name, slot in wanted:
                 path = f"{directory}/{name}"
                 now = inodes[directory].get(name) if inodes is not None else None
                 fd = old.pop(path, None)
                 if fd is not None:
-                    was = known.get(path)
+                    was = known.get(directory, {}).get(name) if known is not None else None
                     if (was if was is not None else _fd_inode(fd)) != now:
                         # The path names another file now, or none (a device removed and
                         # re-added: on sysfs its old descriptor would answer ENODEV; on a
@@ -480,10 +478,9 @@ class Sampler:
                 fds.append(fd)
                 paths.append(path)
                 slots.append(slot)
-                ino[path] = now
         finally:
             dirs.close()
-        self._ino, self._inodes, self._wanted = ino, inodes, wanted
+        self._inodes, self._wanted = inodes, wanted
         for fd in old.values():
             self._close_fd(fd)
         self._set_fds(fds)

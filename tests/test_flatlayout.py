@@ -46,6 +46,7 @@ def test_flat_snapshots_and_deltas_equal_the_general_path(node):
         node.traffic(100, 900, 1.0, fault="drops", seed=6)
         clock.t += 10.0
         c = s.sample()  # a full read again
+    moved = 0  # device-level counts summed: the full reads saw some
     for x, y in ((a, b), (b, c), (a, c)):
         flat, slow = diff_snapshots(x, y), diff_snapshots(general(x), general(y))
         assert flat.flat is not None and slow.flat is None
@@ -53,9 +54,19 @@ def test_flat_snapshots_and_deltas_equal_the_general_path(node):
         assert flat.port_totals()["tx_bytes"] > 0
         for name in ("tx_bytes", "rx_bytes", "retrans_pkts", "no_such_counter"):
             assert flat.port_column(name) == slow.port_column(name)
+        # Device-level sums from list positions (found once per layout, asked twice here).
+        for names in (("cmds_err", "no_completion_cmds"), ["keep_alive_rcvd", "completed_cmds",
+                                                           "no_such_counter"], ()):
+            for _ in range(2):
+                got = flat.device_totals(names)
+                assert got == slow.device_totals(names)
+                assert set(got) <= set(names) - {"no_such_counter"}
+                moved += sum(got.values())
+        assert flat._devices is None  # the sums built no per-device dictionaries
         assert flat.devices == slow.devices
         assert flat.net == slow.net and flat.resets == slow.resets == ()
         assert (flat.appeared, flat.vanished) == (slow.appeared, slow.vanished) == ((), ())
+    assert moved > 0
     assert b == general(b) and c.to_dict() == general(c).to_dict()
     # Between full reads the device-level counters repeat: no delta; the full read has it.
     assert all(set(v.values()) <= {0} for d in diff_snapshots(a, b).devices.values()

@@ -136,3 +136,23 @@ def test_a_rediscovery_that_finds_the_same_files_keeps_the_flat_path(node):
     assert c.flat[0] is not a.flat[0]
     d = diff_snapshots(b, c)
     assert d.flat is None and len(d.vanished) == 1
+
+
+def test_status_error_rates_from_the_layout_equal_the_general_path(node):
+    """The status file's per-device error rates (nodestatus.device_errors): from the flat
+    lists' positions, the same as from the per-device dictionaries."""
+    from efajob.daemon.nodestatus import device_errors
+
+    clock = Clock()
+    with sampler(node, clock) as s:
+        a = s.sample()
+        node.traffic(400, 300, 3.0, fault="wr-errors", seed=5)
+        node.traffic(100, 100, 2.0, fault="admin-errors", seed=6)
+        clock.t += 5.0
+        b = s.sample()
+    got = device_errors(b, a)
+    assert b._devices is None and a._devices is None  # no dictionaries built for it
+    assert got == device_errors(general(b), general(a))
+    kinds = {k for errs in got.values() for k in errs}
+    assert "rdma_read_wr_err" in kinds and "cmds_err" in kinds  # a port and a device counter
+    assert device_errors(b, b) == device_errors(a, b) == {}  # no time passed / going back

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # no `typing` at run time: the hooks import this
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
     Group = Tuple[int, int, int, int, int, Tuple[str, ...]]  # kind, owner, port, start, end, names
     Span = Tuple[int, int, Tuple[str, ...]]  # start, end, names
@@ -50,6 +50,7 @@ class Layout:
             spans and len(spans) == len(per) and len(port_names) == 1) else None
         self._index = {name: k for k, name in enumerate(self._columns[0])} if self._columns else {}
         self._device_at: Dict[Tuple[str, ...], List[Tuple[str, List[int]]]] = {}
+        self._picked: Dict[str, List[Tuple[str, List[Tuple[str, int]]]]] = {}
 
     def per_device(self, values: Sequence[int]):
         """(name, first port, port counters, device counters, other ports) per device."""
@@ -83,6 +84,22 @@ class Layout:
         # The CloudWatch sink asks every tick: a walk over 32 devices' dozen names each was
         # two thirds of its per-tick cost.
         return {name: sum(map(values.__getitem__, where)) for name, where in at}
+
+    def picked(self, key: str, port: "Callable[[str], bool]",
+               device: "Callable[[str], bool]") -> "List[Tuple[str, List[Tuple[str, int]]]]":
+        """Per device, (counter, position) of its first port's counters that `port` picks,
+        then of its device-level counters that `device` picks: found once per layout and
+        `key` (which names the pair of tests), then a lookup for every snapshot."""
+        got = self._picked.get(key)
+        if got is None:
+            got = []
+            for name, _, pc, dc, _ in self.devices:
+                at = [(n, pc[0] + k) for k, n in enumerate(pc[2]) if port(n)] if pc else []
+                if dc:
+                    at += [(n, dc[0] + k) for k, n in enumerate(dc[2]) if device(n)]
+                got.append((name, at))
+            self._picked[key] = got
+        return got
 
     def port_column(self, values: Sequence[int], name: str) -> Optional[Dict[str, int]]:
         """One first-port counter per device; None when devices differ in names."""

@@ -67,6 +67,25 @@ def test_job_keys_with_commas_are_refused(store):
     assert encode_jobs(["3", "1", "3", "a,b", ""]) == ("1", "3")
 
 
+def test_a_failed_insert_forgets_the_layout_it_made(store, monkeypatch):
+    """A sample whose transaction rolls back after making a new layout row: the row is gone
+    and its id may go to another layout, so the store must not keep it."""
+    from efajob.node import localstore
+
+    store.add_sample(row(0))
+    real = localstore._pack
+    monkeypatch.setattr(localstore, "_pack", lambda values: 1 / 0)
+    with pytest.raises(ZeroDivisionError):  # after the new layout row was inserted
+        store.add_sample(row(1, deltas={"tx_bytes": 5, "rdma_read_bytes": 1}))
+    monkeypatch.setattr(localstore, "_pack", real)
+    other = row(2, deltas={"tx_bytes": 6, "send_wrs": 2})
+    store.add_sample(other)  # a third layout: may take the id of the one rolled back
+    again = row(3, deltas={"tx_bytes": 7, "rdma_read_bytes": 1})
+    store.add_sample(again)
+    got = store.samples_between("b1", 0, 1e9)
+    assert [g.deltas for g in got] == [row(0).deltas, other.deltas, again.deltas]
+
+
 def test_minute_rollups(store):
     wall0 = 1_700_000_010.5  # mid-minute: the first and last minutes are partial
     for i in range(150):

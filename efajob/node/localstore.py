@@ -392,6 +392,9 @@ class LocalStore:
         self.rollup_seconds = rollup_days * 86400.0
         self._boots: Dict[str, int] = {}
         self._layouts: Dict[str, int] = {}
+        # The same layout by its names: a tick's lookup without writing its JSON (~100 names
+        # on a p5, a tenth of an insert).
+        self._layout_ids: Dict[Tuple[Tuple[str, ...], ...], int] = {}
         self._layout_names: Dict[int, Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]] = {}
         self._minute: Optional[int] = None
         self._retention_backlog = True  # look once after opening
@@ -516,13 +519,18 @@ class LocalStore:
         return k
 
     def _layout_key(self, extra: Tuple[str, ...], tx: Tuple[str, ...], rx: Tuple[str, ...]) -> int:
+        names = (extra, tx, rx)
+        k = self._layout_ids.get(names)
+        if k is not None:
+            return k
         spec = fastjson.dumps([extra, tx, rx])
         k = self._layouts.get(spec)
         if k is None:
             row = self._db.execute("SELECT id FROM layouts WHERE spec = ?", (spec,)).fetchone()
             k = row[0] if row else self._insert_id("INSERT INTO layouts (spec) VALUES (?)", (spec,))
             self._layouts[spec] = k
-            self._layout_names[k] = (extra, tx, rx)
+            self._layout_names[k] = names
+        self._layout_ids[names] = k
         return k
 
     def _layout(self, k: int) -> Tuple[Tuple[str, ...], Tuple[str, ...], Tuple[str, ...]]:
@@ -555,6 +563,12 @@ class LocalStore:
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
+                # A boot or layout row made in this transaction is gone, and its id may be
+                # given to another one: ask the file again.
+                self._boots.clear()
+                self._layouts.clear()
+                self._layout_ids.clear()
+                self._layout_names.clear()
                 raise
         except sqlite3.Error as e:
             raise _classify(self.path, e, "writing a sample") from None

@@ -126,7 +126,7 @@ def device_errors(snapshot: "Snapshot", previous: Optional["Snapshot"]) -> Dict[
         # The daemon's snapshots, read with one layout: the error counters' positions come
         # from it, and no device's dictionaries are built for a test of 1,500 names.
         a, b = fa[1], fb[1]
-        for name, slots in fb[0].picked("errors", is_wr_error, is_device_error):
+        for name, slots in fb[0].picked(is_wr_error, is_device_error):
             errs = {k: (b[i] - a[i] if b[i] > a[i] else b[i]) / secs
                     for k, i in slots if b[i] != a[i]}
             errs = {k: v for k, v in errs.items() if v > 0}

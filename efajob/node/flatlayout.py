@@ -50,7 +50,7 @@ class Layout:
             spans and len(spans) == len(per) and len(port_names) == 1) else None
         self._index = {name: k for k, name in enumerate(self._columns[0])} if self._columns else {}
         self._device_at: Dict[Tuple[str, ...], List[Tuple[str, List[int]]]] = {}
-        self._picked: Dict[str, List[Tuple[str, List[Tuple[str, int]]]]] = {}
+        self._picked: Dict[tuple, List[Tuple[str, List[Tuple[str, int]]]]] = {}
 
     def per_device(self, values: Sequence[int]):
         """(name, first port, port counters, device counters, other ports) per device."""
@@ -85,11 +85,12 @@ class Layout:
         # two thirds of its per-tick cost.
         return {name: sum(map(values.__getitem__, where)) for name, where in at}
 
-    def picked(self, key: str, port: "Callable[[str], bool]",
+    def picked(self, port: "Callable[[str], bool]",
                device: "Callable[[str], bool]") -> "List[Tuple[str, List[Tuple[str, int]]]]":
         """Per device, (counter, position) of its first port's counters that `port` picks,
         then of its device-level counters that `device` picks: found once per layout and
-        `key` (which names the pair of tests), then a lookup for every snapshot."""
+        pair of tests, then a lookup for every snapshot."""
+        key = (port, device)
         got = self._picked.get(key)
         if got is None:
             got = []

@@ -44,7 +44,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from efajob.config import validate_name
 from efajob.node.counters import bytes_to_gbps, is_device_error, is_wr_error
@@ -127,25 +127,27 @@ def device_errors(snapshot: "Snapshot", previous: Optional["Snapshot"]) -> Dict[
         # from it, and no device's dictionaries are built for a test of 1,500 names.
         a, b = fa[1], fb[1]
         for name, slots in fb[0].picked(is_wr_error, is_device_error):
-            errs = {k: (b[i] - a[i] if b[i] > a[i] else b[i]) / secs
-                    for k, i in slots if b[i] != a[i]}
-            errs = {k: v for k, v in errs.items() if v > 0}
+            errs = _rising(((k, a[i], b[i]) for k, i in slots), secs)
             if errs:
-                out[name] = dict(sorted(errs.items()))
+                out[name] = errs
         return out
     for name, cur in snapshot.devices.items():
         prev = previous.devices.get(name)
         if prev is None:
             continue
         before = _error_counters(prev)
-        errs = {}
-        for k, v in _error_counters(cur).items():
-            if k in before and v != before[k]:
-                errs[k] = (v - before[k] if v > before[k] else v) / secs  # down: a reset
-        errs = {k: v for k, v in errs.items() if v > 0}
+        errs = _rising(((k, before[k], v) for k, v in _error_counters(cur).items() if k in before),
+                       secs)
         if errs:
-            out[name] = dict(sorted(errs.items()))
+            out[name] = errs
     return out
+
+
+def _rising(counters: Iterable[Tuple[str, int, int]], secs: float) -> Dict[str, float]:
+    """{name: rise per second}, sorted by name, of the (name, before, now) counters that rose
+    (one that went down was reset: counted from 0)."""
+    rates = ((k, (v - was if v > was else v) / secs) for k, was, v in counters if v != was)
+    return dict(sorted((k, r) for k, r in rates if r > 0))
 
 
 def _error_rates(errors: Mapping[str, Mapping[str, float]]) -> Dict[str, float]:
